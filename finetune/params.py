@@ -1,0 +1,172 @@
+"""The one typed schema for params.yaml. Sections are named after the stages that read them.
+
+Every stage validates the WHOLE file before doing any work, so a typo anywhere fails fast with
+the key's dotted name, what was expected, and (for unknown keys) the closest valid spelling.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from finetune.errors import UserError
+
+BUILTIN_SOURCES = ("builtin:tweets", "builtin:zh-reviews")
+BUILTIN_MODELS = ("builtin:minilm",)
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Splits(Section):
+    train: float = Field(0.8, gt=0, lt=1)
+    val: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self):
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1, got {total:g}")
+        return self
+
+
+class Data(Section):
+    source: str = "builtin:tweets"
+    text_column: str = "text"
+    label_column: str = "label"
+    split_column: str | None = None  # optional column of train/val/test to use instead of a random split
+    keep_labels: list[str] | None = None  # None keeps every label
+    confidence_column: str | None = None
+    min_confidence: float | None = Field(None, ge=0, le=1)
+    max_rows: int | None = Field(None, ge=10)
+    splits: Splits = Splits()
+    seed: int = 42
+    on_bad_rows: Literal["error", "skip"] = "error"
+
+    @model_validator(mode="after")
+    def _source_exists(self):
+        if self.source.startswith("builtin:"):
+            if self.source not in BUILTIN_SOURCES:
+                raise ValueError(f"unknown builtin source {self.source!r}; expected one of {BUILTIN_SOURCES}")
+            return self
+        path = Path(self.source)
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            raise ValueError(f"{self.source!r} is not a supported table; expected a file ending in {TABLE_SUFFIXES}")
+        if not path.is_file():
+            raise ValueError(f"file {self.source!r} does not exist (relative paths start at the project root)")
+        return self
+
+    @model_validator(mode="after")
+    def _confidence_pair(self):
+        if self.min_confidence is not None and self.confidence_column is None and self.source != "builtin:tweets":
+            raise ValueError("min_confidence needs confidence_column (the column holding each row's confidence)")
+        return self
+
+
+class Augment(Section):
+    copies: int = Field(0, ge=0, le=10)  # augmented copies per TRAIN example; 0 = off
+    ops: list[Literal["delete", "swap"]] = ["delete", "swap"]
+    prob: float = Field(0.1, gt=0, lt=1)
+    seed: int = 0
+
+
+class Preprocess(Section):
+    max_length: int = Field(64, ge=8, le=8192)
+    padding: Literal["dynamic", "max_length"] = "dynamic"
+    augment: Augment = Augment()
+
+
+class EarlyStopping(Section):
+    metric: Literal["f1_macro", "accuracy", "loss"] = "f1_macro"
+    patience: int = Field(2, ge=0)  # evaluations without improvement before stopping; 0 = never stop early
+
+
+class Train(Section):
+    model: str = "builtin:minilm"
+    trust_remote_code: bool = False
+    epochs: float = Field(3, gt=0)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine", "polynomial"] = "linear"
+    dropout: float | None = Field(None, ge=0, lt=1)  # overrides the model's hidden and attention dropout
+    eval_steps: int | None = Field(None, ge=1)  # None: evaluate (and checkpoint) once per epoch
+    logging_steps: int = Field(10, ge=1)
+    early_stopping: EarlyStopping = EarlyStopping()
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _model_exists(self):
+        if self.model.startswith("builtin:"):
+            if self.model not in BUILTIN_MODELS:
+                raise ValueError(f"unknown builtin model {self.model!r}; expected one of {BUILTIN_MODELS}")
+        elif not (Path(self.model) / "config.json").is_file():
+            raise ValueError(f"{self.model!r} is not a Hugging Face model directory (no config.json in it)")
+        return self
+
+
+class Evaluate(Section):
+    misclassified_rows: int = Field(200, ge=0)  # most confident errors kept in misclassified.csv
+
+
+class Report(Section):
+    title: str = "Fine-tuning report"
+    worst_errors: int = Field(15, ge=0)
+
+
+class Params(Section):
+    task: Literal["text-classification"] = "text-classification"
+    data: Data = Data()
+    preprocess: Preprocess = Preprocess()
+    train: Train = Train()
+    evaluate: Evaluate = Evaluate()
+    report: Report = Report()
+
+
+def _explain(error: ValidationError, raw: dict) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            parent = raw
+            for part in item["loc"][:-1]:
+                parent = parent.get(part, {}) if isinstance(parent, dict) else {}
+            model = Params
+            for part in item["loc"][:-1]:
+                model = model.model_fields[part].annotation
+            guess = difflib.get_close_matches(str(item["loc"][-1]), list(model.model_fields), n=1)
+            hint = f"; did you mean {guess[0]!r}?" if guess else f"; valid keys: {', '.join(model.model_fields)}"
+            lines.append(f"{key}: unknown key{hint}")
+        else:
+            got = f" (got {item['input']!r})" if "input" in item and not isinstance(item["input"], dict) else ""
+            lines.append(f"{key or '<top level>'}: {item['msg']}{got}")
+    return "\n  ".join(lines)
+
+
+def parse_params(raw: dict, origin: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise UserError(f"{origin} is invalid:\n  {_explain(error, raw)}") from None
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found (run from the project root, where dvc.yaml is)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
+    return parse_params(raw, str(path))

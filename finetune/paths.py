@@ -1,0 +1,23 @@
+"""Where each stage reads and writes. dvc.yaml names the same paths (tests/test_dvc_yaml.py checks)."""
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+RAW_DATA = Path("data/raw")  # user data lives here so DVC tracks its content (a dep of ingest)
+PRETRAINED = Path("models/pretrained")  # local pretrained models, tracked the same way
+
+INGESTED = Path("data/ingested.parquet")
+QUARANTINE = Path("data/quarantine")
+PREPARED = Path("data/prepared")
+LABEL_MAP = PREPARED / "label_map.json"
+
+MODEL = Path("models/model")
+CHECKPOINTS = Path(".cache/checkpoints")  # resumable Trainer checkpoints, one folder per run fingerprint
+
+REPORTS = Path("reports")
+INGEST_SUMMARY = REPORTS / "ingest.json"
+PREPROCESS_SUMMARY = REPORTS / "preprocess.json"
+TRAIN_SUMMARY = REPORTS / "train.json"
+TRAIN_LIVE = REPORTS / "train_live"  # dvclive: per-step training curves
+METRICS = REPORTS / "metrics.json"
+EVALUATION = REPORTS / "evaluate"
+REPORT_HTML = REPORTS / "report.html"

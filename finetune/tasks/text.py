@@ -1,0 +1,75 @@
+"""Text classification with any Hugging Face encoder (BERT, MiniLM, ...) and its own tokenizer."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+from finetune.params import Augment
+from finetune.tasks import Task
+
+_SPACES = re.compile(r"\s+")
+_DROPOUT_NAMES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout", "attention_dropout", "seq_classif_dropout")
+
+
+class TextClassification(Task):
+    def normalize(self, inputs: pd.Series) -> pd.Series:
+        # bare \r, tabs and newlines inside a text become single spaces
+        return inputs.fillna("").map(lambda text: _SPACES.sub(" ", str(text)).strip())
+
+    def duplicate_key(self, inputs: pd.Series) -> pd.Series:
+        return self.normalize(inputs).str.casefold()
+
+    def augment(self, inputs: pd.Series, config: Augment) -> pd.Series:
+        """EDA-style word operations, no synonyms (no lexicon ships offline): `delete` drops each
+        word with probability `prob` (at least one word stays); `swap` swaps max(1, prob*len) random
+        word pairs. Each copy applies one operation picked at random from `ops`."""
+        rng = np.random.default_rng(config.seed)
+        copies = []
+        for _ in range(config.copies):
+            for text in inputs:
+                words = text.split(" ")
+                if config.ops[rng.integers(len(config.ops))] == "delete":
+                    kept = [w for w in words if rng.random() >= config.prob]
+                    words = kept or [words[rng.integers(len(words))]]
+                else:
+                    for _ in range(max(1, int(config.prob * len(words)))):
+                        i, j = rng.integers(len(words), size=2)
+                        words[i], words[j] = words[j], words[i]
+                copies.append(" ".join(words))
+        return pd.Series(copies, dtype=object)
+
+    def load_processor(self, model_dir: str, trust_remote_code: bool):
+        return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+
+    def encode(self, processor, inputs: pd.Series, max_length: int, pad_to_max: bool) -> pd.DataFrame:
+        texts = inputs.tolist()
+        full_lengths = [len(ids) for ids in processor(texts, truncation=False)["input_ids"]]
+        encoded = processor(texts, truncation=True, max_length=max_length, padding="max_length" if pad_to_max else False)
+        frame = pd.DataFrame({name: list(values) for name, values in encoded.items()})
+        frame["truncated"] = [n > max_length for n in full_lengths]
+        return frame
+
+    def load_model(self, model_dir: str, labels: list[str], dropout: float | None, trust_remote_code: bool):
+        config = AutoConfig.from_pretrained(
+            model_dir,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            trust_remote_code=trust_remote_code,
+        )
+        if dropout is not None:  # each architecture names its dropouts differently; set those it has
+            for name in _DROPOUT_NAMES:
+                if hasattr(config, name):
+                    setattr(config, name, dropout)
+        return AutoModelForSequenceClassification.from_pretrained(
+            model_dir, config=config, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+
+    def load_trained(self, model_dir: str, trust_remote_code: bool):
+        return AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=trust_remote_code)
+
+    def collator(self, processor):
+        return DataCollatorWithPadding(processor)

@@ -1,0 +1,132 @@
+"""report: one self-contained HTML page (reports/report.html) built from the other stages' outputs.
+
+To add a section (ensemble, compress, explain): write a function `(params) -> html or None`
+(None = its inputs do not exist yet, the section is left out), append it to SECTIONS, and list
+the files it reads as deps of the report stage in dvc.yaml.
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+from finetune import paths  # noqa: E402
+from finetune.cli import main  # noqa: E402
+from finetune.html import esc, figure_img, page, png_file_img, table  # noqa: E402
+from finetune.io import atomic_path, read_json  # noqa: E402
+from finetune.params import Params  # noqa: E402
+
+
+def summary_section(params: Params) -> str:
+    result, train = read_json(paths.METRICS), read_json(paths.TRAIN_SUMMARY)
+    base = result["baseline"]
+
+    def card(name, value, reference):
+        tone = "good" if value > reference else "bad"
+        return f'<div class="card">{esc(name)}<b class="{tone}">{value:.3f}</b><span class="muted">baseline {reference:.3f}</span></div>'
+
+    cards = card("Test accuracy", result["accuracy"], base["accuracy"]) + card("Test macro F1", result["f1_macro"], base["f1_macro"])
+    cards += card("Test weighted F1", result["f1_weighted"], base["f1_weighted"])
+    where = f"{train['device']}{' (bf16)' if train['bf16'] else ''}"
+    return (
+        f'<div class="cards">{cards}</div><p>Model <code>{esc(params.train.model)}</code> fine-tuned on '
+        f"<code>{esc(params.data.source)}</code> for {train['steps']} steps ({train['epochs']} epochs) on {esc(where)}; "
+        f"baseline = {esc(base['strategy'])} predicted for every test row; {result['test_rows']} test rows.</p>"
+    )
+
+
+def metrics_section(params: Params) -> str:
+    result = read_json(paths.METRICS)
+    per_class = pd.DataFrame(result["per_class"]).T.reset_index(names="label")
+    per_class["support"] = per_class["support"].astype(int)
+    confusion = png_file_img(paths.EVALUATION / "confusion.png", "confusion matrix")
+    return f"<h3>Per class (test)</h3>{table(per_class)}<h3>Confusion matrix</h3>{confusion}"
+
+
+def _curve(axes, folder, names, title):
+    for name in names:
+        path = paths.TRAIN_LIVE / "plots" / "metrics" / folder / f"{name}.tsv"
+        if path.exists():
+            frame = pd.read_csv(path, sep="\t")
+            axes.plot(frame["step"], frame[name], marker="o" if folder == "eval" else None, label=f"{folder} {name}")
+    axes.set_title(title)
+    axes.set_xlabel("step")
+    axes.legend()
+
+
+def training_section(params: Params) -> str:
+    train = read_json(paths.TRAIN_SUMMARY)
+    figure, (loss_axes, score_axes) = plt.subplots(1, 2, figsize=(11, 3.6))
+    _curve(loss_axes, "train", ["loss"], "Loss")
+    _curve(loss_axes, "eval", ["loss"], "Loss")
+    _curve(score_axes, "eval", ["accuracy", "f1_macro"], "Validation scores")
+    image = figure_img(figure, "training curves")
+    plt.close(figure)
+    facts = pd.DataFrame(
+        [
+            ("best step (restored)", train["best_step"]),
+            ("stopped early", train["stopped_early"]),
+            ("resumed from a checkpoint", train["resumed"]),
+            ("training samples / s", train["train_samples_per_second"]),
+            ("training time (s)", train["train_runtime_s"]),
+            *((f"best val {name}", value) for name, value in train["val"].items()),
+        ],
+        columns=["", "value"],
+    )
+    return image + table(facts)
+
+
+def data_section(params: Params) -> str:
+    ingest, prep = read_json(paths.INGEST_SUMMARY), read_json(paths.PREPROCESS_SUMMARY)
+    dropped = [("ingest", reason, n) for reason, n in ingest["dropped"].items()]
+    dropped += [("preprocess", reason, n) for reason, n in prep["dropped"].items()]
+    splits = pd.DataFrame(
+        [
+            {"split": name, "rows": s["rows"], "augmented": s["augmented_rows"], "truncated": s["truncated_rows"],
+             "mean tokens": s["mean_tokens"], **{f"{label} %": round(100 * n / s["rows"], 1) for label, n in s["labels"].items()}}
+            for name, s in prep["splits"].items()
+        ]
+    )
+    return (
+        f"<p>{ingest['rows_read']} rows read from <code>{esc(ingest['source'])}</code>, {ingest['rows_kept']} kept by ingest.</p>"
+        f"<h3>Splits and label balance</h3>{table(splits)}"
+        f"<h3>Rows dropped and why</h3>{table(pd.DataFrame(dropped, columns=['stage', 'reason', 'rows']))}"
+        '<p class="muted">Bad rows are kept, with their reason, in data/quarantine/*.csv.</p>'
+    )
+
+
+def errors_section(params: Params) -> str:
+    wrong = pd.read_csv(paths.EVALUATION / "misclassified.csv").head(params.report.worst_errors)
+    if wrong.empty:
+        return "<p>No test example was misclassified.</p>"
+    return "<p>The most confident mistakes on the test split.</p>" + table(wrong[["text", "actual", "predicted", "confidence"]])
+
+
+def params_section(params: Params) -> str:
+    return f"<pre>{esc(yaml.safe_dump(params.model_dump(), sort_keys=False))}</pre>"
+
+
+SECTIONS = [
+    ("Summary", summary_section),
+    ("Test metrics", metrics_section),
+    ("Training", training_section),
+    ("Data", data_section),
+    ("Worst errors", errors_section),
+    ("Params (with defaults filled in)", params_section),
+]
+
+
+def run(params: Params) -> str:
+    sections = [(title, html) for title, build in SECTIONS if (html := build(params)) is not None]
+    document = page(params.report.title, sections)
+    with atomic_path(paths.REPORT_HTML) as tmp:
+        tmp.write_text(document, encoding="utf-8")
+    print(f"report: wrote {paths.REPORT_HTML} ({len(document) // 1024} KiB, {len(sections)} sections)")
+    return document
+
+
+if __name__ == "__main__":
+    main(run, __doc__)

@@ -1,0 +1,193 @@
+"""train: fine-tune `train.model` on the prepared train split with the transformers Trainer.
+
+Features: AdamW with weight decay (L2), warmup + constant/linear/cosine schedule, dropout override,
+evaluation on val every `eval_steps` (or epoch), early stopping on a val metric with patience,
+best checkpoint restored, per-step metrics logged with dvclive (reports/train_live; dvclive is
+never allowed to touch dvc.yaml), device auto|cpu|cuda (auto = CUDA, in bf16 where supported).
+Resume: checkpoints go to .cache/checkpoints/<fingerprint>, where the fingerprint hashes the
+params, the prepared data and the code; a killed run restarted with the SAME fingerprint resumes
+from its last complete checkpoint (and says so); anything else starts fresh.
+Writes models/model (model.safetensors, config, tokenizer, label_map.json) and reports/train.json.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from dvclive import Live
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from finetune import metrics, paths
+from finetune.cli import main
+from finetune.errors import UserError
+from finetune.io import atomic_path, read_json, write_json
+from finetune.params import Params
+from finetune.sources import model_path
+from finetune.tasks import get_task
+
+
+def resolve_device(choice: str) -> tuple[str, bool]:
+    """(device, use bf16). auto = CUDA when present, bf16 where the GPU supports it."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return "cpu", False
+    return "cuda", torch.cuda.is_bf16_supported()
+
+
+def fingerprint(params: Params) -> str:
+    """Same fingerprint = same run: params that shape training, prepared data, and the code."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(params.model_dump(include={"task", "train", "preprocess"}), sort_keys=True).encode())
+    code = [Path(__file__), *sorted(Path(paths.__file__).parent.rglob("*.py"))]
+    for path in [*sorted(paths.PREPARED.iterdir()), *code]:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint whose trainer_state.json (written last by Trainer) is whole."""
+    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]), reverse=True)
+    for checkpoint in checkpoints:
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+            return checkpoint
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+class LiveLogger(TrainerCallback):
+    """Logs Trainer metrics to dvclive at the Trainer's global step. (transformers' own
+    DVCLiveCallback advances dvclive's step on every log call, so train and eval points of the
+    same step land on different x values.)"""
+
+    def __init__(self, live: Live):
+        self.live = live
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.live.step = state.global_step
+        for key, value in (logs or {}).items():
+            if key.removeprefix("eval_") in ("loss", "grad_norm", "learning_rate", "accuracy", "f1_macro"):
+                name = key.replace("eval_", "eval/") if key.startswith("eval_") else f"train/{key}"
+                self.live.log_metric(name, value)
+        self.live.make_summary()
+
+
+def _trim_live_history(live_dir: Path, last_step: int) -> None:
+    """A killed run may have logged steps after its last checkpoint; drop them before resuming."""
+    for tsv in live_dir.glob("plots/metrics/**/*.tsv"):
+        with tsv.open() as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+        step = rows[0].index("step")
+        kept = [rows[0]] + [r for r in rows[1:] if int(r[step]) <= last_step]
+        with tsv.open("w", newline="") as f:
+            csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
+
+
+def _compute_metrics(prediction) -> dict[str, float]:
+    scores = metrics.headline(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
+    return {name: scores[name] for name in ("accuracy", "f1_macro")}
+
+
+def run(params: Params) -> dict:
+    train = params.train
+    device, bf16 = resolve_device(train.device)
+    task = get_task(params.task)
+    label_map = read_json(paths.LABEL_MAP)
+    features = label_map["features"]
+    splits = {name: pd.read_parquet(paths.PREPARED / f"{name}.parquet") for name in ("train", "val")}
+
+    run_dir = paths.CHECKPOINTS / fingerprint(params)
+    resume = last_complete_checkpoint(run_dir)
+    if resume:
+        print(f"train: resuming from {resume}")
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)  # a run killed before its first checkpoint: nothing to keep
+
+    set_seed(train.seed)  # before the model: the new classifier head is drawn from this seed
+    source = model_path(train)
+    processor = task.load_processor(source, train.trust_remote_code)
+    model = task.load_model(source, label_map["labels"], train.dropout, train.trust_remote_code)
+    steps = {"eval_strategy": "steps", "eval_steps": train.eval_steps, "save_strategy": "steps", "save_steps": train.eval_steps}
+    if train.eval_steps is None:
+        steps = {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    metric = train.early_stopping.metric
+    args = TrainingArguments(
+        output_dir=str(run_dir),
+        num_train_epochs=train.epochs,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size,
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        warmup_steps=train.warmup_ratio,  # transformers 5 takes a float < 1 here as a ratio
+        lr_scheduler_type=train.lr_scheduler,
+        logging_steps=train.logging_steps,
+        **steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        restore_callback_states_from_checkpoint=True,  # early-stopping patience survives a resume
+        metric_for_best_model=metric,
+        greater_is_better=metric != "loss",
+        seed=train.seed,
+        data_seed=train.seed,
+        use_cpu=device == "cpu",
+        bf16=bf16,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    live = Live(str(run_dir / "live"), resume=resume is not None, dvcyaml=None, save_dvc_exp=False, report=None)
+    if resume:
+        _trim_live_history(run_dir / "live", int(resume.name.split("-")[1]))
+    callbacks = [LiveLogger(live)]
+    if train.early_stopping.patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=train.early_stopping.patience))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=task.dataset(splits["train"], features),
+        eval_dataset=task.dataset(splits["val"], features),
+        data_collator=task.collator(processor),
+        processing_class=processor,
+        compute_metrics=_compute_metrics,
+        callbacks=callbacks,
+    )
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    live.end()
+    trainer.remove_callback(LiveLogger)
+    best = trainer.evaluate()  # the restored best model, scored on val
+
+    with atomic_path(paths.MODEL) as folder:
+        trainer.save_model(str(folder))  # safetensors + config (with id2label) + tokenizer files
+        (folder / "training_args.bin").unlink()  # a pickle: replaced by a JSON copy that loads safely
+        (folder / "training_args.json").write_text(args.to_json_string())
+        write_json(folder / "label_map.json", label_map)
+    with atomic_path(paths.TRAIN_LIVE) as folder:
+        shutil.copytree(run_dir / "live", folder)
+    summary = {
+        "device": device,
+        "bf16": bf16,
+        "resumed": resume is not None,
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0, 3),
+        "best_step": trainer.state.best_global_step,
+        "stopped_early": trainer.state.global_step < trainer.state.max_steps,
+        "train_samples_per_second": round(result.metrics["train_samples_per_second"], 2),
+        "train_runtime_s": round(result.metrics["train_runtime"], 1),
+        "val": {name.removeprefix("eval_"): value for name, value in best.items() if name in ("eval_loss", "eval_accuracy", "eval_f1_macro")},
+    }
+    write_json(paths.TRAIN_SUMMARY, summary)
+    shutil.rmtree(run_dir)  # finished: the checkpoints are no longer needed to resume
+    print(f"train: {summary['steps']} steps on {device}, best val {summary['val']}")
+    return summary
+
+
+if __name__ == "__main__":
+    main(run, __doc__)

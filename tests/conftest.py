@@ -1,0 +1,37 @@
+"""Fixtures: a tiny BERT built from a config at test time (saved, then loaded through the same
+from_pretrained path users use) and a scratch project directory."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support import FILLER, WORDS
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    letters = list("abcdefghijklmnopqrstuvwxyz0123456789")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w for ws in WORDS.values() for w in ws} | set(FILLER)),
+             *letters, *(f"##{c}" for c in letters), *".,!?@#'-"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """An empty scratch directory as the current directory, for calling stages' run() in-process."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+

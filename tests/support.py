@@ -1,0 +1,111 @@
+"""Test helpers: small labelled data, tiny-config params, project copies, running tools like a user."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["stages", "finetune", "dvc.yaml", "params.yaml", "requirements-assets.txt", ".dvc/config", ".dvc/.gitignore",
+                 "data/raw/README.md", "models/pretrained/README.md"]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+WORDS = {
+    "positive": ["good", "great", "love", "excellent", "happy"],
+    "negative": ["bad", "awful", "hate", "terrible", "angry"],
+    "neutral": ["okay", "average", "normal", "plain", "usual"],
+}
+FILLER = ["the", "flight", "service", "was", "today", "my", "car", "phone", "really", "very", "this", "that", "so", "and", "it"]
+
+
+def make_rows(n: int, seed: int = 0, labels=("negative", "neutral", "positive")) -> pd.DataFrame:
+    """Unique short texts whose label is carried by one keyword among filler words."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    while len(rows) < n:
+        label = labels[len(rows) % len(labels)]
+        words = rng.sample(FILLER, rng.randint(3, 7))
+        words.insert(rng.randint(0, len(words)), rng.choice(WORDS[label]))
+        text = " ".join(words)
+        if text not in seen:
+            seen.add(text)
+            rows.append({"text": text, "label": label})
+    return pd.DataFrame(rows)
+
+
+def tiny_params(model: Path, source: str = "data/raw/tiny.csv", **sections) -> dict:
+    params = {
+        "task": "text-classification",
+        "data": {"source": source, "text_column": "text", "label_column": "label", "split_column": None,
+                 "keep_labels": None, "confidence_column": None, "min_confidence": None, "max_rows": None,
+                 "splits": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 1, "on_bad_rows": "error"},
+        "preprocess": {"max_length": 32, "padding": "dynamic", "augment": {"copies": 0, "ops": ["delete", "swap"], "prob": 0.1, "seed": 0}},
+        "train": {"model": str(model), "trust_remote_code": False, "epochs": 12, "batch_size": 8, "eval_batch_size": 64,
+                  "learning_rate": 3e-3, "weight_decay": 0.01, "warmup_ratio": 0.0, "lr_scheduler": "linear", "dropout": None,
+                  "eval_steps": None, "logging_steps": 5, "early_stopping": {"metric": "f1_macro", "patience": 0},
+                  "seed": 3, "device": "cpu"},
+        "evaluate": {"misclassified_rows": 200},
+        "report": {"title": "Tiny report", "worst_errors": 5},
+    }
+    for section, values in sections.items():
+        merge(params[section], values)
+    return params
+
+
+def merge(target: dict, values: dict) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def write_project(root: Path, params: dict, rows: pd.DataFrame | None = None) -> Path:
+    """A copy of the project's code and DVC files with its own params and data."""
+    for name in PROJECT_FILES:
+        source, target = PROJECT / name, root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, target)
+    if rows is not None:
+        rows.to_csv(root / "data/raw/tiny.csv", index=False)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def load(params: dict):
+    from finetune.params import parse_params
+
+    return parse_params(params)
+
+
+def run_stages(*names: str, params) -> None:
+    import importlib
+
+    for name in names:
+        importlib.import_module(f"stages.{name}").run(params)
+
+
+def tool_env() -> dict:
+    """The environment a user's `make` gives: this interpreter's bin first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    return env
+
+
+def sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
