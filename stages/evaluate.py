@@ -57,7 +57,8 @@ def run(params: Params) -> dict:
     rows = pd.DataFrame({"id": test["id"], "actual": name[actual], "predicted": name[predicted], "confidence": probs.max(axis=1)})
     for i, label in enumerate(labels):
         rows[f"prob_{label}"] = probs[:, i]
-    wrong = rows[rows["actual"] != rows["predicted"]].assign(text=test["text"]).sort_values("confidence", ascending=False)
+    with_text = rows.assign(text=test["text"].to_numpy())
+    wrong = with_text[rows["actual"] != rows["predicted"]].sort_values("confidence", ascending=False)
 
     paths.EVALUATION.mkdir(parents=True, exist_ok=True)
     write_table(paths.EVALUATION / "predictions.csv", rows)

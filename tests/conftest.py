@@ -35,3 +35,31 @@ def workdir(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory, tiny_model) -> Path:
+    """A scratch directory where ingest, preprocess and train already ran on tiny data (read-only:
+    tests copy it with `copy_of`)."""
+    import os
+
+    from tests.support import load, make_rows, run_stages, tiny_params
+
+    root = tmp_path_factory.mktemp("trained")
+    (root / "data/raw").mkdir(parents=True)
+    make_rows(150).to_csv(root / "data/raw/tiny.csv", index=False)
+    before = os.getcwd()
+    os.chdir(root)
+    try:
+        run_stages("ingest", "preprocess", "train", params=load(tiny_params(tiny_model)))
+    finally:
+        os.chdir(before)
+    return root
+
+
+@pytest.fixture
+def trained_workdir(trained_project, workdir) -> Path:
+    import shutil
+
+    shutil.copytree(trained_project, workdir, dirs_exist_ok=True)
+    return workdir

@@ -1,0 +1,65 @@
+"""dvc.yaml must list every code file each stage runs, and agree with params.yaml and paths.py."""
+import re
+
+import pytest
+import yaml
+
+from finetune import paths
+from finetune.params import load_params
+from tests.import_graph import project_imports
+from tests.support import PROJECT
+
+DVC = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
+STAGES = DVC["stages"]
+
+
+def _module(stage: dict) -> str:
+    match = re.fullmatch(r"python -m (stages\.\w+)", stage["cmd"])
+    assert match, f"unexpected cmd {stage['cmd']!r}"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_stage_deps_list_every_project_module_it_imports(name):
+    stage = STAGES[name]
+    needed = project_imports(PROJECT, PROJECT / (_module(stage).replace(".", "/") + ".py"))
+    missing = needed - set(stage["deps"])
+    assert not missing, f"stage {name!r} imports {sorted(missing)} but dvc.yaml does not list them as deps"
+    listed_code = {d for d in stage["deps"] if d.endswith(".py")}
+    assert listed_code <= needed, f"stage {name!r} lists code it never imports: {sorted(listed_code - needed)}"
+
+
+def test_the_import_graph_sees_imports_inside_functions():
+    assert "finetune/tasks/text.py" in project_imports(PROJECT, PROJECT / "stages/train.py")
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_stage_params_exist_in_params_yaml(name):
+    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    for key in STAGES[name].get("params", []):
+        node = raw
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"{name}: param {key!r} is not in params.yaml"
+            node = node[part]
+
+
+def test_params_yaml_is_valid_and_spells_out_every_key():
+    params = load_params(PROJECT / "params.yaml")
+    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+
+    def keys(tree, prefix=""):
+        return {f"{prefix}{k}" for k in tree} | {x for k, v in tree.items() if isinstance(v, dict) and k != "splits"
+                                                 for x in keys(v, f"{prefix}{k}.")}
+    assert keys(params.model_dump()) == keys(raw)
+
+
+def test_outputs_match_the_paths_the_code_writes():
+    declared = set()
+    for stage in STAGES.values():
+        for kind in ("outs", "metrics"):
+            for out in stage.get(kind, []):
+                declared.add(next(iter(out)) if isinstance(out, dict) else out)
+    written = {paths.INGESTED, paths.QUARANTINE / "ingest.csv", paths.QUARANTINE / "preprocess.csv", paths.PREPARED,
+               paths.MODEL, paths.INGEST_SUMMARY, paths.PREPROCESS_SUMMARY, paths.TRAIN_SUMMARY, paths.TRAIN_LIVE,
+               paths.METRICS, paths.EVALUATION, paths.REPORT_HTML}
+    assert {str(p) for p in written} == declared

@@ -1,0 +1,61 @@
+import pytest
+
+from finetune.errors import UserError
+from finetune.params import load_params, parse_params
+from tests.support import PROJECT, tiny_params
+
+
+def _error(raw) -> str:
+    with pytest.raises(UserError) as caught:
+        parse_params(raw)
+    return str(caught.value)
+
+
+def test_defaults_file_is_valid():
+    params = load_params(PROJECT / "params.yaml")
+    assert params.train.model == "builtin:minilm" and params.data.source == "builtin:tweets"
+
+
+def test_misspelled_key_is_named_with_a_suggestion(tiny_model):
+    raw = tiny_params(tiny_model)
+    raw["train"]["learning_rte"] = 1e-3
+    assert "train.learning_rte: unknown key; did you mean 'learning_rate'?" in _error(raw)
+
+
+def test_unknown_section_is_named(tiny_model):
+    raw = tiny_params(tiny_model)
+    raw["trian"] = {}
+    assert "trian: unknown key; did you mean 'train'?" in _error(raw)
+
+
+def test_wrong_type_and_range_name_the_key_and_the_value(tiny_model):
+    message = _error(tiny_params(tiny_model, train={"batch_size": "big", "learning_rate": -1}))
+    assert "train.batch_size: Input should be a valid integer" in message and "(got 'big')" in message
+    assert "train.learning_rate: Input should be greater than 0 (got -1)" in message
+
+
+def test_unknown_choice_lists_the_valid_ones(tiny_model):
+    message = _error(tiny_params(tiny_model, train={"lr_scheduler": "cosine_annealing"}))
+    assert "train.lr_scheduler: Input should be 'constant', 'constant_with_warmup', 'linear', 'cosine' or 'polynomial'" in message
+
+
+def test_missing_paths_are_errors(tiny_model, tmp_path):
+    assert "train: Value error, '/nowhere' is not a Hugging Face model directory" in _error(tiny_params("/nowhere"))
+    assert "file 'missing.csv' does not exist" in _error(tiny_params(tiny_model, source="missing.csv"))
+    assert "not a supported table" in _error(tiny_params(tiny_model, source="data.xlsx"))
+    assert "unknown builtin source 'builtin:imdb'" in _error(tiny_params(tiny_model, source="builtin:imdb"))
+
+
+def test_splits_must_sum_to_one(tiny_model, workdir):
+    (workdir / "data/raw").mkdir(parents=True)
+    (workdir / "data/raw/tiny.csv").write_text("text,label\n")
+    message = _error(tiny_params(tiny_model, data={"splits": {"train": 0.8, "val": 0.3, "test": 0.1}}))
+    assert "data.splits: Value error, train + val + test must sum to 1, got 1.2" in message
+
+
+def test_unreadable_file_is_an_error(tmp_path):
+    (tmp_path / "p.yaml").write_text("train: [unclosed")
+    with pytest.raises(UserError, match="p.yaml is not valid YAML"):
+        load_params(tmp_path / "p.yaml")
+    with pytest.raises(UserError, match="nope.yaml not found"):
+        load_params(tmp_path / "nope.yaml")
