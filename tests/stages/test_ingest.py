@@ -115,3 +115,11 @@ def test_cli_reports_bad_data_in_one_line_and_exits_non_zero(tmp_path, tiny_mode
                                    "columns found: words, label")
     helped = subprocess.run([sys.executable, "-m", "stages.ingest", "--help"], cwd=PROJECT, env=env, capture_output=True, text=True)
     assert helped.returncode == 0 and "ingest: read `data.source`" in helped.stdout
+
+
+def test_builtin_chinese_reviews(workdir, tiny_model):
+    summary = ingest.run(_params(tiny_model, "builtin:zh-reviews", max_rows=200))
+    assert summary["rows_read"] == 16548 + 18576  # pos.txt + neg.txt lines
+    assert summary["labels"] == {"negative": 106, "positive": 94}  # stratified: the files' own balance
+    texts = pd.read_parquet("data/ingested.parquet")["text"]
+    assert texts.str.contains(r"[\u4e00-\u9fff]").mean() > 0.9
