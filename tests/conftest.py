@@ -63,3 +63,15 @@ def trained_workdir(trained_project, workdir) -> Path:
 
     shutil.copytree(trained_project, workdir, dirs_exist_ok=True)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for the whole session (it takes ~10 s to start)."""
+    import os
+
+    os.environ.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield

@@ -1,0 +1,215 @@
+"""Run dvc.yaml's DAG as a Prefect flow: one task per DVC stage, independent stages concurrently.
+
+    python -m flows.pipeline [TARGET] [--force] [-S key=value ...] [--concurrency N] [--retries N]
+
+The tasks and their order come from DVC's own graph of dvc.yaml (never a second list here), and
+each task reproduces its stage THROUGH DVC (`dvc repro --single-item`), so DVC stays the one cache
+authority: dvc.lock ends the same whichever entry point ran, and a stage DVC sees as unchanged is
+reported as Cached without running. A stage starts only when all its upstream stages finished.
+`-S` overrides are validated by the params schema, then written to params.yaml like
+`dvc exp run -S` does, before any stage runs.
+Concurrent stages share the machine: on CPU each gets cores // concurrency torch threads; on a
+machine with several GPUs, concurrent stages get different GPUs (CUDA_VISIBLE_DEVICES).
+Limits: no retries of the train stage by default (`--retries` applies to every stage).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.states import Completed  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+
+from finetune.errors import UserError  # noqa: E402
+from finetune.params import parse_params  # noqa: E402
+
+ROOT = Path.cwd()
+
+
+def stage_graph(root: Path) -> dict[str, set[str]]:
+    """{stage name: names of the stages it depends on}, from DVC's graph of dvc.yaml."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph  # an edge goes from a stage to a stage it depends on
+        named = [stage for stage in graph.nodes if getattr(stage, "name", None)]
+        return {stage.name: {up.name for up in graph.successors(stage) if getattr(up, "name", None)} for stage in named}
+
+
+def with_upstream(graph: dict[str, set[str]], target: str | None) -> dict[str, set[str]]:
+    if target is None:
+        return graph
+    if target not in graph:
+        raise UserError(f"unknown stage {target!r}; stages in dvc.yaml: {', '.join(graph)}")
+    keep, todo = set(), [target]
+    while todo:
+        name = todo.pop()
+        if name not in keep:
+            keep.add(name)
+            todo.extend(graph[name])
+    return {name: ups for name, ups in graph.items() if name in keep}
+
+
+def apply_overrides(root: Path, overrides: list[str]) -> None:
+    """Validate `key=value` overrides against the schema, then write them to params.yaml."""
+    if not overrides:
+        return
+    path = root / "params.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key:
+            raise UserError(f"-S {override!r}: expected key=value, e.g. -S train.learning_rate=3e-5")
+        node = raw
+        *parents, last = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise UserError(f"-S {key}: {part!r} is not a section of params.yaml")
+            node = node[part]
+        node[last] = yaml.safe_load(value)
+    with contextlib.chdir(root):  # params paths are relative to the project root
+        parse_params(raw, f"params.yaml with -S {' '.join(overrides)}")  # raises before anything runs
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+
+
+class Resources:
+    """Hands each running stage a GPU (round robin over the visible ones) and a share of the cores."""
+
+    def __init__(self, concurrency: int):
+        import torch
+
+        self.gpus = list(range(torch.cuda.device_count()))
+        self.threads = max(1, len(os.sched_getaffinity(0)) // concurrency)  # the cores this process may use
+        self.free = list(self.gpus)
+        self.lock = threading.Lock()
+
+    def acquire(self) -> tuple[int | None, dict]:
+        with self.lock:
+            gpu = self.free.pop(0) if self.free else None
+        # always explicit: a value inherited from the caller (some libraries set 1) would change the
+        # float reduction order, and with it the logged losses, against a plain `dvc repro`
+        env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        return gpu, env
+
+    def release(self, gpu: int | None) -> None:
+        if gpu is not None:
+            with self.lock:
+                self.free.append(gpu)
+
+
+def stage_changed(root: Path, name: str) -> bool:
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return bool(repo.status(targets=[f"{root}/dvc.yaml:{name}"]))
+
+
+def run_stage(root: Path, name: str, force: bool, resources: Resources):
+    logger = get_run_logger()
+    if not force and not stage_changed(root, name):
+        logger.info(f"stage {name!r} didn't change: skipped (DVC cache)")
+        return Completed(message=f"{name}: up to date", name="Cached")
+    gpu, extra = resources.acquire()
+    try:
+        env = {**os.environ, **extra, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        command = ["dvc", "repro", "--single-item", f"{root}/dvc.yaml:{name}", *(["--force"] if force else [])]
+        done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    finally:
+        resources.release(gpu)
+    for line in done.stdout.splitlines():
+        logger.info(line)
+    if done.returncode != 0:
+        message = done.stderr.strip().splitlines()[-20:]
+        raise RuntimeError(f"stage {name!r} failed (exit {done.returncode}):\n" + "\n".join(message))
+    return f"{name}: reproduced"
+
+
+def publish_artifacts(root: Path) -> None:
+    import json
+
+    metrics = root / "reports/metrics.json"
+    if metrics.exists():
+        result = json.loads(metrics.read_text())
+        rows = [("accuracy", result["accuracy"], result["baseline"]["accuracy"]),
+                ("macro F1", result["f1_macro"], result["baseline"]["f1_macro"]),
+                ("weighted F1", result["f1_weighted"], result["baseline"]["f1_weighted"])]
+        table = "\n".join(f"| {name} | {value:.4f} | {base:.4f} |" for name, value, base in rows)
+        report = root / "reports/report.html"
+        create_markdown_artifact(
+            key="test-metrics",
+            markdown=f"| test metric | model | majority baseline |\n|---|---|---|\n{table}\n\nHTML report: `{report}`",
+            description="Test metrics of the fine-tuned model",
+        )
+
+
+@flow(name="finetune-pipeline", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
+def pipeline(target: str | None = None, force: bool = False, overrides: list[str] | None = None,
+             concurrency: int = 2, retries: int = 0, root: str | None = None) -> dict[str, str]:
+    """Reproduce dvc.yaml (or TARGET and what it needs) through DVC, independent stages concurrently.
+    `concurrency` sizes each stage's share of the cores; the task runner's max_workers (set by
+    `configured`) caps how many run at once."""
+    base = Path(root or ROOT).resolve()
+    apply_overrides(base, overrides or [])
+    graph = with_upstream(stage_graph(base), target)
+    resources = Resources(concurrency)
+    stage_task = task(run_stage, retries=retries, cache_policy=NO_CACHE)  # DVC is the only cache
+    futures = {}
+    pending = dict(graph)
+    while pending:  # submit in topological order so every upstream future exists
+        for name in [name for name, ups in pending.items() if ups <= set(futures)]:
+            futures[name] = stage_task.with_options(name=name, task_run_name=name).submit(
+                root=base, name=name, force=force, resources=resources, wait_for=[futures[up] for up in graph[name]]
+            )
+            del pending[name]
+    for future in futures.values():
+        future.wait()
+    states = {name: future.state for name, future in futures.items()}
+    publish_artifacts(base)
+    failed = [name for name, state in states.items() if not state.is_completed()]
+    if failed:
+        raise RuntimeError(f"stages not completed: {', '.join(failed)}")
+    return {name: state.name for name, state in states.items()}
+
+
+def configured(concurrency: int):
+    return pipeline.with_options(task_runner=ThreadPoolTaskRunner(max_workers=concurrency))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", nargs="?", help="a dvc.yaml stage: run it and what it needs (default: every stage)")
+    parser.add_argument("-f", "--force", action="store_true", help="rerun stages even if DVC sees no change")
+    parser.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param (same spelling as `dvc exp run -S`); validated before any stage runs")
+    parser.add_argument("--concurrency", type=int, default=2, help="stages running at once (default: %(default)s)")
+    parser.add_argument("--retries", type=int, default=0, help="retries of a failed stage (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        apply_overrides(ROOT, args.overrides)  # fail fast, before Prefect starts a server
+        states = configured(args.concurrency)(target=args.target, force=args.force, concurrency=args.concurrency,
+                                              retries=args.retries)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(states)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The Prefect flow runs dvc.yaml's DAG through DVC: same lock, same cache, concurrent branches."""
+import json
+import sys
+
+import pytest
+import yaml
+
+from finetune.errors import UserError
+from flows.pipeline import apply_overrides, configured, stage_graph
+from tests.support import make_rows, sh, tiny_params, write_project
+
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+
+
+def _git_repo(root):
+    sh(["git", "init", "-q"], root)
+    sh([*GIT, "add", "-A"], root)
+    sh([*GIT, "commit", "-qm", "project"], root)
+    return root
+
+
+def test_flow_shares_dvc_repro_cache_both_ways(tmp_path, tiny_model, prefect_harness):
+    by_flow = _git_repo(write_project(tmp_path / "flow", tiny_params(tiny_model), make_rows(150)))
+    by_dvc = _git_repo(write_project(tmp_path / "dvc", tiny_params(tiny_model), make_rows(150)))
+
+    states = configured(2)(root=str(by_flow))
+    assert states == dict.fromkeys(["ingest", "preprocess", "train", "evaluate", "report"], "Completed")
+    sh(["dvc", "repro"], by_dvc)
+    lock = yaml.safe_load((by_flow / "dvc.lock").read_text())["stages"]
+    assert set(lock) == set(yaml.safe_load((by_dvc / "dvc.lock").read_text())["stages"])
+
+    assert "Running stage" not in sh(["dvc", "repro"], by_flow).stdout  # dvc repro after the flow: nothing
+    assert set(configured(2)(root=str(by_flow)).values()) == {"Cached"}  # and a second flow run: nothing
+    assert set(configured(2)(root=str(by_dvc)).values()) == {"Cached"}  # the flow after dvc repro: nothing
+
+    states = configured(2)(root=str(by_flow), overrides=["train.learning_rate=0.002"])
+    assert states == {"ingest": "Cached", "preprocess": "Cached", "train": "Completed", "evaluate": "Completed",
+                      "report": "Completed"}
+    assert yaml.safe_load((by_flow / "params.yaml").read_text())["train"]["learning_rate"] == 0.002
+
+    states = configured(2)(root=str(by_flow), target="preprocess", force=True)
+    assert states == {"ingest": "Completed", "preprocess": "Completed"}
+
+
+def test_bad_override_is_rejected_before_any_work(tmp_path, tiny_model):
+    root = write_project(tmp_path, tiny_params(tiny_model), make_rows(30))
+    before = (root / "params.yaml").read_text()
+    with pytest.raises(UserError, match="train.learning_rte: unknown key; did you mean 'learning_rate'"):
+        apply_overrides(root, ["train.learning_rte=0.1"])
+    with pytest.raises(UserError, match="train.epochs: Input should be greater than 0"):
+        apply_overrides(root, ["train.epochs=-1"])
+    with pytest.raises(UserError, match="expected key=value"):
+        apply_overrides(root, ["train.epochs"])
+    assert (root / "params.yaml").read_text() == before
+
+
+def test_flow_and_dvc_repro_write_the_same_lock(tmp_path, prefect_harness):
+    write = f"{sys.executable} -c \"import sys; open(sys.argv[1], 'w').write(sys.argv[1] * 3)\""
+    stages = {"x": {"cmd": f"{write} x.txt", "outs": ["x.txt"]}, "y": {"cmd": f"{write} y.txt", "deps": ["x.txt"], "outs": ["y.txt"]}}
+    roots = [tmp_path / "flow", tmp_path / "dvc"]
+    for root in roots:
+        root.mkdir()
+        sh(["git", "init", "-q"], root)
+        sh(["dvc", "init", "-q"], root)
+        (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    configured(2)(root=str(roots[0]))
+    sh(["dvc", "repro"], roots[1])
+    assert (roots[0] / "dvc.lock").read_text() == (roots[1] / "dvc.lock").read_text()
+
+
+def _toy_project(root, fail_b: bool):
+    """a and b are independent (each records when it ran); c needs both."""
+    stamp = "import json,sys,time; s=time.time(); time.sleep(1.5); json.dump([s, time.time()], open(sys.argv[1], 'w'))"
+    b_cmd = f'{sys.executable} -c "import sys; sys.exit(\'boom: b cannot read its input\')"' if fail_b else \
+        f'{sys.executable} -c "{stamp}" b.json'
+    stages = {"a": {"cmd": f'{sys.executable} -c "{stamp}" a.json', "outs": ["a.json"]},
+              "b": {"cmd": b_cmd, "outs": ["b.json"]},
+              "c": {"cmd": f'{sys.executable} -c "{stamp}" c.json', "deps": ["a.json", "b.json"], "outs": ["c.json"]}}
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+
+
+def test_independent_stages_overlap_and_failures_stop_downstream(tmp_path, prefect_harness):
+    root = tmp_path
+    sh(["git", "init", "-q"], root)
+    sh(["dvc", "init", "-q"], root)
+    (root / "params.yaml").write_text("{}\n")
+    _toy_project(root, fail_b=True)
+    assert stage_graph(root) == {"a": set(), "b": set(), "c": {"a", "b"}}
+
+    with pytest.raises(RuntimeError, match="stages not completed: b, c"):
+        configured(2)(root=str(root))
+    assert (root / "a.json").exists() and not (root / "c.json").exists()
+
+    _toy_project(root, fail_b=False)  # the fix
+    states = configured(2)(root=str(root))
+    assert states == {"a": "Cached", "b": "Completed", "c": "Completed"}  # upstream a stayed cached
+
+    (root / "a.json").unlink()
+    (root / "b.json").unlink()
+    configured(2)(root=str(root))
+    a, b, c = (json.loads((root / f"{name}.json").read_text()) for name in "abc")
+    assert a[0] < b[1] and b[0] < a[1]  # a and b ran at the same time
+    assert c[0] >= max(a[1], b[1])  # c only after both
