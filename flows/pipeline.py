@@ -30,7 +30,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.artifacts import create_link_artifact, create_markdown_artifact  # noqa: E402
 from prefect.states import Completed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
@@ -156,6 +156,9 @@ def publish_artifacts(root: Path) -> None:
             markdown=f"| test metric | model | majority baseline |\n|---|---|---|\n{table}\n\nHTML report: `{report}`",
             description="Test metrics of the fine-tuned model",
         )
+    if (root / "reports/report.html").exists():
+        create_link_artifact(key="report", link=(root / "reports/report.html").as_uri(), link_text="HTML report",
+                             description="The self-contained HTML report of this run")
 
 
 @flow(name="finetune-pipeline", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))

@@ -29,6 +29,13 @@ def test_flow_shares_dvc_repro_cache_both_ways(tmp_path, tiny_model, prefect_har
     lock = yaml.safe_load((by_flow / "dvc.lock").read_text())["stages"]
     assert set(lock) == set(yaml.safe_load((by_dvc / "dvc.lock").read_text())["stages"])
 
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifacts = {a.key: a for a in client.read_artifacts()}
+    assert "| accuracy |" in artifacts["test-metrics"].data and "majority baseline" in artifacts["test-metrics"].data
+    assert "reports/report.html" in artifacts["report"].data
+
     assert "Running stage" not in sh(["dvc", "repro"], by_flow).stdout  # dvc repro after the flow: nothing
     assert set(configured(2)(root=str(by_flow)).values()) == {"Cached"}  # and a second flow run: nothing
     assert set(configured(2)(root=str(by_dvc)).values()) == {"Cached"}  # the flow after dvc repro: nothing
