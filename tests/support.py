@@ -12,7 +12,7 @@ import pandas as pd
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["stages", "finetune", "dvc.yaml", "params.yaml", "requirements-assets.txt", ".dvc/config", ".dvc/.gitignore",
+PROJECT_FILES = ["stages", "finetune", "flows", "dvc.yaml", "params.yaml", "requirements-assets.txt", ".dvc/config", ".dvc/.gitignore",
                  ".dvc/plots_template.html",  # written by `make setup`
                  "data/raw/README.md", "models/pretrained/README.md"]
 
