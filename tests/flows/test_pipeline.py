@@ -95,7 +95,7 @@ def _toy_project(root, fail_b: bool):
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
 
 
-def test_independent_stages_overlap_and_failures_stop_downstream(tmp_path, prefect_harness):
+def test_independent_stages_overlap_and_failures_stop_downstream(tmp_path, prefect_harness, caplog):
     root = tmp_path
     sh(["git", "init", "-q"], root)
     sh(["dvc", "init", "-q"], root)
@@ -106,6 +106,7 @@ def test_independent_stages_overlap_and_failures_stop_downstream(tmp_path, prefe
     with pytest.raises(RuntimeError, match="stages not completed: b, c"):
         configured(2)(root=str(root))
     assert (root / "a.json").exists() and not (root / "c.json").exists()
+    assert "boom: b cannot read its input" in caplog.text  # the stage's own error, in the task's log
 
     _toy_project(root, fail_b=False)  # the fix
     states = configured(2)(root=str(root))
