@@ -6,8 +6,9 @@ the key's dotted name, what was expected, and (for unknown keys) the closest val
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -123,13 +124,102 @@ class Report(Section):
     worst_errors: int = Field(15, ge=0)
 
 
+class Tfidf(Section):
+    """TF-IDF n-grams + multinomial logistic regression: the CPU-only floor and a diverse member."""
+    word_ngrams: tuple[int, int] | None = (1, 2)  # null = no word features
+    char_ngrams: tuple[int, int] | None = (2, 5)  # char_wb n-grams: robust to typos and broken bytes
+    max_features: int = Field(200_000, ge=1)  # per vectorizer
+    min_df: int = Field(1, ge=1)
+    C: float = Field(4.0, gt=0)  # inverse L2 strength of the logistic regression
+
+    @model_validator(mode="after")
+    def _some_features(self):
+        for name in ("word_ngrams", "char_ngrams"):
+            low_high = getattr(self, name)
+            if low_high is not None and not 1 <= low_high[0] <= low_high[1]:
+                raise ValueError(f"{name} must be [low, high] with 1 <= low <= high, got {list(low_high)}")
+        if self.word_ngrams is None and self.char_ngrams is None:
+            raise ValueError("word_ngrams and char_ngrams are both null: the TF-IDF member would have no features")
+        return self
+
+
+class Member(Section):
+    """One ensemble member. `finetune`: the train stage's recipe with `train`/`preprocess` keys
+    overridden (any train key; preprocess max_length / augment / padding); `tfidf`: the classical model."""
+    kind: Literal["finetune", "tfidf"] = "finetune"
+    train: dict[str, Any] = {}
+    preprocess: dict[str, Any] = {}
+    tfidf: Tfidf = Tfidf()
+
+    @model_validator(mode="after")
+    def _overrides_fit_kind(self):
+        if self.kind == "tfidf" and (self.train or self.preprocess):
+            raise ValueError("a tfidf member takes no train/preprocess overrides (set its `tfidf` keys instead)")
+        return self
+
+
+PRIMARY = "primary"  # the train stage's own model, member of the ensemble when include_primary is true
+MEMBER_NAME = re.compile(r"[A-Za-z0-9_-]+")  # names become stage names (member@NAME) and folders
+
+
+class Ensemble(Section):
+    method: Literal["hard_vote", "soft_vote", "weighted", "stacking"] = "weighted"
+    calibration: Literal["temperature", "none"] = "temperature"  # per member, fitted on val
+    include_primary: bool = True
+    weights: dict[str, float] | None = None  # fixed weights for `weighted`; null = fitted on val
+    members: dict[str, Member] = {}
+
+    def names(self) -> list[str]:
+        return ([PRIMARY] if self.include_primary else []) + list(self.members)
+
+    @model_validator(mode="after")
+    def _members_and_weights(self):
+        for name in self.members:
+            if name == PRIMARY or not MEMBER_NAME.fullmatch(name):
+                raise ValueError(f"member name {name!r} must match [A-Za-z0-9_-]+ and not be {PRIMARY!r}")
+        names = self.names()
+        if len(names) < 2:
+            raise ValueError(f"method {self.method!r} combines at least 2 members, got {names}")
+        if self.weights is not None:
+            unknown = sorted(set(self.weights) - set(names))
+            if unknown:
+                raise ValueError(f"weights name unknown member(s) {unknown}; members are {names}")
+            negative = {name: w for name, w in self.weights.items() if w < 0}
+            if negative:
+                raise ValueError(f"weights must be >= 0, got {negative}")
+            if sum(self.weights.values()) <= 0:
+                raise ValueError(f"weights {self.weights} do not sum to a positive number")
+        return self
+
+
 class Params(Section):
     task: Literal["text-classification"] = "text-classification"
     data: Data = Data()
     preprocess: Preprocess = Preprocess()
     train: Train = Train()
     evaluate: Evaluate = Evaluate()
+    ensemble: Ensemble = Ensemble(members={"tfidf": Member(kind="tfidf")})
     report: Report = Report()
+
+    @model_validator(mode="after")
+    def _member_overrides_are_valid(self):
+        for name in self.ensemble.members:
+            self.for_member(name)
+        return self
+
+    def for_member(self, name: str) -> "Params":
+        """These params with member `name`'s overrides applied to train and preprocess."""
+        member = self.ensemble.members[name]
+        merged = {}
+        for section in ("train", "preprocess"):
+            overrides = getattr(member, section)
+            base = getattr(self, section).model_dump()
+            try:
+                merged[section] = type(getattr(self, section)).model_validate({**base, **overrides})
+            except ValidationError as error:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+                raise ValueError(f"ensemble.members.{name}.{section} overrides are invalid: {problems}") from None
+        return self.model_copy(update=merged)
 
 
 def _explain(error: ValidationError, raw: dict) -> str:

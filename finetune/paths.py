@@ -21,3 +21,9 @@ TRAIN_LIVE = REPORTS / "train_live"  # dvclive: per-step training curves
 METRICS = REPORTS / "metrics.json"
 EVALUATION = REPORTS / "evaluate"
 REPORT_HTML = REPORTS / "report.html"
+
+MEMBER_MODELS = Path("models/members")  # one fine-tuned model per ensemble member
+MEMBER_REPORTS = Path("reports/members")  # per member: probabilities.parquet, summary.json, live/
+PRIMARY_PROBABILITIES = EVALUATION / "probabilities.parquet"  # the train stage's model as a member
+ENSEMBLE_METRICS = REPORTS / "ensemble.json"
+ENSEMBLE = REPORTS / "ensemble"  # predictions.csv, changes.csv, confusion.png, stacker.json

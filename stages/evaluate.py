@@ -3,8 +3,8 @@
 Writes reports/metrics.json (accuracy, macro/weighted F1, per-class precision/recall/F1/support,
 and the majority-class baseline: the most frequent TRAIN label predicted for every test row),
 reports/evaluate/predictions.csv (one row per test example: actual, predicted, probabilities;
-dvc.yaml renders it with DVC's confusion template), confusion.png and misclassified.csv (the
-most confident errors first).
+dvc.yaml renders it with DVC's confusion template), confusion.png, misclassified.csv (the
+most confident errors first) and probabilities.parquet (val + test: this model as an ensemble member).
 """
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
-from finetune import metrics, paths  # noqa: E402
+from finetune import metrics, paths, probabilities  # noqa: E402
 from finetune.cli import main  # noqa: E402
 from finetune.io import atomic_path, read_json, write_json, write_table  # noqa: E402
 from finetune.params import Params  # noqa: E402
 from finetune.tasks import get_task  # noqa: E402
 
 
-def confusion_png(path, actual: list[str], predicted: list[str], labels: list[str]) -> None:
+def confusion_png(path, actual: list[str], predicted: list[str], labels: list[str], title: str = "Test confusion matrix") -> None:
     figure, axes = plt.subplots(figsize=(1.2 * len(labels) + 3, 1.2 * len(labels) + 2.5))
     ConfusionMatrixDisplay.from_predictions(actual, predicted, labels=labels, ax=axes, cmap="Blues", colorbar=False)
-    axes.set_title("Test confusion matrix (rows: actual)")
+    axes.set_title(f"{title} (rows: actual)")
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110)
@@ -37,12 +37,13 @@ def run(params: Params) -> dict:
     task = get_task(params.task)
     label_map = read_json(paths.MODEL / "label_map.json")
     labels = label_map["labels"]
-    test = pd.read_parquet(paths.PREPARED / "test.parquet")
+    test, val = (pd.read_parquet(paths.PREPARED / f"{name}.parquet") for name in ("test", "val"))
     train_labels = pd.read_parquet(paths.PREPARED / "train.parquet", columns=["label", "augmented"])
 
     model = task.load_trained(str(paths.MODEL), params.train.trust_remote_code)
     processor = task.load_processor(str(paths.MODEL), params.train.trust_remote_code)
     probs = task.predict_proba(model, processor, test, label_map["features"], params.train.eval_batch_size)
+    val_probs = task.predict_proba(model, processor, val, label_map["features"], params.train.eval_batch_size)
     predicted = probs.argmax(axis=1)
     actual = test["label"].to_numpy()
 
@@ -64,6 +65,9 @@ def run(params: Params) -> dict:
     write_table(paths.EVALUATION / "predictions.csv", rows)
     write_table(paths.EVALUATION / "misclassified.csv", wrong.head(params.evaluate.misclassified_rows))
     confusion_png(paths.EVALUATION / "confusion.png", rows["actual"], rows["predicted"], labels)
+    splits = {"val": probabilities.Split(val["id"].to_numpy(), val["label"].to_numpy(), val_probs),
+              "test": probabilities.Split(test["id"].to_numpy(), actual, probs)}
+    probabilities.save(paths.PRIMARY_PROBABILITIES, labels, splits)
     write_json(paths.METRICS, result)
     print(
         f"evaluate: test accuracy {result['accuracy']:.4f}, macro F1 {result['f1_macro']:.4f} "

@@ -87,6 +87,35 @@ def _check_labels(parts: dict[str, pd.DataFrame]) -> None:
             raise UserError(f"label(s) {unseen} appear in the {name} split but never in train; the model cannot learn them")
 
 
+def featurize(params: Params, parts: dict[str, pd.DataFrame], labels: list[str]) -> dict[str, pd.DataFrame]:
+    """Augment train, then tokenize every split with `params`' model and preprocess settings.
+    `parts` hold id, text and label (a name) columns; ensemble members call this with their own params."""
+    task = get_task(params.task)
+    augment = params.preprocess.augment
+    parts = {name: part.assign(augmented=False) for name, part in parts.items()}
+    if augment.copies:
+        train = parts["train"]
+        copies = pd.concat([train] * augment.copies)  # same order as task.augment's output
+        copies[TEXT] = task.augment(train[TEXT], augment).to_numpy()
+        copies["augmented"] = True
+        parts["train"] = pd.concat([train, copies], ignore_index=True)
+    processor = task.load_processor(model_path(params.train), params.train.trust_remote_code)
+    label_ids = {label: i for i, label in enumerate(labels)}
+    prep, tables = params.preprocess, {}
+    for name, part in parts.items():
+        part = part.reset_index(drop=True)
+        features = task.encode(processor, part[TEXT], prep.max_length, prep.padding == "max_length")
+        table = pd.concat([part[["id", TEXT]], features], axis=1)
+        table[LABEL] = part[LABEL].map(label_ids).to_numpy()
+        table["augmented"] = part["augmented"].to_numpy()
+        tables[name] = table
+    return tables
+
+
+def feature_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c not in ("id", TEXT, LABEL, "augmented", "truncated")]
+
+
 def run(params: Params) -> dict:
     task = get_task(params.task)
     frame = pd.read_parquet(paths.INGESTED)
@@ -99,27 +128,11 @@ def run(params: Params) -> dict:
     assert not overlap, f"leakage check failed: {len(overlap)} texts in train and val/test"
 
     labels = _label_order(parts["train"][LABEL])
-    label_ids = {label: i for i, label in enumerate(labels)}
-    augment = params.preprocess.augment
-    if augment.copies:
-        train = parts["train"]
-        copies = pd.concat([train] * augment.copies)  # same order as task.augment's output
-        copies[TEXT] = task.augment(train[TEXT], augment).to_numpy()
-        copies["augmented"] = True
-        parts["train"] = pd.concat([train.assign(augmented=False), copies])
-
-    model_dir = model_path(params.train)
-    processor = task.load_processor(model_dir, params.train.trust_remote_code)
-    prep = params.preprocess
+    tables = featurize(params, {name: part.reset_index(names="id") for name, part in parts.items()}, labels)
     summary = {"dropped": dict(Counter(dropped["problem"])), "splits": {}, "labels": labels}
     with atomic_path(paths.PREPARED) as folder:
         folder.mkdir()
-        for name, part in parts.items():
-            part = part.reset_index(names="id")
-            features = task.encode(processor, part[TEXT], prep.max_length, prep.padding == "max_length")
-            table = pd.concat([part[["id", TEXT]], features], axis=1)
-            table[LABEL] = part[LABEL].map(label_ids).to_numpy()
-            table["augmented"] = part["augmented"].to_numpy() if "augmented" in part else False
+        for name, table in tables.items():
             table.to_parquet(folder / f"{name}.parquet", index=False)
             lengths = table["input_ids"].map(len)
             summary["splits"][name] = {
@@ -127,10 +140,9 @@ def run(params: Params) -> dict:
                 "augmented_rows": int(table["augmented"].sum()),
                 "truncated_rows": int(table["truncated"].sum()),
                 "mean_tokens": round(float(lengths.mean()), 1),
-                "labels": part[LABEL].value_counts().reindex(labels, fill_value=0).to_dict(),
+                "labels": table[LABEL].map(dict(enumerate(labels))).value_counts().reindex(labels, fill_value=0).to_dict(),
             }
-        feature_columns = [c for c in features.columns if c != "truncated"]
-        write_json(folder / "label_map.json", {"labels": labels, "features": feature_columns})
+        write_json(folder / "label_map.json", {"labels": labels, "features": feature_columns(tables["train"])})
     write_table(paths.QUARANTINE / "preprocess.csv", dropped[[ROW, LINE, "problem", TEXT, LABEL]])
     write_json(paths.PREPROCESS_SUMMARY, summary)
     sizes = {name: s["rows"] for name, s in summary["splits"].items()}

@@ -41,9 +41,9 @@ def resolve_device(choice: str) -> tuple[str, bool]:
     return "cuda", torch.cuda.is_bf16_supported()
 
 
-def fingerprint(params: Params) -> str:
-    """Same fingerprint = same run: params that shape training, prepared data, and the code."""
-    digest = hashlib.sha256()
+def fingerprint(params: Params, run_name: str) -> str:
+    """Same fingerprint = same run: its name, params that shape training, prepared data, the code."""
+    digest = hashlib.sha256(run_name.encode())
     digest.update(json.dumps(params.model_dump(include={"task", "train", "preprocess"}), sort_keys=True).encode())
     code = [Path(__file__), *sorted(Path(paths.__file__).parent.rglob("*.py"))]
     for path in [*sorted(paths.PREPARED.iterdir()), *code]:
@@ -96,18 +96,18 @@ def _compute_metrics(prediction) -> dict[str, float]:
     return {name: scores[name] for name in ("accuracy", "f1_macro")}
 
 
-def run(params: Params) -> dict:
+def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_dir: Path, live_dir: Path, run_name: str) -> dict:
+    """Fine-tune on splits["train"], select on splits["val"]; save the best model to model_dir and
+    its dvclive curves to live_dir. Ensemble members call this with their own params and features."""
     train = params.train
     device, bf16 = resolve_device(train.device)
     task = get_task(params.task)
-    label_map = read_json(paths.LABEL_MAP)
     features = label_map["features"]
-    splits = {name: pd.read_parquet(paths.PREPARED / f"{name}.parquet") for name in ("train", "val")}
 
-    run_dir = paths.CHECKPOINTS / fingerprint(params)
+    run_dir = paths.CHECKPOINTS / fingerprint(params, run_name)
     resume = last_complete_checkpoint(run_dir)
     if resume:
-        print(f"train: resuming from {resume}")
+        print(f"{run_name}: resuming from {resume}")
     elif run_dir.exists():
         shutil.rmtree(run_dir)  # a run killed before its first checkpoint: nothing to keep
 
@@ -164,12 +164,12 @@ def run(params: Params) -> dict:
     trainer.remove_callback(LiveLogger)
     best = trainer.evaluate()  # the restored best model, scored on val
 
-    with atomic_path(paths.MODEL) as folder:
+    with atomic_path(model_dir) as folder:
         trainer.save_model(str(folder))  # safetensors + config (with id2label) + tokenizer files
         (folder / "training_args.bin").unlink()  # a pickle: replaced by a JSON copy that loads safely
         (folder / "training_args.json").write_text(args.to_json_string())
         write_json(folder / "label_map.json", label_map)
-    with atomic_path(paths.TRAIN_LIVE) as folder:
+    with atomic_path(live_dir) as folder:
         shutil.copytree(run_dir / "live", folder)
     summary = {
         "device": device,
@@ -183,9 +183,16 @@ def run(params: Params) -> dict:
         "train_runtime_s": round(result.metrics["train_runtime"], 1),
         "val": {name.removeprefix("eval_"): value for name, value in best.items() if name in ("eval_loss", "eval_accuracy", "eval_f1_macro")},
     }
-    write_json(paths.TRAIN_SUMMARY, summary)
     shutil.rmtree(run_dir)  # finished: the checkpoints are no longer needed to resume
-    print(f"train: {summary['steps']} steps on {device}, best val {summary['val']}")
+    print(f"{run_name}: {summary['steps']} steps on {device}, best val {summary['val']}")
+    return summary
+
+
+def run(params: Params) -> dict:
+    label_map = read_json(paths.LABEL_MAP)
+    splits = {name: pd.read_parquet(paths.PREPARED / f"{name}.parquet") for name in ("train", "val")}
+    summary = fit(params, splits, label_map, paths.MODEL, paths.TRAIN_LIVE, "train")
+    write_json(paths.TRAIN_SUMMARY, summary)
     return summary
 
 

@@ -54,6 +54,8 @@ def tiny_params(model: Path, source: str = "data/raw/tiny.csv", **sections) -> d
                   "eval_steps": None, "logging_steps": 5, "early_stopping": {"metric": "f1_macro", "patience": 0},
                   "seed": 3, "device": "cpu"},
         "evaluate": {"misclassified_rows": 200},
+        "ensemble": {"method": "soft_vote", "calibration": "temperature", "include_primary": True, "weights": None,
+                     "members": {"seed1": {"kind": "finetune", "train": {"seed": 1}}, "tfidf": {"kind": "tfidf"}}},
         "report": {"title": "Tiny report", "worst_errors": 5},
     }
     for section, values in sections.items():

@@ -10,11 +10,11 @@ from tests.import_graph import project_imports
 from tests.support import PROJECT
 
 DVC = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
-STAGES = DVC["stages"]
+STAGES = {name: stage.get("do", stage) for name, stage in DVC["stages"].items()}  # a foreach stage's template
 
 
 def _module(stage: dict) -> str:
-    match = re.fullmatch(r"python -m (stages\.\w+)", stage["cmd"])
+    match = re.fullmatch(r"python -m (stages\.\w+)( \$\{key\})?", stage["cmd"])
     assert match, f"unexpected cmd {stage['cmd']!r}"
     return match.group(1)
 
@@ -37,6 +37,7 @@ def test_the_import_graph_sees_imports_inside_functions():
 def test_stage_params_exist_in_params_yaml(name):
     raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
     for key in STAGES[name].get("params", []):
+        key = key.replace("${key}", next(iter(raw["ensemble"]["members"])))
         node = raw
         for part in key.split("."):
             assert isinstance(node, dict) and part in node, f"{name}: param {key!r} is not in params.yaml"
@@ -48,9 +49,9 @@ def test_params_yaml_is_valid_and_spells_out_every_key():
     raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
 
     def keys(tree, prefix=""):
-        return {f"{prefix}{k}" for k in tree} | {x for k, v in tree.items() if isinstance(v, dict) and k != "splits"
+        return {f"{prefix}{k}" for k in tree} | {x for k, v in tree.items() if isinstance(v, dict) and k not in ("splits", "members")
                                                  for x in keys(v, f"{prefix}{k}.")}
-    assert keys(params.model_dump()) == keys(raw)
+    assert keys(params.model_dump()) == keys(raw)  # (each member spells out only what it changes)
 
 
 def test_outputs_match_the_paths_the_code_writes():
@@ -58,8 +59,8 @@ def test_outputs_match_the_paths_the_code_writes():
     for stage in STAGES.values():
         for kind in ("outs", "metrics"):
             for out in stage.get(kind, []):
-                declared.add(next(iter(out)) if isinstance(out, dict) else out)
-    written = {paths.INGESTED, paths.QUARANTINE / "ingest.csv", paths.QUARANTINE / "preprocess.csv", paths.PREPARED,
+                declared.add((next(iter(out)) if isinstance(out, dict) else out).replace("/${key}", ""))
+    written = {paths.MEMBER_MODELS, paths.MEMBER_REPORTS, paths.ENSEMBLE, paths.ENSEMBLE_METRICS, paths.INGESTED, paths.QUARANTINE / "ingest.csv", paths.QUARANTINE / "preprocess.csv", paths.PREPARED,
                paths.MODEL, paths.INGEST_SUMMARY, paths.PREPROCESS_SUMMARY, paths.TRAIN_SUMMARY, paths.TRAIN_LIVE,
                paths.METRICS, paths.EVALUATION, paths.REPORT_HTML}
     assert {str(p) for p in written} == declared

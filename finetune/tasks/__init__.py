@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from finetune.params import Augment
+from finetune.errors import UserError
+from finetune.params import Augment, Tfidf
 
 
 class Task(ABC):
@@ -48,6 +49,10 @@ class Task(ABC):
     @abstractmethod
     def collator(self, processor):
         """Turns a list of feature dicts into a padded batch."""
+
+    def fit_classical(self, inputs: pd.Series, labels: np.ndarray, config: Tfidf):
+        """A classical (no GPU) model fitted on raw inputs: an object with predict_proba(inputs)."""
+        raise UserError(f"task {type(self).__name__} has no classical ensemble member (kind: tfidf)")
 
     def dataset(self, frame: pd.DataFrame, feature_columns: list[str]) -> torch.utils.data.Dataset:
         return FeatureDataset(frame, feature_columns)

@@ -5,9 +5,12 @@ import re
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline, make_union
+from sklearn.feature_extraction.text import TfidfVectorizer
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from finetune.params import Augment
+from finetune.params import Augment, Tfidf
 from finetune.tasks import Task
 
 _SPACES = re.compile(r"\s+")
@@ -70,6 +73,18 @@ class TextClassification(Task):
 
     def load_trained(self, model_dir: str, trust_remote_code: bool):
         return AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=trust_remote_code)
+
+    def fit_classical(self, inputs: pd.Series, labels: np.ndarray, config: Tfidf):
+        """TF-IDF (sublinear tf) over word and/or char_wb n-grams + multinomial logistic regression."""
+        vectorizers = []
+        if config.word_ngrams:
+            vectorizers.append(TfidfVectorizer(ngram_range=tuple(config.word_ngrams), sublinear_tf=True,
+                                               min_df=config.min_df, max_features=config.max_features))
+        if config.char_ngrams:
+            vectorizers.append(TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(config.char_ngrams), sublinear_tf=True,
+                                               min_df=config.min_df, max_features=config.max_features))
+        model = make_pipeline(make_union(*vectorizers), LogisticRegression(C=config.C, max_iter=2000))
+        return model.fit(inputs.tolist(), labels)
 
     def collator(self, processor):
         return DataCollatorWithPadding(processor)

@@ -1,0 +1,148 @@
+"""ensemble: combine the members' saved probabilities; no member is retrained here (seconds).
+
+Members: the train stage's model ("primary", when ensemble.include_primary) and every entry of
+ensemble.members (trained by the member stages). Each member is first calibrated by temperature
+scaling fitted on val (ensemble.calibration), then every method is scored side by side:
+- hard_vote: majority of the members' argmax; ties -> the tied class with the highest mean
+  probability, then the lower class index;
+- soft_vote: mean of the probabilities;
+- weighted: weighted mean; weights are ensemble.weights when given (members left out weigh 0),
+  else fitted on VAL to minimise log-loss (on the simplex);
+- stacking: a multinomial logistic regression on the members' log-probabilities, fitted on VAL.
+Nothing is fitted on test. ensemble.method picks the method whose predictions are reported.
+Writes reports/ensemble.json (metrics of every member and method, the fitted weights and
+temperatures) and reports/ensemble/: predictions.csv, changes.csv (test rows where the ensemble
+fixed or broke a member's prediction), confusion.png, stacker.json.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from finetune import ensemble, metrics, paths, probabilities
+from finetune.cli import main
+from finetune.errors import UserError
+from finetune.io import atomic_path, write_json, write_table
+from finetune.params import PRIMARY, Params
+from finetune.probabilities import SPLITS, MemberProbabilities
+from stages.evaluate import confusion_png
+
+def member_file(name: str):
+    return paths.PRIMARY_PROBABILITIES if name == PRIMARY else paths.MEMBER_REPORTS / name / "probabilities.parquet"
+
+
+def load_members(params: Params) -> list[MemberProbabilities]:
+    """Every member's probabilities, checked to cover the same rows with the same label map."""
+    members = [probabilities.load(member_file(name), name) for name in params.ensemble.names()]
+    first = members[0]
+    for member in members[1:]:
+        if member.classes != first.classes:
+            raise UserError(f"member {member.name!r} predicts labels {member.classes} but member {first.name!r} predicts "
+                            f"{first.classes}; every member must be trained on the same prepared data (dvc repro member@{member.name})")
+        for split in SPLITS:
+            ours, theirs = first.splits[split], member.splits[split]
+            if len(theirs.ids) != len(ours.ids):
+                raise UserError(f"member {member.name!r} has {len(theirs.ids)} {split} predictions, member {first.name!r} has "
+                                f"{len(ours.ids)}; rerun it: dvc repro member@{member.name}")
+            if not (np.array_equal(theirs.ids, ours.ids) and np.array_equal(theirs.labels, ours.labels)):
+                raise UserError(f"member {member.name!r} predicted other {split} rows than member {first.name!r}; rerun it: "
+                                f"dvc repro member@{member.name}")
+    return members
+
+
+def combine(params: Params, members: list[MemberProbabilities]) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+    """{method: {split: probabilities}} and everything fitted (on val only)."""
+    config = params.ensemble
+    y_val = members[0].splits["val"].labels
+    temperatures = [ensemble.fit_temperature(m.splits["val"].probs, y_val) if config.calibration == "temperature" else 1.0
+                    for m in members]
+    calibrated = {split: [ensemble.apply_temperature(m.splits[split].probs, t) for m, t in zip(members, temperatures)]
+                  for split in SPLITS}
+    if config.weights is None:
+        weights = ensemble.fit_weights(calibrated["val"], y_val)
+    else:
+        weights = np.array([config.weights.get(m.name, 0.0) for m in members])
+    stacker = ensemble.fit_stacker(calibrated["val"], y_val, seed=params.data.seed)
+    combined = {
+        "hard_vote": {s: ensemble.hard_vote(calibrated[s]) for s in SPLITS},
+        "soft_vote": {s: ensemble.soft_vote(calibrated[s]) for s in SPLITS},
+        "weighted": {s: ensemble.weighted(calibrated[s], weights) for s in SPLITS},
+        "stacking": {s: ensemble.stack(stacker, calibrated[s]) for s in SPLITS},
+    }
+    names = [m.name for m in members]
+    fitted = {
+        "temperatures": dict(zip(names, map(float, temperatures))),
+        "weights": {name: float(w / weights.sum()) for name, w in zip(names, weights)},
+        "weights_source": "ensemble.weights" if config.weights is not None else "fitted on val (min log-loss)",
+        "stacker": {"classes": members[0].classes, "features": [f"log p({c}) of {n}" for n in names for c in members[0].classes],
+                    "coef": stacker.coef_.tolist(), "intercept": stacker.intercept_.tolist()},
+    }
+    return combined, fitted
+
+
+def _changes(members, chosen: np.ndarray, test_text: pd.Series) -> pd.DataFrame:
+    """Test rows where the chosen ensemble fixed (member wrong, ensemble right) or broke a member."""
+    test = members[0].splits["test"]
+    classes = np.array(members[0].classes)
+    rows = []
+    for member in members:
+        own = member.splits["test"].probs.argmax(axis=1)
+        for effect, mask in (("fixed", (own != test.labels) & (chosen == test.labels)),
+                             ("broke", (own == test.labels) & (chosen != test.labels))):
+            rows.append(pd.DataFrame({"member": member.name, "effect": effect, "id": test.ids[mask], "actual": classes[test.labels[mask]],
+                                      "member_predicted": classes[own[mask]], "ensemble_predicted": classes[chosen[mask]]}))
+    changes = pd.concat(rows, ignore_index=True)
+    return changes.assign(text=changes["id"].map(test_text))
+
+
+def run(params: Params) -> dict:
+    members = load_members(params)
+    combined, fitted = combine(params, members)
+    classes, y = members[0].classes, {split: members[0].splits[split].labels for split in SPLITS}
+    scores = {
+        "members": {m.name: {split: metrics.headline(y[split], m.splits[split].probs.argmax(axis=1)) for split in SPLITS}
+                    for m in members},
+        "methods": {method: {split: metrics.headline(y[split], probs[split].argmax(axis=1)) for split in SPLITS}
+                    for method, probs in combined.items()},
+    }
+    method = params.ensemble.method
+    chosen = combined[method]["test"]
+    predicted = chosen.argmax(axis=1)
+    best = max(scores["members"], key=lambda name: scores["members"][name]["val"]["f1_macro"])
+    best_test = max(scores["members"], key=lambda name: scores["members"][name]["test"]["f1_macro"])
+    result = {
+        "method": method,
+        **scores["methods"][method]["test"],
+        "per_class": metrics.per_class(y["test"], predicted, classes),
+        # the member a user would have picked without an ensemble (best on val), and the best in hindsight (on test)
+        "best_member_on_val": {"name": best, **scores["members"][best]["test"]},
+        "best_member_on_test": {"name": best_test, **scores["members"][best_test]["test"]},
+        **scores,
+        **{key: fitted[key] for key in ("temperatures", "weights", "weights_source")},
+    }
+
+    test_text = pd.read_parquet(paths.PREPARED / "test.parquet", columns=["id", "text"]).set_index("id")["text"]
+    names = np.array(classes)
+    rows = pd.DataFrame({"id": members[0].splits["test"].ids, "actual": names[y["test"]], "predicted": names[predicted],
+                         "confidence": chosen.max(axis=1)})
+    for member in members:
+        rows[f"{member.name}_predicted"] = names[member.splits["test"].probs.argmax(axis=1)]
+    for i, label in enumerate(classes):
+        rows[f"prob_{label}"] = chosen[:, i]
+    changes = _changes(members, predicted, test_text)
+    result["changes"] = {m.name: {effect: int(((changes["member"] == m.name) & (changes["effect"] == effect)).sum())
+                                  for effect in ("fixed", "broke")} for m in members}
+    with atomic_path(paths.ENSEMBLE) as folder:
+        folder.mkdir()
+        write_table(folder / "predictions.csv", rows)
+        write_table(folder / "changes.csv", changes)
+        write_json(folder / "stacker.json", fitted["stacker"])
+        confusion_png(folder / "confusion.png", rows["actual"], rows["predicted"], classes, f"Ensemble ({method}) test confusion matrix")
+    write_json(paths.ENSEMBLE_METRICS, result)
+    print(f"ensemble ({method}): test accuracy {result['accuracy']:.4f}, macro F1 {result['f1_macro']:.4f}; best member "
+          f"on val {best}: {result['best_member_on_val']['f1_macro']:.4f}, on test {best_test}: {result['best_member_on_test']['f1_macro']:.4f}")
+    return result
+
+
+if __name__ == "__main__":
+    main(run, __doc__)
