@@ -23,7 +23,8 @@ EVALUATION = REPORTS / "evaluate"
 REPORT_HTML = REPORTS / "report.html"
 
 MEMBER_MODELS = Path("models/members")  # one fine-tuned model per ensemble member
-MEMBER_REPORTS = Path("reports/members")  # per member: probabilities.parquet, summary.json, live/
+MEMBER_REPORTS = Path("reports/members")  # per member: probabilities.parquet, live/ (the ensemble's input)
+MEMBER_SUMMARIES = Path("reports/member_summaries")  # per member NAME.json: scores + training time (not an ensemble input)
 PRIMARY_PROBABILITIES = EVALUATION / "probabilities.parquet"  # the train stage's model as a member
 ENSEMBLE_METRICS = REPORTS / "ensemble.json"
 ENSEMBLE = REPORTS / "ensemble"  # predictions.csv, changes.csv, confusion.png, stacker.json

@@ -6,16 +6,16 @@ that member and removing one retrains nothing. Two kinds:
   learning rate, model directory, max_length, augmentation...). The prepared splits are re-tokenized
   with the member's own model and settings (augmented rows are rebuilt from the originals).
 - `tfidf`: TF-IDF n-grams + logistic regression on the same train split (CPU, seconds): the floor
-  every fine-tune is judged against and a diverse member. Saved with skops (models/members/NAME/
-  model.skops), which loads only trusted scikit-learn types, never an arbitrary pickle.
-Writes models/members/NAME and reports/members/NAME/{probabilities.parquet, summary.json, live/}.
+  every fine-tune is judged against and a diverse member. Saved as JSON + safetensors (no pickle);
+  `get_task(task).load_classical(models/members/NAME)` brings it back.
+Writes models/members/NAME, reports/members/NAME/{probabilities.parquet, live/} and
+reports/member_summaries/NAME.json (scores, training time: kept apart so timings never reach the ensemble's inputs).
 """
 from __future__ import annotations
 
 import time
 
 import pandas as pd
-import skops.io
 
 from finetune import metrics, paths, probabilities
 from finetune.cli import main
@@ -55,13 +55,8 @@ def _tfidf(params: Params, name: str, prepared: dict[str, pd.DataFrame]) -> tupl
     probs = {split: model.predict_proba(prepared[split][TEXT].tolist()) for split in ("val", "test")}
     with atomic_path(paths.MEMBER_MODELS / name) as folder:
         folder.mkdir()
-        skops.io.dump(model, folder / "model.skops")
+        get_task(params.task).save_classical(model, folder)
     return probs, {"train_runtime_s": round(runtime, 1), "features": len(model[0].get_feature_names_out())}
-
-
-def load_classical(folder):
-    """A saved tfidf member. skops refuses any type outside scikit-learn/numpy's trusted set."""
-    return skops.io.load(folder / "model.skops")
 
 
 def run(params: Params, name: str) -> dict:
@@ -76,9 +71,8 @@ def run(params: Params, name: str) -> dict:
               for split in ("val", "test")}
     scores = {split: metrics.headline(part.labels, part.probs.argmax(axis=1)) for split, part in splits.items()}
     summary = {"kind": kind, **summary, **scores}
-    folder = paths.MEMBER_REPORTS / name
-    probabilities.save(folder / "probabilities.parquet", labels, splits)
-    write_json(folder / "summary.json", summary)
+    probabilities.save(paths.MEMBER_REPORTS / name / "probabilities.parquet", labels, splits)
+    write_json(paths.MEMBER_SUMMARIES / f"{name}.json", summary)
     print(f"member {name} ({kind}): val macro F1 {scores['val']['f1_macro']:.4f}, test macro F1 {scores['test']['f1_macro']:.4f}")
     return summary
 

@@ -17,7 +17,7 @@ from finetune import paths  # noqa: E402
 from finetune.cli import main  # noqa: E402
 from finetune.html import esc, figure_img, page, png_file_img, table  # noqa: E402
 from finetune.io import atomic_path, read_json  # noqa: E402
-from finetune.params import Params  # noqa: E402
+from finetune.params import PRIMARY, Params  # noqa: E402
 
 
 def summary_section(params: Params) -> str:
@@ -105,6 +105,38 @@ def errors_section(params: Params) -> str:
     return "<p>The most confident mistakes on the test split.</p>" + table(wrong[["text", "actual", "predicted", "confidence"]])
 
 
+def ensemble_section(params: Params) -> str | None:
+    if not paths.ENSEMBLE_METRICS.exists():
+        return None
+    result = read_json(paths.ENSEMBLE_METRICS)
+    best = result["best_member_on_val"]
+    tone = "good" if result["f1_macro"] > best["f1_macro"] else "bad"
+    cards = (f'<div class="card">Ensemble ({esc(result["method"])}) test macro F1<b class="{tone}">{result["f1_macro"]:.3f}</b></div>'
+             f'<div class="card">Best member on val ({esc(best["name"])}) test macro F1<b>{best["f1_macro"]:.3f}</b></div>')
+    summaries = {name: paths.TRAIN_SUMMARY if name == PRIMARY else paths.MEMBER_SUMMARIES / f"{name}.json" for name in result["members"]}
+    seconds = {name: read_json(path)["train_runtime_s"] for name, path in summaries.items() if path.exists()}
+    rows = [{"": f"member {name}", "weight": round(result["weights"][name], 3), "temperature": round(result["temperatures"][name], 2),
+             **_scores(scores), "ensemble fixed": result["changes"][name]["fixed"], "ensemble broke": result["changes"][name]["broke"],
+             "training time (s)": seconds.get(name, "")}
+            for name, scores in result["members"].items()]
+    rows += [{"": f"{'→ ' if name == result['method'] else ''}method {name}", **_scores(scores)} for name, scores in result["methods"].items()]
+    changes = pd.read_csv(paths.ENSEMBLE / "changes.csv")
+    examples = changes[changes["member"] == best["name"]].groupby("effect").head(params.report.worst_errors)
+    return (
+        f'<div class="cards">{cards}</div>{table(pd.DataFrame(rows).fillna(""))}'
+        f'<p class="muted">Members are calibrated by {esc(params.ensemble.calibration)} scaling on val; weights: '
+        f'{esc(result["weights_source"])}. Val scores of weighted and stacking are in-sample (they are fitted on val); '
+        "test is never used to fit anything. Fixed / broke: test rows the member got wrong and the ensemble right, and the reverse.</p>"
+        f'<h3>Confusion matrix ({esc(result["method"])})</h3>{png_file_img(paths.ENSEMBLE / "confusion.png", "ensemble confusion matrix")}'
+        f'<h3>Where the ensemble changed {esc(best["name"])}\'s answer</h3>'
+        + table(examples[["effect", "text", "actual", "member_predicted", "ensemble_predicted"]])
+    )
+
+
+def _scores(scores: dict) -> dict:
+    return {f"{split} {name}": round(scores[split][name], 4) for split in ("val", "test") for name in ("accuracy", "f1_macro")}
+
+
 def params_section(params: Params) -> str:
     return f"<pre>{esc(yaml.safe_dump(params.model_dump(), sort_keys=False))}</pre>"
 
@@ -112,6 +144,7 @@ def params_section(params: Params) -> str:
 SECTIONS = [
     ("Summary", summary_section),
     ("Test metrics", metrics_section),
+    ("Ensemble", ensemble_section),
     ("Training", training_section),
     ("Data", data_section),
     ("Worst errors", errors_section),

@@ -54,6 +54,13 @@ class Task(ABC):
         """A classical (no GPU) model fitted on raw inputs: an object with predict_proba(inputs)."""
         raise UserError(f"task {type(self).__name__} has no classical ensemble member (kind: tfidf)")
 
+    def save_classical(self, model, folder) -> None:
+        """Write a fit_classical model into folder, in a format that loads without pickle."""
+        raise NotImplementedError
+
+    def load_classical(self, folder):
+        raise NotImplementedError
+
     def dataset(self, frame: pd.DataFrame, feature_columns: list[str]) -> torch.utils.data.Dataset:
         return FeatureDataset(frame, feature_columns)
 

@@ -1,10 +1,13 @@
 """Text classification with any Hugging Face encoder (BERT, MiniLM, ...) and its own tokenizer."""
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from safetensors.numpy import load_file, save_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline, make_union
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -85,6 +88,32 @@ class TextClassification(Task):
                                                min_df=config.min_df, max_features=config.max_features))
         model = make_pipeline(make_union(*vectorizers), LogisticRegression(C=config.C, max_iter=2000))
         return model.fit(inputs.tolist(), labels)
+
+    # Saved by hand as JSON (vocabularies, settings) + safetensors (idf, coefficients): pickle is never
+    # loaded here, and skops (the safe sklearn format) took > 6 minutes to write a 180k-term vocabulary.
+    def save_classical(self, model, folder: Path) -> None:
+        union, regression = model[0], model[-1]
+        vectorizers = [vectorizer for _, vectorizer in union.transformer_list]
+        settings = [{"analyzer": v.analyzer, "ngram_range": list(v.ngram_range), "vocabulary": {term: int(i) for term, i in v.vocabulary_.items()}}
+                    for v in vectorizers]
+        (folder / "tfidf.json").write_text(json.dumps(settings, ensure_ascii=False), encoding="utf-8")
+        arrays = {f"idf_{i}": v.idf_ for i, v in enumerate(vectorizers)}
+        arrays |= {"coef": regression.coef_, "intercept": regression.intercept_, "classes": regression.classes_}
+        # safetensors writes raw buffers: a Fortran-ordered coef_ (as lbfgs returns it) would come back scrambled
+        save_file({name: np.ascontiguousarray(array) for name, array in arrays.items()}, folder / "tfidf.safetensors")
+
+    def load_classical(self, folder: Path):
+        settings = json.loads((folder / "tfidf.json").read_text(encoding="utf-8"))
+        arrays = load_file(folder / "tfidf.safetensors")
+        vectorizers = []
+        for i, setting in enumerate(settings):
+            vectorizer = TfidfVectorizer(analyzer=setting["analyzer"], ngram_range=tuple(setting["ngram_range"]), sublinear_tf=True,
+                                         vocabulary=setting["vocabulary"])
+            vectorizer.idf_ = arrays[f"idf_{i}"]
+            vectorizers.append(vectorizer)
+        regression = LogisticRegression()
+        regression.coef_, regression.intercept_, regression.classes_ = arrays["coef"], arrays["intercept"], arrays["classes"]
+        return make_pipeline(make_union(*vectorizers), regression)
 
     def collator(self, processor):
         return DataCollatorWithPadding(processor)

@@ -8,6 +8,7 @@ from transformers import AutoModelForSequenceClassification
 
 from finetune import paths, probabilities
 from finetune.errors import UserError
+from finetune.tasks import get_task
 from stages import member
 from tests.support import load, tiny_params
 
@@ -43,7 +44,7 @@ def test_the_tfidf_member_learns_the_keywords_and_reloads_safely_from_disk(train
     summary = member.run(params, "tfidf")
     assert summary["test"]["accuracy"] >= 0.9  # one keyword per text carries the label
     saved = probabilities.load(paths.MEMBER_REPORTS / "tfidf/probabilities.parquet", "tfidf")
-    model = member.load_classical(paths.MEMBER_MODELS / "tfidf")
+    model = get_task(params.task).load_classical(paths.MEMBER_MODELS / "tfidf")
     test = pd.read_parquet(paths.PREPARED / "test.parquet")
     assert np.allclose(model.predict_proba(test["text"].tolist()), saved.splits["test"].probs)
     assert summary["features"] == len(model[0].get_feature_names_out()) < 40  # unigrams only: the tiny vocabulary
