@@ -33,7 +33,8 @@ bench: setup
 	python bench/train_throughput.py
 
 clean:  # pipeline outputs only (DVC's cache keeps them: `dvc checkout` brings them back)
-	rm -rf .cache reports/evaluate reports/report.html data/ingested.parquet data/prepared data/quarantine models/model
+	rm -rf .cache reports/evaluate reports/report.html data/ingested.parquet data/prepared data/quarantine models/model \
+		models/members reports/members reports/ensemble
 
 ui: setup  # Prefect UI on 127.0.0.1:4200 + the pipeline served with a nightly cron; Ctrl-C stops both
 	python -m flows.ui --cron "$(or $(CRON),0 2 * * *)"

@@ -143,18 +143,20 @@ def run_stage(root: Path, name: str, force: bool, resources: Resources):
 def publish_artifacts(root: Path) -> None:
     import json
 
-    metrics = root / "reports/metrics.json"
+    metrics, combined = root / "reports/metrics.json", root / "reports/ensemble.json"
     if metrics.exists():
-        result = json.loads(metrics.read_text())
-        rows = [("accuracy", result["accuracy"], result["baseline"]["accuracy"]),
-                ("macro F1", result["f1_macro"], result["baseline"]["f1_macro"]),
-                ("weighted F1", result["f1_weighted"], result["baseline"]["f1_weighted"])]
-        table = "\n".join(f"| {name} | {value:.4f} | {base:.4f} |" for name, value, base in rows)
-        report = root / "reports/report.html"
+        results = {"model": json.loads(metrics.read_text())}
+        if combined.exists():
+            ensemble = json.loads(combined.read_text())
+            results[f"ensemble ({ensemble['method']})"] = ensemble
+        results["majority baseline"] = results["model"]["baseline"]
+        names = {"accuracy": "accuracy", "f1_macro": "macro F1", "f1_weighted": "weighted F1"}
+        table = "\n".join(f"| {label} | " + " | ".join(f"{r[key]:.4f}" for r in results.values()) + " |" for key, label in names.items())
+        header = f"| test metric | {' | '.join(results)} |\n|---|{'---|' * len(results)}"
         create_markdown_artifact(
             key="test-metrics",
-            markdown=f"| test metric | model | majority baseline |\n|---|---|---|\n{table}\n\nHTML report: `{report}`",
-            description="Test metrics of the fine-tuned model",
+            markdown=f"{header}\n{table}\n\nHTML report: `{root / 'reports/report.html'}`",
+            description="Test metrics of the fine-tuned model (and the ensemble)",
         )
     if (root / "reports/report.html").exists():
         create_link_artifact(key="report", link=(root / "reports/report.html").as_uri(), link_text="HTML report",
