@@ -27,6 +27,7 @@ from finetune.params import PRIMARY, Params
 from finetune.probabilities import SPLITS, MemberProbabilities
 from stages.evaluate import confusion_png
 
+
 def member_file(name: str):
     return paths.PRIMARY_PROBABILITIES if name == PRIMARY else paths.MEMBER_REPORTS / name / "probabilities.parquet"
 
