@@ -158,6 +158,47 @@ class Member(Section):
         return self
 
 
+COMPRESS_METHODS = ("int8", "prune", "distill")
+
+
+class Quantize(Section):
+    embeddings: bool = True  # int8 weight-only embedding tables too (about half of MiniLM's weights)
+
+
+class Prune(Section):
+    sparsity: float = Field(0.5, ge=0, lt=1)  # share of the encoder's linear weights set to zero (global L1)
+    recover_epochs: float = Field(1, ge=0)  # then distil from the teacher with the zeros kept; 0 = no recovery
+
+
+class Distill(Section):
+    layers: list[int] | None = None  # teacher layers the student keeps; null = every other one, ending with the top
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1)  # weight of the hard-label loss; 1 - alpha goes to the teacher's soft labels
+    epochs: float = Field(3, gt=0)
+    learning_rate: float = Field(1e-4, gt=0, lt=1)
+    batch_size: int = Field(32, ge=1)
+
+
+class Latency(Section):
+    threads: int | None = Field(None, ge=1)  # CPU threads while timing; null = torch's default (the physical cores)
+    repeats: int = Field(20, ge=3)  # timed runs per batch size, after warm-up; the median is reported
+
+
+class Compress(Section):
+    teacher: str = "best"  # best: the fine-tuned member with the highest val macro F1 | primary | a finetune member's name
+    methods: list[Literal[COMPRESS_METHODS]] = list(COMPRESS_METHODS)
+    quantize: Quantize = Quantize()
+    prune: Prune = Prune()
+    distill: Distill = Distill()
+    latency: Latency = Latency()
+
+    @model_validator(mode="after")
+    def _methods_once(self):
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods lists one twice: {self.methods}")
+        return self
+
+
 PRIMARY = "primary"  # the train stage's own model, member of the ensemble when include_primary is true
 MEMBER_NAME = re.compile(r"[A-Za-z0-9_-]+")  # names become stage names (member@NAME) and folders
 
@@ -199,6 +240,7 @@ class Params(Section):
     train: Train = Train()
     evaluate: Evaluate = Evaluate()
     ensemble: Ensemble = Ensemble(members={"tfidf": Member(kind="tfidf")})
+    compress: Compress = Compress()
     report: Report = Report()
 
     @model_validator(mode="after")
@@ -206,6 +248,17 @@ class Params(Section):
         for name in self.ensemble.members:
             self.for_member(name)
         return self
+
+    @model_validator(mode="after")
+    def _teacher_is_a_finetuned_model(self):
+        teacher, finetuned = self.compress.teacher, self.finetuned_models()
+        if teacher != "best" and teacher not in finetuned:
+            raise ValueError(f"compress.teacher {teacher!r} is not a fine-tuned model; expected 'best' or one of {finetuned}")
+        return self
+
+    def finetuned_models(self) -> list[str]:
+        """The train stage's model and every finetune member: the models compress can start from."""
+        return [PRIMARY] + [name for name, member in self.ensemble.members.items() if member.kind == "finetune"]
 
     def for_member(self, name: str) -> "Params":
         """These params with member `name`'s overrides applied to train and preprocess."""

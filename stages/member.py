@@ -30,12 +30,18 @@ from stages.train import fit
 SPLITS = ("train", "val", "test")
 
 
-def _finetune(params: Params, name: str, prepared: dict[str, pd.DataFrame], labels: list[str]) -> tuple[dict, dict]:
+def member_tables(params: Params, name: str, prepared: dict[str, pd.DataFrame], labels: list[str]) -> tuple[Params, dict, dict]:
+    """(the member's params, its own featurized splits, its label map): the prepared rows re-tokenized
+    with the member's model and settings, its augmented rows rebuilt from the originals."""
     member_params = params.for_member(name)
     originals = {split: frame.loc[~frame["augmented"], ["id", TEXT, LABEL]].assign(**{LABEL: lambda f: [labels[i] for i in f[LABEL]]})
                  for split, frame in prepared.items()}
     tables = featurize(member_params, originals, labels)
-    label_map = {"labels": labels, "features": feature_columns(tables["train"])}
+    return member_params, tables, {"labels": labels, "features": feature_columns(tables["train"])}
+
+
+def _finetune(params: Params, name: str, prepared: dict[str, pd.DataFrame], labels: list[str]) -> tuple[dict, dict]:
+    member_params, tables, label_map = member_tables(params, name, prepared, labels)
     model_dir = paths.MEMBER_MODELS / name
     summary = fit(member_params, tables, label_map, model_dir, paths.MEMBER_REPORTS / name / "live", f"member {name}")
     summary["truncated_rows"] = {split: int(table["truncated"].sum()) for split, table in tables.items()}
