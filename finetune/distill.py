@@ -1,0 +1,106 @@
+"""Knowledge distillation (Hinton et al. 2015) with the transformers Trainer.
+
+The student is trained on   alpha * CE(student, true label)
+                          + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)),
+the T^2 keeping the soft term's gradients on the scale of the hard one. Teacher logits are computed
+once, before training (they are data, not a second model in memory). The same loop recovers a
+pruned model's accuracy (torch.nn.utils.prune masks stay applied while it trains).
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Trainer, TrainingArguments
+
+from finetune.params import Distill
+
+TEACHER_LOGITS = "teacher_logits"
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float) -> torch.Tensor:
+    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1), F.log_softmax(teacher_logits / temperature, dim=-1),
+                    log_target=True, reduction="batchmean") * temperature**2
+    return alpha * F.cross_entropy(student_logits, labels) + (1 - alpha) * soft
+
+
+def layer_stack(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
+    """(parent, attribute, layers): the ModuleList holding the transformer's config.num_hidden_layers blocks."""
+    depth = model.config.num_hidden_layers
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == depth:
+            parent_name, _, attribute = name.rpartition(".")
+            return model.get_submodule(parent_name), attribute, module
+    raise ValueError(f"{type(model).__name__} has no list of {depth} layers to take a student from")
+
+
+def student_layers(depth: int, chosen: list[int] | None) -> list[int]:
+    """Default: every other layer, ending with the top one (the layer the classifier head was tuned on)."""
+    layers = chosen if chosen is not None else list(range(depth - 1, -1, -2))[::-1]
+    if not layers or sorted(set(layers)) != list(layers) or layers[0] < 0 or layers[-1] >= depth:
+        raise ValueError(f"compress.distill.layers {chosen} must be increasing layer indices in [0, {depth - 1}]")
+    return layers
+
+
+def make_student(teacher: nn.Module, layers: list[int]) -> nn.Module:
+    """A copy of teacher keeping only `layers` of its transformer blocks (embeddings and head shared as copies)."""
+    student = copy.deepcopy(teacher)
+    parent, attribute, blocks = layer_stack(student)
+    setattr(parent, attribute, nn.ModuleList(blocks[i] for i in layers))
+    student.config.num_hidden_layers = len(layers)
+    return student
+
+
+class _WithTeacher(torch.utils.data.Dataset):
+    def __init__(self, base: torch.utils.data.Dataset, teacher_logits: np.ndarray):
+        self.base, self.teacher_logits = base, teacher_logits.astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.base[index], TEACHER_LOGITS: self.teacher_logits[index].tolist()}
+
+
+def _with_teacher_logits(collator):
+    """The task's collator pads the features; the teacher's logits (already one length) are stacked beside."""
+    def collate(items: list[dict]) -> dict:
+        logits = torch.tensor([item.pop(TEACHER_LOGITS) for item in items])
+        return {**collator(items), TEACHER_LOGITS: logits}
+    return collate
+
+
+class DistillationTrainer(Trainer):
+    def __init__(self, *args, temperature: float, alpha: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.temperature, self.alpha = temperature, alpha
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        teacher_logits, labels = inputs.pop(TEACHER_LOGITS), inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = kd_loss(outputs.logits, teacher_logits, labels, self.temperature, self.alpha)
+        return (loss, outputs) if return_outputs else loss
+
+
+def train_on_teacher(model: nn.Module, dataset: torch.utils.data.Dataset, teacher_logits: np.ndarray, collator, config: Distill,
+                     epochs: float, seed: int, device: str, bf16: bool, work_dir: Path) -> dict:
+    """Train model in place on (features, label, teacher logits); returns the Trainer's train metrics."""
+    args = TrainingArguments(
+        output_dir=str(work_dir), num_train_epochs=epochs, per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate, weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear",
+        logging_steps=50, save_strategy="no", report_to="none", disable_tqdm=True, seed=seed, data_seed=seed,
+        use_cpu=device == "cpu", bf16=bf16, dataloader_num_workers=0,
+        remove_unused_columns=False,  # else the Trainer drops teacher_logits: forward() has no such argument
+    )
+    trainer = DistillationTrainer(model=model, args=args, train_dataset=_WithTeacher(dataset, teacher_logits), data_collator=_with_teacher_logits(collator),
+                                  temperature=config.temperature, alpha=config.alpha)
+    result = trainer.train()
+    shutil.rmtree(work_dir, ignore_errors=True)
+    model.to("cpu")
+    return {"train_runtime_s": round(result.metrics["train_runtime"], 1), "train_loss": round(result.metrics["train_loss"], 4),
+            "steps": trainer.state.global_step}
