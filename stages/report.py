@@ -133,6 +133,36 @@ def ensemble_section(params: Params) -> str | None:
     )
 
 
+def compress_section(params: Params) -> str | None:
+    if not paths.COMPRESS_METRICS.exists():
+        return None
+    result = read_json(paths.COMPRESS_METRICS)
+    columns = {"parameters": "parameters", "size_mb": "size (MB)", "latency_ms_batch_1": "ms, batch 1", "latency_ms_batch_32": "ms, batch 32",
+               "accuracy": "test accuracy", "f1_macro": "test macro F1", "accuracy_delta": "Δ accuracy", "size_ratio": "size ×",
+               "speedup_batch_1": "speed-up, batch 1", "speedup_batch_32": "speed-up, batch 32", "agreement_with_teacher": "agrees with teacher"}
+    rows = pd.DataFrame(result["models"]).T[list(columns)].rename(columns=columns)
+    rows["parameters"] = rows["parameters"].astype(int)
+    details = result["details"]
+    notes = [f"Teacher: <code>{esc(result['teacher'])}</code>"
+             + (f" (best val macro F1 of {esc(details['teacher']['val_f1_macro_of_candidates'])})" if details["teacher"]["val_f1_macro_of_candidates"] else "")]
+    if "int8" in details:
+        notes.append("int8: torch.ao dynamic quantization of the linear layers" + (", embeddings int8 weight-only" if details["int8"]["embeddings_int8"] else ""))
+    if "prune" in details:
+        prune = details["prune"]
+        notes.append(f"prune: {prune['sparsity_pruned_layers']:.1%} of the pruned layers' weights are zero ({prune['sparsity_all_parameters']:.1%} "
+                     "of all parameters); unstructured zeros are stored and multiplied like any weight, so size and latency do not drop")
+    if "distill" in details:
+        notes.append(f"distill: student keeps teacher layers {details['distill']['layers_kept']}, trained "
+                     f"{details['distill']['training']['train_runtime_s']} s on the teacher's soft labels (T = {details['distill']['temperature']}, "
+                     f"alpha = {details['distill']['alpha']})")
+    return (
+        f"{table(rows.reset_index(names='model'))}<ul>{''.join(f'<li>{note}</li>' for note in notes)}</ul>"
+        f'<p class="muted">CPU latency: median of {params.compress.latency.repeats} runs after warm-up, {result["threads"]} threads, '
+        f"on the first test rows; size = the weight files on disk. Scores on the same {result['test_rows']} test rows, each model reloaded from disk.</p>"
+        + png_file_img(paths.COMPRESS / "tradeoff.png", "accuracy vs latency vs size")
+    )
+
+
 def _scores(scores: dict) -> dict:
     return {f"{split} {name}": round(scores[split][name], 4) for split in ("val", "test") for name in ("accuracy", "f1_macro")}
 
@@ -145,6 +175,7 @@ SECTIONS = [
     ("Summary", summary_section),
     ("Test metrics", metrics_section),
     ("Ensemble", ensemble_section),
+    ("Compression", compress_section),
     ("Training", training_section),
     ("Data", data_section),
     ("Worst errors", errors_section),

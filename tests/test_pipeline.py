@@ -9,7 +9,7 @@ from tests.import_graph import project_imports
 from tests.support import PROJECT, make_rows, sh, tiny_params, write_project
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
-ALL_STAGES = ["ingest", "preprocess", "train", "evaluate", "member@seed1", "member@tfidf", "ensemble", "report"]
+ALL_STAGES = ["ingest", "preprocess", "train", "evaluate", "member@seed1", "member@tfidf", "ensemble", "compress", "report"]
 
 
 def repro(root, *args) -> list[str]:
@@ -38,7 +38,7 @@ def _set_param(root, dotted: str, value) -> None:
 
 def test_first_repro_runs_every_stage_and_beats_the_baseline(repo):
     root, ran = repo
-    assert ran[:3] == ["ingest", "preprocess", "train"] and ran[-2:] == ["ensemble", "report"]
+    assert ran[:3] == ["ingest", "preprocess", "train"] and ran[-1] == "report"
     assert set(ran) == set(ALL_STAGES)
     shown = json.loads(sh(["dvc", "metrics", "show", "--json"], root).stdout)
     metrics = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]
@@ -62,7 +62,7 @@ def test_learning_rate_change_reruns_train_and_what_follows_only(repo):
     _set_param(root, "train.learning_rate", 0.002)
     diff = sh(["dvc", "params", "diff"], root).stdout
     assert re.search(r"train\.learning_rate\s+0\.003\s+0\.002", diff), diff
-    assert set(repro(root)) == {"train", "evaluate", "member@seed1", "member@tfidf", "ensemble", "report"}  # members override train
+    assert set(repro(root)) == {"train", "evaluate", "member@seed1", "member@tfidf", "ensemble", "compress", "report"}  # members override train
 
 
 def test_changing_the_ensemble_method_reruns_only_the_ensemble_and_report(repo):
@@ -72,15 +72,24 @@ def test_changing_the_ensemble_method_reruns_only_the_ensemble_and_report(repo):
     assert json.loads((root / "reports/ensemble.json").read_text())["method"] == "stacking"
 
 
+def test_changing_compress_params_reruns_only_compress_and_report(repo):
+    root, _ = repo
+    _set_param(root, "compress.prune", {"sparsity": 0.3, "recover_epochs": 0})
+    assert repro(root) == ["compress", "report"]
+    result = json.loads((root / "reports/compress.json").read_text())
+    assert result["details"]["prune"]["sparsity_pruned_layers"] == pytest.approx(0.3, abs=0.005)
+    assert "recovery" not in result["details"]["prune"]
+
+
 def test_adding_a_member_trains_only_that_member_and_removing_one_trains_nothing(repo):
     root, _ = repo
     members = yaml.safe_load((root / "params.yaml").read_text())["ensemble"]["members"]
     _set_param(root, "ensemble.members", {**members, "seed2": {"kind": "finetune", "train": {"seed": 2}}})
-    assert repro(root) == ["member@seed2", "ensemble", "report"]
+    assert set(repro(root)) == {"member@seed2", "ensemble", "compress", "report"}  # compress: seed2 may be the best teacher now
     assert set(json.loads((root / "reports/ensemble.json").read_text())["members"]) == {"primary", "seed1", "tfidf", "seed2"}
     _set_param(root, "ensemble.members", members)
-    ran = repro(root)  # the report may come back from DVC's run-cache: it saw these exact inputs before
-    assert ran[0] == "ensemble" and set(ran) <= {"ensemble", "report"}
+    ran = repro(root)  # compress and report may come back from DVC's run-cache: they saw these exact inputs before
+    assert "ensemble" in ran and set(ran) <= {"ensemble", "compress", "report"}
     assert "seed2" not in json.loads((root / "reports/ensemble.json").read_text())["members"]
 
 
@@ -97,7 +106,7 @@ def test_editing_a_helper_reruns_exactly_the_stages_that_import_it(repo):
         f.write("\n# an edit\n")
     assert repro(root) == ["report"]
 
-    assert importers("finetune/metrics.py") == {"train", "evaluate", "member", "ensemble"}
+    assert importers("finetune/metrics.py") == {"train", "evaluate", "member", "ensemble", "compress"}
     with (root / "finetune/metrics.py").open("a") as f:
         f.write("\n# an edit\n")
     ran = repro(root)

@@ -1,6 +1,6 @@
 import re
 
-from stages import ensemble, evaluate, member, report
+from stages import compress, ensemble, evaluate, member, report
 from tests.support import load, tiny_params
 
 
@@ -12,16 +12,19 @@ def test_report_is_one_self_contained_page_with_every_section(trained_workdir, t
     assert ">Ensemble" not in report.run(params)  # a section whose inputs do not exist yet is left out
     member.run(params, "tfidf")
     ensemble.run(params)
+    assert ">Compression" not in report.run(params)
+    compress.run(params)  # teacher "best": primary, the only fine-tuned model here
     document = report.run(params)
 
     assert open("reports/report.html", encoding="utf-8").read() == document
-    for title in ("Summary", "Test metrics", "Ensemble", "Training", "Data", "Worst errors", "Params"):
+    for title in ("Summary", "Test metrics", "Ensemble", "Compression", "Training", "Data", "Worst errors", "Params"):
         assert f">{title}" in document
     # nothing is fetched: no external URL in any src/href, no script or stylesheet link
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", document)
     assert "<script" not in document and "<link" not in document
-    assert document.count('src="data:image/png;base64,') == 3  # 2 confusion matrices + training curves
+    assert document.count('src="data:image/png;base64,') == 4  # 2 confusion matrices, training curves, compression tradeoff
     assert "Tiny report" in document and "majority class" in document
     assert "member tfidf" in document and "→ method soft_vote" in document
+    assert "Teacher: <code>primary</code>" in document and "<td>distill</td>" in document and "speed-up, batch 32" in document
     # texts are escaped, never injected as HTML
     assert "<td><b>" not in document
