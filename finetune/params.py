@@ -166,7 +166,8 @@ class Quantize(Section):
 
 
 class Prune(Section):
-    sparsity: float = Field(0.5, ge=0, lt=1)  # share of the encoder's linear weights set to zero (global L1)
+    structure: Literal["ffn_neurons", "unstructured"] = "ffn_neurons"  # neurons removed (faster) | weights zeroed (global L1)
+    sparsity: float = Field(0.5, ge=0, lt=1)  # share of the FFN neurons removed, or of the linear weights zeroed
     recover_epochs: float = Field(1, ge=0)  # then distil from the teacher with the zeros kept; 0 = no recovery
 
 

@@ -4,9 +4,10 @@ Teacher: compress.teacher, or (best) the fine-tuned model (primary or a finetune
 highest val macro F1. Methods (compress.methods, any of):
 - int8: torch.ao dynamic quantization of every linear layer, plus int8 weight-only embedding tables
   (compress.quantize.embeddings); saved as safetensors and reloaded from disk (finetune/quantize.py).
-- prune: global magnitude (L1) unstructured pruning of every linear layer but the classifier head to
-  compress.prune.sparsity, then recover_epochs of distillation from the teacher with the zeros kept.
-  Unstructured zeros shrink neither the file nor the latency of dense kernels: this is reported as measured.
+- prune: magnitude pruning to compress.prune.sparsity, `ffn_neurons` (every layer's feed-forward
+  matrices shrink: smaller and faster) or `unstructured` (global L1 zeros over every linear layer but
+  the head: neither smaller nor faster on dense kernels, reported as measured), then recover_epochs of
+  distillation from the teacher (zeros kept) (finetune/prune.py).
 - distill: a student made of every other teacher layer (embeddings, kept layers and head copied from
   the teacher), trained on the teacher's soft labels over the teacher's own train split (finetune/distill.py).
 Limits: training runs on train.device; latency is always CPU (int8 kernels are CPU-only), median of
@@ -32,9 +33,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.nn.utils import prune  # noqa: E402
 
-from finetune import distill, metrics, paths, probabilities, quantize  # noqa: E402
+from finetune import distill, metrics, paths, probabilities, prune, quantize  # noqa: E402
 from finetune.cli import main  # noqa: E402
 from finetune.errors import UserError  # noqa: E402
 from finetune.io import atomic_path, read_json, write_json, write_table  # noqa: E402
@@ -74,24 +74,6 @@ def teacher_data(params: Params, name: str, labels: list[str]) -> tuple[Path, Pa
         return model_dir, params, prepared, read_json(label_map_file)["features"]
     member_params, tables, label_map = member_tables(params, name, prepared, labels)
     return model_dir, member_params, tables, label_map["features"]
-
-
-def prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """Every linear layer but the classifier head (the one with num_labels outputs)."""
-    return [(m, "weight") for m in model.modules() if isinstance(m, nn.Linear) and m.out_features != model.config.num_labels]
-
-
-def prune_global_l1(model: nn.Module, sparsity: float) -> list[tuple[nn.Module, str]]:
-    """Zero the `sparsity` share of smallest-magnitude weights across all prunable layers together;
-    the masks stay attached (so a recovery fine-tune keeps the zeros) until `prune.remove`."""
-    targets = prunable(model)
-    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=sparsity)
-    return targets
-
-
-def zero_share(tensors) -> float:
-    tensors = list(tensors)
-    return float(sum((t == 0).sum().item() for t in tensors) / sum(t.numel() for t in tensors))
 
 
 def weights_size_mb(folder: Path) -> float:
@@ -177,12 +159,14 @@ def run(params: Params) -> dict:
             details["int8"] = {"embeddings_int8": config.quantize.embeddings}
         if "prune" in config.methods:
             pruned = copy.deepcopy(teacher)
-            targets = prune_global_l1(pruned, config.prune.sparsity)
-            details["prune"] = {"sparsity_requested": config.prune.sparsity, "layers_pruned": len(targets)}
+            try:
+                finish = prune.STRUCTURES[config.prune.structure](pruned, config.prune.sparsity)
+            except ValueError as error:
+                raise UserError(f"compress.prune.structure {config.prune.structure}: {error}; try `unstructured`") from None
+            details["prune"] = {"structure": config.prune.structure, "sparsity_requested": config.prune.sparsity}
             if config.prune.recover_epochs:
                 details["prune"]["recovery"] = recover(pruned, config.prune.recover_epochs, "prune")
-            for module, name in targets:
-                prune.remove(module, name)
+            finish()
             save_model(pruned, processor, teacher_dir, out / FOLDERS["prune"])
         if "distill" in config.methods:
             student = distill.make_student(teacher, layers)
@@ -195,9 +179,7 @@ def run(params: Params) -> dict:
         folder = paths.COMPRESSED / FOLDERS[method]
         models[method] = quantize.load(folder) if method == "int8" else task.load_trained(str(folder), trust).eval()
     if "prune" in models:
-        weights = [module.weight for module, _ in prunable(models["prune"])]
-        details["prune"] |= {"sparsity_pruned_layers": round(zero_share(weights), 4),
-                             "sparsity_all_parameters": round(zero_share(models["prune"].parameters()), 4)}
+        details["prune"] |= prune.sparsity(teacher, models["prune"])
 
     test = tables["test"]
     actual = test["label"].to_numpy()

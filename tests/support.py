@@ -57,7 +57,7 @@ def tiny_params(model: Path, source: str = "data/raw/tiny.csv", **sections) -> d
         "ensemble": {"method": "soft_vote", "calibration": "temperature", "include_primary": True, "weights": None,
                      "members": {"seed1": {"kind": "finetune", "train": {"seed": 1}}, "tfidf": {"kind": "tfidf"}}},
         "compress": {"teacher": "best", "methods": ["int8", "prune", "distill"], "quantize": {"embeddings": True},
-                     "prune": {"sparsity": 0.5, "recover_epochs": 2},
+                     "prune": {"structure": "ffn_neurons", "sparsity": 0.5, "recover_epochs": 2},
                      "distill": {"layers": None, "temperature": 2.0, "alpha": 0.5, "epochs": 6, "learning_rate": 3e-3, "batch_size": 8},
                      "latency": {"threads": None, "repeats": 3}},
         "report": {"title": "Tiny report", "worst_errors": 5},

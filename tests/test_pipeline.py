@@ -74,7 +74,7 @@ def test_changing_the_ensemble_method_reruns_only_the_ensemble_and_report(repo):
 
 def test_changing_compress_params_reruns_only_compress_and_report(repo):
     root, _ = repo
-    _set_param(root, "compress.prune", {"sparsity": 0.3, "recover_epochs": 0})
+    _set_param(root, "compress.prune", {"structure": "unstructured", "sparsity": 0.3, "recover_epochs": 0})
     assert repro(root) == ["compress", "report"]
     result = json.loads((root / "reports/compress.json").read_text())
     assert result["details"]["prune"]["sparsity_pruned_layers"] == pytest.approx(0.3, abs=0.005)
