@@ -123,7 +123,7 @@ def ensemble_section(params: Params) -> str | None:
     changes = pd.read_csv(paths.ENSEMBLE / "changes.csv")
     examples = changes[changes["member"] == best["name"]].groupby("effect").head(params.report.worst_errors)
     return (
-        f'<div class="cards">{cards}</div>{table(pd.DataFrame(rows).fillna(""))}'
+        f'<div class="cards">{cards}</div>{table(pd.DataFrame(rows).astype(object).fillna(""))}'
         f'<p class="muted">Members are calibrated by {esc(params.ensemble.calibration)} scaling on val; weights: '
         f'{esc(result["weights_source"])}. Val scores of weighted and stacking are in-sample (they are fitted on val); '
         "test is never used to fit anything. Fixed / broke: test rows the member got wrong and the ensemble right, and the reverse.</p>"
