@@ -158,6 +158,17 @@ def publish_artifacts(root: Path) -> None:
             markdown=f"{header}\n{table}\n\nHTML report: `{root / 'reports/report.html'}`",
             description="Test metrics of the fine-tuned model (and the ensemble)",
         )
+    compressed = root / "reports/compress.json"
+    if compressed.exists():
+        result = json.loads(compressed.read_text())
+        columns = {"size_mb": "MiB", "latency_ms_batch_1": "ms, batch 1", "latency_ms_batch_32": "ms, batch 32",
+                   "accuracy": "test accuracy", "f1_macro": "test macro F1"}
+        rows = "\n".join(f"| {name} | " + " | ".join(f"{row[key]:g}" for key in columns) + " |" for name, row in result["models"].items())
+        create_markdown_artifact(
+            key="compression",
+            markdown=f"| model ({result['teacher']} = teacher) | {' | '.join(columns.values())} |\n|---|{'---|' * len(columns)}\n{rows}",
+            description=f"Compressed models vs their teacher (CPU, {result['threads']} threads)",
+        )
     if (root / "reports/report.html").exists():
         create_link_artifact(key="report", link=(root / "reports/report.html").as_uri(), link_text="HTML report",
                              description="The self-contained HTML report of this run")

@@ -50,6 +50,7 @@ def test_flow_gives_the_same_lock_as_dvc_repro_and_shares_its_cache(tmp_path, ti
         artifacts = {a.key: a for a in client.read_artifacts()}
     assert "| accuracy |" in artifacts["test-metrics"].data and "majority baseline" in artifacts["test-metrics"].data
     assert "ensemble (soft_vote)" in artifacts["test-metrics"].data
+    assert "= teacher) | MiB |" in artifacts["compression"].data and "| int8 |" in artifacts["compression"].data
     assert "reports/report.html" in artifacts["report"].data
 
     states = configured(2)(root=str(by_flow), overrides=["train.learning_rate=0.002"])
