@@ -63,3 +63,20 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
         f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1><p>{nav}</p>{body}</body></html>\n"
     )
+
+
+def highlighted_tokens(tokens: list[str], scores: list[float], special: list[bool]) -> str:
+    """Tokens as text, each shaded by its score: green supports the prediction, red opposes it,
+    opacity relative to the largest |score| of this example (the exact score is the hover title).
+    Word pieces ("##ing", SentencePiece's "▁") are joined back into words."""
+    scale = max((abs(s) for s, sp in zip(scores, special) if not sp), default=0) or 1.0
+    parts = []
+    for token, score, is_special in zip(tokens, scores, special):
+        if is_special:
+            continue
+        glue = token.startswith("##")
+        text = token.removeprefix("##").replace("▁", " ").replace("Ġ", " ")
+        colour = "22,140,60" if score >= 0 else "200,40,40"
+        parts.append(("" if glue or not parts else " ")
+                     + f'<span title="{score:+.4f}" style="background:rgba({colour},{0.85 * abs(score) / scale:.2f})">{esc(text.strip())}</span>')
+    return "".join(parts)

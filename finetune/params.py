@@ -200,6 +200,26 @@ class Compress(Section):
         return self
 
 
+EXPLAIN_METHODS = ("integrated_gradients", "gradient_x_input", "attention")
+
+
+class Explain(Section):
+    examples: int = Field(12, ge=1)  # test examples: the most confident errors, most / least confident, then seeded random
+    seed: int = 0
+    methods: list[Literal[EXPLAIN_METHODS]] = list(EXPLAIN_METHODS)
+    ig_steps: int = Field(50, ge=4)  # Riemann steps of Integrated Gradients (more: smaller convergence delta)
+    attention_layer: int = -1  # layer whose [CLS] attention is shown (averaged over heads); -1 = the last
+    faithfulness_k: int = Field(5, ge=1)  # delete the top 1..K attributed tokens vs K random ones
+    random_draws: int = Field(5, ge=1)  # random deletions averaged per example and k
+    top_tokens: int = Field(10, ge=1)  # global view: tokens per class
+
+    @model_validator(mode="after")
+    def _ig_included(self):
+        if "integrated_gradients" not in self.methods:
+            raise ValueError("methods must include integrated_gradients (the faithfulness check and the global view rank by it)")
+        return self
+
+
 PRIMARY = "primary"  # the train stage's own model, member of the ensemble when include_primary is true
 MEMBER_NAME = re.compile(r"[A-Za-z0-9_-]+")  # names become stage names (member@NAME) and folders
 
@@ -242,6 +262,7 @@ class Params(Section):
     evaluate: Evaluate = Evaluate()
     ensemble: Ensemble = Ensemble(members={"tfidf": Member(kind="tfidf")})
     compress: Compress = Compress()
+    explain: Explain = Explain()
     report: Report = Report()
 
     @model_validator(mode="after")

@@ -32,3 +32,5 @@ ENSEMBLE = REPORTS / "ensemble"  # predictions.csv, changes.csv, confusion.png, 
 COMPRESSED = Path("models/compressed")  # one folder per compress method: int8/, pruned/, distilled/
 COMPRESS_METRICS = REPORTS / "compress.json"
 COMPRESS = REPORTS / "compress"  # tradeoff.png, predictions.csv
+EXPLAIN_METRICS = REPORTS / "explain.json"
+EXPLAIN = REPORTS / "explain"  # attributions.json: every token's scores for every explained example

@@ -15,7 +15,7 @@ import yaml  # noqa: E402
 
 from finetune import paths  # noqa: E402
 from finetune.cli import main  # noqa: E402
-from finetune.html import esc, figure_img, page, png_file_img, table  # noqa: E402
+from finetune.html import esc, figure_img, highlighted_tokens, page, png_file_img, table  # noqa: E402
 from finetune.io import atomic_path, read_json  # noqa: E402
 from finetune.params import PRIMARY, Params  # noqa: E402
 
@@ -163,6 +163,39 @@ def compress_section(params: Params) -> str | None:
     )
 
 
+def explain_section(params: Params) -> str | None:
+    if not paths.EXPLAIN_METRICS.exists():
+        return None
+    result, saved = read_json(paths.EXPLAIN_METRICS), read_json(paths.EXPLAIN / "attributions.json")
+    f = result["faithfulness"]
+    curve = pd.DataFrame({"tokens deleted (k)": f["k"], "Δp, top-k IG tokens": f["top_ig_drop"], "Δp, k random tokens": f["random_drop"]})
+    verdict = ("IG is more faithful than random here" if f["ig_beats_random"]
+               else "IG is NOT more faithful than random deletions on this model")
+    global_rows = [{"predicted": label, "tokens (mean IG)": ", ".join(f"{t['token']} ({t['mean_attribution']:+.3f})" for t in tokens)}
+                   for label, tokens in saved["global"].items()]
+    methods = [m for m in ("integrated_gradients", "gradient_x_input", "attention") if m in result["methods"]]
+    cards = []
+    for e in saved["examples"]:
+        rows = "".join(f"<tr><td>{esc(m.replace('_', ' '))}</td><td>{highlighted_tokens(e['tokens'], e[m], e['special'])}"
+                       f"{' <b>[… truncated at max_length]</b>' if e['truncated'] else ''}</td></tr>" for m in methods)
+        tone = "good" if e["actual"] == e["predicted"] else "bad"
+        cards.append(f'<p><b class="{tone}">{esc(e["predicted"])}</b> (p = {e["probability"]:.3f}; true: {esc(e["actual"])}; '
+                     f'{esc(e["why_chosen"])}; IG delta {e["convergence_delta"]:+.4f})</p><table>{rows}</table>')
+    skipped = "".join(f"<li>{esc(m)} skipped: {esc(why)}</li>" for m, why in result["skipped"].items())
+    return (
+        f"<p>Why <code>{esc(result['model'])}</code> predicted what it did, on {result['examples']} test examples. Scores are "
+        "contributions to the probability of the <i>predicted</i> class: green for, red against (hover for the value). "
+        f"Integrated Gradients: {result['ig_steps']} steps from an all-[PAD] baseline, mean |convergence delta| "
+        f"{result['convergence_delta']['mean_abs']:.4f}. Attention: what [CLS] attends to in layer {params.explain.attention_layer}, "
+        "averaged over heads (attention weights are not explanations; shown for comparison).</p>"
+        f"{'<ul>' + skipped + '</ul>' if skipped else ''}"
+        f"<h3>Faithfulness: deleting tokens ([MASK])</h3><p>{verdict}: mean drop of p(predicted) over k = 1..{f['k'][-1]} is "
+        f"{f['aopc_top_ig']:.4f} for the top IG tokens vs {f['aopc_random']:.4f} for random ones.</p>{table(curve)}"
+        f"<h3>Tokens with the largest mean attribution, per predicted class</h3>{table(pd.DataFrame(global_rows))}"
+        f"<h3>Examples</h3>{''.join(cards)}"
+    )
+
+
 def _scores(scores: dict) -> dict:
     return {f"{split} {name}": round(scores[split][name], 4) for split in ("val", "test") for name in ("accuracy", "f1_macro")}
 
@@ -176,6 +209,7 @@ SECTIONS = [
     ("Test metrics", metrics_section),
     ("Ensemble", ensemble_section),
     ("Compression", compress_section),
+    ("Explanations", explain_section),
     ("Training", training_section),
     ("Data", data_section),
     ("Worst errors", errors_section),

@@ -60,6 +60,8 @@ def tiny_params(model: Path, source: str = "data/raw/tiny.csv", **sections) -> d
                      "prune": {"structure": "ffn_neurons", "sparsity": 0.5, "recover_epochs": 2},
                      "distill": {"layers": None, "temperature": 2.0, "alpha": 0.5, "epochs": 6, "learning_rate": 3e-3, "batch_size": 8},
                      "latency": {"threads": None, "repeats": 3}},
+        "explain": {"examples": 6, "seed": 0, "methods": ["integrated_gradients", "gradient_x_input", "attention"], "ig_steps": 32,
+                    "attention_layer": -1, "faithfulness_k": 5, "random_draws": 5, "top_tokens": 10},
         "report": {"title": "Tiny report", "worst_errors": 5},
     }
     for section, values in sections.items():

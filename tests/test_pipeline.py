@@ -9,7 +9,7 @@ from tests.import_graph import project_imports
 from tests.support import PROJECT, make_rows, sh, tiny_params, write_project
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
-ALL_STAGES = ["ingest", "preprocess", "train", "evaluate", "member@seed1", "member@tfidf", "ensemble", "compress", "report"]
+ALL_STAGES = ["ingest", "preprocess", "train", "evaluate", "member@seed1", "member@tfidf", "ensemble", "compress", "explain", "report"]
 
 
 def repro(root, *args) -> list[str]:
@@ -62,7 +62,7 @@ def test_learning_rate_change_reruns_train_and_what_follows_only(repo):
     _set_param(root, "train.learning_rate", 0.002)
     diff = sh(["dvc", "params", "diff"], root).stdout
     assert re.search(r"train\.learning_rate\s+0\.003\s+0\.002", diff), diff
-    assert set(repro(root)) == {"train", "evaluate", "member@seed1", "member@tfidf", "ensemble", "compress", "report"}  # members override train
+    assert set(repro(root)) == {"train", "evaluate", "member@seed1", "member@tfidf", "ensemble", "compress", "explain", "report"}
 
 
 def test_changing_the_ensemble_method_reruns_only_the_ensemble_and_report(repo):
@@ -79,6 +79,13 @@ def test_changing_compress_params_reruns_only_compress_and_report(repo):
     result = json.loads((root / "reports/compress.json").read_text())
     assert result["details"]["prune"]["sparsity_pruned_layers"] == pytest.approx(0.3, abs=0.005)
     assert "recovery" not in result["details"]["prune"]
+
+
+def test_changing_explain_params_reruns_only_explain_and_report(repo):
+    root, _ = repo
+    _set_param(root, "explain.examples", 4)
+    assert repro(root) == ["explain", "report"]
+    assert json.loads((root / "reports/explain.json").read_text())["examples"] == 4
 
 
 def test_adding_a_member_trains_only_that_member_and_removing_one_trains_nothing(repo):

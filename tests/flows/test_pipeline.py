@@ -56,7 +56,7 @@ def test_flow_gives_the_same_lock_as_dvc_repro_and_shares_its_cache(tmp_path, ti
     states = configured(2)(root=str(by_flow), overrides=["train.learning_rate=0.002"])
     assert states == {"ingest": "Cached", "preprocess": "Cached", "train": "Completed", "evaluate": "Completed",
                       "member@seed1": "Completed", "member@tfidf": "Completed", "ensemble": "Completed", "compress": "Completed",
-                      "report": "Completed"}
+                      "explain": "Completed", "report": "Completed"}
     assert yaml.safe_load((by_flow / "params.yaml").read_text())["train"]["learning_rate"] == 0.002
 
     states = configured(2)(root=str(by_flow), target="preprocess", force=True)

@@ -1,6 +1,8 @@
 import re
 
-from stages import compress, ensemble, evaluate, member, report
+import pandas as pd
+
+from stages import compress, ensemble, evaluate, explain, member, report
 from tests.support import load, tiny_params
 
 
@@ -14,10 +16,13 @@ def test_report_is_one_self_contained_page_with_every_section(trained_workdir, t
     ensemble.run(params)
     assert ">Compression" not in report.run(params)
     compress.run(params)  # teacher "best": primary, the only fine-tuned model here
+    test = pd.read_parquet("data/prepared/test.parquet")
+    test.assign(truncated=test.index % 2 == 0).to_parquet("data/prepared/test.parquet")  # as if half were cut at max_length
+    explain.run(params)
     document = report.run(params)
 
     assert open("reports/report.html", encoding="utf-8").read() == document
-    for title in ("Summary", "Test metrics", "Ensemble", "Compression", "Training", "Data", "Worst errors", "Params"):
+    for title in ("Summary", "Test metrics", "Ensemble", "Compression", "Explanations", "Training", "Data", "Worst errors", "Params"):
         assert f">{title}" in document
     # nothing is fetched: no external URL in any src/href, no script or stylesheet link
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", document)
@@ -25,6 +30,9 @@ def test_report_is_one_self_contained_page_with_every_section(trained_workdir, t
     assert document.count('src="data:image/png;base64,') == 4  # 2 confusion matrices, training curves, compression tradeoff
     assert "Tiny report" in document and "majority class" in document
     assert "member tfidf" in document and "→ method soft_vote" in document
+    assert document.count('<span title="') >= 6 * 3 * 3  # 6 examples, 3 methods, >= 3 tokens each, every one shaded
+    assert "IG is more faithful than random here" in document
+    assert "[… truncated at max_length]" in document
     assert "Teacher: <code>primary</code>" in document and "<td>distill</td>" in document and "speed-up, batch 32" in document
     # texts are escaped, never injected as HTML
     assert "<td><b>" not in document
