@@ -11,6 +11,8 @@ For each, w.r.t. the probability of the PREDICTED class (finetune/attribution.py
 Faithfulness: deleting ([MASK]) the top-k IG tokens must lower p(predicted) more than deleting k
 random tokens; both mean curves for k = 1..K and their areas (AOPC) are metrics. Global view: the
 tokens with the largest mean IG per predicted class. Texts cut at preprocess.max_length are flagged.
+Compressed models (when the compress stage ran): IG of the pruned and distilled models vs their
+teacher's, as a mean Spearman rank correlation per example (int8 has no gradients: skipped).
 Writes reports/explain.json (metrics) and reports/explain/attributions.json (every score, for other tools).
 """
 from __future__ import annotations
@@ -18,12 +20,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import spearmanr
 
 from finetune import attribution, paths
 from finetune.cli import main
 from finetune.errors import UserError
 from finetune.io import atomic_path, read_json, write_json
-from finetune.params import Params
+from finetune.params import PRIMARY, Params
 from finetune.tasks import get_task
 
 
@@ -57,6 +60,37 @@ def _global_view(examples: list[dict], top: int) -> dict[str, list[dict]]:
     return view
 
 
+def compressed_drift(params: Params, examples: list[dict], token_ids: list[list[int]], tokenizer) -> dict:
+    """Spearman rank correlation, per example then averaged, between the IG scores of the compress
+    teacher and of each compressed model that has gradients, on the same tokens and the teacher's
+    predicted class. A low value means the compressed model decides for other reasons."""
+    if not paths.COMPRESS_METRICS.exists():
+        return {}
+    task, trust = get_task(params.task), params.train.trust_remote_code
+    teacher = read_json(paths.COMPRESS_METRICS)["teacher"]
+    teacher_dir = paths.MODEL if teacher == PRIMARY else paths.MEMBER_MODELS / teacher
+    if task.load_processor(str(teacher_dir), trust).get_vocab() != tokenizer.get_vocab():
+        return {"skipped": f"teacher {teacher!r} tokenizes differently from models/model: no token-by-token comparison"}
+    reference = task.load_trained(str(teacher_dir), trust).eval()
+    drift: dict = {"teacher": teacher, "int8": "skipped: no gradients flow through int8 embeddings"}
+    for method, folder in (("prune", "pruned"), ("distill", "distilled")):
+        if not (paths.COMPRESSED / folder).is_dir():
+            continue
+        model = task.load_trained(str(paths.COMPRESSED / folder), trust).eval()
+        correlations = []
+        for entry, ids in zip(examples, token_ids):
+            special = np.array(entry["special"])
+            example = attribution.Example(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), special)
+            with torch.no_grad():
+                target = int(reference(input_ids=example.input_ids).logits.argmax())
+            scores = [attribution.integrated_gradients(m, example, target, tokenizer.pad_token_id, params.explain.ig_steps)[0][~special]
+                      for m in (reference, model)]
+            if len(scores[0]) > 1:
+                correlations.append(spearmanr(*scores).statistic)
+        drift[method] = {"mean_spearman": round(float(np.nanmean(correlations)), 4), "examples": len(correlations)}
+    return drift
+
+
 def run(params: Params) -> dict:
     config = params.explain
     task = get_task(params.task)
@@ -77,7 +111,7 @@ def run(params: Params) -> dict:
     mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.pad_token_id
     rng = np.random.default_rng(config.seed)
 
-    examples, top_curves, random_curves = [], [], []
+    examples, token_ids, top_curves, random_curves = [], [], [], []
     for row, reason in select_examples(predictions, config.examples, config.seed):
         ids = [int(i) for i in test["input_ids"].iloc[row]]
         special = np.array(tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True), dtype=bool)
@@ -103,6 +137,7 @@ def run(params: Params) -> dict:
         top_curves.append(top)
         random_curves.append(random)
         examples.append(entry)
+        token_ids.append(ids)
 
     top_mean, random_mean = np.mean(top_curves, axis=0), np.mean(random_curves, axis=0)
     deltas = np.abs([e["convergence_delta"] for e in examples])
@@ -116,6 +151,7 @@ def run(params: Params) -> dict:
             "aopc_top_ig": round(float(top_mean.mean()), 5), "aopc_random": round(float(random_mean.mean()), 5),
             "ig_beats_random": bool(top_mean.mean() > random_mean.mean()),
         },
+        "compressed_vs_teacher": compressed_drift(params, examples, token_ids, tokenizer),
     }
     with atomic_path(paths.EXPLAIN) as folder:
         folder.mkdir()

@@ -182,6 +182,13 @@ def explain_section(params: Params) -> str | None:
         cards.append(f'<p><b class="{tone}">{esc(e["predicted"])}</b> (p = {e["probability"]:.3f}; true: {esc(e["actual"])}; '
                      f'{esc(e["why_chosen"])}; IG delta {e["convergence_delta"]:+.4f})</p><table>{rows}</table>')
     skipped = "".join(f"<li>{esc(m)} skipped: {esc(why)}</li>" for m, why in result["skipped"].items())
+    drift = result["compressed_vs_teacher"]
+    drift_rows = [{"model": m, "mean Spearman ρ of IG vs the teacher": v["mean_spearman"] if isinstance(v, dict) else esc(v)}
+                  for m, v in drift.items() if m != "teacher"]
+    drift_html = (f"<h3>Do the compressed models decide for the same reasons as their teacher ({esc(drift['teacher'])})?</h3>"
+                  f"{table(pd.DataFrame(drift_rows))}<p class=\"muted\">Rank correlation of the IG scores of the same tokens for the "
+                  "teacher's predicted class, per example, averaged. 1 = same ranking; low values flag a model that now relies on other tokens.</p>"
+                  if "teacher" in drift else "")
     return (
         f"<p>Why <code>{esc(result['model'])}</code> predicted what it did, on {result['examples']} test examples. Scores are "
         "contributions to the probability of the <i>predicted</i> class: green for, red against (hover for the value). "
@@ -191,7 +198,7 @@ def explain_section(params: Params) -> str | None:
         f"{'<ul>' + skipped + '</ul>' if skipped else ''}"
         f"<h3>Faithfulness: deleting tokens ([MASK])</h3><p>{verdict}: mean drop of p(predicted) over k = 1..{f['k'][-1]} is "
         f"{f['aopc_top_ig']:.4f} for the top IG tokens vs {f['aopc_random']:.4f} for random ones.</p>{table(curve)}"
-        f"<h3>Tokens with the largest mean attribution, per predicted class</h3>{table(pd.DataFrame(global_rows))}"
+        f"<h3>Tokens with the largest mean attribution, per predicted class</h3>{table(pd.DataFrame(global_rows))}{drift_html}"
         f"<h3>Examples</h3>{''.join(cards)}"
     )
 

@@ -9,7 +9,7 @@ import torch
 from finetune import attribution, paths
 from finetune.errors import UserError
 from finetune.tasks import get_task
-from stages import evaluate, explain
+from stages import compress, evaluate, explain
 from tests.support import load, tiny_params
 
 
@@ -43,6 +43,19 @@ def test_every_method_gives_one_score_per_token_and_ig_is_complete(explained):
     f = result["faithfulness"]
     assert f["k"] == [1, 2, 3, 4, 5] and len(f["top_ig_drop"]) == len(f["random_drop"]) == 5
     assert f["ig_beats_random"]  # one keyword carries each tiny label: IG finds it
+
+
+def test_compressed_models_are_compared_with_their_teacher(explained, tiny_model):
+    _, result, _ = explained
+    assert result["compressed_vs_teacher"] == {}  # compress has not run
+    params = load(tiny_params(tiny_model, explain={"examples": 4}, compress={
+        "teacher": "primary", "methods": ["int8", "prune", "distill"],
+        "prune": {"structure": "ffn_neurons", "sparsity": 0.0, "recover_epochs": 0}, "distill": {"epochs": 1}}))
+    compress.run(params)
+    drift = explain.run(params)["compressed_vs_teacher"]
+    assert drift["teacher"] == "primary" and drift["int8"].startswith("skipped")
+    assert drift["prune"] == {"mean_spearman": 1.0, "examples": 4}  # sparsity 0: the teacher itself, same attributions
+    assert -1 <= drift["distill"]["mean_spearman"] <= 1 and drift["distill"]["examples"] == 4
 
 
 def test_the_examples_include_the_worst_errors_and_the_extremes_of_confidence():

@@ -33,6 +33,7 @@ def test_report_is_one_self_contained_page_with_every_section(trained_workdir, t
     assert document.count('<span title="') >= 6 * 3 * 3  # 6 examples, 3 methods, >= 3 tokens each, every one shaded
     assert "IG is more faithful than random here" in document
     assert "[… truncated at max_length]" in document
+    assert "Do the compressed models decide for the same reasons as their teacher (primary)?" in document
     assert "Teacher: <code>primary</code>" in document and "<td>distill</td>" in document and "speed-up, batch 32" in document
     # texts are escaped, never injected as HTML
     assert "<td><b>" not in document
