@@ -88,6 +88,16 @@ class EarlyStopping(Section):
     patience: int = Field(2, ge=0)  # evaluations without improvement before stopping; 0 = never stop early
 
 
+STRATEGIES = ("full", "partial", "linear_probe", "gradual_unfreeze", "lora")
+
+
+class Lora(Section):
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16, gt=0)  # the update is scaled by alpha / rank
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[str] | None = None  # linear layers that get adapters; null = peft's default for the architecture
+
+
 class Train(Section):
     model: str = "builtin:minilm"
     trust_remote_code: bool = False
@@ -104,6 +114,15 @@ class Train(Section):
     early_stopping: EarlyStopping = EarlyStopping()
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    strategy: Literal[STRATEGIES] = "full"  # what trains: see finetune/strategies.py
+    freeze_layers: int = Field(0, ge=0)  # partial: the embeddings and this many bottom encoder layers stay frozen
+    unfreeze_every: float = Field(1, gt=0)  # gradual_unfreeze: epochs between unfreezing the next layer group down
+    lora: Lora = Lora()
+    layer_lr_decay: float = Field(1.0, gt=0, le=1)  # each layer group down gets this factor more; 1 = one learning rate
+    l1: float = Field(0.0, ge=0)  # l1 * sum|w| of the trained weight matrices, added to the training loss
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
 
     @model_validator(mode="after")
     def _model_exists(self):

@@ -1,13 +1,16 @@
 """train: fine-tune `train.model` on the prepared train split with the transformers Trainer.
 
-Features: AdamW with weight decay (L2), warmup + constant/linear/cosine schedule, dropout override,
+Features: a strategy (full, partial, linear_probe, gradual_unfreeze, lora: finetune/strategies.py),
+AdamW with weight decay (L2) or SGD with momentum, layer-wise learning-rate decay, L1, label
+smoothing, warmup + constant/linear/cosine schedule, dropout override,
 evaluation on val every `eval_steps` (or epoch), early stopping on a val metric with patience,
 best checkpoint restored, per-step metrics logged with dvclive (reports/train_live; dvclive is
 never allowed to touch dvc.yaml), device auto|cpu|cuda (auto = CUDA, in bf16 where supported).
 Resume: checkpoints go to .cache/checkpoints/<fingerprint>, where the fingerprint hashes the
 params, the prepared data and the code; a killed run restarted with the SAME fingerprint resumes
 from its last complete checkpoint (and says so); anything else starts fresh.
-Writes models/model (model.safetensors, config, tokenizer, label_map.json) and reports/train.json.
+Writes models/model (model.safetensors, config, tokenizer, label_map.json; LoRA: merged, plus
+adapter/) and reports/train.json (with trainable vs total parameters and each group's learning rate).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from dvclive import Live
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
 
 from finetune import metrics, paths
 from finetune.cli import main
@@ -29,6 +32,7 @@ from finetune.errors import UserError
 from finetune.io import atomic_path, read_json, write_json
 from finetune.params import Params
 from finetune.sources import model_path
+from finetune.strategies import GradualUnfreeze, StrategyTrainer, apply_strategy, describe
 from finetune.tasks import get_task
 
 
@@ -96,9 +100,11 @@ def _compute_metrics(prediction) -> dict[str, float]:
     return {name: scores[name] for name in ("accuracy", "f1_macro")}
 
 
-def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_dir: Path, live_dir: Path, run_name: str) -> dict:
+def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_dir: Path, live_dir: Path, run_name: str,
+        extra_callbacks: tuple = ()) -> dict:
     """Fine-tune on splits["train"], select on splits["val"]; save the best model to model_dir and
-    its dvclive curves to live_dir. Ensemble members call this with their own params and features."""
+    its dvclive curves to live_dir. Ensemble members and search trials call this with their own
+    params and features (trials add a callback that reports to Optuna's pruner)."""
     train = params.train
     device, bf16 = resolve_device(train.device)
     task = get_task(params.task)
@@ -114,7 +120,11 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
     set_seed(train.seed)  # before the model: the new classifier head is drawn from this seed
     source = model_path(train)
     processor = task.load_processor(source, train.trust_remote_code)
-    model = task.load_model(source, label_map["labels"], train.dropout, train.trust_remote_code)
+    model = apply_strategy(task.load_model(source, label_map["labels"], train.dropout, train.trust_remote_code), train)
+    parameters = describe(model, train)
+    print(f"{run_name}: {train.strategy}, {parameters['trainable']:,} of {parameters['parameters']:,} parameters trainable "
+          f"({100 * parameters['trainable_share']:.2f} %); learning rates "
+          + ", ".join(f"{g['group']} {g['learning_rate']:.3g}" for g in parameters["groups"] if g["trainable"] or train.strategy == "gradual_unfreeze"))
     steps = {"eval_strategy": "steps", "eval_steps": train.eval_steps, "save_strategy": "steps", "save_steps": train.eval_steps}
     if train.eval_steps is None:
         steps = {"eval_strategy": "epoch", "save_strategy": "epoch"}
@@ -128,6 +138,7 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         weight_decay=train.weight_decay,
         warmup_steps=train.warmup_ratio,  # transformers 5 takes a float < 1 here as a ratio
         lr_scheduler_type=train.lr_scheduler,
+        label_smoothing_factor=train.label_smoothing,
         logging_steps=train.logging_steps,
         **steps,
         save_total_limit=2,
@@ -149,7 +160,10 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
     callbacks = [LiveLogger(live)]
     if train.early_stopping.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=train.early_stopping.patience))
-    trainer = Trainer(
+    if train.strategy == "gradual_unfreeze":
+        callbacks.append(GradualUnfreeze(model, train.unfreeze_every))
+    callbacks += extra_callbacks
+    trainer = StrategyTrainer(
         model=model,
         args=args,
         train_dataset=task.dataset(splits["train"], features),
@@ -158,15 +172,22 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         processing_class=processor,
         compute_metrics=_compute_metrics,
         callbacks=callbacks,
+        train_params=train,
     )
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     live.end()
     trainer.remove_callback(LiveLogger)
     best = trainer.evaluate()  # the restored best model, scored on val
 
+    parameters["trainable_at_end"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     with atomic_path(model_dir) as folder:
-        trainer.save_model(str(folder))  # safetensors + config (with id2label) + tokenizer files
-        (folder / "training_args.bin").unlink()  # a pickle: replaced by a JSON copy that loads safely
+        if train.strategy == "lora":  # the adapter (small, for peft users) and the merged model every later stage loads
+            trainer.model.save_pretrained(str(folder / "adapter"))
+            trainer.model.merge_and_unload().save_pretrained(str(folder))
+            processor.save_pretrained(str(folder))
+        else:
+            trainer.save_model(str(folder))  # safetensors + config (with id2label) + tokenizer files
+            (folder / "training_args.bin").unlink()  # a pickle: replaced by a JSON copy that loads safely
         (folder / "training_args.json").write_text(args.to_json_string())
         write_json(folder / "label_map.json", label_map)
     with atomic_path(live_dir) as folder:
@@ -182,6 +203,7 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         "train_samples_per_second": round(result.metrics["train_samples_per_second"], 2),
         "train_runtime_s": round(result.metrics["train_runtime"], 1),
         "val": {name.removeprefix("eval_"): value for name, value in best.items() if name in ("eval_loss", "eval_accuracy", "eval_f1_macro")},
+        "parameters": parameters,
     }
     shutil.rmtree(run_dir)  # finished: the checkpoints are no longer needed to resume
     print(f"{run_name}: {summary['steps']} steps on {device}, best val {summary['val']}")
