@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from finetune.errors import UserError
 
@@ -239,6 +239,89 @@ class Explain(Section):
         return self
 
 
+class Dimension(Section):
+    """One axis of a search space: exactly one of the four keys."""
+    choice: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    log_uniform: tuple[float, float] | None = None
+    integer: tuple[int, int] | None = None  # low..high, both included
+
+    @model_validator(mode="after")
+    def _one_non_empty_range(self):
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of choice, uniform, log_uniform, integer (got {given or 'none'})")
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice is empty")
+        low, high = self.uniform or self.log_uniform or self.integer or (0, 1)
+        if low > high or (low == high and self.integer is None):
+            raise ValueError(f"empty range [{low}, {high}]: low must be below high")
+        if self.log_uniform and low <= 0:
+            raise ValueError(f"log_uniform needs low > 0, got {low}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in type(self).model_fields if getattr(self, name) is not None)
+
+    def probe_values(self) -> list:
+        """The values that bound this axis: every choice, or the two ends of a range."""
+        return list(self.choice) if self.choice is not None else list(getattr(self, self.kind))
+
+    def grid_values(self) -> list | None:
+        if self.choice is not None:
+            return list(self.choice)
+        return list(range(self.integer[0], self.integer[1] + 1)) if self.integer else None
+
+
+class Pruner(Section):
+    enabled: bool = True  # Optuna's MedianPruner, fed every validation evaluation of a trial
+    startup_trials: int = Field(2, ge=0)  # trials that run to the end before any is pruned
+    warmup_evaluations: int = Field(1, ge=0)  # evaluations of a trial before it may be pruned
+
+
+SEARCH_METRICS = ("f1_macro", "accuracy", "loss")
+SEARCHABLE_SECTIONS = ("train", "preprocess")
+
+
+class Search(Section):
+    method: Literal["grid", "random", "bayesian"] = "bayesian"  # bayesian = Optuna's TPE
+    trials: int = Field(12, ge=1)  # random and bayesian; grid runs every combination once
+    metric: str = "f1_macro"  # on VALIDATION: f1_macro | accuracy | loss (a val_ prefix is accepted)
+    seed: int = 0
+    concurrency: int = Field(1, ge=1)  # trials at once (`python -m flows.search`); each gets cores // concurrency threads
+    pruner: Pruner = Pruner()
+    study: str = Field("search", pattern=r"^[A-Za-z0-9_-]+$")  # stored in .cache/search/STUDY.db: rerun to resume
+    space: dict[str, Dimension] = {"train.learning_rate": Dimension(log_uniform=(1e-5, 2e-4))}
+
+    @model_validator(mode="after")
+    def _validation_metric(self):
+        if self.metric.lower().startswith("test"):
+            raise ValueError(f"metric {self.metric!r} is computed on test; a search selects on validation only "
+                             f"({', '.join(SEARCH_METRICS)}), the test split stays for the final, honest score")
+        if self.val_metric not in SEARCH_METRICS:
+            raise ValueError(f"metric {self.metric!r} is not a validation metric; expected one of {SEARCH_METRICS}")
+        return self
+
+    @model_validator(mode="after")
+    def _grid_is_discrete(self):
+        if not self.space:
+            raise ValueError("space is empty: name at least one train.* or preprocess.* key to search")
+        if self.method == "grid":
+            continuous = [key for key, axis in self.space.items() if axis.grid_values() is None]
+            if continuous:
+                raise ValueError(f"grid search needs choice or integer axes; {continuous} are continuous (list values with choice)")
+        return self
+
+    @property
+    def val_metric(self) -> str:
+        return self.metric.lower().removeprefix("val_").removeprefix("val.")
+
+    @property
+    def direction(self) -> str:
+        return "minimize" if self.val_metric == "loss" else "maximize"
+
+
 PRIMARY = "primary"  # the train stage's own model, member of the ensemble when include_primary is true
 MEMBER_NAME = re.compile(r"[A-Za-z0-9_-]+")  # names become stage names (member@NAME) and folders
 
@@ -282,6 +365,7 @@ class Params(Section):
     ensemble: Ensemble = Ensemble(members={"tfidf": Member(kind="tfidf")})
     compress: Compress = Compress()
     explain: Explain = Explain()
+    search: Search = Search()
     report: Report = Report()
 
     @model_validator(mode="after")
@@ -296,6 +380,41 @@ class Params(Section):
         if teacher != "best" and teacher not in finetuned:
             raise ValueError(f"compress.teacher {teacher!r} is not a fine-tuned model; expected 'best' or one of {finetuned}")
         return self
+
+    @model_validator(mode="after")
+    def _search_space_keys_exist(self, info: ValidationInfo):
+        if info.context and info.context.get("probing"):  # validating one trial's values: the space was checked already
+            return self
+        for key, axis in self.search.space.items():
+            section, *path = key.split(".")
+            if section not in SEARCHABLE_SECTIONS or not path:
+                raise ValueError(f"search.space.{key}: a search varies train.* or preprocess.* keys, e.g. train.learning_rate")
+            model = type(getattr(self, section))
+            for depth, part in enumerate(path):
+                field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+                if field is None:
+                    guess = difflib.get_close_matches(part, list(model.model_fields), n=1) if isinstance(model, type) and issubclass(model, BaseModel) else []
+                    hint = f"; did you mean {'.'.join([section, *path[:depth], guess[0]])!r}?" if guess else ""
+                    raise ValueError(f"search.space.{key}: unknown param key{hint}")
+                model = field.annotation
+            for value in axis.probe_values():
+                try:
+                    self.with_values({key: value})
+                except ValidationError as error:
+                    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+                    raise ValueError(f"search.space.{key}: value {value!r} is invalid: {problems}") from None
+        return self
+
+    def with_values(self, values: dict[str, Any]) -> "Params":
+        """These params with dotted keys (`train.learning_rate`) set, validated."""
+        raw = self.model_dump()
+        for key, value in values.items():
+            *parents, last = key.split(".")
+            node = raw
+            for part in parents:
+                node = node[part]
+            node[last] = value
+        return Params.model_validate(raw, context={"probing": True})
 
     def finetuned_models(self) -> list[str]:
         """The train stage's model and every finetune member: the models compress can start from."""

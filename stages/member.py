@@ -30,14 +30,19 @@ from stages.train import fit
 SPLITS = ("train", "val", "test")
 
 
-def member_tables(params: Params, name: str, prepared: dict[str, pd.DataFrame], labels: list[str]) -> tuple[Params, dict, dict]:
-    """(the member's params, its own featurized splits, its label map): the prepared rows re-tokenized
-    with the member's model and settings, its augmented rows rebuilt from the originals."""
-    member_params = params.for_member(name)
+def retokenized(params: Params, prepared: dict[str, pd.DataFrame], labels: list[str]) -> tuple[dict, dict]:
+    """(featurized splits, label map): the prepared rows re-tokenized with `params`' model and
+    preprocess settings, augmented rows rebuilt from the originals. Members and search trials use it."""
     originals = {split: frame.loc[~frame["augmented"], ["id", TEXT, LABEL]].assign(**{LABEL: lambda f: [labels[i] for i in f[LABEL]]})
                  for split, frame in prepared.items()}
-    tables = featurize(member_params, originals, labels)
-    return member_params, tables, {"labels": labels, "features": feature_columns(tables["train"])}
+    tables = featurize(params, originals, labels)
+    return tables, {"labels": labels, "features": feature_columns(tables["train"])}
+
+
+def member_tables(params: Params, name: str, prepared: dict[str, pd.DataFrame], labels: list[str]) -> tuple[Params, dict, dict]:
+    """(the member's params, its own featurized splits, its label map)."""
+    member_params = params.for_member(name)
+    return member_params, *retokenized(member_params, prepared, labels)
 
 
 def _finetune(params: Params, name: str, prepared: dict[str, pd.DataFrame], labels: list[str]) -> tuple[dict, dict]:

@@ -62,6 +62,9 @@ def tiny_params(model: Path, source: str = "data/raw/tiny.csv", **sections) -> d
                      "latency": {"threads": None, "repeats": 3}},
         "explain": {"examples": 6, "seed": 0, "methods": ["integrated_gradients", "gradient_x_input", "attention"], "ig_steps": 32,
                     "attention_layer": -1, "faithfulness_k": 5, "random_draws": 5, "top_tokens": 10},
+        "search": {"method": "random", "trials": 2, "metric": "f1_macro", "seed": 0, "concurrency": 1, "study": "tiny",
+                   "pruner": {"enabled": True, "startup_trials": 1, "warmup_evaluations": 1},
+                   "space": {"train.learning_rate": {"log_uniform": [1e-3, 1e-2]}}},
         "report": {"title": "Tiny report", "worst_errors": 5},
     }
     for section, values in sections.items():

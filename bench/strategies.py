@@ -1,0 +1,62 @@
+"""Each train.strategy on the default data (data/prepared from `dvc repro preprocess`), side by side:
+val and test accuracy / macro-F1, trainable-parameter share, training time. Every run uses the
+params.yaml recipe with only the strategy (and the learning rate it needs) changed, in this one
+process, one after the other, so the times compare on the same machine state.
+
+    python bench/strategies.py [strategy ...]      # prints a markdown table; rows also in .cache/bench/strategies.jsonl
+"""
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from finetune import metrics, paths  # noqa: E402
+from finetune.io import read_json  # noqa: E402
+from finetune.params import load_params  # noqa: E402
+from finetune.tasks import get_task  # noqa: E402
+from stages.train import fit  # noqa: E402
+
+# Learning rates each strategy is usually run at: frozen encoders and adapters take 10-20x the full rate.
+RECIPES = {
+    "full": {},
+    "partial": {"freeze_layers": 3},
+    "linear_probe": {"learning_rate": 1e-3},
+    "gradual_unfreeze": {"unfreeze_every": 0.5},
+    "lora": {"learning_rate": 5e-4},
+}
+
+params = load_params()
+label_map = read_json(paths.LABEL_MAP)
+splits = {name: pd.read_parquet(paths.PREPARED / f"{name}.parquet") for name in ("train", "val", "test")}
+task = get_task(params.task)
+rows = []
+out = Path(".cache/bench/strategies.jsonl")
+out.parent.mkdir(parents=True, exist_ok=True)
+for strategy in sys.argv[1:] or RECIPES:
+    run = params.model_copy(update={"train": params.train.model_copy(update={"strategy": strategy, **RECIPES[strategy]})})
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        summary = fit(run, splits, label_map, Path(tmp) / "model", Path(tmp) / "live", f"bench {strategy}")
+        seconds = time.perf_counter() - start
+        model = task.load_trained(str(Path(tmp) / "model"), False)
+        probs = task.predict_proba(model, task.load_processor(str(Path(tmp) / "model"), False), splits["test"], label_map["features"], 128)
+    test = metrics.headline(splits["test"]["label"].to_numpy(), probs.argmax(axis=1))
+    row = {"strategy": strategy, "learning_rate": run.train.learning_rate, **RECIPES[strategy],
+           "trainable_%": round(100 * summary["parameters"]["trainable_share"], 2), "steps": summary["steps"],
+           "val_acc": round(summary["val"]["accuracy"], 4), "val_f1": round(summary["val"]["f1_macro"], 4),
+           "test_acc": round(test["accuracy"], 4), "test_f1": round(test["f1_macro"], 4),
+           "train_s": summary["train_runtime_s"], "total_s": round(seconds, 1)}
+    rows.append(row)
+    with out.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+frame = pd.DataFrame(rows)
+frame["time_vs_full"] = (frame["train_s"] / frame.loc[frame["strategy"] == "full", "train_s"].iloc[0]).round(2) if "full" in set(frame["strategy"]) else None
+print("| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns))
+for values in frame.itertuples(index=False):
+    print("| " + " | ".join(str(v) for v in values) + " |")

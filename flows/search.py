@@ -1,0 +1,127 @@
+"""Hyper-parameter search as a Prefect flow: every trial a task, `search.concurrency` at once.
+
+    python -m flows.search                 # run (or resume) the search in params.yaml's `search` section
+    python -m flows.search --apply-best    # write the best trial's values into params.yaml, then `dvc repro`
+    python -m flows.search --apply-best --no-repro
+
+Needs data/prepared (`dvc repro preprocess`). Each trial runs `python -m flows.search --trial N` in its
+own process (a clean, seeded training run of the same code, with cores // concurrency torch threads).
+What is searched, how, and where results go: finetune/search.py. The study resumes from
+.cache/search/STUDY.db when rerun; results land in reports/search/ and the report stage shows them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from finetune import search  # noqa: E402
+from finetune.errors import UserError  # noqa: E402
+from finetune.params import Params, load_params  # noqa: E402
+from flows.pipeline import Resources  # noqa: E402
+
+
+@task(cache_policy=NO_CACHE)
+def trial(number: int, params_file: str, resources: Resources) -> dict:
+    """One trial in a fresh process; its outcome comes back as JSON on the last line of stdout."""
+    logger = get_run_logger()
+    gpu, extra = resources.acquire()
+    try:
+        done = subprocess.run([sys.executable, "-m", "flows.search", "--trial", str(number), "--params", params_file],
+                              env={**os.environ, **extra}, capture_output=True, text=True)
+    finally:
+        resources.release(gpu)
+    if done.returncode != 0:
+        raise RuntimeError(f"trial {number} exited {done.returncode}:\n" + "\n".join(done.stderr.strip().splitlines()[-15:]))
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    logger.info(f"trial {number}: {outcome}")
+    return outcome
+
+
+def _artifact() -> None:
+    import pandas as pd
+
+    summary = json.loads((search.RESULTS / "summary.json").read_text())
+    trials = pd.read_csv(search.RESULTS / "trials.csv")
+    table = "| " + " | ".join(trials.columns) + " |\n|" + "---|" * len(trials.columns) + "\n"
+    table += "\n".join("| " + " | ".join("" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |"
+                       for row in trials.itertuples(index=False))
+    best = summary["best"]
+    create_markdown_artifact(key="search", description=f"{summary['method']} search on {summary['metric']}",
+                             markdown=(f"Best trial {best['trial']}: {summary['metric']} {best['value']:.4f} with `{best['params']}`\n\n"
+                                       if best else "No trial completed.\n\n") + table)
+
+
+@flow(name="finetune-search", log_prints=True)
+def search_flow(params_file: str = "params.yaml") -> dict:
+    """Run (or resume) the study; returns reports/search/summary.json."""
+    params = load_params(params_file)
+    resources = Resources(params.search.concurrency)
+    runner = lambda number: trial.with_options(task_run_name=f"trial-{number}")(number, params_file, resources)  # noqa: E731
+    search.run_search(params, runner)
+    _artifact()
+    return json.loads((search.RESULTS / "summary.json").read_text())
+
+
+def preflight(params: Params) -> None:
+    """Model-dependent checks (depth, module names) of every combination of the values that bound the
+    space, before any trial trains. Models are built on the meta device: the module tree, no weights."""
+    import itertools
+
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from finetune.sources import model_path
+    from finetune.strategies import check_against_model
+
+    models = {}
+    keys = list(params.search.space)
+    for combination in itertools.product(*(params.search.space[key].probe_values() for key in keys)):
+        train = params.with_values(dict(zip(keys, combination))).train
+        if train.model not in models:
+            config = AutoConfig.from_pretrained(model_path(train), trust_remote_code=train.trust_remote_code)
+            with torch.device("meta"):
+                models[train.model] = AutoModelForSequenceClassification.from_config(config, trust_remote_code=train.trust_remote_code)
+        check_against_model(train, models[train.model])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--apply-best", action="store_true", help="write the best trial's values into params.yaml")
+    parser.add_argument("--no-repro", action="store_true", help="with --apply-best: do not run `dvc repro` afterwards")
+    parser.add_argument("--trial", type=int, help=argparse.SUPPRESS)  # internal: one trial, in this process
+    args = parser.parse_args(argv)
+    try:
+        if args.apply_best:
+            best = search.apply_best(Path(args.params))
+            print(f"wrote {best} into {args.params}")
+            if not args.no_repro:
+                sys.exit(subprocess.run(["dvc", "repro"]).returncode)
+            return
+        params = load_params(args.params)
+        if args.trial is not None:
+            print(json.dumps(search.run_trial(params, args.trial)))
+            return
+        preflight(params)
+        summary = search_flow(args.params)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(summary["best"]))
+
+
+if __name__ == "__main__":
+    main()
