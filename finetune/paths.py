@@ -34,3 +34,4 @@ COMPRESS_METRICS = REPORTS / "compress.json"
 COMPRESS = REPORTS / "compress"  # tradeoff.png, predictions.csv
 EXPLAIN_METRICS = REPORTS / "explain.json"
 EXPLAIN = REPORTS / "explain"  # attributions.json: every token's scores for every explained example
+SEARCH = REPORTS / "search"  # python -m flows.search: trials.csv, summary.json, history.png, importance.png (git-tracked)

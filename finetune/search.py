@@ -35,7 +35,10 @@ from finetune.io import atomic_path, read_json, write_json
 from finetune.params import Params, Search
 
 STUDIES = Path(".cache/search")
-RESULTS = paths.REPORTS / "search"
+RESULTS = paths.SEARCH
+RESULTS_README = """Written by `python -m flows.search` (finetune/search.py): trials.csv, summary.json, history.png and
+importance.png of the last search. Small files, tracked by git so the team sees them; the report stage shows them.
+"""
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -237,6 +240,7 @@ def write_results(study: optuna.Study, search: Search) -> None:
                "importance": {key: round(value, 4) for key, value in importance.items()}}
     with atomic_path(RESULTS) as folder:
         folder.mkdir()
+        (folder / "README.md").write_text(RESULTS_README)
         table.to_csv(folder / "trials.csv", index=False)
         write_json(folder / "summary.json", summary)
         figure, axes = plt.subplots(figsize=(7, 3.6))

@@ -65,8 +65,16 @@ def training_section(params: Params) -> str:
     _curve(score_axes, "eval", ["accuracy", "f1_macro"], "Validation scores")
     image = figure_img(figure, "training curves")
     plt.close(figure)
+    parameters = train.get("parameters")
+    strategy = []
+    if parameters:
+        strategy = [("strategy", parameters["strategy"]), ("optimizer", parameters["optimizer"]),
+                    ("parameters", f"{parameters['parameters']:,}"),
+                    ("trainable at the start", f"{parameters['trainable']:,} ({100 * parameters['trainable_share']:.2f} %)"),
+                    ("trainable at the end", f"{parameters['trainable_at_end']:,}")]
     facts = pd.DataFrame(
         [
+            *strategy,
             ("best step (restored)", train["best_step"]),
             ("stopped early", train["stopped_early"]),
             ("resumed from a checkpoint", train["resumed"]),
@@ -76,7 +84,10 @@ def training_section(params: Params) -> str:
         ],
         columns=["", "value"],
     )
-    return image + table(facts)
+    if not parameters:
+        return image + table(facts)
+    groups = pd.DataFrame(parameters["groups"]).rename(columns={"learning_rate": "peak learning rate"})
+    return image + table(facts) + "<h3>Layer groups: learning rate and trainable parameters</h3>" + table(groups)
 
 
 def data_section(params: Params) -> str:
@@ -203,6 +214,25 @@ def explain_section(params: Params) -> str | None:
     )
 
 
+def search_section(params: Params) -> str | None:
+    summary_file = paths.SEARCH / "summary.json"
+    if not summary_file.exists():
+        return None
+    summary, trials = read_json(summary_file), pd.read_csv(paths.SEARCH / "trials.csv")
+    best = summary["best"]
+    headline = (f"<p>Best: trial {best['trial']}, {esc(summary['metric'])} {best['value']:.4f} with "
+                f"<code>{esc(best['params'])}</code>. <code>python -m flows.search --apply-best</code> writes these values into "
+                "params.yaml and runs <code>dvc repro</code>.</p>" if best else "<p>No trial completed yet.</p>")
+    ranked = trials.sort_values("value", ascending=summary["direction"] == "minimize", na_position="last")
+    return (
+        f"<p>{esc(summary['method'])} search (study <code>{esc(summary['study'])}</code>) on {esc(summary['metric'])}: "
+        f"{summary['trials']} trials, {summary['complete']} complete, {summary['pruned']} pruned, {summary['failed']} failed. "
+        "Trials are scored on validation only; the test split is never used to choose.</p>" + headline
+        + png_file_img(paths.SEARCH / "history.png", "metric over trials") + png_file_img(paths.SEARCH / "importance.png", "parameter importance")
+        + table(ranked.astype(object).fillna(""))
+    )
+
+
 def _scores(scores: dict) -> dict:
     return {f"{split} {name}": round(scores[split][name], 4) for split in ("val", "test") for name in ("accuracy", "f1_macro")}
 
@@ -217,6 +247,7 @@ SECTIONS = [
     ("Ensemble", ensemble_section),
     ("Compression", compress_section),
     ("Explanations", explain_section),
+    ("Hyper-parameter search", search_section),
     ("Training", training_section),
     ("Data", data_section),
     ("Worst errors", errors_section),

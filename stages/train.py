@@ -188,7 +188,10 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         else:
             trainer.save_model(str(folder))  # safetensors + config (with id2label) + tokenizer files
             (folder / "training_args.bin").unlink()  # a pickle: replaced by a JSON copy that loads safely
-        (folder / "training_args.json").write_text(args.to_json_string())
+        # without output_dir: it names the run's fingerprint folder, which hashes the code, so any code edit
+        # changed this file (and the model folder's DVC hash) even when the weights came out identical
+        recorded = {key: value for key, value in json.loads(args.to_json_string()).items() if key != "output_dir"}
+        (folder / "training_args.json").write_text(json.dumps(recorded, indent=2, sort_keys=True))
         write_json(folder / "label_map.json", label_map)
     with atomic_path(live_dir) as folder:
         shutil.copytree(run_dir / "live", folder)

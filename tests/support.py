@@ -14,7 +14,7 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["stages", "finetune", "flows", "dvc.yaml", "params.yaml", "requirements-assets.txt", ".dvc/config", ".dvc/.gitignore",
                  ".dvc/plots_template.html",  # written by `make setup`
-                 "data/raw/README.md", "models/pretrained/README.md"]
+                 "data/raw/README.md", "models/pretrained/README.md", "reports/search/README.md"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")

@@ -37,3 +37,19 @@ def test_report_is_one_self_contained_page_with_every_section(trained_workdir, t
     assert "Teacher: <code>primary</code>" in document and "<td>distill</td>" in document and "speed-up, batch 32" in document
     # texts are escaped, never injected as HTML
     assert "<td><b>" not in document
+
+
+def test_the_report_shows_the_strategy_and_the_last_search(trained_workdir, tiny_model):
+    from finetune import search
+
+    params = load(tiny_params(tiny_model))
+    evaluate.run(params)
+    document = report.run(params)
+    assert ">Hyper-parameter search" not in document  # no search ran yet
+    assert "<td>strategy</td><td>full</td>" in document and "peak learning rate" in document and "<td>layer.1</td>" in document
+
+    search.run_search(params, lambda number: {"state": "complete", "value": 0.5 + number / 10, "seconds": 1.0}, log=lambda _: None)
+    document = report.run(params)
+    assert ">Hyper-parameter search" in document and "python -m flows.search --apply-best" in document
+    assert "Best: trial 1, val f1_macro 0.6000" in document
+    assert document.count('src="data:image/png;base64,') == 4  # confusion matrix, training curves, search history, importance
