@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: setup pipeline test bench clean ui
+.PHONY: setup pipeline test bench clean ui search best
 
 $(VENV)/.installed: requirements.txt requirements-assets.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ pipeline: setup
 
 test: setup
 	python -m pytest tests
+
+search: setup  # params.yaml's `search` as a Prefect flow (resumes a stopped study); needs `dvc repro preprocess` first
+	python -m flows.search
+
+best: setup  # the last search's best values into params.yaml, then dvc repro
+	python -m flows.search --apply-best
 
 bench: setup
 	python bench/train_throughput.py

@@ -246,7 +246,8 @@ def write_results(study: optuna.Study, search: Search) -> None:
         figure, axes = plt.subplots(figsize=(7, 3.6))
         for state, marker in (("complete", "o"), ("pruned", "x")):
             part = table[table["state"] == state] if len(table) else table
-            axes.scatter(part["trial"], part["value"], marker=marker, label=state) if len(part) else None
+            if len(part):
+                axes.scatter(part["trial"], part["value"], marker=marker, label=state)
         if complete:
             values = [t.value for t in sorted(complete, key=lambda t: t.number)]
             best_so_far = np.maximum.accumulate(values) if search.direction == "maximize" else np.minimum.accumulate(values)
