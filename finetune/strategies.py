@@ -24,12 +24,16 @@ from finetune.errors import UserError
 from finetune.params import Train
 
 
-def layer_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """Bottom-up: embeddings, layer.0 .. layer.<depth-1>, head."""
+def layer_groups(model: nn.Module, train: Train | None = None) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """Bottom-up: embeddings, layer.0 .. layer.<depth-1>, head. A model whose layers cannot be found
+    (e.g. ALBERT shares one layer) is one group "all", which is enough for full and lora at one rate."""
     depth = model.config.num_hidden_layers
     blocks = next((m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == depth), None)
     if blocks is None:
-        raise UserError(f"cannot find the {depth} encoder layers of {type(model).__name__}; use train.strategy: full")
+        if train is not None and train.strategy in ("full", "lora") and train.layer_lr_decay == 1:
+            return {"all": list(model.named_parameters())}
+        raise UserError(f"cannot find the {depth} encoder layers of {type(model).__name__}: train.strategy {train.strategy if train else ''!r} "
+                        "and train.layer_lr_decay need them; use strategy full or lora with layer_lr_decay 1")
     owner = {id(p): f"layer.{i}" for i, block in enumerate(blocks) for p in block.parameters()}
     groups = {"embeddings": [], **{f"layer.{i}": [] for i in range(depth)}, "head": []}
     after_blocks = False
@@ -68,7 +72,7 @@ def apply_strategy(model: nn.Module, train: Train) -> nn.Module:
         config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                             target_modules=lora.target_modules)  # SEQ_CLS also trains (and saves) the new head
         return get_peft_model(model, config)
-    groups = layer_groups(model)
+    groups = layer_groups(model, train)
     body = [name for name in groups if name != "head"]
     frozen = {"full": [], "partial": body[: train.freeze_layers + 1], "linear_probe": body, "gradual_unfreeze": body}
     _set_trainable(groups, frozen[train.strategy], False)
@@ -76,13 +80,15 @@ def apply_strategy(model: nn.Module, train: Train) -> nn.Module:
 
 
 def learning_rates(groups: dict, train: Train) -> dict[str, float]:
+    if list(groups) == ["all"]:
+        return {"all": train.learning_rate}
     depth = len(groups) - 2
     return {name: train.learning_rate * train.layer_lr_decay ** (depth + 1 - i) for i, name in enumerate(groups)}
 
 
 def describe(model: nn.Module, train: Train) -> dict:
     """Trainable vs total parameters and each layer group's learning rate, for the log and the report."""
-    groups = layer_groups(model)
+    groups = layer_groups(model, train)
     rates = learning_rates(groups, train)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -129,7 +135,7 @@ class StrategyTrainer(Trainer):
         if self.optimizer is None:
             train, model = self.train_params, self.model
             decay = set(self.get_decay_parameter_names(model))
-            groups = layer_groups(model)
+            groups = layer_groups(model, train)
             rates = learning_rates(groups, train)
             param_groups = [
                 {"params": chosen, "lr": rates[name], "weight_decay": train.weight_decay if with_decay else 0.0, "group": name}

@@ -122,9 +122,9 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
     processor = task.load_processor(source, train.trust_remote_code)
     model = apply_strategy(task.load_model(source, label_map["labels"], train.dropout, train.trust_remote_code), train)
     parameters = describe(model, train)
+    rates = ", ".join(f"{group['group']} {group['learning_rate']:.3g}" for group in parameters["groups"])
     print(f"{run_name}: {train.strategy}, {parameters['trainable']:,} of {parameters['parameters']:,} parameters trainable "
-          f"({100 * parameters['trainable_share']:.2f} %); learning rates "
-          + ", ".join(f"{g['group']} {g['learning_rate']:.3g}" for g in parameters["groups"] if g["trainable"] or train.strategy == "gradual_unfreeze"))
+          f"({100 * parameters['trainable_share']:.2f} %); peak learning rates: {rates}")
     steps = {"eval_strategy": "steps", "eval_steps": train.eval_steps, "save_strategy": "steps", "save_steps": train.eval_steps}
     if train.eval_steps is None:
         steps = {"eval_strategy": "epoch", "save_strategy": "epoch"}

@@ -152,3 +152,19 @@ def test_settings_the_model_cannot_take_are_refused_before_training(trained_work
 def test_an_unknown_strategy_names_the_key(tiny_model):
     with pytest.raises(UserError, match="train.strategy: Input should be 'full', 'partial', 'linear_probe', 'gradual_unfreeze' or 'lora'"):
         load(_params(tiny_model, strategy="adapters"))
+
+
+def test_a_model_whose_layers_cannot_be_found_trains_full_but_refuses_layer_wise_settings(tmp_path):
+    from transformers import AlbertConfig, AlbertForSequenceClassification
+
+    from finetune.params import Train
+    from finetune.strategies import apply_strategy, describe
+
+    config = AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                          intermediate_size=32, num_labels=2)  # ALBERT: one shared layer, no list of 3
+    config.save_pretrained(tmp_path)  # Train.model must name a model directory
+    model = AlbertForSequenceClassification(config)
+    full = describe(apply_strategy(model, Train(model=str(tmp_path))), Train(model=str(tmp_path)))
+    assert [g["group"] for g in full["groups"]] == ["all"] and full["trainable_share"] == 1.0
+    with pytest.raises(UserError, match="cannot find the 3 encoder layers of AlbertForSequenceClassification: train.strategy 'partial'"):
+        apply_strategy(model, Train(model=str(tmp_path), strategy="partial", freeze_layers=1))
