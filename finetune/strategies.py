@@ -4,7 +4,7 @@
 - linear_probe: the whole encoder frozen, only the head (pooler + classifier) trains.
 - gradual_unfreeze: the head first, then one more layer group from the top every `unfreeze_every`
   epochs (ULMFiT; Lightning's BaseFinetuning as one callback), the embeddings last.
-- lora: peft LoRA adapters on `lora.target_modules` + the new head; the saved model is merged.
+- lora: peft LoRA adapters on `lora.target_modules`, the head (pooler + classifier) fully; the saved model is merged.
 Layer groups are found the same way for any Hugging Face encoder: `layer.i` = the i-th block of the
 ModuleList that is config.num_hidden_layers long; `embeddings` = the parameters registered before the
 first block; `head` = those after the last (pooler, classifier).
@@ -69,8 +69,11 @@ def apply_strategy(model: nn.Module, train: Train) -> nn.Module:
         from peft import LoraConfig, TaskType, get_peft_model
 
         lora = train.lora
+        # the whole head trains fully, as in linear_probe: the new classifier and the pooler (peft's
+        # SEQ_CLS default keeps only the classifier, leaving a pretrained pooler frozen in front of it)
+        head = sorted({name.rsplit(".", 1)[0] for name, _ in layer_groups(model, train).get("head", [])})
         config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                            target_modules=lora.target_modules)  # SEQ_CLS also trains (and saves) the new head
+                            target_modules=lora.target_modules, modules_to_save=head or None)
         return get_peft_model(model, config)
     groups = layer_groups(model, train)
     body = [name for name in groups if name != "head"]

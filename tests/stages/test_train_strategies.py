@@ -94,6 +94,7 @@ def test_lora_saves_a_merged_model_that_predicts_like_the_unmerged_adapter(train
     summary, saved = _train(_params(tiny_model, strategy="lora", learning_rate=1e-2, lora={"rank": 4, "alpha": 8}))
     changed = _changed(pretrained, saved)
     assert changed["encoder.layer.0.attention.self.query.weight"] and changed["encoder.layer.1.attention.self.value.weight"]
+    assert changed["pooler.dense.weight"]  # the head (pooler + classifier) trains fully
     assert not any(v for name, v in changed.items() if "query" not in name and "value" not in name and name.startswith(BODY))
     assert not any(name.endswith(".bin") or "lora" in name for name in saved)  # merged: plain weights, no adapter keys
     assert summary["parameters"]["trainable_share"] < 0.5
