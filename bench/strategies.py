@@ -26,7 +26,7 @@ RECIPES = {
     "partial": {"freeze_layers": 3},
     "linear_probe": {"learning_rate": 1e-3},
     "gradual_unfreeze": {"unfreeze_every": 0.5},
-    "lora": {"learning_rate": 5e-4},
+    "lora": {"learning_rate": 1e-3},
 }
 
 params = load_params()
@@ -46,7 +46,9 @@ for strategy in sys.argv[1:] or RECIPES:
         probs = task.predict_proba(model, task.load_processor(str(Path(tmp) / "model"), False), splits["test"], label_map["features"], 128)
     test = metrics.headline(splits["test"]["label"].to_numpy(), probs.argmax(axis=1))
     row = {"strategy": strategy, "learning_rate": run.train.learning_rate, **RECIPES[strategy],
-           "trainable_%": round(100 * summary["parameters"]["trainable_share"], 2), "steps": summary["steps"],
+           "trainable_%": round(100 * summary["parameters"]["trainable_share"], 2),
+           "trainable_end_%": round(100 * summary["parameters"]["trainable_at_end"] / summary["parameters"]["parameters"], 2),
+           "steps": summary["steps"],
            "val_acc": round(summary["val"]["accuracy"], 4), "val_f1": round(summary["val"]["f1_macro"], 4),
            "test_acc": round(test["accuracy"], 4), "test_f1": round(test["f1_macro"], 4),
            "train_s": summary["train_runtime_s"], "total_s": round(seconds, 1)}
