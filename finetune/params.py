@@ -391,18 +391,17 @@ class Params(Section):
                 raise ValueError(f"search.space.{key}: a search varies train.* or preprocess.* keys, e.g. train.learning_rate")
             model = type(getattr(self, section))
             for depth, part in enumerate(path):
-                field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
-                if field is None:
-                    guess = difflib.get_close_matches(part, list(model.model_fields), n=1) if isinstance(model, type) and issubclass(model, BaseModel) else []
+                fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
+                if part not in fields:
+                    guess = difflib.get_close_matches(part, list(fields), n=1)
                     hint = f"; did you mean {'.'.join([section, *path[:depth], guess[0]])!r}?" if guess else ""
                     raise ValueError(f"search.space.{key}: unknown param key{hint}")
-                model = field.annotation
+                model = fields[part].annotation
             for value in axis.probe_values():
                 try:
                     self.with_values({key: value})
                 except ValidationError as error:
-                    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-                    raise ValueError(f"search.space.{key}: value {value!r} is invalid: {problems}") from None
+                    raise ValueError(f"search.space.{key}: value {value!r} is invalid: {_problems(error)}") from None
         return self
 
     def with_values(self, values: dict[str, Any]) -> "Params":
@@ -430,9 +429,13 @@ class Params(Section):
             try:
                 merged[section] = type(getattr(self, section)).model_validate({**base, **overrides})
             except ValidationError as error:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-                raise ValueError(f"ensemble.members.{name}.{section} overrides are invalid: {problems}") from None
+                raise ValueError(f"ensemble.members.{name}.{section} overrides are invalid: {_problems(error)}") from None
         return self.model_copy(update=merged)
+
+
+def _problems(error: ValidationError) -> str:
+    """One line: each failing key and why (for errors raised inside a validator)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
 
 
 def _explain(error: ValidationError, raw: dict) -> str:

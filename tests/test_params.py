@@ -59,3 +59,25 @@ def test_unreadable_file_is_an_error(tmp_path):
         load_params(tmp_path / "p.yaml")
     with pytest.raises(UserError, match="nope.yaml not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("search, expected", [
+    ({"space": {"train.learning_rte": {"log_uniform": [1e-5, 1e-3]}}},
+     "search.space.train.learning_rte: unknown param key; did you mean 'train.learning_rate'?"),
+    ({"space": {"data.seed": {"choice": [1, 2]}}}, "search.space.data.seed: a search varies train.* or preprocess.* keys"),
+    ({"space": {"train.learning_rate": {"uniform": [1e-3, 1e-4]}}}, "empty range [0.001, 0.0001]: low must be below high"),
+    ({"space": {"train.learning_rate": {"choice": []}}}, "choice is empty"),
+    ({"space": {"train.learning_rate": {"choice": [1e-4, 2.0]}}},
+     "search.space.train.learning_rate: value 2.0 is invalid: train.learning_rate: Input should be less than 1"),
+    ({"space": {"train.strategy": {"choice": ["full", "adapters"]}}}, "search.space.train.strategy: value 'adapters' is invalid"),
+    ({"method": "grid", "space": {"train.learning_rate": {"log_uniform": [1e-5, 1e-3]}}},
+     "grid search needs choice or integer axes; ['train.learning_rate'] are continuous"),
+    ({"metric": "test_f1_macro"}, "metric 'test_f1_macro' is computed on test; a search selects on validation only"),
+    ({"metric": "recall"}, "metric 'recall' is not a validation metric"),
+])
+def test_bad_search_settings_name_the_key(tiny_model, workdir, search, expected):
+    (workdir / "data/raw").mkdir(parents=True)
+    (workdir / "data/raw/tiny.csv").write_text("text,label\n")
+    raw = tiny_params(tiny_model)
+    raw["search"] = {"space": {"train.learning_rate": {"log_uniform": [1e-5, 1e-3]}}, **search}
+    assert expected in _error(raw)
