@@ -22,7 +22,7 @@ args = parser.parse_args()
 params = load_params()
 result = json.loads(paths.COMPRESS_METRICS.read_text())
 labels = json.loads(paths.LABEL_MAP.read_text())["labels"]
-teacher_dir, teacher_params, tables, features = teacher_data(params, result["teacher"], labels)
+teacher_dir, teacher_params, tables, layout = teacher_data(params, result["teacher"], labels)
 task = get_task(params.task)
 processor = task.load_processor(str(teacher_dir), False)
 models = {"teacher": task.load_trained(str(teacher_dir), False).eval()}
@@ -34,7 +34,7 @@ print(f"teacher {result['teacher']}; median of {args.repeats} runs after warm-up
 print("threads | model    | " + " | ".join(f"ms batch {b:>2} | speed-up" for b in LATENCY_BATCHES))
 for threads in args.threads:
     torch.set_num_threads(threads)
-    latency = latencies_ms(models, task, processor, tables["test"], features, args.repeats)
+    latency = latencies_ms(models, task, processor, tables["test"], layout, args.repeats)
     for name, by_batch in latency.items():
         cells = [f"{by_batch[b]:11.2f} | {latency['teacher'][b] / by_batch[b]:7.2f}x" for b in LATENCY_BATCHES]
         print(f"{threads:7d} | {name:8s} | " + " | ".join(cells))

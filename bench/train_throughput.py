@@ -26,14 +26,13 @@ from transformers import Trainer, TrainingArguments, default_data_collator, set_
 from finetune import paths  # noqa: E402
 from finetune.io import read_json  # noqa: E402
 from finetune.params import load_params  # noqa: E402
-from finetune.sources import model_path  # noqa: E402
 from finetune.tasks import FeatureDataset, get_task  # noqa: E402
 
 
 def measure(name, task, params, labels, train, test, features, collator) -> dict:
     set_seed(params.train.seed)
-    source = model_path(params.train)
-    model = task.load_model(source, labels, args_cli.dropout, False)
+    source = task.model_source(params.train.model)
+    model = task.load_model(source, labels, params.train.model_copy(update={"dropout": args_cli.dropout}))
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out, num_train_epochs=args_cli.epochs, per_device_train_batch_size=params.train.batch_size,
@@ -57,13 +56,13 @@ def main() -> None:
     train = pd.read_parquet(paths.PREPARED / "train.parquet")
     train = train[~train["augmented"]].sample(n=min(args_cli.rows, len(train)), random_state=0)
     test = pd.read_parquet(paths.PREPARED / "test.parquet")
-    processor = task.load_processor(model_path(params.train), False)
+    processor = task.load_processor(task.model_source(params.train.model), False)
 
     features = read_json(paths.LABEL_MAP)["features"]
     ours = measure("ours (dynamic padding)", task, params, labels, train, test, features, task.collator(processor))
     padded = {}
     for name, frame in (("train", train), ("test", test)):
-        encoded = processor(frame["text"].tolist(), truncation=True, max_length=128, padding="max_length")
+        encoded = processor(frame["input"].tolist(), truncation=True, max_length=128, padding="max_length")
         padded[name] = pd.DataFrame({k: list(v) for k, v in encoded.items()}).assign(label=frame["label"].to_numpy())
     reference = measure("HF run_classification default (pad to 128)", task, params, labels, padded["train"], padded["test"],
                         features, default_data_collator)

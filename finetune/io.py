@@ -18,22 +18,35 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _temporary(target: Path, tag: str) -> Path:
+    # the suffix stays last, so writers that choose a format by suffix (write_table) see the target's
+    return target.parent / f".{target.stem}.tmp-{tag}{target.suffix}"
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str):
     """Yield a temporary sibling path to write `target` (file or folder) into; move it into place
     only when the block finishes without error. Leftovers of killed runs are cleaned on the next call."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+    for stale in target.parent.glob(_temporary(target, "*").name):
         _remove(stale)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    tmp = _temporary(target, str(os.getpid()))
     try:
         yield tmp
         _remove(target)
         os.replace(tmp, target)
     finally:
-        if tmp.exists():
+        if tmp.exists() or tmp.is_symlink():
             _remove(tmp)
+
+
+@contextlib.contextmanager
+def write_outputs(*targets: Path | str):
+    """Temporary paths for several outputs of one stage, all moved into place only when the whole block
+    succeeded: a failure half-way leaves every old output as it was, never a mix of old and new."""
+    with contextlib.ExitStack() as stack:
+        yield tuple(stack.enter_context(atomic_path(target)) for target in targets)
 
 
 def write_json(path: Path | str, data) -> None:

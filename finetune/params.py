@@ -1,27 +1,35 @@
 """The one typed schema for params.yaml. Sections are named after the stages that read them.
 
+`task` picks the task module (finetune/tasks/<task>.py), which owns its part of the schema: the
+`data` keys naming its input column and builtin sources, the whole `preprocess` section, and its
+classical ensemble member. Everything else (train, evaluate, ensemble, compress, explain, search,
+report) is shared. `params_class(task)` builds the complete schema of one task.
+
 Every stage validates the WHOLE file before doing any work, so a typo anywhere fails fast with
 the key's dotted name, what was expected, and (for unknown keys) the closest valid spelling.
 """
 from __future__ import annotations
 
 import difflib
+import functools
 import re
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, model_validator
 
 from finetune.errors import UserError
 
-BUILTIN_SOURCES = ("builtin:tweets", "builtin:zh-reviews")
-BUILTIN_MODELS = ("builtin:minilm",)
+DEFAULT_TASK = "text-classification"
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
+ECHO_LIMIT = 80  # characters of a rejected value shown in an error
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused everywhere: no param of ours means anything with them
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Splits(Section):
@@ -37,15 +45,24 @@ class Splits(Section):
         return self
 
 
+SplitName = Literal["train", "val", "test"]
+
+
 class Data(Section):
-    source: str = "builtin:tweets"
-    text_column: str = "text"
+    """The keys every task shares. A task subclasses it to add the column(s) holding its input
+    (text_column, image_column...) and to name its builtin sources and the folder-or-file it reads."""
+    BUILTINS: ClassVar[tuple[str, ...]] = ()
+    READS_FOLDERS: ClassVar[bool] = False  # e.g. an ImageFolder directory as data.source
+
+    source: str
     label_column: str = "label"
     split_column: str | None = None  # optional column of train/val/test to use instead of a random split
     keep_labels: list[str] | None = None  # None keeps every label
     confidence_column: str | None = None
     min_confidence: float | None = Field(None, ge=0, le=1)
-    max_rows: int | None = Field(None, ge=10)
+    # a seeded, stratified sample: of the whole table (a number) or of each split the data comes with
+    # (a mapping, e.g. {train: 12000, test: null}, for a split column or a builtin's own split)
+    max_rows: Annotated[int, Field(ge=10)] | dict[SplitName, int | None] | None = None
     splits: Splits = Splits()
     seed: int = 42
     on_bad_rows: Literal["error", "skip"] = "error"
@@ -53,128 +70,111 @@ class Data(Section):
     @model_validator(mode="after")
     def _source_exists(self):
         if self.source.startswith("builtin:"):
-            if self.source not in BUILTIN_SOURCES:
-                raise ValueError(f"unknown builtin source {self.source!r}; expected one of {BUILTIN_SOURCES}")
+            if self.source not in self.BUILTINS:
+                raise ValueError(f"unknown builtin source {self.source!r}; expected one of {self.BUILTINS}")
             return self
         path = Path(self.source)
+        if self.READS_FOLDERS and path.is_dir():
+            return self
         if path.suffix.lower() not in TABLE_SUFFIXES:
-            raise ValueError(f"{self.source!r} is not a supported table; expected a file ending in {TABLE_SUFFIXES}")
+            folder = " or a folder of class sub-folders" if self.READS_FOLDERS else ""
+            raise ValueError(f"{self.source!r} is not a supported table; expected a file ending in {TABLE_SUFFIXES}{folder}")
         if not path.is_file():
             raise ValueError(f"file {self.source!r} does not exist (relative paths start at the project root)")
         return self
 
     @model_validator(mode="after")
     def _confidence_pair(self):
-        if self.min_confidence is not None and self.confidence_column is None and self.source != "builtin:tweets":
+        if self.min_confidence is not None and self.confidence_column is None and not self.source.startswith("builtin:"):
             raise ValueError("min_confidence needs confidence_column (the column holding each row's confidence)")
         return self
 
-
-class Augment(Section):
-    copies: int = Field(0, ge=0, le=10)  # augmented copies per TRAIN example; 0 = off
-    ops: list[Literal["delete", "swap"]] = ["delete", "swap"]
-    prob: float = Field(0.1, gt=0, lt=1)
-    seed: int = 0
-
-
-class Preprocess(Section):
-    max_length: int = Field(64, ge=8, le=8192)
-    padding: Literal["dynamic", "max_length"] = "dynamic"
-    augment: Augment = Augment()
+    @model_validator(mode="after")
+    def _sane_max_rows(self):
+        if isinstance(self.max_rows, dict) and any(n is not None and n < 10 for n in self.max_rows.values()):
+            raise ValueError(f"max_rows per split must be >= 10 or null, got {self.max_rows}")
+        return self
 
 
 class EarlyStopping(Section):
     metric: Literal["f1_macro", "accuracy", "loss"] = "f1_macro"
-    patience: int = Field(2, ge=0)  # evaluations without improvement before stopping; 0 = never stop early
+    patience: int = Field(2, ge=0, le=10_000)  # evaluations without improvement before stopping; 0 = never stop early
 
 
 STRATEGIES = ("full", "partial", "linear_probe", "gradual_unfreeze", "lora")
 
 
 class Lora(Section):
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(16, gt=0)  # the update is scaled by alpha / rank
+    rank: int = Field(8, ge=1, le=4096)
+    alpha: float = Field(16, gt=0, le=1e6)  # the update is scaled by alpha / rank
     dropout: float = Field(0.1, ge=0, lt=1)
-    target_modules: list[str] | None = None  # linear layers that get adapters; null = peft's default for the architecture
+    target_modules: list[str] | None = None  # layers that get adapters; null = peft's default for the architecture
 
 
 class Train(Section):
-    model: str = "builtin:minilm"
+    model: str
     trust_remote_code: bool = False
-    epochs: float = Field(3, gt=0)
-    batch_size: int = Field(32, ge=1)
-    eval_batch_size: int = Field(128, ge=1)
+    epochs: float = Field(3, gt=0, le=10_000)
+    batch_size: int = Field(32, ge=1, le=65_536)
+    eval_batch_size: int = Field(128, ge=1, le=65_536)
     learning_rate: float = Field(5e-5, gt=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
+    weight_decay: float = Field(0.01, ge=0, le=10)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine", "polynomial"] = "linear"
-    dropout: float | None = Field(None, ge=0, lt=1)  # overrides the model's hidden and attention dropout
-    eval_steps: int | None = Field(None, ge=1)  # None: evaluate (and checkpoint) once per epoch
-    logging_steps: int = Field(10, ge=1)
+    dropout: float | None = Field(None, ge=0, lt=1)  # overrides the model's dropout
+    eval_steps: int | None = Field(None, ge=1, le=10_000_000)  # None: evaluate (and checkpoint) once per epoch
+    logging_steps: int = Field(10, ge=1, le=10_000_000)
     early_stopping: EarlyStopping = EarlyStopping()
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     strategy: Literal[STRATEGIES] = "full"  # what trains: see finetune/strategies.py
-    freeze_layers: int = Field(0, ge=0)  # partial: the embeddings and this many bottom encoder layers stay frozen
-    unfreeze_every: float = Field(1, gt=0)  # gradual_unfreeze: epochs between unfreezing the next layer group down
+    freeze_layers: int = Field(0, ge=0, le=10_000)  # partial: the input group and this many bottom blocks stay frozen
+    unfreeze_every: float = Field(1, gt=0, le=10_000)  # gradual_unfreeze: epochs between unfreezing the next group down
     lora: Lora = Lora()
     layer_lr_decay: float = Field(1.0, gt=0, le=1)  # each layer group down gets this factor more; 1 = one learning rate
-    l1: float = Field(0.0, ge=0)  # l1 * sum|w| of the trained weight matrices, added to the training loss
+    l1: float = Field(0.0, ge=0, le=1)  # l1 * sum|w| of the trained weight matrices, added to the training loss
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    batchnorm: Literal["train", "freeze"] = "train"  # BatchNorm of TRAINED blocks: update running stats | keep them (frozen blocks always keep them)
 
     @model_validator(mode="after")
-    def _model_exists(self):
-        if self.model.startswith("builtin:"):
-            if self.model not in BUILTIN_MODELS:
-                raise ValueError(f"unknown builtin model {self.model!r}; expected one of {BUILTIN_MODELS}")
-        elif not (Path(self.model) / "config.json").is_file():
-            raise ValueError(f"{self.model!r} is not a Hugging Face model directory (no config.json in it)")
+    def _model_fits_the_task(self, info: ValidationInfo):
+        """The task (given in the validation context by parse_params) says whether it can load `model`."""
+        from finetune.tasks import get_task
+
+        task = (info.context or {}).get("task")
+        problem = get_task(task).check_model(self.model) if task else None
+        if problem:
+            raise ValueError(problem)
         return self
 
 
 class Evaluate(Section):
-    misclassified_rows: int = Field(200, ge=0)  # most confident errors kept in misclassified.csv
+    misclassified_rows: int = Field(200, ge=0, le=1_000_000)  # most confident errors kept in misclassified.csv
 
 
 class Report(Section):
-    title: str = "Fine-tuning report"
-    worst_errors: int = Field(15, ge=0)
-
-
-class Tfidf(Section):
-    """TF-IDF n-grams + multinomial logistic regression: the CPU-only floor and a diverse member."""
-    word_ngrams: tuple[int, int] | None = (1, 2)  # null = no word features
-    char_ngrams: tuple[int, int] | None = (2, 5)  # char_wb n-grams: robust to typos and broken bytes
-    max_features: int = Field(200_000, ge=1)  # per vectorizer
-    min_df: int = Field(1, ge=1)
-    C: float = Field(4.0, gt=0)  # inverse L2 strength of the logistic regression
-
-    @model_validator(mode="after")
-    def _some_features(self):
-        for name in ("word_ngrams", "char_ngrams"):
-            low_high = getattr(self, name)
-            if low_high is not None and not 1 <= low_high[0] <= low_high[1]:
-                raise ValueError(f"{name} must be [low, high] with 1 <= low <= high, got {list(low_high)}")
-        if self.word_ngrams is None and self.char_ngrams is None:
-            raise ValueError("word_ngrams and char_ngrams are both null: the TF-IDF member would have no features")
-        return self
+    title: str = Field("Fine-tuning report", max_length=200)
+    worst_errors: int = Field(15, ge=0, le=10_000)
 
 
 class Member(Section):
     """One ensemble member. `finetune`: the train stage's recipe with `train`/`preprocess` keys
-    overridden (any train key; preprocess max_length / augment / padding); `tfidf`: the classical model."""
-    kind: Literal["finetune", "tfidf"] = "finetune"
+    overridden; or the task's classical model (text: `tfidf`), whose settings sit under its kind's name.
+    The task's schema (params_class) narrows `kind` and adds that settings key."""
+    kind: str = "finetune"
     train: dict[str, Any] = {}
     preprocess: dict[str, Any] = {}
-    tfidf: Tfidf = Tfidf()
 
     @model_validator(mode="after")
     def _overrides_fit_kind(self):
-        if self.kind == "tfidf" and (self.train or self.preprocess):
-            raise ValueError("a tfidf member takes no train/preprocess overrides (set its `tfidf` keys instead)")
+        if self.kind != "finetune" and (self.train or self.preprocess):
+            raise ValueError(f"a {self.kind} member takes no train/preprocess overrides (set its `{self.kind}` keys instead)")
         return self
+
+    def classical_settings(self):
+        return getattr(self, self.kind)
 
 
 COMPRESS_METHODS = ("int8", "prune", "distill")
@@ -187,21 +187,21 @@ class Quantize(Section):
 class Prune(Section):
     structure: Literal["ffn_neurons", "unstructured"] = "ffn_neurons"  # neurons removed (faster) | weights zeroed (global L1)
     sparsity: float = Field(0.5, ge=0, lt=1)  # share of the FFN neurons removed, or of the linear weights zeroed
-    recover_epochs: float = Field(1, ge=0)  # then distil from the teacher with the zeros kept; 0 = no recovery
+    recover_epochs: float = Field(1, ge=0, le=10_000)  # then distil from the teacher with the zeros kept; 0 = no recovery
 
 
 class Distill(Section):
     layers: list[int] | None = None  # teacher layers the student keeps; null = every other one, ending with the top
-    temperature: float = Field(2.0, gt=0)
+    temperature: float = Field(2.0, gt=0, le=1000)
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the hard-label loss; 1 - alpha goes to the teacher's soft labels
-    epochs: float = Field(3, gt=0)
+    epochs: float = Field(3, gt=0, le=10_000)
     learning_rate: float = Field(1e-4, gt=0, lt=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, le=65_536)
 
 
 class Latency(Section):
-    threads: int | None = Field(None, ge=1)  # CPU threads while timing; null = torch's default (the physical cores)
-    repeats: int = Field(20, ge=3)  # timed runs per batch size, after warm-up; the median is reported
+    threads: int | None = Field(None, ge=1, le=4096)  # CPU threads while timing; null = torch's default (the physical cores)
+    repeats: int = Field(20, ge=3, le=100_000)  # timed runs per batch size, after warm-up; the median is reported
 
 
 class Compress(Section):
@@ -223,14 +223,14 @@ EXPLAIN_METHODS = ("integrated_gradients", "gradient_x_input", "attention")
 
 
 class Explain(Section):
-    examples: int = Field(12, ge=1)  # test examples: the most confident errors, most / least confident, then seeded random
+    examples: int = Field(12, ge=1, le=100_000)  # test examples: the most confident errors, most / least confident, then seeded random
     seed: int = 0
     methods: list[Literal[EXPLAIN_METHODS]] = list(EXPLAIN_METHODS)
-    ig_steps: int = Field(50, ge=4)  # Riemann steps of Integrated Gradients (more: smaller convergence delta)
+    ig_steps: int = Field(50, ge=4, le=100_000)  # Riemann steps of Integrated Gradients (more: smaller convergence delta)
     attention_layer: int = -1  # layer whose [CLS] attention is shown (averaged over heads); -1 = the last
-    faithfulness_k: int = Field(5, ge=1)  # delete the top 1..K attributed tokens vs K random ones
-    random_draws: int = Field(5, ge=1)  # random deletions averaged per example and k
-    top_tokens: int = Field(10, ge=1)  # global view: tokens per class
+    faithfulness_k: int = Field(5, ge=1, le=10_000)  # delete the top 1..K attributed tokens vs K random ones
+    random_draws: int = Field(5, ge=1, le=10_000)  # random deletions averaged per example and k
+    top_tokens: int = Field(10, ge=1, le=10_000)  # global view: tokens per class
 
     @model_validator(mode="after")
     def _ig_included(self):
@@ -276,8 +276,8 @@ class Dimension(Section):
 
 class Pruner(Section):
     enabled: bool = True  # Optuna's MedianPruner, fed every validation evaluation of a trial
-    startup_trials: int = Field(2, ge=0)  # trials that run to the end before any is pruned
-    warmup_evaluations: int = Field(1, ge=0)  # evaluations of a trial before it may be pruned
+    startup_trials: int = Field(2, ge=0, le=100_000)  # trials that run to the end before any is pruned
+    warmup_evaluations: int = Field(1, ge=0, le=100_000)  # evaluations of a trial before it may be pruned
 
 
 SEARCH_METRICS = ("f1_macro", "accuracy", "loss")
@@ -286,12 +286,12 @@ SEARCHABLE_SECTIONS = ("train", "preprocess")
 
 class Search(Section):
     method: Literal["grid", "random", "bayesian"] = "bayesian"  # bayesian = Optuna's TPE
-    trials: int = Field(12, ge=1)  # random and bayesian; grid runs every combination once
+    trials: int = Field(12, ge=1, le=100_000)  # random and bayesian; grid runs every combination once
     metric: str = "f1_macro"  # on VALIDATION: f1_macro | accuracy | loss (a val_ prefix is accepted)
     seed: int = 0
-    concurrency: int = Field(1, ge=1)  # trials at once (`python -m flows.search`); each gets cores // concurrency threads
+    concurrency: int = Field(1, ge=1, le=1024)  # trials at once (`python -m flows.search`); each gets cores // concurrency threads
     pruner: Pruner = Pruner()
-    study: str = Field("search", pattern=r"^[A-Za-z0-9_-]+$")  # stored in .cache/search/STUDY.db: rerun to resume
+    study: str = Field("search", pattern=r"^[A-Za-z0-9_-]+$", max_length=100)  # stored in .cache/search/STUDY.db: rerun to resume
     space: dict[str, Dimension] = {"train.learning_rate": Dimension(log_uniform=(1e-5, 2e-4))}
 
     @model_validator(mode="after")
@@ -340,7 +340,7 @@ class Ensemble(Section):
     def _members_and_weights(self):
         for name in self.members:
             if name == PRIMARY or not MEMBER_NAME.fullmatch(name):
-                raise ValueError(f"member name {name!r} must match [A-Za-z0-9_-]+ and not be {PRIMARY!r}")
+                raise ValueError(f"member name {_short(name)} must match [A-Za-z0-9_-]+ and not be {PRIMARY!r}")
         names = self.names()
         if len(names) < 2:
             raise ValueError(f"method {self.method!r} combines at least 2 members, got {names}")
@@ -357,12 +357,13 @@ class Ensemble(Section):
 
 
 class Params(Section):
-    task: Literal["text-classification"] = "text-classification"
-    data: Data = Data()
-    preprocess: Preprocess = Preprocess()
-    train: Train = Train()
+    """The shared schema; `params_class(task)` narrows task, data, preprocess and the members to one task."""
+    task: str = DEFAULT_TASK
+    data: Data
+    preprocess: Section
+    train: Train
     evaluate: Evaluate = Evaluate()
-    ensemble: Ensemble = Ensemble(members={"tfidf": Member(kind="tfidf")})
+    ensemble: Ensemble
     compress: Compress = Compress()
     explain: Explain = Explain()
     search: Search = Search()
@@ -378,7 +379,7 @@ class Params(Section):
     def _teacher_is_a_finetuned_model(self):
         teacher, finetuned = self.compress.teacher, self.finetuned_models()
         if teacher != "best" and teacher not in finetuned:
-            raise ValueError(f"compress.teacher {teacher!r} is not a fine-tuned model; expected 'best' or one of {finetuned}")
+            raise ValueError(f"compress.teacher {_short(teacher)} is not a fine-tuned model; expected 'best' or one of {finetuned}")
         return self
 
     @model_validator(mode="after")
@@ -391,7 +392,7 @@ class Params(Section):
                 raise ValueError(f"search.space.{key}: a search varies train.* or preprocess.* keys, e.g. train.learning_rate")
             model = type(getattr(self, section))
             for depth, part in enumerate(path):
-                fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
+                fields = _fields(model)
                 if part not in fields:
                     guess = difflib.get_close_matches(part, list(fields), n=1)
                     hint = f"; did you mean {'.'.join([section, *path[:depth], guess[0]])!r}?" if guess else ""
@@ -401,7 +402,7 @@ class Params(Section):
                 try:
                     self.with_values({key: value})
                 except ValidationError as error:
-                    raise ValueError(f"search.space.{key}: value {value!r} is invalid: {_problems(error)}") from None
+                    raise ValueError(f"search.space.{key}: value {_short(value)} is invalid: {_problems(error)}") from None
         return self
 
     def with_values(self, values: dict[str, Any]) -> "Params":
@@ -413,7 +414,7 @@ class Params(Section):
             for part in parents:
                 node = node[part]
             node[last] = value
-        return Params.model_validate(raw, context={"probing": True})
+        return type(self).model_validate(raw, context={"probing": True, "task": self.task})
 
     def finetuned_models(self) -> list[str]:
         """The train stage's model and every finetune member: the models compress can start from."""
@@ -427,52 +428,121 @@ class Params(Section):
             overrides = getattr(member, section)
             base = getattr(self, section).model_dump()
             try:
-                merged[section] = type(getattr(self, section)).model_validate({**base, **overrides})
+                merged[section] = type(getattr(self, section)).model_validate({**base, **overrides}, context={"task": self.task})
             except ValidationError as error:
                 raise ValueError(f"ensemble.members.{name}.{section} overrides are invalid: {_problems(error)}") from None
         return self.model_copy(update=merged)
 
 
+@functools.cache
+def params_class(task_name: str) -> type[Params]:
+    """The complete schema of one task: its data keys, its preprocess section and its classical member."""
+    from finetune.tasks import get_task
+
+    task = get_task(task_name)
+    classical = task.classical
+    kinds = ("finetune", classical.kind) if classical else ("finetune",)
+    extra = {classical.kind: (classical.Settings, classical.Settings())} if classical else {}
+    member = create_model(f"Member[{task_name}]", __base__=Member, kind=(Literal[kinds], "finetune"), **extra)
+    default_members = {classical.kind: {"kind": classical.kind}} if classical else {"seed1": {"kind": "finetune", "train": {"seed": 1}}}
+    ensemble = create_model(f"Ensemble[{task_name}]", __base__=Ensemble, members=(dict[str, member], {}))
+    return create_model(
+        f"Params[{task_name}]", __base__=Params,
+        task=(Literal[task_name], task_name),
+        # a task without builtin data or models has no default for them: params.yaml must name them
+        data=(task.Data, Field(default_factory=lambda: task.Data(source=task.Data.BUILTINS[0])) if task.Data.BUILTINS else ...),
+        preprocess=(task.Preprocess, task.Preprocess()),
+        train=(Train, Field(default_factory=lambda: Train(model=task.builtin_models[0])) if task.builtin_models else ...),
+        ensemble=(ensemble, Field(default_factory=lambda: ensemble(members=default_members))),
+    )
+
+
+def _short(value) -> str:
+    """repr(value) cut to ECHO_LIMIT characters: an error never echoes a huge value back."""
+    text = repr(value)
+    return text if len(text) <= ECHO_LIMIT else f"{text[:ECHO_LIMIT]}... ({len(text)} characters)"
+
+
+def _fields(model) -> dict:
+    """The fields of a pydantic model class, looking through Optional[...] and dict[str, Model]."""
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return model.model_fields
+    for argument in typing.get_args(model):
+        fields = _fields(argument)
+        if fields:
+            return fields
+    return {}
+
+
 def _problems(error: ValidationError) -> str:
     """One line: each failing key and why (for errors raised inside a validator)."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {_short_message(e['msg'])}" for e in error.errors())
 
 
-def _explain(error: ValidationError, raw: dict) -> str:
+def _short_message(message: str) -> str:
+    return message if len(message) <= 4 * ECHO_LIMIT else f"{message[:4 * ECHO_LIMIT]}..."
+
+
+def _explain(error: ValidationError, schema: type[Params]) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
-            parent = raw
+            model = schema
             for part in item["loc"][:-1]:
-                parent = parent.get(part, {}) if isinstance(parent, dict) else {}
-            model = Params
-            for part in item["loc"][:-1]:
-                model = model.model_fields[part].annotation
-            guess = difflib.get_close_matches(str(item["loc"][-1]), list(model.model_fields), n=1)
-            hint = f"; did you mean {guess[0]!r}?" if guess else f"; valid keys: {', '.join(model.model_fields)}"
+                model = _fields(model)[part].annotation if part in _fields(model) else dict
+            fields = _fields(model)
+            guess = difflib.get_close_matches(str(item["loc"][-1]), list(fields), n=1)
+            hint = f"; did you mean {guess[0]!r}?" if guess else f"; valid keys: {', '.join(fields)}"
             lines.append(f"{key}: unknown key{hint}")
         else:
-            got = f" (got {item['input']!r})" if "input" in item and not isinstance(item["input"], dict) else ""
-            lines.append(f"{key or '<top level>'}: {item['msg']}{got}")
+            got = f" (got {_short(item['input'])})" if "input" in item and not isinstance(item["input"], dict) else ""
+            lines.append(f"{key or '<top level>'}: {_short_message(item['msg'])}{got}")
     return "\n  ".join(lines)
 
 
 def parse_params(raw: dict, origin: str = "params.yaml") -> Params:
+    from finetune.tasks import task_names
+
+    task = raw.get("task", DEFAULT_TASK)
+    if task not in task_names():
+        raise UserError(f"{origin} is invalid:\n  task: unknown task {_short(task)}; expected one of {task_names()} "
+                        "(a task is a module finetune/tasks/<task>.py)")
+    schema = params_class(task)
     try:
-        return Params.model_validate(raw)
+        return schema.model_validate(raw, context={"task": task})
     except ValidationError as error:
-        raise UserError(f"{origin} is invalid:\n  {_explain(error, raw)}") from None
+        raise UserError(f"{origin} is invalid:\n  {_explain(error, schema)}") from None
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors' aliases: a params file never needs them, and nested aliases (a 'billion
+    laughs' document) expand a few hundred bytes into gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"line {mark.line + 1}: YAML aliases (*name) are not supported in params files; write the values out")
+        return super().compose_node(parent, index)
+
+
+def read_yaml(path: Path) -> dict:
+    """params.yaml as a dict: UTF-8, no aliases, a mapping at the top; anything else is a UserError."""
+    if not path.is_file():
+        raise UserError(f"{path} not found (run from the project root, where dvc.yaml is)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_NoAliasLoader) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"{path} is not valid YAML: {_short_message(str(error))}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
+    return raw
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} not found (run from the project root, where dvc.yaml is)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
-    return parse_params(raw, str(path))
+    return parse_params(read_yaml(path), str(path))

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from finetune import paths
 from finetune.errors import UserError
 from finetune.io import write_table
+from finetune.params import PRIMARY
 
 SPLITS = ("val", "test")
 
@@ -53,3 +55,27 @@ def load(path: Path, member: str) -> MemberProbabilities:
             raise UserError(f"member {member!r}: {path} has no valid {name} probabilities (each row must sum to 1)")
         splits[name] = Split(part["id"].to_numpy(), part["label"].to_numpy(), probs)
     return MemberProbabilities(member, [c.removeprefix("prob_") for c in prob_columns], splits)
+
+
+def member_file(name: str) -> Path:
+    """Where member `name`'s probabilities are: the evaluate stage's for the primary model, else its member stage's."""
+    return paths.PRIMARY_PROBABILITIES if name == PRIMARY else paths.MEMBER_REPORTS / name / "probabilities.parquet"
+
+
+def load_members(names: list[str]) -> list[MemberProbabilities]:
+    """Every member's probabilities, checked to cover the same rows with the same label map."""
+    members = [load(member_file(name), name) for name in names]
+    first = members[0]
+    for member in members[1:]:
+        if member.classes != first.classes:
+            raise UserError(f"member {member.name!r} predicts labels {member.classes} but member {first.name!r} predicts "
+                            f"{first.classes}; every member must be trained on the same prepared data (dvc repro member@{member.name})")
+        for split in SPLITS:
+            ours, theirs = first.splits[split], member.splits[split]
+            if len(theirs.ids) != len(ours.ids):
+                raise UserError(f"member {member.name!r} has {len(theirs.ids)} {split} predictions, member {first.name!r} has "
+                                f"{len(ours.ids)}; rerun it: dvc repro member@{member.name}")
+            if not (np.array_equal(theirs.ids, ours.ids) and np.array_equal(theirs.labels, ours.labels)):
+                raise UserError(f"member {member.name!r} predicted other {split} rows than member {first.name!r}; rerun it: "
+                                f"dvc repro member@{member.name}")
+    return members

@@ -133,8 +133,8 @@ class ReportToPruner(TrainerCallback):
 
 def run_trial(params: Params, number: int) -> dict:
     """Train trial `number` of the stored study (its values were asked already); returns its outcome."""
-    from stages.member import retokenized
-    from stages.train import fit, fingerprint
+    from finetune.featurize import refeaturized
+    from finetune.training import fingerprint, fit
 
     search = params.search
     study = optuna.load_study(study_name=search.study, storage=storage_url(search), pruner=_pruner(search))
@@ -145,7 +145,7 @@ def run_trial(params: Params, number: int) -> dict:
         raise UserError(f"{paths.PREPARED} is missing: run `dvc repro preprocess` before searching")
     labels = read_json(paths.LABEL_MAP)["labels"]
     prepared = {split: pd.read_parquet(paths.PREPARED / f"{split}.parquet") for split in ("train", "val")}
-    tables, label_map = retokenized(trial_params, prepared, labels)
+    tables, label_map = refeaturized(trial_params, prepared, labels)
     run_name = f"search {search.study} trial {frozen.user_attrs.get('retry_of', number)}"  # a requeued trial resumes its checkpoint
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:

@@ -1,85 +1,120 @@
-"""What a run trains and at which learning rates: `train.strategy` and its regularisers.
+"""What a run trains and at which learning rates: `train.strategy` and its regularisers, for any model
+whose layers finetune/anatomy.py can find (transformers, CNNs, ViTs).
 
-- full: every weight. partial: the embeddings and the first `freeze_layers` encoder layers frozen.
-- linear_probe: the whole encoder frozen, only the head (pooler + classifier) trains.
+- full: every weight. partial: the input group (embeddings / stem) and the first `freeze_layers` blocks frozen.
+- linear_probe: everything but the head (what follows the last block: pooler, classifier...) frozen.
 - gradual_unfreeze: the head first, then one more layer group from the top every `unfreeze_every`
-  epochs (ULMFiT; Lightning's BaseFinetuning as one callback), the embeddings last.
-- lora: peft LoRA adapters on `lora.target_modules`, the head (pooler + classifier) fully; the saved model is merged.
-Layer groups are found the same way for any Hugging Face encoder: `layer.i` = the i-th block of the
-ModuleList that is config.num_hidden_layers long; `embeddings` = the parameters registered before the
-first block; `head` = those after the last (pooler, classifier).
-`layer_lr_decay` d gives the head the base rate, layer.i base * d^(depth - i), the embeddings
+  epochs (ULMFiT; Lightning's BaseFinetuning as one callback), the input group last.
+- lora: peft LoRA adapters on `lora.target_modules`, the head fully; the saved model is merged.
+`layer_lr_decay` d gives the head the base rate, block i base * d^(depth - i), the input group
 base * d^(depth + 1). `l1` adds l1 * sum|w| over the trained weight matrices (not biases or norms)
 to the training loss, never to the validation loss.
+BatchNorm: the layers of frozen groups stay in eval mode even when the Trainer calls model.train(), so
+their running statistics never move; trained groups update theirs unless train.batchnorm is `freeze`.
+A trained BatchNorm layer that sees batches smaller than 8 is counted and warned about.
 """
 from __future__ import annotations
 
 import math
+import types
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from transformers import Trainer, TrainerCallback
 
+from finetune import anatomy
 from finetune.errors import UserError
 from finetune.params import Train
 
+ADAPTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)  # layer types peft's LoRA can wrap
+SMALL_BATCH = 8
+
 
 def layer_groups(model: nn.Module, train: Train | None = None) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """Bottom-up: embeddings, layer.0 .. layer.<depth-1>, head. A model whose layers cannot be found
+    """Bottom-up: input group, layer.0 .. layer.<depth-1>, head. A model whose layers cannot be found
     (e.g. ALBERT shares one layer) is one group "all", which is enough for full and lora at one rate."""
-    depth = model.config.num_hidden_layers
-    blocks = next((m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == depth), None)
-    if blocks is None:
-        if train is not None and train.strategy in ("full", "lora") and train.layer_lr_decay == 1:
-            return {"all": list(model.named_parameters())}
-        raise UserError(f"cannot find the {depth} encoder layers of {type(model).__name__}: train.strategy {train.strategy if train else ''!r} "
-                        "and train.layer_lr_decay need them; use strategy full or lora with layer_lr_decay 1")
-    owner = {id(p): f"layer.{i}" for i, block in enumerate(blocks) for p in block.parameters()}
-    groups = {"embeddings": [], **{f"layer.{i}": [] for i in range(depth)}, "head": []}
-    after_blocks = False
-    for name, parameter in model.named_parameters():
-        group = owner.get(id(parameter))
-        after_blocks = after_blocks or group is not None
-        groups[group or ("head" if after_blocks else "embeddings")].append((name, parameter))
-    return groups
+    groups = anatomy.layer_groups(model)
+    if groups is not None:
+        return groups
+    if train is None or (train.strategy in ("full", "lora") and train.layer_lr_decay == 1):
+        return {"all": list(model.named_parameters())}
+    raise UserError(f"cannot find the layers of {type(model).__name__}: train.strategy {train.strategy!r} and train.layer_lr_decay "
+                    "need them; use strategy full or lora with layer_lr_decay 1 (or add its family to finetune/anatomy.py)")
 
 
-def _set_trainable(groups: dict, names, trainable: bool) -> None:
+def _keep_eval(module: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(module, False)
+
+
+def lock_batchnorm(module: _BatchNorm, locked: bool) -> None:
+    """A locked BatchNorm stays in eval mode (running statistics fixed) whatever model.train() says."""
+    if locked:
+        module.train = types.MethodType(_keep_eval, module)
+        module.eval()
+    elif "train" in vars(module):
+        del module.train
+
+
+def _set_trainable(model: nn.Module, groups: dict, names, trainable: bool, train: Train) -> None:
     for name in names:
         for _, parameter in groups[name]:
             parameter.requires_grad_(trainable)
+    norms = anatomy.batchnorm_groups(model)
+    for name in names:
+        for module in norms.get(name, []):
+            lock_batchnorm(module, not trainable or train.batchnorm == "freeze")
+
+
+def adaptable_layers(model: nn.Module) -> list[str]:
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, ADAPTABLE) and name})
 
 
 def check_against_model(train: Train, model: nn.Module) -> None:
     """The strategy's settings that depend on the model: a clear error before any training."""
-    depth = model.config.num_hidden_layers
-    if train.strategy == "partial" and train.freeze_layers > depth:
-        raise UserError(f"train.freeze_layers is {train.freeze_layers} but {train.model} has only {depth} layers")
+    found = anatomy.blocks(model)
+    if train.strategy == "partial" and found is not None and train.freeze_layers > len(found):
+        raise UserError(f"train.freeze_layers is {train.freeze_layers} but {train.model} has only {len(found)} layers")
     if train.strategy == "lora" and train.lora.target_modules:
-        linears = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
-        missing = [name for name in train.lora.target_modules if name not in linears]
+        valid = adaptable_layers(model)
+        missing = [name for name in train.lora.target_modules if name not in valid]
         if missing:
-            raise UserError(f"train.lora.target_modules {missing} are not modules of {train.model}; its linear layers are {linears}")
+            raise UserError(f"train.lora.target_modules {missing} are not modules of {train.model}; its linear layers are {valid}")
 
 
 def apply_strategy(model: nn.Module, train: Train) -> nn.Module:
     """Freeze what the strategy freezes (or wrap the model with LoRA adapters); returns the model to train."""
     check_against_model(train, model)
     if train.strategy == "lora":
-        from peft import LoraConfig, TaskType, get_peft_model
-
-        lora = train.lora
-        # the whole head trains fully, as in linear_probe: the new classifier and the pooler (peft's
-        # SEQ_CLS default keeps only the classifier, leaving a pretrained pooler frozen in front of it)
-        head = sorted({name.rsplit(".", 1)[0] for name, _ in layer_groups(model, train).get("head", [])})
-        config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                            target_modules=lora.target_modules, modules_to_save=head or None)
-        return get_peft_model(model, config)
+        return _with_lora(model, train)
     groups = layer_groups(model, train)
     body = [name for name in groups if name != "head"]
-    frozen = {"full": [], "partial": body[: train.freeze_layers + 1], "linear_probe": body, "gradual_unfreeze": body}
-    _set_trainable(groups, frozen[train.strategy], False)
+    frozen = {"full": [], "partial": body[: train.freeze_layers + 1], "linear_probe": body, "gradual_unfreeze": body}[train.strategy]
+    _set_trainable(model, groups, frozen, False, train)
+    _set_trainable(model, groups, [name for name in groups if name not in frozen], True, train)
     return model
+
+
+def _with_lora(model: nn.Module, train: Train) -> nn.Module:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora = train.lora
+    # the whole head trains fully, as in linear_probe: the new classifier and the pooler (peft's
+    # SEQ_CLS default keeps only the classifier, leaving a pretrained pooler frozen in front of it)
+    head = anatomy.head_modules(model) if anatomy.blocks(model) is not None else []
+    sequence = "ForSequenceClassification" in type(model).__name__
+    config = LoraConfig(task_type=TaskType.SEQ_CLS if sequence else None, r=lora.rank, lora_alpha=lora.alpha,
+                        lora_dropout=lora.dropout, target_modules=lora.target_modules, modules_to_save=head or None)
+    try:
+        wrapped = get_peft_model(model, config)
+    except ValueError as error:  # e.g. no default target modules for this architecture
+        raise UserError(f"train.strategy lora on {type(model).__name__}: {error}. Set train.lora.target_modules to some of its "
+                        f"layers peft can adapt: {adaptable_layers(model)}") from None
+    for module in wrapped.modules():  # BatchNorm outside the head is frozen (like its weights): keep its statistics
+        if isinstance(module, _BatchNorm) and not any(p.requires_grad for p in module.parameters()):
+            lock_batchnorm(module, True)
+    return wrapped
 
 
 def learning_rates(groups: dict, train: Train) -> dict[str, float]:
@@ -109,30 +144,48 @@ def describe(model: nn.Module, train: Train) -> dict:
 class GradualUnfreeze(TrainerCallback):
     """Before each step: layer groups from the top are trainable, one more per `every` epochs."""
 
-    def __init__(self, model: nn.Module, every: float):
-        groups = layer_groups(model)
-        self.groups, self.every = groups, every
-        self.top_down = [name for name in reversed(groups) if name != "head"]
+    def __init__(self, model: nn.Module, train: Train):
+        self.model, self.train, self.groups = model, train, layer_groups(model)
+        self.top_down = [name for name in reversed(self.groups) if name != "head"]
         self.unfrozen = 0
 
     def on_step_begin(self, args, state, control, **kwargs):
-        wanted = min(len(self.top_down), math.floor((state.epoch or 0) / self.every + 1e-9))
+        wanted = min(len(self.top_down), math.floor((state.epoch or 0) / self.train.unfreeze_every + 1e-9))
         if wanted != self.unfrozen:
-            _set_trainable(self.groups, self.top_down[:wanted], True)
-            _set_trainable(self.groups, self.top_down[wanted:], False)
+            _set_trainable(self.model, self.groups, self.top_down[:wanted], True, self.train)
+            _set_trainable(self.model, self.groups, self.top_down[wanted:], False, self.train)
             print(f"epoch {state.epoch:.2f}: trainable groups = head + {self.top_down[:wanted]}")
             self.unfrozen = wanted
 
 
 class StrategyTrainer(Trainer):
-    """Trainer with per-layer-group learning rates, AdamW or SGD, and the L1 penalty.
+    """Trainer with per-layer-group learning rates, AdamW or SGD, the L1 penalty, batch-level
+    augmentation (soft labels from MixUp/CutMix get a soft cross-entropy) and BatchNorm bookkeeping.
 
     Every parameter is in the optimizer (frozen ones get no gradient, so AdamW and SGD skip them and
     they stay bit-identical); that is what lets gradual unfreezing switch groups on mid-run."""
 
-    def __init__(self, *args, train_params: Train, **kwargs):
+    def __init__(self, *args, train_params: Train, batch_augmenter=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.train_params = train_params
+        self.train_params, self.batch_augmenter = train_params, batch_augmenter
+        self.small_batches = 0
+        self.norms = [m for m in self.model.modules() if isinstance(m, _BatchNorm)]
+        for module in self.norms:
+            module.register_forward_pre_hook(self._count_small_batch)
+
+    def _count_small_batch(self, module, inputs) -> None:
+        if module.training and inputs[0].shape[0] < SMALL_BATCH:
+            if not self.small_batches:
+                print(f"warning: a trained BatchNorm layer saw a batch of {inputs[0].shape[0]} (< {SMALL_BATCH}): its statistics are "
+                      "noisy; use a larger train.batch_size or train.batchnorm: freeze")
+            self.small_batches += 1
+
+    def batchnorm_report(self) -> dict:
+        """For reports/train.json when the model has BatchNorm layers."""
+        if not self.norms:
+            return {}
+        locked = sum(1 for m in self.norms if "train" in vars(m))
+        return {"batchnorm": {"layers": len(self.norms), "frozen_statistics": locked, "small_batch_forwards": self.small_batches}}
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -153,7 +206,15 @@ class StrategyTrainer(Trainer):
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if self.batch_augmenter is not None and model.training:
+            inputs = self.batch_augmenter(inputs)
+        if inputs["labels"].is_floating_point():  # class probabilities (MixUp/CutMix): soft cross-entropy
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = F.cross_entropy(outputs.logits.float(), labels, label_smoothing=self.train_params.label_smoothing)
+            result = (loss, outputs) if return_outputs else loss
+        else:
+            result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         if not (self.train_params.l1 and model.training):
             return result
         penalty = self.train_params.l1 * sum(p.abs().sum() for p in model.parameters() if p.requires_grad and p.dim() > 1)

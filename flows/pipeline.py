@@ -159,7 +159,7 @@ def publish_artifacts(root: Path) -> None:
             description="Test metrics of the fine-tuned model (and the ensemble)",
         )
     compressed = root / "reports/compress.json"
-    if compressed.exists():
+    if compressed.exists() and json.loads(compressed.read_text())["models"]:
         result = json.loads(compressed.read_text())
         columns = {"size_mb": "MiB", "latency_ms_batch_1": "ms, batch 1", "latency_ms_batch_32": "ms, batch 32",
                    "accuracy": "test accuracy", "f1_macro": "test macro F1"}

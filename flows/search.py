@@ -79,20 +79,15 @@ def preflight(params: Params) -> None:
     space, before any trial trains. Models are built on the meta device: the module tree, no weights."""
     import itertools
 
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from finetune.sources import model_path
     from finetune.strategies import check_against_model
+    from finetune.tasks import get_task
 
-    models = {}
+    task, models = get_task(params.task), {}
     keys = list(params.search.space)
     for combination in itertools.product(*(params.search.space[key].probe_values() for key in keys)):
         train = params.with_values(dict(zip(keys, combination))).train
         if train.model not in models:
-            config = AutoConfig.from_pretrained(model_path(train), trust_remote_code=train.trust_remote_code)
-            with torch.device("meta"):
-                models[train.model] = AutoModelForSequenceClassification.from_config(config, trust_remote_code=train.trust_remote_code)
+            models[train.model] = task.model_outline(train)
         check_against_model(train, models[train.model])
 
 

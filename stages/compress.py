@@ -10,6 +10,8 @@ highest val macro F1. Methods (compress.methods, any of):
   distillation from the teacher (zeros kept) (finetune/prune.py).
 - distill: a student made of every other teacher layer (embeddings, kept layers and head copied from
   the teacher), trained on the teacher's soft labels over the teacher's own train split (finetune/distill.py).
+A task lists the methods it supports (compression_methods); the others are skipped with the task's
+reason, and a task with none writes outputs that say so (`unavailable`) instead of failing.
 Limits: training runs on train.device; latency is always CPU (int8 kernels are CPU-only), median of
 compress.latency.repeats runs after warm-up, models timed in turn inside each round so machine
 noise hits all of them alike. Soft labels come from the teacher model, not from the ensemble: the
@@ -25,24 +27,20 @@ import statistics
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from finetune import distill, metrics, paths, probabilities, prune, quantize  # noqa: E402
-from finetune.cli import main  # noqa: E402
-from finetune.errors import UserError  # noqa: E402
-from finetune.io import atomic_path, read_json, write_json, write_table  # noqa: E402
-from finetune.params import PRIMARY, Params  # noqa: E402
-from finetune.tasks import FeatureDataset, get_task  # noqa: E402
-from stages.ensemble import member_file  # noqa: E402
-from stages.member import member_tables  # noqa: E402
-from stages.train import resolve_device  # noqa: E402
+from finetune import distill, metrics, paths, plots, probabilities, prune, quantize
+from finetune.cli import main
+from finetune.errors import UserError
+from finetune.featurize import member_tables
+from finetune.io import read_json, write_json, write_outputs, write_table
+from finetune.params import PRIMARY, Params
+from finetune.plots import plt
+from finetune.tasks import get_task
+from finetune.training import resolve_device
 
 FOLDERS = {"int8": "int8", "prune": "pruned", "distill": "distilled"}
 LATENCY_BATCHES = (1, 32)
@@ -55,13 +53,13 @@ def choose_teacher(params: Params) -> tuple[str, dict[str, float]]:
         return params.compress.teacher, {}
     scores = {}
     for name in params.finetuned_models():
-        val = probabilities.load(member_file(name), name).splits["val"]
+        val = probabilities.load(probabilities.member_file(name), name).splits["val"]
         scores[name] = metrics.headline(val.labels, val.probs.argmax(axis=1))["f1_macro"]
     return max(scores, key=scores.get), scores  # a tie goes to the first listed: primary
 
 
-def teacher_data(params: Params, name: str, labels: list[str]) -> tuple[Path, Params, dict[str, pd.DataFrame], list[str]]:
-    """(model folder, params it was trained with, its featurized splits, feature columns)."""
+def teacher_data(params: Params, name: str, labels: list[str]) -> tuple[Path, Params, dict[str, pd.DataFrame], dict]:
+    """(model folder, params it was trained with, its featurized splits, its label map)."""
     model_dir = paths.MODEL if name == PRIMARY else paths.MEMBER_MODELS / name
     label_map_file = model_dir / "label_map.json"
     if not label_map_file.is_file():
@@ -71,9 +69,9 @@ def teacher_data(params: Params, name: str, labels: list[str]) -> tuple[Path, Pa
                         f"{labels}; retrain it on this data (dvc repro)")
     prepared = {split: pd.read_parquet(paths.PREPARED / f"{split}.parquet") for split in ("train", "val", "test")}
     if name == PRIMARY:
-        return model_dir, params, prepared, read_json(label_map_file)["features"]
+        return model_dir, params, prepared, read_json(label_map_file)
     member_params, tables, label_map = member_tables(params, name, prepared, labels)
-    return model_dir, member_params, tables, label_map["features"]
+    return model_dir, member_params, tables, label_map
 
 
 def weights_size_mb(folder: Path) -> float:
@@ -86,17 +84,18 @@ def parameter_count(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()) + quantized)
 
 
-def save_model(model: nn.Module, processor, teacher_dir: Path, folder: Path) -> None:
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+def save_model(task, model: nn.Module, processor, teacher_dir: Path, folder: Path) -> None:
+    task.save_trained(model, processor, folder)
     shutil.copy(teacher_dir / "label_map.json", folder / "label_map.json")
 
 
-def latencies_ms(models: dict[str, nn.Module], task, processor, frame: pd.DataFrame, features: list[str], repeats: int) -> dict:
+def latencies_ms(models: dict[str, nn.Module], task, processor, frame: pd.DataFrame, layout: dict, repeats: int) -> dict:
     """{model: {batch size: median ms}} on the first rows of frame, CPU, models timed in turn each round."""
     collate = task.collator(processor)
-    rows = FeatureDataset(frame.head(max(LATENCY_BATCHES)), features, with_labels=False)
+    rows = task.dataset(frame.head(max(LATENCY_BATCHES)), layout, processor)
     batches = {size: collate([rows[i % len(rows)] for i in range(size)]) for size in LATENCY_BATCHES}  # cycles a short split
+    for batch in batches.values():
+        batch.pop("labels", None)
     times = {name: {size: [] for size in LATENCY_BATCHES} for name in models}
     with torch.inference_mode():
         for round_ in range(repeats + 3):  # 3 warm-up rounds
@@ -121,18 +120,33 @@ def tradeoff_png(path: Path, table: pd.DataFrame) -> None:
     axes[0].set_ylabel("test accuracy")
     figure.suptitle("Compression: accuracy vs latency (bubble area ~ size on disk; up and left is better)")
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
+    plots.save(figure, path)
+
+
+def _unavailable(reason: str) -> dict:
+    """Outputs that say why nothing was compressed (DVC still gets every declared output)."""
+    result = {"unavailable": reason, "models": {}}
+    with write_outputs(paths.COMPRESSED, paths.COMPRESS, paths.COMPRESS_METRICS) as (models, reports, metrics_file):
+        for folder in (models, reports):
+            folder.mkdir()
+            (folder / "README.txt").write_text(f"Nothing was compressed: {reason}\n")
+        write_json(metrics_file, result)
+    print(f"compress: nothing compressed: {reason}")
+    return result
 
 
 def run(params: Params) -> dict:
     config = params.compress
     device, bf16 = resolve_device(params.train.device)  # a CUDA request without a GPU fails here, before any work
     task = get_task(params.task)
+    unsupported = [method for method in config.methods if method not in task.compression_methods]
+    if unsupported:
+        if len(unsupported) == len(config.methods):
+            return _unavailable(f"the {params.task} task has no {', '.join(unsupported)} method ({task.no_compression_reason})")
+        config = config.model_copy(update={"methods": [m for m in config.methods if m not in unsupported]})
     labels = read_json(paths.LABEL_MAP)["labels"]
     teacher_name, candidates = choose_teacher(params)
-    teacher_dir, teacher_params, tables, features = teacher_data(params, teacher_name, labels)
+    teacher_dir, teacher_params, tables, layout = teacher_data(params, teacher_name, labels)
     trust = teacher_params.train.trust_remote_code
     processor = task.load_processor(str(teacher_dir), trust)
     teacher = task.load_trained(str(teacher_dir), trust).eval()
@@ -141,8 +155,8 @@ def run(params: Params) -> dict:
     except ValueError as error:
         raise UserError(str(error)) from None
     batch = params.train.eval_batch_size
-    teacher_logits = np.log(np.clip(task.predict_proba(teacher, processor, tables["train"], features, batch), 1e-12, 1))
-    train_set = task.dataset(tables["train"], features)
+    teacher_logits = np.log(np.clip(task.predict_proba(teacher, processor, tables["train"], layout, batch), 1e-12, 1))
+    train_set = task.dataset(tables["train"], layout, processor)
 
     def recover(model, epochs, name):
         work = paths.CHECKPOINTS / f"compress-{name}"
@@ -150,7 +164,9 @@ def run(params: Params) -> dict:
                                         params.train.seed, device, bf16, work)
 
     models, details = {"teacher": teacher}, {"teacher": {"name": teacher_name, "val_f1_macro_of_candidates": candidates}}
-    with atomic_path(paths.COMPRESSED) as out:
+    if unsupported:
+        details["skipped"] = {method: task.no_compression_reason for method in unsupported}
+    with write_outputs(paths.COMPRESSED) as (out,):
         out.mkdir()
         if "int8" in config.methods:
             folder = out / FOLDERS["int8"]
@@ -167,12 +183,12 @@ def run(params: Params) -> dict:
             if config.prune.recover_epochs:
                 details["prune"]["recovery"] = recover(pruned, config.prune.recover_epochs, "prune")
             finish()
-            save_model(pruned, processor, teacher_dir, out / FOLDERS["prune"])
+            save_model(task, pruned, processor, teacher_dir, out / FOLDERS["prune"])
         if "distill" in config.methods:
             student = distill.make_student(teacher, layers)
             details["distill"] = {"layers_kept": layers, "temperature": config.distill.temperature, "alpha": config.distill.alpha,
                                   "training": recover(student, config.distill.epochs, "distill")}
-            save_model(student, processor, teacher_dir, out / FOLDERS["distill"])
+            save_model(task, student, processor, teacher_dir, out / FOLDERS["distill"])
 
     # every compressed model is scored as reloaded from disk, through the same prediction code
     for method in config.methods:
@@ -183,10 +199,10 @@ def run(params: Params) -> dict:
 
     test = tables["test"]
     actual = test["label"].to_numpy()
-    predicted = {name: task.predict_proba(model, processor, test, features, batch).argmax(axis=1) for name, model in models.items()}
+    predicted = {name: task.predict_proba(model, processor, test, layout, batch).argmax(axis=1) for name, model in models.items()}
     if config.latency.threads:
         torch.set_num_threads(config.latency.threads)
-    latency = latencies_ms(models, task, processor, test, features, config.latency.repeats)
+    latency = latencies_ms(models, task, processor, test, layout, config.latency.repeats)
     sizes = {"teacher": weights_size_mb(teacher_dir)} | {m: weights_size_mb(paths.COMPRESSED / FOLDERS[m]) for m in config.methods}
     rows = {}
     for name, model in models.items():
@@ -206,11 +222,11 @@ def run(params: Params) -> dict:
 
     names = np.array(labels)
     table = pd.DataFrame({"id": test["id"], "actual": names[actual], **{f"{name}_predicted": names[p] for name, p in predicted.items()}})
-    with atomic_path(paths.COMPRESS) as folder:
+    with write_outputs(paths.COMPRESS, paths.COMPRESS_METRICS) as (folder, metrics_file):
         folder.mkdir()
         write_table(folder / "predictions.csv", table)
         tradeoff_png(folder / "tradeoff.png", pd.DataFrame(rows).T)
-    write_json(paths.COMPRESS_METRICS, result)
+        write_json(metrics_file, result)
     for name, row in rows.items():
         print(f"compress {name}: accuracy {row['accuracy']:.4f} ({row['accuracy_delta']:+.4f}), {row['size_mb']} MB "
               f"(x{row['size_ratio']:.2f}), batch-1 {row['latency_ms_batch_1']} ms (x{row['speedup_batch_1']:.2f} faster)")

@@ -19,36 +19,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from finetune import ensemble, metrics, paths, probabilities
+from finetune import ensemble, metrics, paths
 from finetune.cli import main
-from finetune.errors import UserError
-from finetune.io import atomic_path, write_json, write_table
-from finetune.params import PRIMARY, Params
-from finetune.probabilities import SPLITS, MemberProbabilities
-from stages.evaluate import confusion_png
-
-
-def member_file(name: str):
-    return paths.PRIMARY_PROBABILITIES if name == PRIMARY else paths.MEMBER_REPORTS / name / "probabilities.parquet"
-
-
-def load_members(params: Params) -> list[MemberProbabilities]:
-    """Every member's probabilities, checked to cover the same rows with the same label map."""
-    members = [probabilities.load(member_file(name), name) for name in params.ensemble.names()]
-    first = members[0]
-    for member in members[1:]:
-        if member.classes != first.classes:
-            raise UserError(f"member {member.name!r} predicts labels {member.classes} but member {first.name!r} predicts "
-                            f"{first.classes}; every member must be trained on the same prepared data (dvc repro member@{member.name})")
-        for split in SPLITS:
-            ours, theirs = first.splits[split], member.splits[split]
-            if len(theirs.ids) != len(ours.ids):
-                raise UserError(f"member {member.name!r} has {len(theirs.ids)} {split} predictions, member {first.name!r} has "
-                                f"{len(ours.ids)}; rerun it: dvc repro member@{member.name}")
-            if not (np.array_equal(theirs.ids, ours.ids) and np.array_equal(theirs.labels, ours.labels)):
-                raise UserError(f"member {member.name!r} predicted other {split} rows than member {first.name!r}; rerun it: "
-                                f"dvc repro member@{member.name}")
-    return members
+from finetune.io import write_json, write_outputs, write_table
+from finetune.params import Params
+from finetune.plots import confusion_png
+from finetune.probabilities import SPLITS, MemberProbabilities, load_members
+from finetune.tasks import get_task
 
 
 def combine(params: Params, members: list[MemberProbabilities]) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
@@ -81,7 +58,7 @@ def combine(params: Params, members: list[MemberProbabilities]) -> tuple[dict[st
     return combined, fitted
 
 
-def _changes(members, chosen: np.ndarray, test_text: pd.Series) -> pd.DataFrame:
+def _changes(members, chosen: np.ndarray, shown: pd.Series, column: str) -> pd.DataFrame:
     """Test rows where the chosen ensemble fixed (member wrong, ensemble right) or broke a member."""
     test = members[0].splits["test"]
     classes = np.array(members[0].classes)
@@ -93,11 +70,12 @@ def _changes(members, chosen: np.ndarray, test_text: pd.Series) -> pd.DataFrame:
             rows.append(pd.DataFrame({"member": member.name, "effect": effect, "id": test.ids[mask], "actual": classes[test.labels[mask]],
                                       "member_predicted": classes[own[mask]], "ensemble_predicted": classes[chosen[mask]]}))
     changes = pd.concat(rows, ignore_index=True)
-    return changes.assign(text=changes["id"].map(test_text))
+    return changes.assign(**{column: changes["id"].map(shown)})
 
 
 def run(params: Params) -> dict:
-    members = load_members(params)
+    task = get_task(params.task)
+    members = load_members(params.ensemble.names())
     combined, fitted = combine(params, members)
     classes, y = members[0].classes, {split: members[0].splits[split].labels for split in SPLITS}
     scores = {
@@ -122,7 +100,8 @@ def run(params: Params) -> dict:
         **{key: fitted[key] for key in ("temperatures", "weights", "weights_source")},
     }
 
-    test_text = pd.read_parquet(paths.PREPARED / "test.parquet", columns=["id", "text"]).set_index("id")["text"]
+    test = pd.read_parquet(paths.PREPARED / "test.parquet")
+    shown = task.display(test).set_axis(test["id"])
     names = np.array(classes)
     rows = pd.DataFrame({"id": members[0].splits["test"].ids, "actual": names[y["test"]], "predicted": names[predicted],
                          "confidence": chosen.max(axis=1)})
@@ -130,16 +109,16 @@ def run(params: Params) -> dict:
         rows[f"{member.name}_predicted"] = names[member.splits["test"].probs.argmax(axis=1)]
     for i, label in enumerate(classes):
         rows[f"prob_{label}"] = chosen[:, i]
-    changes = _changes(members, predicted, test_text)
+    changes = _changes(members, predicted, shown, task.display_name)
     result["changes"] = {m.name: {effect: int(((changes["member"] == m.name) & (changes["effect"] == effect)).sum())
                                   for effect in ("fixed", "broke")} for m in members}
-    with atomic_path(paths.ENSEMBLE) as folder:
+    with write_outputs(paths.ENSEMBLE, paths.ENSEMBLE_METRICS) as (folder, metrics_file):
         folder.mkdir()
         write_table(folder / "predictions.csv", rows)
         write_table(folder / "changes.csv", changes)
         write_json(folder / "stacker.json", fitted["stacker"])
         confusion_png(folder / "confusion.png", rows["actual"], rows["predicted"], classes, f"Ensemble ({method}) test confusion matrix")
-    write_json(paths.ENSEMBLE_METRICS, result)
+        write_json(metrics_file, result)
     print(f"ensemble ({method}): test accuracy {result['accuracy']:.4f}, macro F1 {result['f1_macro']:.4f}; best member "
           f"on val {best}: {result['best_member_on_val']['f1_macro']:.4f}, on test {best_test}: {result['best_member_on_test']['f1_macro']:.4f}")
     return result

@@ -8,29 +8,15 @@ most confident errors first) and probabilities.parquet (val + test: this model a
 """
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
-
-from finetune import metrics, paths, probabilities  # noqa: E402
-from finetune.cli import main  # noqa: E402
-from finetune.io import atomic_path, read_json, write_json, write_table  # noqa: E402
-from finetune.params import Params  # noqa: E402
-from finetune.tasks import get_task  # noqa: E402
-
-
-def confusion_png(path, actual: list[str], predicted: list[str], labels: list[str], title: str = "Test confusion matrix") -> None:
-    figure, axes = plt.subplots(figsize=(1.2 * len(labels) + 3, 1.2 * len(labels) + 2.5))
-    ConfusionMatrixDisplay.from_predictions(actual, predicted, labels=labels, ax=axes, cmap="Blues", colorbar=False)
-    axes.set_title(f"{title} (rows: actual)")
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
+from finetune import metrics, paths, probabilities
+from finetune.cli import main
+from finetune.io import read_json, write_json, write_outputs, write_table
+from finetune.params import Params
+from finetune.plots import confusion_png
+from finetune.tasks import get_task
 
 
 def run(params: Params) -> dict:
@@ -42,8 +28,8 @@ def run(params: Params) -> dict:
 
     model = task.load_trained(str(paths.MODEL), params.train.trust_remote_code)
     processor = task.load_processor(str(paths.MODEL), params.train.trust_remote_code)
-    probs = task.predict_proba(model, processor, test, label_map["features"], params.train.eval_batch_size)
-    val_probs = task.predict_proba(model, processor, val, label_map["features"], params.train.eval_batch_size)
+    probs = task.predict_proba(model, processor, test, label_map, params.train.eval_batch_size)
+    val_probs = task.predict_proba(model, processor, val, label_map, params.train.eval_batch_size)
     predicted = probs.argmax(axis=1)
     actual = test["label"].to_numpy()
 
@@ -58,17 +44,18 @@ def run(params: Params) -> dict:
     rows = pd.DataFrame({"id": test["id"], "actual": name[actual], "predicted": name[predicted], "confidence": probs.max(axis=1)})
     for i, label in enumerate(labels):
         rows[f"prob_{label}"] = probs[:, i]
-    with_text = rows.assign(text=test["text"].to_numpy())
-    wrong = with_text[rows["actual"] != rows["predicted"]].sort_values("confidence", ascending=False)
-
-    paths.EVALUATION.mkdir(parents=True, exist_ok=True)
-    write_table(paths.EVALUATION / "predictions.csv", rows)
-    write_table(paths.EVALUATION / "misclassified.csv", wrong.head(params.evaluate.misclassified_rows))
-    confusion_png(paths.EVALUATION / "confusion.png", rows["actual"], rows["predicted"], labels)
+    shown = rows.assign(**{task.display_name: task.display(test).to_numpy()})
+    wrong = shown[rows["actual"] != rows["predicted"]].sort_values("confidence", ascending=False)
     splits = {"val": probabilities.Split(val["id"].to_numpy(), val["label"].to_numpy(), val_probs),
               "test": probabilities.Split(test["id"].to_numpy(), actual, probs)}
-    probabilities.save(paths.PRIMARY_PROBABILITIES, labels, splits)
-    write_json(paths.METRICS, result)
+
+    with write_outputs(paths.EVALUATION, paths.METRICS) as (folder, metrics_file):
+        folder.mkdir()
+        write_table(folder / "predictions.csv", rows)
+        write_table(folder / "misclassified.csv", wrong.head(params.evaluate.misclassified_rows))
+        confusion_png(folder / "confusion.png", rows["actual"], rows["predicted"], labels)
+        probabilities.save(folder / paths.PRIMARY_PROBABILITIES.name, labels, splits)
+        write_json(metrics_file, result)
     print(
         f"evaluate: test accuracy {result['accuracy']:.4f}, macro F1 {result['f1_macro']:.4f} "
         f"(majority baseline {result['baseline']['accuracy']:.4f} / {result['baseline']['f1_macro']:.4f})"

@@ -1,8 +1,11 @@
-"""ingest: read `data.source`, keep the wanted labels and confident rows, subsample, normalise.
+"""ingest: read `data.source` through the task, keep the wanted labels and confident rows, subsample.
 
-Reads the builtin tweets / Chinese reviews or the user's CSV, TSV, JSONL or Parquet file.
-Writes data/ingested.parquet (text, label[, split], source_row, source_line), the rows it refused
-in data/quarantine/ingest.csv, and counts of everything kept or dropped in reports/ingest.json.
+The task reads its builtin sources or the user's files (text: CSV, TSV, JSONL, Parquet; images: a
+folder of class folders or a table of image paths) and checks every input (images: decodable, not a
+decompression bomb...). Rows it cannot use are bad rows: they stop the run (data.on_bad_rows: error,
+naming the file and row) or go to the quarantine with their reason (skip).
+Writes data/ingested.parquet (input, label[, split], source_row, source_line, origin), the refused rows
+in data/quarantine/ingest.csv, and counts of everything kept, dropped or ignored in reports/ingest.json.
 """
 from __future__ import annotations
 
@@ -14,45 +17,75 @@ from sklearn.model_selection import train_test_split
 from finetune import paths
 from finetune.cli import main
 from finetune.errors import UserError
-from finetune.io import write_json, write_table
+from finetune.io import write_json, write_outputs, write_table
 from finetune.params import Params
-from finetune.sources import CONFIDENCE, LABEL, SPLIT, TEXT, load_source
+from finetune.sources import CONFIDENCE, INPUT, LABEL, ORIGIN, SPLIT
 from finetune.tables import LINE, ROW, BadRow
+from finetune.tasks import get_task
 
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def _refuse(frame: pd.DataFrame, mask: pd.Series, problem: str, bad: list[BadRow]) -> pd.DataFrame:
-    for _, row in frame[mask].iterrows():
-        bad.append(BadRow(row[ROW], row[LINE], problem, f"{row[LABEL]!s}\t{row[TEXT]!s}"))
-    return frame[~mask]
+def _refuse(frame: pd.DataFrame, problems: pd.Series, shown: pd.Series, bad: list[BadRow]) -> pd.DataFrame:
+    """Move the rows with a problem ("" = none) into `bad`; `shown` says what each row was."""
+    refused = problems != ""
+    for index in frame.index[refused]:
+        bad.append(BadRow(frame.at[index, ROW], frame.at[index, LINE], problems[index], f"{frame.at[index, LABEL]!s}\t{shown[index]!s}"))
+    return frame[~refused]
 
 
 def _subsample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     counts = frame[LABEL].value_counts()
     stratify = frame[LABEL] if counts.min() >= 2 else None  # a singleton class cannot be stratified
     kept, _ = train_test_split(frame, train_size=max_rows, stratify=stratify, random_state=seed)
-    return kept.sort_values(ROW)
+    return kept.sort_values(ROW, kind="stable")
+
+
+def _limit(frame: pd.DataFrame, data, origin: str, dropped: Counter) -> pd.DataFrame:
+    """data.max_rows: a sample of the whole table, or of each split the data comes with."""
+    if isinstance(data.max_rows, int):
+        if len(frame) > data.max_rows:
+            dropped[f"not sampled (max_rows={data.max_rows})"] = len(frame) - data.max_rows
+            frame = _subsample(frame, data.max_rows, data.seed)
+        return frame
+    if SPLIT not in frame:
+        raise UserError(f"data.max_rows {data.max_rows} caps each split, but {origin} comes without one; set data.split_column, "
+                        "or give max_rows as one number")
+    parts = []
+    for name, part in frame.groupby(SPLIT, sort=False):
+        cap = data.max_rows.get(name)
+        if cap is not None and len(part) > cap:
+            dropped[f"not sampled ({name} max_rows={cap})"] = len(part) - cap
+            part = _subsample(part, cap, data.seed)
+        parts.append(part)
+    return pd.concat(parts)
 
 
 def run(params: Params) -> dict:
-    data = params.data
-    frame, bad, origin = load_source(data)
+    data, task = params.data, get_task(params.task)
+    source = task.read(data)
+    frame, bad = source.frame, list(source.bad)
     rows_read = len(frame) + len(bad)
-    frame = _refuse(frame, frame[LABEL].isna() | (frame[LABEL].str.strip() == ""), "empty label", bad)
-    frame[LABEL] = frame[LABEL].str.strip()
+    frame = frame.reset_index(drop=True)
+    shown = task.display(frame)
+    empty = frame[LABEL].isna() | (frame[LABEL].astype(str).str.strip() == "")
+    frame = _refuse(frame, empty.map({True: "empty label", False: ""}), shown, bad)
+    frame[LABEL] = frame[LABEL].astype(str).str.strip()
     if SPLIT in frame:
-        frame = _refuse(frame, ~frame[SPLIT].isin(SPLIT_NAMES), f"{data.split_column} is not one of {SPLIT_NAMES}", bad)
+        wrong = ~frame[SPLIT].isin(SPLIT_NAMES)
+        frame = _refuse(frame, wrong.map({True: f"{data.split_column} is not one of {SPLIT_NAMES}", False: ""}), shown, bad)
+    stored, problems = task.check_inputs(frame[INPUT])
+    frame = _refuse(frame.assign(**{INPUT: stored}), problems, shown, bad)
     if bad and data.on_bad_rows == "error":
         first = sorted(bad, key=lambda b: b.row)[0]
         raise UserError(
-            f"{origin} row {first.row} (line {first.line}): {first.problem}; {len(bad)} bad row(s) in all. "
+            f"{source.origin} row {first.row} (line {first.line}): {first.problem}; {len(bad)} bad row(s) in all. "
             "Fix the file, or set data.on_bad_rows: skip to drop them into data/quarantine/ingest.csv"
         )
 
     dropped = Counter({f"bad row: {problem}": n for problem, n in Counter(b.problem for b in bad).items()})
     if data.min_confidence is not None:
-        confidence = pd.to_numeric(frame[CONFIDENCE], errors="coerce")
+        confidence = pd.to_numeric(frame[CONFIDENCE] if CONFIDENCE in frame else pd.Series(index=frame.index, dtype=float), errors="coerce")
         low = ~(confidence >= data.min_confidence)  # a missing confidence counts as low
         dropped[f"confidence below {data.min_confidence} or missing"] = int(low.sum())
         frame = frame[~low]
@@ -60,29 +93,30 @@ def run(params: Params) -> dict:
         unknown = sorted(set(data.keep_labels) - set(frame[LABEL]))
         if unknown:
             found = ", ".join(sorted(frame[LABEL].unique()))
-            raise UserError(f"data.keep_labels: {unknown} not found in {origin}; labels found: {found}")
+            raise UserError(f"data.keep_labels: {unknown} not found in {source.origin}; labels found: {found}")
         other = ~frame[LABEL].isin(data.keep_labels)
         dropped["label not in keep_labels"] = int(other.sum())
         frame = frame[~other]
-    if data.max_rows is not None and len(frame) > data.max_rows:
-        dropped[f"not sampled (max_rows={data.max_rows})"] = len(frame) - data.max_rows
-        frame = _subsample(frame, data.max_rows, data.seed)
+    if data.max_rows is not None:
+        frame = _limit(frame, data, source.origin, dropped)
     if frame.empty:
-        raise UserError(f"{origin}: no rows left after filtering ({dict(dropped)})")
+        raise UserError(f"{source.origin}: no rows left after filtering ({dict(dropped)})")
 
-    columns = [TEXT, LABEL, *([SPLIT] if SPLIT in frame else []), ROW, LINE]
-    write_table(paths.INGESTED, frame[columns].reset_index(drop=True))
+    columns = [INPUT, LABEL, *([SPLIT] if SPLIT in frame else []), ROW, LINE, ORIGIN]
     quarantine = pd.DataFrame([b.as_dict() for b in sorted(bad, key=lambda b: b.row)], columns=[ROW, LINE, "problem", "content"])
-    write_table(paths.QUARANTINE / "ingest.csv", quarantine)
     summary = {
         "source": data.source,
         "rows_read": rows_read,
         "rows_kept": len(frame),
         "dropped": {reason: n for reason, n in dropped.items() if n},
+        **({"ignored": source.ignored} if source.ignored else {}),
         "labels": frame[LABEL].value_counts().sort_index().to_dict(),
     }
-    write_json(paths.INGEST_SUMMARY, summary)
-    print(f"ingest: kept {len(frame)} of {rows_read} rows from {origin}; dropped {summary['dropped']}")
+    with write_outputs(paths.INGESTED, paths.QUARANTINE / "ingest.csv", paths.INGEST_SUMMARY) as (ingested, quarantined, report):
+        write_table(ingested, frame[columns].reset_index(drop=True))
+        write_table(quarantined, quarantine)
+        write_json(report, summary)
+    print(f"ingest: kept {len(frame)} of {rows_read} rows from {source.origin}; dropped {summary['dropped']}")
     return summary
 
 

@@ -1,9 +1,12 @@
-"""preprocess: clean, split train/val/test, augment train, tokenize with the model's tokenizer.
+"""preprocess: clean, split train/val/test, featurize every split through the task.
 
-Cleaning drops (and quarantines, with the reason) empty texts, texts given different labels, and
-duplicates; duplicates are found on the task's duplicate key (for text: whitespace-normalised,
-case-folded), so no text can appear in two splits. With `data.split_column` the user's split is
-kept and a text found in train AND val/test is dropped from val/test ("leakage").
+Cleaning drops (and quarantines, with the reason) unusable inputs (text: empty), inputs given
+different labels, and duplicates; duplicates are found on the task's duplicate key (text: whitespace-
+normalised, case-folded; images: the decoded pixels), so no example can appear in two splits.
+Splits: stratified and seeded by data.splits, or the data's own split (data.split_column, or a builtin
+that comes split): a split without val rows gets val carved from its train rows, and an example in
+train AND val/test is dropped from val/test ("leakage").
+Features come from the task (text: tokens; images: resized uint8 pixels) and the train stage's model.
 Writes data/prepared/{train,val,test}.parquet + label_map.json, data/quarantine/preprocess.csv
 and reports/preprocess.json.
 """
@@ -17,9 +20,10 @@ from sklearn.model_selection import train_test_split
 from finetune import paths
 from finetune.cli import main
 from finetune.errors import UserError
-from finetune.io import atomic_path, write_json, write_table
+from finetune.featurize import featurize
+from finetune.io import write_json, write_outputs, write_table
 from finetune.params import Params
-from finetune.sources import LABEL, SPLIT, TEXT, model_path
+from finetune.sources import INPUT, LABEL, SPLIT
 from finetune.tables import LINE, ROW
 from finetune.tasks import get_task
 
@@ -33,30 +37,42 @@ def _label_order(labels) -> list[str]:
     return labels
 
 
-def _clean(frame: pd.DataFrame, keys: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(kept rows, dropped rows with a `problem` column)."""
-    problems = pd.Series("", index=frame.index)
-    problems[frame[TEXT] == ""] = "empty text"
+def _clean(frame: pd.DataFrame, keys: pd.Series, problems: pd.Series, noun: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(kept rows, dropped rows with a `problem` column). `problems` are the task's ("" = usable);
+    `noun` names an input in the reasons ("text", "image")."""
+    problems = problems.copy()
     usable = problems == ""
     labels_per_key = frame[usable].groupby(keys[usable])[LABEL].nunique()
     conflicting = keys.isin(labels_per_key[labels_per_key > 1].index) & usable
-    problems[conflicting] = "same text with different labels"
+    problems[conflicting] = f"same {noun} with different labels"
     usable = problems == ""
     order = frame.index
-    if SPLIT in frame:  # the user's own split: a text in train AND val/test is leakage there
+    if SPLIT in frame:  # the data's own split: an example in train AND val/test is leakage there
         in_train = set(keys[usable & (frame[SPLIT] == "train")])
-        problems[usable & (frame[SPLIT] != "train") & keys.isin(in_train)] = "leakage: same text is in train"
+        problems[usable & (frame[SPLIT] != "train") & keys.isin(in_train)] = f"leakage: same {noun} is in train"
         usable = problems == ""
         order = frame[SPLIT].map({name: i for i, name in enumerate(SPLITS)}).sort_values(kind="stable").index
     repeated = keys[order][usable[order]].duplicated()  # the first copy (train first) is kept
-    problems[repeated[repeated].index] = "duplicate text"
+    problems[repeated[repeated].index] = f"duplicate {noun}"
     dropped = frame[problems != ""].assign(problem=problems[problems != ""])
     return frame[problems == ""], dropped
 
 
+def _stratified(frame: pd.DataFrame, size: float, seed: int, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    try:
+        return train_test_split(frame, test_size=size, stratify=frame[LABEL], random_state=seed)
+    except ValueError as error:  # e.g. a split too small to hold one row of every label
+        raise UserError(f"{what} cannot split {len(frame)} rows by label: {error}") from None
+
+
 def _split(frame: pd.DataFrame, params: Params) -> dict[str, pd.DataFrame]:
+    splits, seed = params.data.splits, params.data.seed
     if SPLIT in frame:
-        return {name: frame[frame[SPLIT] == name] for name in SPLITS}
+        parts = {name: frame[frame[SPLIT] == name] for name in SPLITS}
+        if parts["val"].empty and not parts["train"].empty:  # e.g. a builtin's official train/test split: val comes from train
+            parts["train"], parts["val"] = _stratified(parts["train"], splits.val / (splits.train + splits.val), seed,
+                                                       f"data.splits {splits.model_dump()} (val carved from train)")
+        return parts
     counts = frame[LABEL].value_counts()
     small = counts[counts < 3]
     if len(small):
@@ -64,14 +80,8 @@ def _split(frame: pd.DataFrame, params: Params) -> dict[str, pd.DataFrame]:
             f"label(s) { {label: int(n) for label, n in small.items()} } have fewer than 3 rows after cleaning; a stratified train/val/test split "
             "needs at least 3 per label. Add data or leave them out with data.keep_labels"
         )
-    splits, seed = params.data.splits, params.data.seed
-    try:
-        rest, test = train_test_split(frame, test_size=splits.test, stratify=frame[LABEL], random_state=seed)
-        train, val = train_test_split(
-            rest, test_size=splits.val / (splits.train + splits.val), stratify=rest[LABEL], random_state=seed
-        )
-    except ValueError as error:  # e.g. a split too small to hold one row of every label
-        raise UserError(f"data.splits {splits.model_dump()} cannot split {len(frame)} rows by label: {error}") from None
+    rest, test = _stratified(frame, splits.test, seed, f"data.splits {splits.model_dump()}")
+    train, val = _stratified(rest, splits.val / (splits.train + splits.val), seed, f"data.splits {splits.model_dump()}")
     return {"train": train, "val": val, "test": test}
 
 
@@ -87,64 +97,35 @@ def _check_labels(parts: dict[str, pd.DataFrame]) -> None:
             raise UserError(f"label(s) {unseen} appear in the {name} split but never in train; the model cannot learn them")
 
 
-def featurize(params: Params, parts: dict[str, pd.DataFrame], labels: list[str]) -> dict[str, pd.DataFrame]:
-    """Augment train, then tokenize every split with `params`' model and preprocess settings.
-    `parts` hold id, text and label (a name) columns; ensemble members call this with their own params."""
-    task = get_task(params.task)
-    augment = params.preprocess.augment
-    parts = {name: part.assign(augmented=False) for name, part in parts.items()}
-    if augment.copies:
-        train = parts["train"]
-        copies = pd.concat([train] * augment.copies)  # same order as task.augment's output
-        copies[TEXT] = task.augment(train[TEXT], augment).to_numpy()
-        copies["augmented"] = True
-        parts["train"] = pd.concat([train, copies], ignore_index=True)
-    processor = task.load_processor(model_path(params.train), params.train.trust_remote_code)
-    label_ids = {label: i for i, label in enumerate(labels)}
-    prep, tables = params.preprocess, {}
-    for name, part in parts.items():
-        part = part.reset_index(drop=True)
-        features = task.encode(processor, part[TEXT], prep.max_length, prep.padding == "max_length")
-        table = pd.concat([part[["id", TEXT]], features], axis=1)
-        table[LABEL] = part[LABEL].map(label_ids).to_numpy()
-        table["augmented"] = part["augmented"].to_numpy()
-        tables[name] = table
-    return tables
-
-
-def feature_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c not in ("id", TEXT, LABEL, "augmented", "truncated")]
-
-
 def run(params: Params) -> dict:
     task = get_task(params.task)
     frame = pd.read_parquet(paths.INGESTED)
-    frame[TEXT] = task.normalize(frame[TEXT])
-    keys = task.duplicate_key(frame[TEXT])
-    frame, dropped = _clean(frame, keys)
+    frame[INPUT], problems = task.normalize(frame[INPUT])
+    keys = task.duplicate_key(frame[INPUT])
+    frame, dropped = _clean(frame, keys, problems, task.display_name)
     parts = _split(frame, params)
     _check_labels(parts)
-    overlap = set(task.duplicate_key(parts["train"][TEXT])) & set(task.duplicate_key(pd.concat([parts["val"], parts["test"]])[TEXT]))
-    assert not overlap, f"leakage check failed: {len(overlap)} texts in train and val/test"
+    overlap = set(keys[parts["train"].index]) & set(keys[pd.concat([parts["val"], parts["test"]]).index])
+    assert not overlap, f"leakage check failed: {len(overlap)} inputs in train and val/test"
 
     labels = _label_order(parts["train"][LABEL])
-    tables = featurize(params, {name: part.reset_index(names="id") for name, part in parts.items()}, labels)
+    tables, label_map = featurize(params, {name: part.reset_index(names="id") for name, part in parts.items()}, labels)
     summary = {"dropped": dict(Counter(dropped["problem"])), "splits": {}, "labels": labels}
-    with atomic_path(paths.PREPARED) as folder:
+    for name, table in tables.items():
+        summary["splits"][name] = {
+            "rows": len(table),
+            "augmented_rows": int(table["augmented"].sum()),
+            **task.split_statistics(table),
+            "labels": table[LABEL].map(dict(enumerate(labels))).value_counts().reindex(labels, fill_value=0).to_dict(),
+        }
+    shown = dropped[[ROW, LINE, "problem"]].assign(**{task.display_name: task.display(dropped), LABEL: dropped[LABEL]})
+    with write_outputs(paths.PREPARED, paths.QUARANTINE / "preprocess.csv", paths.PREPROCESS_SUMMARY) as (folder, quarantine, report):
         folder.mkdir()
         for name, table in tables.items():
             table.to_parquet(folder / f"{name}.parquet", index=False)
-            lengths = table["input_ids"].map(len)
-            summary["splits"][name] = {
-                "rows": len(table),
-                "augmented_rows": int(table["augmented"].sum()),
-                "truncated_rows": int(table["truncated"].sum()),
-                "mean_tokens": round(float(lengths.mean()), 1),
-                "labels": table[LABEL].map(dict(enumerate(labels))).value_counts().reindex(labels, fill_value=0).to_dict(),
-            }
-        write_json(folder / "label_map.json", {"labels": labels, "features": feature_columns(tables["train"])})
-    write_table(paths.QUARANTINE / "preprocess.csv", dropped[[ROW, LINE, "problem", TEXT, LABEL]])
-    write_json(paths.PREPROCESS_SUMMARY, summary)
+        write_json(folder / "label_map.json", label_map)
+        write_table(quarantine, shown)
+        write_json(report, summary)
     sizes = {name: s["rows"] for name, s in summary["splits"].items()}
     print(f"preprocess: splits {sizes}, labels {labels}; dropped {summary['dropped']}")
     return summary

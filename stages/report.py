@@ -1,23 +1,29 @@
 """report: one self-contained HTML page (reports/report.html) built from the other stages' outputs.
 
-To add a section (ensemble, compress, explain): write a function `(params) -> html or None`
-(None = its inputs do not exist yet, the section is left out), append it to SECTIONS, and list
-the files it reads as deps of the report stage in dvc.yaml.
+Examples are rendered by the task (text: the escaped text; images: embedded thumbnails), which may add
+sections of its own (images: an augmentation preview and examples per class).
+To add a section: write a function `(params) -> html or None` (None = its inputs do not exist yet, the
+section is left out), append it to SECTIONS, and list the files it reads as deps of the report stage in dvc.yaml.
 """
 from __future__ import annotations
 
-import matplotlib
+import pandas as pd
+import yaml
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
+from finetune import paths
+from finetune.cli import main
+from finetune.html import EXPLANATION_VIEWS, esc, figure_img, page, png_file_img, table
+from finetune.io import atomic_path, read_json
+from finetune.params import PRIMARY, Params
+from finetune.plots import plt
+from finetune.tasks import get_task
 
-from finetune import paths  # noqa: E402
-from finetune.cli import main  # noqa: E402
-from finetune.html import esc, figure_img, highlighted_tokens, page, png_file_img, table  # noqa: E402
-from finetune.io import atomic_path, read_json  # noqa: E402
-from finetune.params import PRIMARY, Params  # noqa: E402
+
+def _rendered(params: Params, ids) -> list[str]:
+    """The task's HTML for the prepared test inputs with these ids."""
+    task = get_task(params.task)
+    inputs = pd.read_parquet(paths.PREPARED / "test.parquet", columns=["id", "input"]).set_index("id")["input"]
+    return [task.render(inputs[i]) for i in ids]
 
 
 def summary_section(params: Params) -> str:
@@ -72,6 +78,10 @@ def training_section(params: Params) -> str:
                     ("parameters", f"{parameters['parameters']:,}"),
                     ("trainable at the start", f"{parameters['trainable']:,} ({100 * parameters['trainable_share']:.2f} %)"),
                     ("trainable at the end", f"{parameters['trainable_at_end']:,}")]
+        norms = parameters.get("batchnorm")
+        if norms:
+            strategy += [("BatchNorm layers (statistics kept fixed)", f"{norms['layers']} ({norms['frozen_statistics']})"),
+                         ("forwards of a trained BatchNorm on a batch < 8", norms["small_batch_forwards"])]
     facts = pd.DataFrame(
         [
             *strategy,
@@ -96,13 +106,14 @@ def data_section(params: Params) -> str:
     dropped += [("preprocess", reason, n) for reason, n in prep["dropped"].items()]
     splits = pd.DataFrame(
         [
-            {"split": name, "rows": s["rows"], "augmented": s["augmented_rows"], "truncated": s["truncated_rows"],
-             "mean tokens": s["mean_tokens"], **{f"{label} %": round(100 * n / s["rows"], 1) for label, n in s["labels"].items()}}
+            {"split": name, **{key.removesuffix("_rows").replace("_", " "): value for key, value in s.items() if key != "labels"},
+             **{f"{label} %": round(100 * n / s["rows"], 1) for label, n in s["labels"].items()}}
             for name, s in prep["splits"].items()
         ]
     )
+    ignored = "".join(f", {n} ignored ({esc(reason)})" for reason, n in ingest.get("ignored", {}).items())
     return (
-        f"<p>{ingest['rows_read']} rows read from <code>{esc(ingest['source'])}</code>, {ingest['rows_kept']} kept by ingest.</p>"
+        f"<p>{ingest['rows_read']} rows read from <code>{esc(ingest['source'])}</code>{ignored}, {ingest['rows_kept']} kept by ingest.</p>"
         f"<h3>Splits and label balance</h3>{table(splits)}"
         f"<h3>Rows dropped and why</h3>{table(pd.DataFrame(dropped, columns=['stage', 'reason', 'rows']))}"
         '<p class="muted">Bad rows are kept, with their reason, in data/quarantine/*.csv.</p>'
@@ -113,7 +124,8 @@ def errors_section(params: Params) -> str:
     wrong = pd.read_csv(paths.EVALUATION / "misclassified.csv").head(params.report.worst_errors)
     if wrong.empty:
         return "<p>No test example was misclassified.</p>"
-    return "<p>The most confident mistakes on the test split.</p>" + table(wrong[["text", "actual", "predicted", "confidence"]])
+    shown = wrong.assign(example=_rendered(params, wrong["id"]))[["example", "actual", "predicted", "confidence"]]
+    return "<p>The most confident mistakes on the test split.</p>" + table(shown, html_columns=("example",))
 
 
 def ensemble_section(params: Params) -> str | None:
@@ -133,6 +145,7 @@ def ensemble_section(params: Params) -> str | None:
     rows += [{"": f"{'→ ' if name == result['method'] else ''}method {name}", **_scores(scores)} for name, scores in result["methods"].items()]
     changes = pd.read_csv(paths.ENSEMBLE / "changes.csv")
     examples = changes[changes["member"] == best["name"]].groupby("effect").head(params.report.worst_errors)
+    examples = examples.assign(example=_rendered(params, examples["id"]))
     return (
         f'<div class="cards">{cards}</div>{table(pd.DataFrame(rows).astype(object).fillna(""))}'
         f'<p class="muted">Members are calibrated by {esc(params.ensemble.calibration)} scaling on val; weights: '
@@ -140,7 +153,7 @@ def ensemble_section(params: Params) -> str | None:
         "test is never used to fit anything. Fixed / broke: test rows the member got wrong and the ensemble right, and the reverse.</p>"
         f'<h3>Confusion matrix ({esc(result["method"])})</h3>{png_file_img(paths.ENSEMBLE / "confusion.png", "ensemble confusion matrix")}'
         f'<h3>Where the ensemble changed {esc(best["name"])}\'s answer</h3>'
-        + table(examples[["effect", "text", "actual", "member_predicted", "ensemble_predicted"]])
+        + table(examples[["effect", "example", "actual", "member_predicted", "ensemble_predicted"]], html_columns=("example",))
     )
 
 
@@ -148,6 +161,8 @@ def compress_section(params: Params) -> str | None:
     if not paths.COMPRESS_METRICS.exists():
         return None
     result = read_json(paths.COMPRESS_METRICS)
+    if "unavailable" in result:
+        return f"<p>Nothing was compressed: {esc(result['unavailable'])}.</p>"
     columns = {"parameters": "parameters", "size_mb": "size (MB)", "latency_ms_batch_1": "ms, batch 1", "latency_ms_batch_32": "ms, batch 32",
                "accuracy": "test accuracy", "f1_macro": "test macro F1", "accuracy_delta": "Δ accuracy", "size_ratio": "size ×",
                "speedup_batch_1": "speed-up, batch 1", "speedup_batch_32": "speed-up, batch 32", "agreement_with_teacher": "agrees with teacher"}
@@ -162,6 +177,8 @@ def compress_section(params: Params) -> str | None:
         prune = details["prune"]
         notes.append(f"prune: {prune['sparsity_pruned_layers']:.1%} of the pruned layers' weights are zero ({prune['sparsity_all_parameters']:.1%} "
                      "of all parameters); unstructured zeros are stored and multiplied like any weight, so size and latency do not drop")
+    for method, reason in details.get("skipped", {}).items():
+        notes.append(f"{esc(method)}: skipped ({esc(reason)})")
     if "distill" in details:
         notes.append(f"distill: student keeps teacher layers {details['distill']['layers_kept']}, trained "
                      f"{details['distill']['training']['train_runtime_s']} s on the teacher's soft labels (T = {details['distill']['temperature']}, "
@@ -178,39 +195,19 @@ def explain_section(params: Params) -> str | None:
     if not paths.EXPLAIN_METRICS.exists():
         return None
     result, saved = read_json(paths.EXPLAIN_METRICS), read_json(paths.EXPLAIN / "attributions.json")
+    if "unavailable" in result:
+        return f"<p>No explanations: {esc(result['unavailable'])}.</p>"
     f = result["faithfulness"]
-    curve = pd.DataFrame({"tokens deleted (k)": f["k"], "Δp, top-k IG tokens": f["top_ig_drop"], "Δp, k random tokens": f["random_drop"]})
+    curve = pd.DataFrame({"features deleted (k)": f["k"], "Δp, top-k IG features": f["top_ig_drop"], "Δp, k random features": f["random_drop"]})
     verdict = ("IG is more faithful than random here" if f["ig_beats_random"]
                else "IG is NOT more faithful than random deletions on this model")
-    global_rows = [{"predicted": label, "tokens (mean IG)": ", ".join(f"{t['token']} ({t['mean_attribution']:+.3f})" for t in tokens)}
-                   for label, tokens in saved["global"].items()]
-    methods = [m for m in ("integrated_gradients", "gradient_x_input", "attention") if m in result["methods"]]
-    cards = []
-    for e in saved["examples"]:
-        rows = "".join(f"<tr><td>{esc(m.replace('_', ' '))}</td><td>{highlighted_tokens(e['tokens'], e[m], e['special'])}"
-                       f"{' <b>[… truncated at max_length]</b>' if e['truncated'] else ''}</td></tr>" for m in methods)
-        tone = "good" if e["actual"] == e["predicted"] else "bad"
-        cards.append(f'<p><b class="{tone}">{esc(e["predicted"])}</b> (p = {e["probability"]:.3f}; true: {esc(e["actual"])}; '
-                     f'{esc(e["why_chosen"])}; IG delta {e["convergence_delta"]:+.4f})</p><table>{rows}</table>')
     skipped = "".join(f"<li>{esc(m)} skipped: {esc(why)}</li>" for m, why in result["skipped"].items())
-    drift = result["compressed_vs_teacher"]
-    drift_rows = [{"model": m, "mean Spearman ρ of IG vs the teacher": v["mean_spearman"] if isinstance(v, dict) else esc(v)}
-                  for m, v in drift.items() if m != "teacher"]
-    drift_html = (f"<h3>Do the compressed models decide for the same reasons as their teacher ({esc(drift['teacher'])})?</h3>"
-                  f"{table(pd.DataFrame(drift_rows))}<p class=\"muted\">Rank correlation of the IG scores of the same tokens for the "
-                  "teacher's predicted class, per example, averaged. 1 = same ranking; low values flag a model that now relies on other tokens.</p>"
-                  if "teacher" in drift else "")
     return (
-        f"<p>Why <code>{esc(result['model'])}</code> predicted what it did, on {result['examples']} test examples. Scores are "
-        "contributions to the probability of the <i>predicted</i> class: green for, red against (hover for the value). "
-        f"Integrated Gradients: {result['ig_steps']} steps from an all-[PAD] baseline, mean |convergence delta| "
-        f"{result['convergence_delta']['mean_abs']:.4f}. Attention: what [CLS] attends to in layer {params.explain.attention_layer}, "
-        "averaged over heads (attention weights are not explanations; shown for comparison).</p>"
+        f"<p>Why <code>{esc(result['model'])}</code> predicted what it did, on {result['examples']} test examples.</p>"
         f"{'<ul>' + skipped + '</ul>' if skipped else ''}"
-        f"<h3>Faithfulness: deleting tokens ([MASK])</h3><p>{verdict}: mean drop of p(predicted) over k = 1..{f['k'][-1]} is "
-        f"{f['aopc_top_ig']:.4f} for the top IG tokens vs {f['aopc_random']:.4f} for random ones.</p>{table(curve)}"
-        f"<h3>Tokens with the largest mean attribution, per predicted class</h3>{table(pd.DataFrame(global_rows))}{drift_html}"
-        f"<h3>Examples</h3>{''.join(cards)}"
+        f"<h3>Faithfulness: deleting what the attributions rank highest</h3><p>{verdict}: mean drop of p(predicted) over "
+        f"k = 1..{f['k'][-1]} is {f['aopc_top_ig']:.4f} for the top IG features vs {f['aopc_random']:.4f} for random ones.</p>{table(curve)}"
+        + EXPLANATION_VIEWS[get_task(params.task).explainer](result, saved, params)
     )
 
 
@@ -257,6 +254,7 @@ SECTIONS = [
 
 def run(params: Params) -> str:
     sections = [(title, html) for title, build in SECTIONS if (html := build(params)) is not None]
+    sections[-1:-1] = get_task(params.task).report_sections(params)  # the task's own, before the params
     document = page(params.report.title, sections)
     with atomic_path(paths.REPORT_HTML) as tmp:
         tmp.write_text(document, encoding="utf-8")

@@ -11,6 +11,11 @@ from tests.support import PROJECT
 
 DVC = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
 STAGES = {name: stage.get("do", stage) for name, stage in DVC["stages"].items()}  # a foreach stage's template
+TASK_MODULE = "finetune/tasks/${task}.py"
+TASK_MODULES = sorted((PROJECT / "finetune/tasks").glob("*-*.py"))
+# what any task module imports (every stage loads the task: params validation asks it about the model)
+TASK_IMPORTS = set().union(*(project_imports(PROJECT, module) for module in TASK_MODULES)) - {
+    str(module.relative_to(PROJECT)) for module in TASK_MODULES}
 
 
 def _module(stage: dict) -> str:
@@ -22,15 +27,26 @@ def _module(stage: dict) -> str:
 @pytest.mark.parametrize("name", STAGES)
 def test_stage_deps_list_every_project_module_it_imports(name):
     stage = STAGES[name]
-    needed = project_imports(PROJECT, PROJECT / (_module(stage).replace(".", "/") + ".py"))
+    needed = project_imports(PROJECT, PROJECT / (_module(stage).replace(".", "/") + ".py")) | TASK_IMPORTS
     missing = needed - set(stage["deps"])
     assert not missing, f"stage {name!r} imports {sorted(missing)} but dvc.yaml does not list them as deps"
-    listed_code = {d for d in stage["deps"] if d.endswith(".py")}
+    assert TASK_MODULE in stage["deps"], f"stage {name!r} loads the task but does not list {TASK_MODULE}"
+    listed_code = {d for d in stage["deps"] if d.endswith(".py")} - {TASK_MODULE}
     assert listed_code <= needed, f"stage {name!r} lists code it never imports: {sorted(listed_code - needed)}"
+    assert not any("tasks/" in d and d not in (TASK_MODULE, "finetune/tasks/__init__.py") for d in stage["deps"]), \
+        f"stage {name!r} names a task module itself: editing it would rerun other tasks' pipelines"
 
 
 def test_the_import_graph_sees_imports_inside_functions():
-    assert "finetune/tasks/text.py" in project_imports(PROJECT, PROJECT / "stages/train.py")
+    # params.py imports the task registry inside a function (it builds each task's schema on demand)
+    assert "finetune/tasks/__init__.py" in project_imports(PROJECT, PROJECT / "finetune/params.py")
+
+
+def test_no_stage_imports_another_stage_and_finetune_never_imports_stages():
+    for module in [*PROJECT.glob("stages/*.py"), *PROJECT.glob("finetune/**/*.py")]:
+        imported = project_imports(PROJECT, module) - {str(module.relative_to(PROJECT)), "stages/__init__.py"}
+        stages = {path for path in imported if path.startswith("stages/")}
+        assert not stages, f"{module.relative_to(PROJECT)} imports {sorted(stages)}"
 
 
 @pytest.mark.parametrize("name", STAGES)

@@ -1,102 +1,195 @@
-"""The one small interface between the stages and a task type (text, later image or causal LM).
+"""The one interface between the stages and a task (text classification, image classification...).
 
-Stages never touch tokenizers, model heads or collators directly: they call a Task. Adding a task
-means adding a module here and a name in `TASKS`, with no change to any stage.
+A task is ONE module, finetune/tasks/<task>.py, named exactly like the `task` value in params.yaml
+and holding `TASK = <Task instance>`. The folder is the registry: `get_task(name)` imports the module
+on first use, so a stage loads only its own task's code, and dvc.yaml lists
+`finetune/tasks/${task}.py` as a dependency, so editing one task's module reruns only that task's
+pipelines. Stages never touch tokenizers, pixels or model heads: they call a Task, so adding a task
+adds a module here and touches no stage.
+
+Tables: ingest writes `input` (the task's canonical stored form: text, or image file bytes...),
+`label` (a name), optional `split` / `confidence`, and where each row came from (`source_row`,
+`source_line`, `origin`). Preprocess keeps `id`, `input`, `label` (an index into the label map),
+`augmented`, and adds the task's feature columns (label_map.json lists them with any layout facts
+the task needs to read them back).
 """
 from __future__ import annotations
 
+import functools
+import importlib
+import re
 from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 
 from finetune.errors import UserError
-from finetune.params import Augment, Tfidf
+from finetune.params import Data, Section
+
+FOLDER = Path(__file__).parent
+TASK_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+
+
+class ClassicalMember(ABC):
+    """A classical (CPU, seconds) model fitted on the raw inputs: the floor every fine-tune is judged
+    against and an ensemble member that makes different mistakes. `kind` names it in params.yaml."""
+    kind: ClassVar[str]
+    Settings: ClassVar[type[Section]]
+
+    @abstractmethod
+    def fit(self, frame: pd.DataFrame, settings: Section):
+        """Fitted on a prepared table (input, label, the task's features): an object with
+        predict_proba(frame) -> rows x classes for other prepared tables."""
+
+    @abstractmethod
+    def save(self, model, folder: Path) -> None:
+        """Write the model into folder in a format that loads without pickle."""
+
+    @abstractmethod
+    def load(self, folder: Path):
+        """The model `save` wrote."""
+
+    def facts(self, model) -> dict:
+        """A few numbers about the fitted model for its summary (e.g. how many features)."""
+        return {}
 
 
 class Task(ABC):
-    """Inputs are one column (`input`) of the prepared tables: text for text classification."""
+    name: ClassVar[str]
+    Data: ClassVar[type[Data]]  # data keys: the shared ones + this task's input column and builtin sources
+    Preprocess: ClassVar[type[Section]]  # the whole preprocess section
+    builtin_models: ClassVar[tuple[str, ...]] = ()
+    display_name: ClassVar[str] = "input"  # the column that shows an example in CSV outputs (text, image...)
+    # optional capabilities; None (or empty) = the task does not have them, and the stage says so
+    classical: ClassicalMember | None = None
+    explainer: str | None = None  # a name in finetune/attribution.py's EXPLAINERS (and finetune/html.py's EXPLANATION_VIEWS)
+    compression_methods: tuple[str, ...] = ()
+    no_compression_reason: str = "this task has no compression methods yet"
+
+    # -- data --------------------------------------------------------------------------------------
+    @abstractmethod
+    def read(self, data: Data):
+        """A finetune.sources.Source: rows with `input`, `label` (+ `confidence`, `split` when configured),
+        `source_row`, `source_line` and `origin`, the bad rows found while reading, and what was ignored."""
+
+    def check_inputs(self, inputs: pd.Series) -> tuple[pd.Series, pd.Series]:
+        """(stored form of each input, the problem with it or "" when fine). Ingest quarantines the
+        rows with a problem, or stops at the first when data.on_bad_rows is error."""
+        return inputs, pd.Series("", index=inputs.index)
 
     @abstractmethod
-    def normalize(self, inputs: pd.Series) -> pd.Series:
-        """Canonical form of each input; empty string when unusable."""
+    def normalize(self, inputs: pd.Series) -> tuple[pd.Series, pd.Series]:
+        """(canonical form of each input, the problem that makes it unusable or "")."""
 
     @abstractmethod
     def duplicate_key(self, inputs: pd.Series) -> pd.Series:
         """Inputs with equal keys count as the same example (duplicates, split leakage)."""
 
     @abstractmethod
-    def augment(self, inputs: pd.Series, config: Augment) -> pd.Series:
-        """`config.copies` perturbed copies of every input, seeded by `config.seed`."""
+    def featurize(self, parts: dict[str, pd.DataFrame], params) -> tuple[dict[str, pd.DataFrame], dict]:
+        """parts: {split: id, input, label (a name)}. Returns the tables with `augmented` and the
+        model's features added (augmented copies of train rows where the task augments offline), and
+        the layout stored in label_map.json: at least {"features": [feature columns]}."""
+
+    def split_statistics(self, table: pd.DataFrame) -> dict:
+        """Facts about one prepared split for reports/preprocess.json and the report's data table."""
+        return {}
+
+    # -- models ------------------------------------------------------------------------------------
+    @abstractmethod
+    def check_model(self, model: str) -> str | None:
+        """Why `train.model` cannot be loaded by this task, or None."""
+
+    @abstractmethod
+    def model_source(self, model: str) -> str:
+        """Where the pretrained weights `train.model` names are (builtins resolved)."""
 
     @abstractmethod
     def load_processor(self, model_dir: str, trust_remote_code: bool):
-        """The model's own preprocessor (tokenizer)."""
+        """What turns inputs into model features (tokenizer, image normalisation...), as saved with the model."""
 
     @abstractmethod
-    def encode(self, processor, inputs: pd.Series, max_length: int, pad_to_max: bool) -> pd.DataFrame:
-        """Model features, one row per input, plus a boolean `truncated` column."""
+    def load_model(self, source: str, labels: list[str], train) -> Any:
+        """A classifier with len(labels) outputs on top of the pretrained weights (train.dropout applied)."""
 
     @abstractmethod
-    def load_model(self, model_dir: str, labels: list[str], dropout: float | None, trust_remote_code: bool):
-        """A classifier with len(labels) outputs on top of the pretrained weights in model_dir."""
+    def load_trained(self, model_dir: str, trust_remote_code: bool) -> Any:
+        """A fine-tuned classifier, exactly as save_trained wrote it."""
 
     @abstractmethod
-    def load_trained(self, model_dir: str, trust_remote_code: bool):
-        """A fine-tuned classifier saved by the train stage, exactly as saved."""
+    def save_trained(self, model, processor, folder: Path) -> None:
+        """Weights as safetensors + everything load_trained and load_processor need."""
 
     @abstractmethod
-    def collator(self, processor):
-        """Turns a list of feature dicts into a padded batch."""
+    def model_outline(self, train) -> Any:
+        """The model's module tree without weights (meta device): model-dependent checks before training."""
 
-    def fit_classical(self, inputs: pd.Series, labels: np.ndarray, config: Tfidf):
-        """A classical (no GPU) model fitted on raw inputs: an object with predict_proba(inputs)."""
-        raise UserError(f"task {type(self).__name__} has no classical ensemble member (kind: tfidf)")
+    @abstractmethod
+    def dataset(self, frame: pd.DataFrame, layout: dict, processor, augment=None, seed: int = 0):
+        """A torch Dataset of feature dicts with `labels`; with `augment` (the preprocess settings) the
+        training set, augmented online and seeded per epoch and row where the task does that."""
 
-    def save_classical(self, model, folder) -> None:
-        """Write a fit_classical model into folder, in a format that loads without pickle."""
-        raise NotImplementedError
+    @abstractmethod
+    def collator(self, processor) -> Callable[[list[dict]], dict]:
+        """Turns a list of dataset items into a batch."""
 
-    def load_classical(self, folder):
-        raise NotImplementedError
+    def batch_augmenter(self, preprocess, num_labels: int) -> Callable[[dict], dict] | None:
+        """Batch-level augmentation of training batches (MixUp/CutMix: labels become probabilities)."""
+        return None
 
-    def dataset(self, frame: pd.DataFrame, feature_columns: list[str]) -> torch.utils.data.Dataset:
-        return FeatureDataset(frame, feature_columns)
-
-    @torch.inference_mode()
-    def predict_proba(self, model, processor, frame: pd.DataFrame, feature_columns: list[str], batch_size: int) -> np.ndarray:
+    def predict_proba(self, model, processor, frame: pd.DataFrame, layout: dict, batch_size: int) -> np.ndarray:
         """Class probabilities in the frame's own row order (a sequential loader, never length-grouped)."""
+        import torch
+
         model.eval()
         device = next(model.parameters()).device
-        loader = torch.utils.data.DataLoader(
-            FeatureDataset(frame, feature_columns, with_labels=False), batch_size=batch_size, collate_fn=self.collator(processor)
-        )
+        loader = torch.utils.data.DataLoader(self.dataset(frame.assign(label=0), layout, processor), batch_size=batch_size,
+                                             collate_fn=self.collator(processor))
         chunks = []
-        for batch in loader:
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            chunks.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+        with torch.inference_mode():
+            for batch in loader:
+                batch.pop("labels", None)
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+                chunks.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
         return np.concatenate(chunks)
 
+    # -- report ------------------------------------------------------------------------------------
+    def display(self, frame: pd.DataFrame) -> pd.Series:
+        """One string per row that identifies the example in CSV outputs (misclassified.csv...)."""
+        return frame["input"].astype(str)
 
-class FeatureDataset(torch.utils.data.Dataset):
-    def __init__(self, frame: pd.DataFrame, feature_columns: list[str], with_labels: bool = True):
+    @abstractmethod
+    def render(self, value) -> str:
+        """HTML for one input in the report (escaped text, an embedded thumbnail...)."""
+
+    def report_sections(self, params) -> list[tuple[str, str]]:
+        """Extra (title, html) sections of the report (e.g. an augmentation preview)."""
+        return []
+
+
+def task_names() -> list[str]:
+    return sorted(path.stem for path in FOLDER.glob("*.py") if TASK_NAME.fullmatch(path.stem))
+
+
+@functools.cache
+def get_task(name: str) -> Task:
+    if not TASK_NAME.fullmatch(str(name)) or not (FOLDER / f"{name}.py").is_file():
+        raise UserError(f"unknown task {name!r}; tasks: {task_names()} (one module each: finetune/tasks/<task>.py)")
+    return importlib.import_module(f"finetune.tasks.{name}").TASK
+
+
+class FeatureDataset:
+    """Rows of already-computed feature columns (token ids...) as dicts, with `labels`."""
+
+    def __init__(self, frame: pd.DataFrame, feature_columns: list[str]):
         self.columns = {name: [np.asarray(v).tolist() for v in frame[name]] for name in feature_columns}
-        self.labels = frame["label"].tolist() if with_labels else None
+        self.labels = frame["label"].tolist()
         self.length = len(frame)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        item = {name: values[index] for name, values in self.columns.items()}
-        if self.labels is not None:
-            item["labels"] = int(self.labels[index])
-        return item
-
-
-def get_task(name: str) -> Task:
-    from finetune.tasks.text import TextClassification
-
-    tasks = {"text-classification": TextClassification}
-    return tasks[name]()
+        return {**{name: values[index] for name, values in self.columns.items()}, "labels": int(self.labels[index])}

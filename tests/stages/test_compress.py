@@ -73,8 +73,8 @@ def test_int8_reloads_from_disk_with_int8_weights_and_agrees_with_fp32(compresse
     task = get_task("text-classification")
     test = pd.read_parquet(root / paths.PREPARED / "test.parquet")
     processor = task.load_processor(str(folder), False)
-    features = json.loads((folder / "label_map.json").read_text())["features"]
-    predicted = task.predict_proba(model, processor, test, features, 64).argmax(axis=1)
+    layout = json.loads((folder / "label_map.json").read_text())
+    predicted = task.predict_proba(model, processor, test, layout, 64).argmax(axis=1)
     saved = pd.read_csv(root / paths.COMPRESS / "predictions.csv")
     labels = json.loads((root / paths.LABEL_MAP).read_text())["labels"]
     assert [labels[i] for i in predicted] == saved["int8_predicted"].tolist()
@@ -102,9 +102,10 @@ def test_unstructured_pruning_reaches_the_sparsity_and_recovery_keeps_the_zeros(
     model = task.load_trained(str(paths.MODEL), False)
     finish = prune.unstructured(model, 0.6)
     train = pd.read_parquet(paths.PREPARED / "train.parquet")
-    features = json.loads(paths.LABEL_MAP.read_text())["features"]
+    layout = json.loads(paths.LABEL_MAP.read_text())
     logits = np.zeros((len(train), 3))
-    distill.train_on_teacher(model, task.dataset(train, features), logits, task.collator(task.load_processor(str(paths.MODEL), False)),
+    processor = task.load_processor(str(paths.MODEL), False)
+    distill.train_on_teacher(model, task.dataset(train, layout, processor), logits, task.collator(processor),
                              Distill(learning_rate=3e-3, batch_size=8), 1, 0, "cpu", False, trained_workdir / "work")
     finish()
     measured = prune.sparsity(teacher, model)
@@ -130,16 +131,16 @@ def test_distillation_moves_the_student_towards_the_teacher(trained_workdir, tin
     teacher = task.load_trained(str(paths.MODEL), False).eval()
     processor = task.load_processor(str(paths.MODEL), False)
     train = pd.read_parquet(paths.PREPARED / "train.parquet")
-    features = json.loads(paths.LABEL_MAP.read_text())["features"]
-    teacher_logits = np.log(task.predict_proba(teacher, processor, train, features, 64))
+    layout = json.loads(paths.LABEL_MAP.read_text())
+    teacher_logits = np.log(task.predict_proba(teacher, processor, train, layout, 64))
 
     def kl_to_teacher(model):
-        student = np.log(task.predict_proba(model, processor, train, features, 64))
+        student = np.log(task.predict_proba(model, processor, train, layout, 64))
         return float(np.mean(np.sum(np.exp(teacher_logits) * (teacher_logits - student), axis=1)))
 
     student = distill.make_student(teacher, [0])
     before = kl_to_teacher(student)
-    distill.train_on_teacher(student, task.dataset(train, features), teacher_logits, task.collator(processor),
+    distill.train_on_teacher(student, task.dataset(train, layout, processor), teacher_logits, task.collator(processor),
                              Distill(alpha=0.0, learning_rate=3e-3, batch_size=8), 2, 0, "cpu", False, trained_workdir / "work")
     after = kl_to_teacher(student)
     assert after < 0.5 * before, (before, after)

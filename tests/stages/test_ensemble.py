@@ -82,7 +82,7 @@ def members_on_disk(workdir, tiny_model):
     _write_member(paths.MEMBER_REPORTS / "weak/probabilities.parquet", {"val": (val_y, val_weak), "test": (test_y, test_weak)})
     _write_member(paths.MEMBER_REPORTS / "tfidf/probabilities.parquet", {"val": (val_y, val_third), "test": (test_y, test_good[::-1])})
     paths.PREPARED.mkdir(parents=True)
-    pd.DataFrame({"id": np.arange(len(test_y)) + 1000, "text": [f"text {i}" for i in range(len(test_y))]}).to_parquet(paths.PREPARED / "test.parquet")
+    pd.DataFrame({"id": np.arange(len(test_y)) + 1000, "input": [f"text {i}" for i in range(len(test_y))]}).to_parquet(paths.PREPARED / "test.parquet")
     members = {"weak": {"kind": "finetune", "train": {"seed": 9}}, "tfidf": {"kind": "tfidf"}}
 
     def params(**ensemble_params):

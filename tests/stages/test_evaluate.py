@@ -37,7 +37,7 @@ def test_metrics_come_from_the_real_test_predictions(trained_workdir, tiny_model
     assert len(wrong) == (~correct).sum()
     assert set(wrong["id"]) == set(predictions.loc[~correct, "id"])
     if len(wrong):
-        texts = dict(zip(test["id"], test["text"]))
+        texts = dict(zip(test["id"], test["input"]))
         assert all(texts[i] == t for i, t in zip(wrong["id"], wrong["text"]))
         assert wrong["confidence"].is_monotonic_decreasing
     with Image.open("reports/evaluate/confusion.png") as image:

@@ -33,7 +33,7 @@ def test_every_format_gives_the_same_normalised_table(workdir, tiny_model, suffi
     summary = ingest.run(_params(tiny_model, f"data/raw/t{suffix}", text_column="review", label_column="stars"))
 
     table = pd.read_parquet("data/ingested.parquet")
-    assert table["text"].tolist() == rows["review"].tolist()
+    assert table["input"].tolist() == rows["review"].tolist()
     assert table["label"].tolist() == rows["stars"].astype(str).tolist()
     assert table["source_row"].tolist() == list(range(1, 31))
     assert summary["rows_kept"] == 30 and summary["dropped"] == {}
@@ -63,7 +63,7 @@ def test_skip_quarantines_bad_rows_and_counts_them(workdir, tiny_model):
     source = _write(workdir, "bad.csv", b"text,label\nok,pos\nbroken \xff,neg\ntoo,many,fields\nfine,\nalso ok,neg\n")
     summary = ingest.run(_params(tiny_model, source, on_bad_rows="skip"))
 
-    assert pd.read_parquet("data/ingested.parquet")["text"].tolist() == ["ok", "also ok"]
+    assert pd.read_parquet("data/ingested.parquet")["input"].tolist() == ["ok", "also ok"]
     quarantine = pd.read_csv("data/quarantine/ingest.csv")
     assert quarantine["source_row"].tolist() == [2, 3, 4]
     assert quarantine["problem"].tolist() == ["holds bytes that are not valid UTF-8", "expected 2 fields, found 3", "empty label"]
@@ -86,7 +86,7 @@ def test_max_rows_is_a_seeded_stratified_sample(workdir, tiny_model):
 def test_label_and_confidence_filters(workdir, tiny_model):
     source = _write(workdir, "c.csv", "text,label,conf\na,x,0.9\nb,y,0.2\nc,y,\nd,z,0.95\ne,y,0.7\n")
     summary = ingest.run(_params(tiny_model, source, keep_labels=["x", "y"], confidence_column="conf", min_confidence=0.5))
-    assert pd.read_parquet("data/ingested.parquet")["text"].tolist() == ["a", "e"]
+    assert pd.read_parquet("data/ingested.parquet")["input"].tolist() == ["a", "e"]
     assert summary["dropped"] == {"confidence below 0.5 or missing": 2, "label not in keep_labels": 1}
     with pytest.raises(UserError, match=r"data.keep_labels: \['w'\] not found"):
         ingest.run(_params(tiny_model, source, keep_labels=["x", "w"]))
@@ -121,5 +121,5 @@ def test_builtin_chinese_reviews(workdir, tiny_model):
     summary = ingest.run(_params(tiny_model, "builtin:zh-reviews", max_rows=200))
     assert summary["rows_read"] == 16548 + 18576  # pos.txt + neg.txt lines
     assert summary["labels"] == {"negative": 106, "positive": 94}  # stratified: the files' own balance
-    texts = pd.read_parquet("data/ingested.parquet")["text"]
+    texts = pd.read_parquet("data/ingested.parquet")["input"]
     assert texts.str.contains(r"[\u4e00-\u9fff]").mean() > 0.9

@@ -26,7 +26,7 @@ def test_a_finetune_member_trains_with_its_overrides_and_saves_val_and_test_prob
     args = json.loads((paths.MEMBER_MODELS / "short/training_args.json").read_text())
     assert args["seed"] == 5 and args["num_train_epochs"] == 2
     assert summary["steps"] == 2 * int(np.ceil(90 / 8))  # 90 train rows, batch 8, 2 epochs
-    assert summary["truncated_rows"]["train"] > 0  # max_length 8 truncates; the primary (32) truncated none
+    assert summary["splits"]["train"]["truncated_rows"] > 0  # max_length 8 truncates; the primary (32) truncated none
     assert json.loads(paths.PREPROCESS_SUMMARY.read_text())["splits"]["train"]["truncated_rows"] == 0
     AutoModelForSequenceClassification.from_pretrained(paths.MEMBER_MODELS / "short", use_safetensors=True)
 
@@ -44,10 +44,10 @@ def test_the_tfidf_member_learns_the_keywords_and_reloads_safely_from_disk(train
     summary = member.run(params, "tfidf")
     assert summary["test"]["accuracy"] >= 0.9  # one keyword per text carries the label
     saved = probabilities.load(paths.MEMBER_REPORTS / "tfidf/probabilities.parquet", "tfidf")
-    model = get_task(params.task).load_classical(paths.MEMBER_MODELS / "tfidf")
+    model = get_task(params.task).classical.load(paths.MEMBER_MODELS / "tfidf")
     test = pd.read_parquet(paths.PREPARED / "test.parquet")
-    assert np.allclose(model.predict_proba(test["text"].tolist()), saved.splits["test"].probs)
-    assert summary["features"] == len(model[0].get_feature_names_out()) < 40  # unigrams only: the tiny vocabulary
+    assert np.allclose(model.predict_proba(test), saved.splits["test"].probs)
+    assert summary["features"] == len(model.pipeline[0].get_feature_names_out()) < 40  # unigrams only: the tiny vocabulary
 
 
 def test_an_unknown_member_name_is_refused(trained_workdir, tiny_model):

@@ -30,7 +30,7 @@ def test_cleaning_drops_empty_duplicate_and_conflicting_texts(workdir, tiny_mode
     quarantine = pd.read_csv("data/quarantine/preprocess.csv")
     assert sorted(quarantine["problem"]) == ["duplicate text", "empty text", "empty text",
                                              "same text with different labels", "same text with different labels"]
-    texts = pd.concat(_splits().values())["text"].tolist()
+    texts = pd.concat(_splits().values())["input"].tolist()
     assert "The flight was GOOD" in texts  # whitespace normalised (bare \r too), first copy kept
     assert "the flight was good" not in texts
 
@@ -41,7 +41,7 @@ def test_splits_are_stratified_seeded_and_disjoint(workdir, tiny_model):
     assert [len(p) for p in parts.values()] == [90, 30, 30]
     for part in parts.values():
         assert part["label"].value_counts().tolist() == [len(part) // 3] * 3
-    keys = [set(p["text"].str.casefold()) for p in parts.values()]
+    keys = [set(p["input"].str.casefold()) for p in parts.values()]
     assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
     label_map = json.loads(open("data/prepared/label_map.json").read())
     assert label_map["labels"] == ["negative", "neutral", "positive"] == summary["labels"]
@@ -92,9 +92,9 @@ def test_augmentation_touches_train_only_and_is_seeded(workdir, tiny_model):
     assert summary["splits"]["train"] == {**summary["splits"]["train"], "rows": 36 * 3, "augmented_rows": 72}
     assert not parts["val"]["augmented"].any() and not parts["test"]["augmented"].any()
     copies = parts["train"][parts["train"]["augmented"]]
-    assert (copies["text"] != parts["train"][~parts["train"]["augmented"]]["text"].tolist() * 2).any()
+    assert (copies["input"] != parts["train"][~parts["train"]["augmented"]]["input"].tolist() * 2).any()
     _prepare(workdir, tiny_model, make_rows(60), preprocess=augment)
-    assert _splits()["train"]["text"].tolist() == parts["train"]["text"].tolist()
+    assert _splits()["train"]["input"].tolist() == parts["train"]["input"].tolist()
 
 
 def test_padding_and_truncation(workdir, tiny_model):

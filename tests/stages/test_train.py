@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from finetune.errors import UserError
+from finetune.training import fingerprint
 from stages import ingest, preprocess, train
 from tests.support import PROJECT, load, make_rows, tiny_params, tool_env, write_project
 
@@ -123,9 +124,9 @@ def test_killed_fine_tune_resumes_from_its_own_checkpoint_with_identical_results
 def test_a_checkpoint_of_other_params_is_never_resumed(workdir, tiny_model):
     params = _prepared(workdir, tiny_model, train={"epochs": 1})
     other = load(tiny_params(tiny_model, train={"epochs": 1, "learning_rate": 1e-3}))
-    stale = workdir / ".cache/checkpoints" / train.fingerprint(other, "train") / "checkpoint-3"
+    stale = workdir / ".cache/checkpoints" / fingerprint(other, "train") / "checkpoint-3"
     stale.mkdir(parents=True)
     (stale / "trainer_state.json").write_text("{}")
     summary = train.run(params)
     assert not summary["resumed"]
-    assert train.fingerprint(params, "train") != train.fingerprint(other, "train")
+    assert fingerprint(params, "train") != fingerprint(other, "train")

@@ -10,7 +10,7 @@ from finetune import paths
 from finetune.errors import UserError
 from finetune.io import read_json
 from finetune.tasks import get_task
-from stages import train
+from finetune.training import fit
 from tests.support import load, tiny_params
 
 BODY = ("embeddings.", "encoder.layer.0.", "encoder.layer.1.")
@@ -33,7 +33,7 @@ def _train(params_dict, callbacks=()):
     params = load(params_dict)
     splits = {name: pd.read_parquet(paths.PREPARED / f"{name}.parquet") for name in ("train", "val")}
     label_map = read_json(paths.LABEL_MAP)
-    summary = train.fit(params, splits, label_map, paths.MODEL, paths.TRAIN_LIVE, "test", extra_callbacks=callbacks)
+    summary = fit(params, splits, label_map, paths.MODEL, paths.TRAIN_LIVE, "test", extra_callbacks=callbacks)
     return summary, load_file(paths.MODEL / "model.safetensors")
 
 
@@ -101,12 +101,12 @@ def test_lora_saves_a_merged_model_that_predicts_like_the_unmerged_adapter(train
 
     task = get_task("text-classification")
     test = pd.read_parquet(paths.PREPARED / "test.parquet")
-    features = ["input_ids", "token_type_ids", "attention_mask"]
+    layout = read_json(paths.LABEL_MAP)
     processor = task.load_processor(str(paths.MODEL), False)
-    merged = task.predict_proba(task.load_trained(str(paths.MODEL), False), processor, test, features, 64)
-    base = task.load_model(str(tiny_model), ["negative", "neutral", "positive"], None, False)
+    merged = task.predict_proba(task.load_trained(str(paths.MODEL), False), processor, test, layout, 64)
+    base = task.load_model(str(tiny_model), ["negative", "neutral", "positive"], load(tiny_params(tiny_model)).train)
     unmerged_model = PeftModel.from_pretrained(base, str(paths.MODEL / "adapter"))
-    unmerged = task.predict_proba(unmerged_model, processor, test, features, 64)
+    unmerged = task.predict_proba(unmerged_model, processor, test, layout, 64)
     assert merged == pytest.approx(unmerged, abs=1e-5)
     # (the tiny model's random encoder learns little with frozen embeddings; LoRA's quality is in BENCHMARKS.md)
 
@@ -129,7 +129,7 @@ def test_l1_shrinks_the_trained_weights_and_label_smoothing_softens_predictions(
         task = get_task("text-classification")
         val = pd.read_parquet(paths.PREPARED / "val.parquet")
         probs = task.predict_proba(task.load_trained(str(paths.MODEL), False), task.load_processor(str(paths.MODEL), False),
-                                   val, ["input_ids", "token_type_ids", "attention_mask"], 64)
+                                   val, read_json(paths.LABEL_MAP), 64)
         return saved["classifier.weight"].abs().sum().item(), probs.max(axis=1).mean()
 
     plain_l1, plain_confidence = head_and_confidence()
@@ -167,5 +167,5 @@ def test_a_model_whose_layers_cannot_be_found_trains_full_but_refuses_layer_wise
     model = AlbertForSequenceClassification(config)
     full = describe(apply_strategy(model, Train(model=str(tmp_path))), Train(model=str(tmp_path)))
     assert [g["group"] for g in full["groups"]] == ["all"] and full["trainable_share"] == 1.0
-    with pytest.raises(UserError, match="cannot find the 3 encoder layers of AlbertForSequenceClassification: train.strategy 'partial'"):
+    with pytest.raises(UserError, match="cannot find the layers of AlbertForSequenceClassification: train.strategy 'partial'"):
         apply_strategy(model, Train(model=str(tmp_path), strategy="partial", freeze_layers=1))

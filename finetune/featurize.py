@@ -1,0 +1,31 @@
+"""Model features of the prepared rows, through the task: preprocess featurizes for the train stage's
+model; ensemble members, search trials and compress teachers rebuild their own features from the same
+prepared rows (their model or preprocess settings may differ)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from finetune.params import Params
+from finetune.tasks import get_task
+
+
+def featurize(params: Params, parts: dict[str, pd.DataFrame], labels: list[str]) -> tuple[dict[str, pd.DataFrame], dict]:
+    """(tables, label map). parts hold id, input and label (a name); the tables get the task's features,
+    `augmented`, and label as an index into `labels`."""
+    tables, layout = get_task(params.task).featurize({name: part[["id", "input", "label"]] for name, part in parts.items()}, params)
+    index = {label: i for i, label in enumerate(labels)}
+    return {name: table.assign(label=table["label"].map(index).to_numpy()) for name, table in tables.items()}, {"labels": labels, **layout}
+
+
+def refeaturized(params: Params, prepared: dict[str, pd.DataFrame], labels: list[str]) -> tuple[dict[str, pd.DataFrame], dict]:
+    """(tables, label map): the prepared rows featurized with `params`' model and preprocess settings;
+    augmented copies are dropped and rebuilt by the task from the originals."""
+    originals = {split: frame.loc[~frame["augmented"], ["id", "input", "label"]].assign(label=lambda f: [labels[i] for i in f["label"]])
+                 for split, frame in prepared.items()}
+    return featurize(params, originals, labels)
+
+
+def member_tables(params: Params, name: str, prepared: dict[str, pd.DataFrame], labels: list[str]) -> tuple[Params, dict, dict]:
+    """(the member's params, its own featurized splits, its label map)."""
+    member_params = params.for_member(name)
+    return member_params, *refeaturized(member_params, prepared, labels)

