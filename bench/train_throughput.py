@@ -32,7 +32,7 @@ from finetune.tasks import FeatureDataset, get_task  # noqa: E402
 def measure(name, task, params, labels, train, test, features, collator) -> dict:
     set_seed(params.train.seed)
     source = task.model_source(params.train.model)
-    model = task.load_model(source, labels, params.train.model_copy(update={"dropout": args_cli.dropout}))
+    model = task.load_model(source, {"labels": labels}, params.train.model_copy(update={"dropout": args_cli.dropout}))
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out, num_train_epochs=args_cli.epochs, per_device_train_batch_size=params.train.batch_size,

@@ -10,9 +10,10 @@ from finetune.tasks import get_task
 
 
 def featurize(params: Params, parts: dict[str, pd.DataFrame], labels: list[str]) -> tuple[dict[str, pd.DataFrame], dict]:
-    """(tables, label map). parts hold id, input and label (a name); the tables get the task's features,
-    `augmented`, and label as an index into `labels`."""
-    tables, layout = get_task(params.task).featurize({name: part[["id", "input", "label"]] for name, part in parts.items()}, params)
+    """(tables, label map). parts hold id, input, label (a name) and origin; the tables get the task's
+    features, `augmented`, and label as an index into `labels`."""
+    kept = ["id", "input", "label", "origin"]
+    tables, layout = get_task(params.task).featurize({name: part[[c for c in kept if c in part]] for name, part in parts.items()}, params)
     index = {label: i for i, label in enumerate(labels)}
     return {name: table.assign(label=table["label"].map(index).to_numpy()) for name, table in tables.items()}, {"labels": labels, **layout}
 
@@ -20,7 +21,8 @@ def featurize(params: Params, parts: dict[str, pd.DataFrame], labels: list[str])
 def refeaturized(params: Params, prepared: dict[str, pd.DataFrame], labels: list[str]) -> tuple[dict[str, pd.DataFrame], dict]:
     """(tables, label map): the prepared rows featurized with `params`' model and preprocess settings;
     augmented copies are dropped and rebuilt by the task from the originals."""
-    originals = {split: frame.loc[~frame["augmented"], ["id", "input", "label"]].assign(label=lambda f: [labels[i] for i in f["label"]])
+    originals = {split: frame.loc[~frame["augmented"], [c for c in ("id", "input", "label", "origin") if c in frame]]
+                 .assign(label=lambda f: [labels[i] for i in f["label"]])
                  for split, frame in prepared.items()}
     return featurize(params, originals, labels)
 

@@ -428,7 +428,7 @@ class Params(Section):
             overrides = getattr(member, section)
             base = getattr(self, section).model_dump()
             try:
-                merged[section] = type(getattr(self, section)).model_validate({**base, **overrides}, context={"task": self.task})
+                merged[section] = type(getattr(self, section)).model_validate(_deep_merge(base, overrides), context={"task": self.task})
             except ValidationError as error:
                 raise ValueError(f"ensemble.members.{name}.{section} overrides are invalid: {_problems(error)}") from None
         return self.model_copy(update=merged)
@@ -455,6 +455,14 @@ def params_class(task_name: str) -> type[Params]:
         train=(Train, Field(default_factory=lambda: Train(model=task.builtin_models[0])) if task.builtin_models else ...),
         ensemble=(ensemble, Field(default_factory=lambda: ensemble(members=default_members))),
     )
+
+
+def _deep_merge(base: dict, overrides: dict) -> dict:
+    """base with overrides applied key by key, nested sections too ({augment: {seed: 7}} keeps augment's other keys)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = _deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
 
 
 def _short(value) -> str:

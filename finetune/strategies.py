@@ -80,7 +80,7 @@ def check_against_model(train: Train, model: nn.Module) -> None:
         valid = adaptable_layers(model)
         missing = [name for name in train.lora.target_modules if name not in valid]
         if missing:
-            raise UserError(f"train.lora.target_modules {missing} are not modules of {train.model}; its linear layers are {valid}")
+            raise UserError(f"train.lora.target_modules {missing} are not modules of {train.model}; the layers LoRA can adapt there (linear, conv, embedding) are {valid}")
 
 
 def apply_strategy(model: nn.Module, train: Train) -> nn.Module:
@@ -179,6 +179,17 @@ class StrategyTrainer(Trainer):
                 print(f"warning: a trained BatchNorm layer saw a batch of {inputs[0].shape[0]} (< {SMALL_BATCH}): its statistics are "
                       "noisy; use a larger train.batch_size or train.batchnorm: freeze")
             self.small_batches += 1
+
+    def get_train_dataloader(self):
+        """Models with BatchNorm drop the last incomplete TRAINING batch (a batch of 1 or 2 rows gives meaningless
+        batch statistics, and BatchNorm refuses a single value per channel); evaluation keeps every row."""
+        if not self.norms or self.args.dataloader_drop_last:
+            return super().get_train_dataloader()
+        self.args.dataloader_drop_last = True
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.args.dataloader_drop_last = False
 
     def batchnorm_report(self) -> dict:
         """For reports/train.json when the model has BatchNorm layers."""

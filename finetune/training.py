@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import torch
 from dvclive import Live
-from torch.nn.modules.batchnorm import _BatchNorm
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
 
 from finetune import metrics, paths
@@ -127,7 +126,7 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
     set_seed(train.seed)  # before the model: the new classifier head is drawn from this seed
     source = task.model_source(train.model)
     processor = task.load_processor(source, train.trust_remote_code)
-    model = apply_strategy(task.load_model(source, label_map["labels"], train), train)
+    model = apply_strategy(task.load_model(source, label_map, train), train)
     parameters = describe(model, train)
     rates = ", ".join(f"{group['group']} {group['learning_rate']:.3g}" for group in parameters["groups"])
     print(f"{run_name}: {train.strategy}, {parameters['trainable']:,} of {parameters['parameters']:,} parameters trainable "
@@ -136,7 +135,6 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
     if train.eval_steps is None:
         steps = {"eval_strategy": "epoch", "save_strategy": "epoch"}
     metric = train.early_stopping.metric
-    has_batchnorm = any(isinstance(m, _BatchNorm) for m in model.modules())
     args = TrainingArguments(
         output_dir=str(run_dir),
         num_train_epochs=train.epochs,
@@ -161,7 +159,6 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
-        dataloader_drop_last=has_batchnorm,  # a last batch of 1 or 2 rows would give BatchNorm meaningless statistics
     )
     live = Live(str(run_dir / "live"), resume=resume is not None, dvcyaml=None, save_dvc_exp=False, report=None)
     if resume:

@@ -74,7 +74,7 @@ def run(params: Params) -> dict:
     if SPLIT in frame:
         wrong = ~frame[SPLIT].isin(SPLIT_NAMES)
         frame = _refuse(frame, wrong.map({True: f"{data.split_column} is not one of {SPLIT_NAMES}", False: ""}), shown, bad)
-    stored, problems = task.check_inputs(frame[INPUT])
+    stored, problems = task.check_inputs(frame[INPUT], data)
     frame = _refuse(frame.assign(**{INPUT: stored}), problems, shown, bad)
     if bad and data.on_bad_rows == "error":
         first = sorted(bad, key=lambda b: b.row)[0]

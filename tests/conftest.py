@@ -28,6 +28,20 @@ def tiny_model(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_image_model(tmp_path_factory) -> Path:
+    """A tiny Hugging Face ResNet (BatchNorm in every block) with its image processor, saved like a user's model."""
+    import torch
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+    folder = tmp_path_factory.mktemp("tiny-resnet")
+    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+    torch.manual_seed(0)
+    ResNetForImageClassification(config).save_pretrained(folder)
+    ConvNextImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25]).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
     """An empty scratch directory as the current directory, for calling stages' run() in-process."""

@@ -121,3 +121,49 @@ def sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done
+
+
+COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
+
+
+def make_images(n_per_class: int, size: int = 12, seed: int = 0) -> list[tuple[str, "object"]]:
+    """(label, PIL image) pairs: each class a colour, drawn as a square at a random place on noise, so a
+    small CNN learns the classes in a few steps and no two images are alike."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(n_per_class):
+        for label, colour in COLOURS.items():
+            pixels = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
+            top, left = rng.integers(0, size // 2, 2)
+            pixels[top:top + size // 2, left:left + size // 2] = colour
+            images.append((label, Image.fromarray(pixels)))
+    return images
+
+
+def write_image_folder(root: Path, n_per_class: int, size: int = 12, seed: int = 0) -> Path:
+    """An ImageFolder: root/<label>/<label>_<i>.png."""
+    for i, (label, image) in enumerate(make_images(n_per_class, size, seed)):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        image.save(root / label / f"{label}_{i:03d}.png")
+    return root
+
+
+def tiny_image_params(model, source: str = "data/raw/images", **sections) -> dict:
+    """Params of the image task on tiny generated images and a tiny model (every key spelled out)."""
+    params = tiny_params(model, source=source)
+    params["task"] = "image-classification"
+    params["data"] = {**params["data"], "image_column": "image", "max_image_pixels": 50_000_000, "max_image_side": 1024}
+    del params["data"]["text_column"]
+    params["preprocess"] = {"image_size": 16, "resize": "crop",
+                            "augment": {"random_resized_crop": [0.8, 1.0], "horizontal_flip": True, "rotation": 0.0, "color_jitter": 0.0,
+                                        "policy": "none", "mixup": 0.0, "cutmix": 0.0, "seed": 0}}
+    params["train"] |= {"epochs": 6, "batch_size": 8, "learning_rate": 3e-3}
+    params["ensemble"]["members"] = {"seed1": {"kind": "finetune", "train": {"seed": 1}}, "pixels": {"kind": "pixels", "pixels": {"size": 8, "C": 1.0}}}
+    params["search"]["space"] = {"train.learning_rate": {"log_uniform": [1e-3, 1e-2]}}
+    params["report"]["title"] = "Tiny image report"
+    for section, values in sections.items():
+        merge(params[section], values)
+    return params

@@ -10,8 +10,8 @@ adds a module here and touches no stage.
 Tables: ingest writes `input` (the task's canonical stored form: text, or image file bytes...),
 `label` (a name), optional `split` / `confidence`, and where each row came from (`source_row`,
 `source_line`, `origin`). Preprocess keeps `id`, `input`, `label` (an index into the label map),
-`augmented`, and adds the task's feature columns (label_map.json lists them with any layout facts
-the task needs to read them back).
+`origin`, `augmented`, and adds the task's feature columns (label_map.json lists them with any layout
+facts the task needs to read them back).
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ class Task(ABC):
         """A finetune.sources.Source: rows with `input`, `label` (+ `confidence`, `split` when configured),
         `source_row`, `source_line` and `origin`, the bad rows found while reading, and what was ignored."""
 
-    def check_inputs(self, inputs: pd.Series) -> tuple[pd.Series, pd.Series]:
+    def check_inputs(self, inputs: pd.Series, data: Data) -> tuple[pd.Series, pd.Series]:
         """(stored form of each input, the problem with it or "" when fine). Ingest quarantines the
         rows with a problem, or stops at the first when data.on_bad_rows is error."""
         return inputs, pd.Series("", index=inputs.index)
@@ -111,8 +111,9 @@ class Task(ABC):
         """What turns inputs into model features (tokenizer, image normalisation...), as saved with the model."""
 
     @abstractmethod
-    def load_model(self, source: str, labels: list[str], train) -> Any:
-        """A classifier with len(labels) outputs on top of the pretrained weights (train.dropout applied)."""
+    def load_model(self, source: str, label_map: dict, train) -> Any:
+        """A classifier with one output per label of label_map (labels + the layout featurize wrote) on top of
+        the pretrained weights, train.dropout applied."""
 
     @abstractmethod
     def load_trained(self, model_dir: str, trust_remote_code: bool) -> Any:

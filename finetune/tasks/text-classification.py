@@ -242,9 +242,10 @@ class TextClassification(Task):
 
         return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
 
-    def load_model(self, source: str, labels: list[str], train):
+    def load_model(self, source: str, label_map: dict, train):
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
+        labels = label_map["labels"]
         config = AutoConfig.from_pretrained(source, num_labels=len(labels), id2label=dict(enumerate(labels)),
                                             label2id={label: i for i, label in enumerate(labels)}, trust_remote_code=train.trust_remote_code)
         if train.dropout is not None:  # each architecture names its dropouts differently; set those it has

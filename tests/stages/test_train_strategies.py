@@ -104,7 +104,7 @@ def test_lora_saves_a_merged_model_that_predicts_like_the_unmerged_adapter(train
     layout = read_json(paths.LABEL_MAP)
     processor = task.load_processor(str(paths.MODEL), False)
     merged = task.predict_proba(task.load_trained(str(paths.MODEL), False), processor, test, layout, 64)
-    base = task.load_model(str(tiny_model), ["negative", "neutral", "positive"], load(tiny_params(tiny_model)).train)
+    base = task.load_model(str(tiny_model), layout, load(tiny_params(tiny_model)).train)
     unmerged_model = PeftModel.from_pretrained(base, str(paths.MODEL / "adapter"))
     unmerged = task.predict_proba(unmerged_model, processor, test, layout, 64)
     assert merged == pytest.approx(unmerged, abs=1e-5)
