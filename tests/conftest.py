@@ -80,6 +80,18 @@ def trained_workdir(trained_project, workdir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def text_repo_snapshot(tmp_path_factory, tiny_model) -> tuple[Path, list[str]]:
+    """The tiny text project as a git repo after its first `dvc repro`: (root, the stages that ran). Shared by
+    the end-to-end tests, READ ONLY: a test that changes params or code works on copy_repo(root, ...)."""
+    from tests.support import commit, git_repo, make_rows, repro, tiny_params, write_project
+
+    root = git_repo(write_project(tmp_path_factory.mktemp("text-repo"), tiny_params(tiny_model), make_rows(150)))
+    ran = repro(root)
+    commit(root, "first run")
+    return root, ran
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
     """One temporary Prefect server for the whole session (it takes ~10 s to start)."""
     import os

@@ -12,7 +12,7 @@ import pandas as pd
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["stages", "finetune", "flows", "dvc.yaml", "params.yaml", "requirements-assets.txt", ".dvc/config", ".dvc/.gitignore",
+PROJECT_FILES = ["stages", "finetune", "flows", "tools", "configs", "dvc.yaml", "params.yaml", "requirements-assets.txt", ".dvcignore", ".dvc/config", ".dvc/.gitignore",
                  ".dvc/plots_template.html",  # written by `make setup`
                  "data/raw/README.md", "models/pretrained/README.md", "reports/search/README.md"]
 
@@ -167,3 +167,42 @@ def tiny_image_params(model, source: str = "data/raw/images", **sections) -> dic
     for section, values in sections.items():
         merge(params[section], values)
     return params
+
+
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+
+
+def git_repo(root: Path) -> Path:
+    """root as a git repo with everything committed (DVC needs git for params diff and the like)."""
+    sh(["git", "init", "-q"], root)
+    commit(root, "project")
+    return root
+
+
+def commit(root: Path, message: str) -> None:
+    sh([*GIT, "add", "-A"], root)
+    sh([*GIT, "commit", "-qm", message, "--allow-empty"], root)
+
+
+def repro(root: Path, *args: str) -> list[str]:
+    """`dvc repro ARGS` like a user; the names of the stages that RAN (not those restored from DVC's run cache)."""
+    import re
+
+    done = sh(["dvc", "repro", *args], root)
+    return re.findall(r"Running stage '([\w@-]+)'", done.stdout)
+
+
+def set_param(root: Path, dotted: str, value) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    *parents, last = dotted.split(".")
+    node = params
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def copy_repo(source: Path, target: Path) -> Path:
+    """A copy of a project repo, its git history and DVC cache (run cache included) too."""
+    shutil.copytree(source, target, symlinks=True)
+    return target

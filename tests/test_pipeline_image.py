@@ -1,0 +1,68 @@
+"""The image task end to end: the tiny image project run by the Prefect flow (every stage through DVC),
+then read like a user would (dvc metrics, the report), and a hyper-parameter search over image keys."""
+import json
+
+import pandas as pd
+import pytest
+
+from flows.pipeline import configured
+from tests.support import git_repo, repro, sh, tiny_image_params, write_image_folder, write_project
+
+
+@pytest.fixture(scope="module")
+def image_repo(tmp_path_factory, tiny_image_model, prefect_harness):
+    root = write_project(tmp_path_factory.mktemp("image-repo"), tiny_image_params(str(tiny_image_model)))
+    write_image_folder(root / "data/raw/images", 30)
+    git_repo(root)
+    return root, configured(2)(root=str(root))
+
+
+def test_the_flow_runs_every_stage_of_the_image_dag_and_dvc_agrees(image_repo):
+    root, states = image_repo
+    assert states == {name: "Completed" for name in ("ingest", "preprocess", "train", "evaluate", "member@seed1", "member@pixels",
+                                                     "ensemble", "compress", "explain", "report")}
+    assert repro(root) == []  # the flow's results are DVC's: nothing left to run
+    assert sh(["dvc", "status"], root).stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_metrics_come_from_real_predictions_and_every_member_is_scored(image_repo):
+    root, _ = image_repo
+    shown = next(iter(json.loads(sh(["dvc", "metrics", "show", "--json"], root).stdout).values()))["data"]
+    metrics, combined = shown["reports/metrics.json"]["data"], shown["reports/ensemble.json"]["data"]
+    predictions = pd.read_csv(root / "reports/evaluate/predictions.csv")
+    assert metrics["accuracy"] == pytest.approx((predictions["actual"] == predictions["predicted"]).mean())
+    assert metrics["accuracy"] > metrics["baseline"]["accuracy"] + 0.3  # 3 colours: the tiny ResNet learns them
+    test = pd.read_parquet(root / "data/prepared/test.parquet")
+    assert predictions["id"].tolist() == test["id"].tolist()  # the prepared test order
+    assert set(combined["members"]) == {"primary", "seed1", "pixels"} and combined["members"]["pixels"]["test"]["accuracy"] > 0.8
+    assert shown["reports/train.json"]["data"]["parameters"]["batchnorm"]["layers"] > 0
+    wrong = pd.read_csv(root / "reports/evaluate/misclassified.csv")
+    assert "image" in wrong.columns and wrong["image"].str.startswith("data/raw/images/").all()
+
+
+def test_the_report_shows_images_the_augmentation_and_why_nothing_was_compressed(image_repo):
+    root, _ = image_repo
+    page = (root / "reports/report.html").read_text()
+    for title in ("Summary", "Ensemble", "Compression", "Explanations", "Examples per class (train)", "Augmentation preview", "Data"):
+        assert f">{title}" in page
+    assert page.index(">Augmentation preview") < page.index(">Params")
+    assert page.count('<img alt="image" src="data:image/png;base64,') >= 3 * 8 + 3 * 7  # 8 per class + stored and 6 draws per class
+    assert "Nothing was compressed: the image-classification task has no int8, prune, distill method" in page
+    assert "No explanations: the image-classification task has no explainer yet" in page
+    assert json.loads((root / "reports/compress.json").read_text())["models"] == {}
+
+
+def test_a_search_over_image_keys_trains_real_trials(image_repo, tiny_image_model, monkeypatch):
+    from finetune import search
+    from finetune.params import parse_params
+
+    root, _ = image_repo
+    monkeypatch.chdir(root)
+    raw = tiny_image_params(str(tiny_image_model), train={"epochs": 2})
+    raw["search"] = {"method": "grid", "study": "images", "metric": "accuracy", "pruner": {"enabled": False},
+                     "space": {"preprocess.image_size": {"choice": [8, 16]}, "preprocess.augment.horizontal_flip": {"choice": [False]}}}
+    params = parse_params(raw)
+    study = search.run_search(params, lambda number: search.run_trial(params, number), log=lambda _: None)
+    trials = sorted(study.trials, key=lambda t: t.params["preprocess.image_size"])
+    assert [t.params["preprocess.image_size"] for t in trials] == [8, 16] and all(t.value is not None for t in trials)
+    assert max(t.value for t in trials) > 0.6  # the features were rebuilt at each size (8x8 still shows the colour)
