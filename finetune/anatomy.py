@@ -67,6 +67,18 @@ def blocks(model: nn.Module) -> list[nn.Module] | None:
     return None
 
 
+def block_list(model: nn.Module) -> tuple[nn.Module, str, nn.Module]:
+    """(parent, attribute, the ModuleList or Sequential holding exactly the blocks): what a layer-dropping
+    student replaces. ValueError when the blocks are not one list (e.g. ResNet's layer1..layer4)."""
+    found = blocks(model)
+    for name, module in model.named_modules():
+        if found and name and isinstance(module, (nn.ModuleList, nn.Sequential)) and len(module) == len(found) \
+                and all(a is b for a, b in zip(module, found)):
+            parent, _, attribute = name.rpartition(".")
+            return model.get_submodule(parent), attribute, module
+    raise ValueError(f"the blocks of {type(model).__name__} are not one list of layers a student could be taken from")
+
+
 def input_group_name(model: nn.Module) -> str:
     try:
         embeddings = model.get_input_embeddings()

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
+from finetune import anatomy
 from finetune.params import Distill
 
 TEACHER_LOGITS = "teacher_logits"
@@ -27,16 +28,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1), F.log_softmax(teacher_logits / temperature, dim=-1),
                     log_target=True, reduction="batchmean") * temperature**2
     return alpha * F.cross_entropy(student_logits, labels) + (1 - alpha) * soft
-
-
-def layer_stack(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
-    """(parent, attribute, layers): the ModuleList holding the transformer's config.num_hidden_layers blocks."""
-    depth = model.config.num_hidden_layers
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == depth:
-            parent_name, _, attribute = name.rpartition(".")
-            return model.get_submodule(parent_name), attribute, module
-    raise ValueError(f"{type(model).__name__} has no list of {depth} layers to take a student from")
 
 
 def student_layers(depth: int, chosen: list[int] | None) -> list[int]:
@@ -50,8 +41,9 @@ def student_layers(depth: int, chosen: list[int] | None) -> list[int]:
 def make_student(teacher: nn.Module, layers: list[int]) -> nn.Module:
     """A copy of teacher keeping only `layers` of its transformer blocks (embeddings and head shared as copies)."""
     student = copy.deepcopy(teacher)
-    parent, attribute, blocks = layer_stack(student)
-    setattr(parent, attribute, nn.ModuleList(blocks[i] for i in layers))
+    parent, attribute, blocks = anatomy.block_list(student)
+    setattr(parent, attribute, type(blocks)(*(blocks[i] for i in layers)) if isinstance(blocks, nn.Sequential)
+            else nn.ModuleList(blocks[i] for i in layers))
     student.config.num_hidden_layers = len(layers)
     return student
 

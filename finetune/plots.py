@@ -5,7 +5,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from finetune.io import atomic_path  # noqa: E402
 
@@ -17,6 +16,8 @@ def save(figure, path) -> None:
 
 
 def confusion_png(path, actual: list[str], predicted: list[str], labels: list[str], title: str = "Test confusion matrix") -> None:
+    from sklearn.metrics import ConfusionMatrixDisplay  # here: the report stage plots no confusion matrix (a second of imports)
+
     figure, axes = plt.subplots(figsize=(1.2 * len(labels) + 3, 1.2 * len(labels) + 2.5))
     ConfusionMatrixDisplay.from_predictions(actual, predicted, labels=labels, ax=axes, cmap="Blues", colorbar=False)
     axes.set_title(f"{title} (rows: actual)")

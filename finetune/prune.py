@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from finetune.distill import layer_stack
+from finetune import anatomy
 
 
 def prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -52,7 +52,7 @@ def _keep(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
 def ffn_neurons(model: nn.Module, sparsity: float) -> Callable[[], None]:
     size = model.config.intermediate_size
     kept = max(1, round(size * (1 - sparsity)))
-    for block in layer_stack(model)[2]:
+    for block in anatomy.blocks(model):
         up_name = _linear_named(block, lambda m: m.out_features == size)
         down_name = _linear_named(block, lambda m: m.in_features == size)
         up, down = block.get_submodule(up_name), block.get_submodule(down_name)

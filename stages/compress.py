@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from finetune import distill, metrics, paths, plots, probabilities, prune, quantize
+from finetune import anatomy, distill, metrics, paths, plots, probabilities, prune, quantize
 from finetune.cli import main
 from finetune.errors import UserError
 from finetune.featurize import member_tables
@@ -151,7 +151,7 @@ def run(params: Params) -> dict:
     processor = task.load_processor(str(teacher_dir), trust)
     teacher = task.load_trained(str(teacher_dir), trust).eval()
     try:
-        layers = distill.student_layers(teacher.config.num_hidden_layers, config.distill.layers)
+        layers = distill.student_layers(len(anatomy.blocks(teacher) or []), config.distill.layers)
     except ValueError as error:
         raise UserError(str(error)) from None
     batch = params.train.eval_batch_size

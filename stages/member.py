@@ -25,12 +25,13 @@ from finetune.featurize import member_tables
 from finetune.io import atomic_path, read_json, write_json
 from finetune.params import Params
 from finetune.tasks import get_task
-from finetune.training import fit
 
 SPLITS = ("train", "val", "test")
 
 
 def _finetune(params: Params, name: str, prepared: dict[str, pd.DataFrame], labels: list[str]) -> tuple[dict, dict]:
+    from finetune.training import fit  # here, not at the top: a classical member needs no Trainer (seconds of imports)
+
     member_params, tables, label_map = member_tables(params, name, prepared, labels)
     model_dir = paths.MEMBER_MODELS / name
     summary = fit(member_params, tables, label_map, model_dir, paths.MEMBER_REPORTS / name / "live", f"member {name}")

@@ -1,19 +1,45 @@
-"""Fixtures: a tiny BERT built from a config at test time (saved, then loaded through the same
-from_pretrained path users use) and a scratch project directory."""
+"""Fixtures: tiny models built from a config at test time (saved, then loaded through the same
+from_pretrained path users use), scratch project directories, and the shared end-to-end run.
+
+`make test` runs the suite on 2 pytest-xdist workers. What several tests read (the tiny models, the text
+project's first `dvc repro`) is built ONCE per session for all workers: `shared` builds it under a file
+lock in the session's common temporary folder; whoever comes second waits and reuses it."""
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from tests.support import FILLER, WORDS
 
 
+def shared(tmp_path_factory, name: str, build: Callable[[Path], object]) -> tuple[Path, object]:
+    """(folder, what build returned): build(folder) runs once per session, whichever worker asks first."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    common = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, done = common / name, common / f"{name}.json"
+    with FileLock(str(common / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            done.write_text(json.dumps(build(folder)))
+    return folder, json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
+    return shared(tmp_path_factory, "tiny-bert", _tiny_bert)[0]
+
+
+def _tiny_bert(folder: Path) -> None:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
     letters = list("abcdefghijklmnopqrstuvwxyz0123456789")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w for ws in WORDS.values() for w in ws} | set(FILLER)),
              *letters, *(f"##{c}" for c in letters), *".,!?@#'-"]
@@ -25,21 +51,22 @@ def tiny_model(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")
 def tiny_image_model(tmp_path_factory) -> Path:
     """A tiny Hugging Face ResNet (BatchNorm in every block) with its image processor, saved like a user's model."""
+    return shared(tmp_path_factory, "tiny-resnet", _tiny_resnet)[0]
+
+
+def _tiny_resnet(folder: Path) -> None:
     import torch
     from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
 
-    folder = tmp_path_factory.mktemp("tiny-resnet")
     config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
     torch.manual_seed(0)
     ResNetForImageClassification(config).save_pretrained(folder)
     ConvNextImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25]).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture
@@ -83,12 +110,15 @@ def trained_workdir(trained_project, workdir) -> Path:
 def text_repo_snapshot(tmp_path_factory, tiny_model) -> tuple[Path, list[str]]:
     """The tiny text project as a git repo after its first `dvc repro`: (root, the stages that ran). Shared by
     the end-to-end tests, READ ONLY: a test that changes params or code works on copy_repo(root, ...)."""
-    from tests.support import commit, git_repo, make_rows, repro, tiny_params, write_project
+    from tests.support import commit, e2e_text_params, git_repo, make_rows, repro, write_project
 
-    root = git_repo(write_project(tmp_path_factory.mktemp("text-repo"), tiny_params(tiny_model), make_rows(150)))
-    ran = repro(root)
-    commit(root, "first run")
-    return root, ran
+    def build(root: Path) -> list[str]:
+        git_repo(write_project(root, e2e_text_params(tiny_model), make_rows(150)))
+        ran = repro(root)
+        commit(root, "first run")
+        return ran
+
+    return shared(tmp_path_factory, "text-repo", build)
 
 
 @pytest.fixture(scope="session")

@@ -116,8 +116,8 @@ def tool_env() -> dict:
     return env
 
 
-def sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True)
+def sh(args: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, env={**tool_env(), **(env or {})}, capture_output=True, text=True)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done
@@ -206,3 +206,9 @@ def copy_repo(source: Path, target: Path) -> Path:
     """A copy of a project repo, its git history and DVC cache (run cache included) too."""
     shutil.copytree(source, target, symlinks=True)
     return target
+
+
+def e2e_text_params(model) -> dict:
+    """The end-to-end tests' text params: the whole DAG, each stage as cheap as its assertions allow."""
+    return tiny_params(model, compress={"prune": {"recover_epochs": 1}, "distill": {"epochs": 2}, "latency": {"repeats": 3}},
+                       explain={"examples": 4, "ig_steps": 16, "random_draws": 3})

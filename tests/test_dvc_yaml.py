@@ -19,7 +19,7 @@ TASK_IMPORTS = set().union(*(project_imports(PROJECT, module) for module in TASK
 
 
 def _module(stage: dict) -> str:
-    match = re.fullmatch(r"python -m (stages\.\w+)( \$\{key\})?", stage["cmd"])
+    match = re.fullmatch(r"python -m (stages\.\w+)", stage["cmd"])  # nothing interpolated: no params value in a shell
     assert match, f"unexpected cmd {stage['cmd']!r}"
     return match.group(1)
 

@@ -1,6 +1,6 @@
 """End to end under `dvc repro`, on a copy of the session's tiny text project (tests/conftest.py:
-text_repo_snapshot ran the whole DAG once). The tests below run in order on that copy, each changing one
-thing and asserting which stages DVC reruns. Where running them would only repeat work other tests
+text_repo_snapshot ran the whole DAG once). The tests below run in order on that copy (one pytest-xdist
+worker: the module is one xdist group), each changing one thing and asserting which stages DVC reruns. Where running them would only repeat work other tests
 already prove, the assertion is on DVC's own plan: `dvc repro --dry` lists the stages whose code or params
 changed, and the DAG gives what runs after them (stages downstream of a changed output)."""
 import json
@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from tests.import_graph import project_imports
-from tests.support import PROJECT, commit, copy_repo, repro, set_param, sh
+from tests.support import PROJECT, copy_repo, repro, set_param, sh
 
+pytestmark = pytest.mark.xdist_group("text-pipeline")
 ALL_STAGES = ["ingest", "preprocess", "train", "evaluate", "member@seed1", "member@tfidf", "ensemble", "compress", "explain", "report"]
 
 
@@ -81,25 +82,9 @@ def test_changing_compress_params_reruns_only_compress_and_what_reads_it(repo):
 
 def test_changing_explain_params_reruns_only_explain_and_report(repo):
     root, _ = repo
-    set_param(root, "explain.examples", 4)
+    set_param(root, "explain.examples", 3)
     assert repro(root) == ["explain", "report"]
-    assert json.loads((root / "reports/explain.json").read_text())["examples"] == 4
-
-
-def test_adding_a_member_trains_only_that_member_and_removing_one_trains_nothing(repo):
-    root, _ = repo
-    members = yaml.safe_load((root / "params.yaml").read_text())["ensemble"]["members"]
-    set_param(root, "ensemble.members", {**members, "seed2": {"kind": "finetune", "train": {"seed": 2}}})
-    assert set(repro(root, "ensemble")) == {"member@seed2", "ensemble"}  # seed1 and tfidf are not retrained
-    assert set(json.loads((root / "reports/ensemble.json").read_text())["members"]) == {"primary", "seed1", "tfidf", "seed2"}
-    # compress: seed2 may be the best teacher now; explain: its teacher's folder (models/members) changed
-    assert planned(root) == {"compress", "explain", "report"}
-    set_param(root, "ensemble.members", members)
-    ran = repro(root, "ensemble")  # the ensemble of these members may even come back from DVC's run cache
-    assert not [stage for stage in ran if stage.startswith("member@")]
-    assert "seed2" not in json.loads((root / "reports/ensemble.json").read_text())["members"]
-    repro(root)  # back to a complete, up-to-date state for the next tests
-    commit(root, "members as before")
+    assert json.loads((root / "reports/explain.json").read_text())["examples"] == 3
 
 
 def test_editing_a_helper_reruns_exactly_the_stages_that_import_it(repo):
@@ -149,3 +134,17 @@ def test_plots_render_without_any_network(repo):
     assert "window.vegaEmbed" in page  # the libraries are inlined
     assert page.count("vegaEmbed('#") >= 3  # confusion matrix, loss, validation scores
     assert "confusion.png" in page
+
+
+def test_adding_a_member_trains_only_that_member_and_removing_one_trains_nothing(repo):
+    root, _ = repo
+    members = yaml.safe_load((root / "params.yaml").read_text())["ensemble"]["members"]
+    set_param(root, "ensemble.members", {**members, "seed2": {"kind": "finetune", "train": {"seed": 2}}})
+    assert set(repro(root, "ensemble")) == {"member@seed2", "ensemble"}  # seed1 and tfidf are not retrained
+    assert set(json.loads((root / "reports/ensemble.json").read_text())["members"]) == {"primary", "seed1", "tfidf", "seed2"}
+    # compress: seed2 may be the best teacher now; explain: its teacher's folder (models/members) changed
+    assert planned(root) == {"compress", "explain", "report"}
+    set_param(root, "ensemble.members", members)
+    ran = repro(root, "ensemble")  # the ensemble of these members may even come back from DVC's run cache
+    assert not [stage for stage in ran if stage.startswith("member@")]
+    assert "seed2" not in json.loads((root / "reports/ensemble.json").read_text())["members"]

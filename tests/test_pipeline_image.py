@@ -9,6 +9,9 @@ from flows.pipeline import configured
 from tests.support import git_repo, repro, sh, tiny_image_params, write_image_folder, write_project
 
 
+pytestmark = pytest.mark.xdist_group("image-pipeline")  # one worker runs the module on its one image repo
+
+
 @pytest.fixture(scope="module")
 def image_repo(tmp_path_factory, tiny_image_model, prefect_harness):
     root = write_project(tmp_path_factory.mktemp("image-repo"), tiny_image_params(str(tiny_image_model)))

@@ -18,17 +18,17 @@ def _write(root, tiny_model, **search_keys):
 
 def test_the_flow_runs_trials_concurrently_as_tasks_and_reports_them(trained_workdir, tiny_model, prefect_harness, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(PROJECT))  # trials are `python -m flows.search --trial N` in this scratch project
-    _write(trained_workdir, tiny_model, method="random", trials=3, concurrency=2,
+    _write(trained_workdir, tiny_model, method="random", trials=2, concurrency=2,
            space={"train.learning_rate": {"log_uniform": [1e-3, 1e-2]}, "train.strategy": {"choice": ["full", "lora"]}})
     summary = search_flow.search_flow("params.yaml")
 
     trials = pd.read_csv(trained_workdir / "reports/search/trials.csv")
-    assert len(trials) == 3 and set(trials["state"]) == {"complete"} and (trials["seconds"] > 0).all()
+    assert len(trials) == 2 and set(trials["state"]) == {"complete"} and (trials["seconds"] > 0).all()
     assert summary["best"]["value"] == trials["value"].max()
     with get_client(sync_client=True) as client:
         runs = {run.name: run for run in client.read_task_runs() if run.name.startswith("trial-")}
         artifact = {a.key: a for a in client.read_artifacts()}["search"]
-    assert {"trial-0", "trial-1", "trial-2"} <= set(runs)
+    assert {"trial-0", "trial-1"} <= set(runs)
     first, second = runs["trial-0"], runs["trial-1"]
     assert first.start_time < second.end_time and second.start_time < first.end_time  # the two ran at the same time
     assert "Best trial" in artifact.data and "| trial | state | value |" in artifact.data

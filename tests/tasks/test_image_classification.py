@@ -288,3 +288,29 @@ def test_images_render_as_embedded_thumbnails():
     shown = Image.open(io.BytesIO(base64.b64decode(rendered.split(",", 1)[1].rstrip('">'))))
     assert min(shown.size) >= 32  # tiny images are enlarged to be visible
     assert json.loads(json.dumps(TASK.display(pd.DataFrame({"origin": ["data/raw/x.png"]})).tolist())) == ["data/raw/x.png"]
+
+
+def test_an_interrupted_fine_tune_of_a_torchvision_model_resumes_to_the_same_weights(image_workdir, tiny_image_model):
+    import torchvision
+    from safetensors.torch import save_file
+    from transformers import TrainerCallback
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt  # Ctrl-C right after the first checkpoint was written
+
+    (image_workdir / "models/pretrained").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    save_file(torchvision.models.get_model("mobilenet_v3_small", weights=None).state_dict(),
+              image_workdir / "models/pretrained/mobilenet_v3_small.safetensors")
+    params = _params(tiny_image_model, train={"model": "models/pretrained/mobilenet_v3_small.safetensors", "epochs": 3, "eval_steps": 5},
+                     preprocess={"augment": {"rotation": 10}})
+    reference = _fit(params)
+    expected = load_file(paths.MODEL / "model.safetensors")
+    splits = {name: pd.read_parquet(paths.PREPARED / f"{name}.parquet") for name in ("train", "val")}
+    with pytest.raises(KeyboardInterrupt):
+        fit(params, splits, read_json(paths.LABEL_MAP), paths.MODEL, paths.TRAIN_LIVE, "test", extra_callbacks=(Interrupt(),))
+    resumed = _fit(params)
+    assert resumed["resumed"] and not reference["resumed"] and resumed["steps"] == reference["steps"]
+    weights = load_file(paths.MODEL / "model.safetensors")
+    assert all(torch.equal(value, weights[name]) for name, value in expected.items())  # augmentation and dropout replayed exactly
