@@ -3,7 +3,10 @@ from_pretrained path users use), scratch project directories, and the shared end
 
 `make test` runs the suite on 2 pytest-xdist workers. What several tests read (the tiny models, the text
 project's first `dvc repro`) is built ONCE per session for all workers: `shared` builds it under a file
-lock in the session's common temporary folder; whoever comes second waits and reuses it."""
+lock in the session's common temporary folder; whoever comes second waits and reuses it.
+Every process of the suite runs torch single-threaded (OMP_NUM_THREADS=1, inherited by the DVC stages it
+starts): the two workers share the 2 cores instead of fighting over them, and equal thread counts keep
+runs that are compared bit for bit (flow vs dvc repro, resumed vs uninterrupted) comparable."""
 from __future__ import annotations
 
 import json
@@ -12,9 +15,11 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-import pytest
+os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported anywhere
 
-from tests.support import FILLER, WORDS
+import pytest  # noqa: E402
+
+from tests.support import FILLER, WORDS  # noqa: E402
 
 
 def shared(tmp_path_factory, name: str, build: Callable[[Path], object]) -> tuple[Path, object]:
@@ -119,6 +124,33 @@ def text_repo_snapshot(tmp_path_factory, tiny_model) -> tuple[Path, list[str]]:
         return ran
 
     return shared(tmp_path_factory, "text-repo", build)
+
+
+@pytest.fixture(scope="session")
+def image_repo(tmp_path_factory, tiny_image_model, prefect_harness) -> tuple[Path, dict]:
+    """The tiny image project (30 generated images per class, the tiny ResNet) run through the Prefect flow:
+    (root, each stage's final state). READ ONLY, like text_repo_snapshot."""
+    from flows.pipeline import configured
+    from tests.support import git_repo, tiny_image_params, write_image_folder, write_project
+
+    def build(root: Path) -> dict:
+        write_project(root, tiny_image_params(str(tiny_image_model)))
+        write_image_folder(root / "data/raw/images", 30)
+        git_repo(root)
+        return configured(2)(root=str(root))
+
+    return shared(tmp_path_factory, "image-repo", build)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _end_to_end_runs_first(request):
+    """With two xdist workers, gw0 builds the text run and gw1 the image run at the very start, side by
+    side, so no worker later waits on the other's lock (only when the selected tests need them)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    wanted = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    fixture = {"gw0": "text_repo_snapshot", "gw1": "image_repo"}.get(worker)
+    if fixture in wanted:
+        request.getfixturevalue(fixture)
 
 
 @pytest.fixture(scope="session")

@@ -209,6 +209,9 @@ def copy_repo(source: Path, target: Path) -> Path:
 
 
 def e2e_text_params(model) -> dict:
-    """The end-to-end tests' text params: the whole DAG, each stage as cheap as its assertions allow."""
-    return tiny_params(model, compress={"prune": {"recover_epochs": 1}, "distill": {"epochs": 2}, "latency": {"repeats": 3}},
-                       explain={"examples": 4, "ig_steps": 16, "random_draws": 3})
+    """The end-to-end tests' text params: the whole DAG, each stage as cheap as its assertions allow (one
+    classical member: the tests that need a fine-tuned member add one, and the image run has one)."""
+    params = tiny_params(model, compress={"prune": {"recover_epochs": 1}, "distill": {"epochs": 2}, "latency": {"repeats": 3}},
+                         explain={"examples": 4, "ig_steps": 16, "random_draws": 3})
+    params["ensemble"]["members"] = {"tfidf": {"kind": "tfidf"}}
+    return params

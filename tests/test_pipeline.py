@@ -14,7 +14,7 @@ from tests.import_graph import project_imports
 from tests.support import PROJECT, copy_repo, repro, set_param, sh
 
 pytestmark = pytest.mark.xdist_group("text-pipeline")
-ALL_STAGES = ["ingest", "preprocess", "train", "evaluate", "member@seed1", "member@tfidf", "ensemble", "compress", "explain", "report"]
+ALL_STAGES = ["ingest", "preprocess", "train", "evaluate", "member@tfidf", "ensemble", "compress", "explain", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_first_repro_runs_every_stage_and_beats_the_baseline(repo):
     metrics = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]
     assert metrics["accuracy"] > metrics["baseline"]["accuracy"]
     combined = next(iter(shown.values()))["data"]["reports/ensemble.json"]["data"]
-    assert set(combined["members"]) == {"primary", "seed1", "tfidf"}
+    assert set(combined["members"]) == {"primary", "tfidf"}
     assert combined["method"] == "soft_vote" and combined["accuracy"] > metrics["baseline"]["accuracy"]
     assert (root / "reports/report.html").stat().st_size > 10_000
 
@@ -60,7 +60,7 @@ def test_learning_rate_change_reruns_train_and_what_follows_only(repo):
     set_param(root, "train.learning_rate", 0.002)
     diff = sh(["dvc", "params", "diff"], root).stdout
     assert re.search(r"train\.learning_rate\s+0\.003\s+0\.002", diff), diff
-    assert planned(root) == {"train", "evaluate", "member@seed1", "member@tfidf", "ensemble", "compress", "explain", "report"}
+    assert planned(root) == {"train", "evaluate", "member@tfidf", "ensemble", "compress", "explain", "report"}
     sh(["git", "checkout", "params.yaml"], root)
 
 
@@ -104,7 +104,7 @@ def test_editing_a_helper_reruns_exactly_the_stages_that_import_it(repo):
     with (root / "finetune/metrics.py").open("a") as f:
         f.write("\n# an edit\n")
     plan = planned(root)
-    assert {"train", "evaluate", "member@seed1", "ensemble", "compress"} <= plan and not {"ingest", "preprocess"} & plan
+    assert {"train", "evaluate", "member@tfidf", "ensemble", "compress"} <= plan and not {"ingest", "preprocess"} & plan
     sh(["git", "checkout", "finetune/metrics.py"], root)
 
 
@@ -140,8 +140,8 @@ def test_adding_a_member_trains_only_that_member_and_removing_one_trains_nothing
     root, _ = repo
     members = yaml.safe_load((root / "params.yaml").read_text())["ensemble"]["members"]
     set_param(root, "ensemble.members", {**members, "seed2": {"kind": "finetune", "train": {"seed": 2}}})
-    assert set(repro(root, "ensemble")) == {"member@seed2", "ensemble"}  # seed1 and tfidf are not retrained
-    assert set(json.loads((root / "reports/ensemble.json").read_text())["members"]) == {"primary", "seed1", "tfidf", "seed2"}
+    assert set(repro(root, "ensemble")) == {"member@seed2", "ensemble"}  # primary and tfidf are not retrained
+    assert set(json.loads((root / "reports/ensemble.json").read_text())["members"]) == {"primary", "tfidf", "seed2"}
     # compress: seed2 may be the best teacher now; explain: its teacher's folder (models/members) changed
     assert planned(root) == {"compress", "explain", "report"}
     set_param(root, "ensemble.members", members)

@@ -1,23 +1,12 @@
-"""The image task end to end: the tiny image project run by the Prefect flow (every stage through DVC),
-then read like a user would (dvc metrics, the report), and a hyper-parameter search over image keys."""
+"""The image task end to end: the tiny image project run by the Prefect flow (every stage through DVC;
+tests/conftest.py: image_repo), then read like a user would (dvc metrics, the report), and a
+hyper-parameter search over image keys."""
 import json
 
 import pandas as pd
 import pytest
 
-from flows.pipeline import configured
-from tests.support import git_repo, repro, sh, tiny_image_params, write_image_folder, write_project
-
-
-pytestmark = pytest.mark.xdist_group("image-pipeline")  # one worker runs the module on its one image repo
-
-
-@pytest.fixture(scope="module")
-def image_repo(tmp_path_factory, tiny_image_model, prefect_harness):
-    root = write_project(tmp_path_factory.mktemp("image-repo"), tiny_image_params(str(tiny_image_model)))
-    write_image_folder(root / "data/raw/images", 30)
-    git_repo(root)
-    return root, configured(2)(root=str(root))
+from tests.support import copy_repo, repro, sh, tiny_image_params
 
 
 def test_the_flow_runs_every_stage_of_the_image_dag_and_dvc_agrees(image_repo):
@@ -55,11 +44,11 @@ def test_the_report_shows_images_the_augmentation_and_why_nothing_was_compressed
     assert json.loads((root / "reports/compress.json").read_text())["models"] == {}
 
 
-def test_a_search_over_image_keys_trains_real_trials(image_repo, tiny_image_model, monkeypatch):
+def test_a_search_over_image_keys_trains_real_trials(image_repo, tiny_image_model, tmp_path, monkeypatch):
     from finetune import search
     from finetune.params import parse_params
 
-    root, _ = image_repo
+    root = copy_repo(image_repo[0], tmp_path / "repo")  # the search writes reports/search/, a dep of report
     monkeypatch.chdir(root)
     raw = tiny_image_params(str(tiny_image_model), train={"epochs": 2})
     raw["search"] = {"method": "grid", "study": "images", "metric": "accuracy", "pruner": {"enabled": False},

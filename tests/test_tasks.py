@@ -111,6 +111,8 @@ def _numbers_params(tiny_model) -> dict:
 
 
 def test_a_new_task_is_one_module_and_runs_the_whole_dag(text_repo_snapshot, tiny_model, tmp_path):
+    """~75 s: the toy task's whole DAG under `dvc repro` (nine stage processes); switching back to the text
+    params then costs seconds, because every text result comes back from DVC's run cache."""
     root = copy_repo(text_repo_snapshot[0], tmp_path / "repo")
     text_params, text_metrics = (root / "params.yaml").read_text(), (root / "reports/metrics.json").read_text()
     stages_before = sh(["git", "ls-files", "stages"], root).stdout

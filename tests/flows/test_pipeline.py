@@ -1,5 +1,6 @@
 """The Prefect flow runs dvc.yaml's DAG through DVC: same lock, same cache, concurrent branches."""
 import json
+import os
 import sys
 
 import pytest
@@ -23,6 +24,9 @@ def _lock(root) -> dict:
 
 
 def test_flow_gives_the_same_lock_as_dvc_repro_and_shares_its_cache(text_repo_snapshot, tiny_model, tmp_path, prefect_harness):
+    """~90 s: a real flow run of the four first stages (a stage is a fresh process importing torch and
+    transformers, ~5-10 s each), then reruns with an override and a forced target; the whole DAG's
+    `dvc repro` it is compared with is the session's shared run (text_repo_snapshot), not run again here."""
     by_dvc, _ = text_repo_snapshot  # the same params, run by `dvc repro`
     by_flow = write_project(tmp_path / "flow", e2e_text_params(tiny_model), make_rows(150))
     dag = yaml.safe_load((by_flow / "dvc.yaml").read_text())
@@ -32,11 +36,12 @@ def test_flow_gives_the_same_lock_as_dvc_repro_and_shares_its_cache(text_repo_sn
     git_repo(by_flow)
 
     # the user's command line (against the session's Prefect server, as with a configured PREFECT_API_URL);
-    # concurrency 1 gives the stage every core, as dvc repro does (fewer torch threads change float
-    # reduction order, so weights would differ in their last bits)
+    # concurrency = cores gives each stage one torch thread, as the test session gives `dvc repro`
+    # (another thread count changes float reduction order, so weights would differ in their last bits)
     from prefect.settings import PREFECT_API_URL
 
-    done = sh([sys.executable, "-m", "flows.pipeline", "--concurrency", "1"], by_flow, env={"PREFECT_API_URL": PREFECT_API_URL.value()})
+    cores = str(len(os.sched_getaffinity(0)))
+    done = sh([sys.executable, "-m", "flows.pipeline", "--concurrency", cores], by_flow, env={"PREFECT_API_URL": PREFECT_API_URL.value()})
     assert "'train': 'Completed'" in done.stdout and "'evaluate': 'Completed'" in done.stdout
     expected = {name: entry for name, entry in _lock(by_dvc).items() if name in FIRST_STAGES}
     assert _lock(by_flow) == expected  # same hashes (model weights included) whichever entry point ran
