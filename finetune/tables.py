@@ -23,6 +23,7 @@ import pandas as pd
 from finetune.errors import UserError
 
 _UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes kept by errors="surrogateescape"
+MAX_FIELD = 256 * 2**20  # characters in one CSV field; Python's default (128 KiB) refuses a long document
 ROW = "source_row"  # 1-based data row (header excluded) in the source file
 LINE = "source_line"  # 1-based line where the row starts
 
@@ -53,10 +54,24 @@ def _decode(path: Path) -> str:
 
 
 def _read_delimited(path: Path, delimiter: str) -> tuple[pd.DataFrame, list[BadRow]]:
+    previous = csv.field_size_limit(MAX_FIELD)
+    try:
+        return _parse_delimited(path, delimiter)
+    except csv.Error as error:  # e.g. a field longer than MAX_FIELD (an unclosed quote swallowing the file)
+        raise UserError(f"{path}: not a readable {'CSV' if delimiter == ',' else 'TSV'} file ({error}); check its quoting") from None
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _parse_delimited(path: Path, delimiter: str) -> tuple[pd.DataFrame, list[BadRow]]:
     reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter=delimiter)
     header = next(reader)
     if any(_UNDECODABLE.search(name) for name in header):
         raise UserError(f"{path} line 1: the header holds bytes that are not valid UTF-8; re-save the file as UTF-8")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise UserError(f"{path} line 1: the header names column(s) {[printable(n)[:80] for n in repeated]} more than once; "
+                        "rename them so each column has its own name")
     records, bad = [], []
     line = reader.line_num
     for row_number, fields in enumerate(reader, start=1):
@@ -89,6 +104,9 @@ def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[BadRow]]:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             bad.append(BadRow(row_number, line_number, f"not valid JSON ({error.msg})", line))
+            continue
+        except RecursionError:
+            bad.append(BadRow(row_number, line_number, "JSON nested too deeply", line[:200]))
             continue
         if not isinstance(record, dict):
             bad.append(BadRow(row_number, line_number, "expected a JSON object per line", line))

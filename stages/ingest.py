@@ -37,7 +37,11 @@ def _refuse(frame: pd.DataFrame, problems: pd.Series, shown: pd.Series, bad: lis
 def _subsample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     counts = frame[LABEL].value_counts()
     stratify = frame[LABEL] if counts.min() >= 2 else None  # a singleton class cannot be stratified
-    kept, _ = train_test_split(frame, train_size=max_rows, stratify=stratify, random_state=seed)
+    try:
+        kept, _ = train_test_split(frame, train_size=max_rows, stratify=stratify, random_state=seed)
+    except ValueError as error:  # e.g. fewer rows to keep than labels: a stratified sample cannot hold them all
+        raise UserError(f"data.max_rows {max_rows}: cannot take a stratified sample of {len(frame)} rows with "
+                        f"{len(counts)} labels ({error})") from None
     return kept.sort_values(ROW, kind="stable")
 
 

@@ -81,3 +81,14 @@ def test_outputs_match_the_paths_the_code_writes():
                paths.PREPROCESS_SUMMARY, paths.TRAIN_SUMMARY, paths.TRAIN_LIVE, paths.METRICS, paths.EVALUATION, paths.REPORT_HTML,
                paths.COMPRESSED, paths.COMPRESS, paths.COMPRESS_METRICS, paths.EXPLAIN, paths.EXPLAIN_METRICS}
     assert {str(p) for p in written} == declared
+
+
+def test_a_crafted_member_name_never_reaches_a_shell(tmp_path, tiny_model):
+    from tests.support import git_repo, make_rows, sh, tiny_params, write_project
+
+    params = tiny_params(tiny_model)
+    params["ensemble"]["members"]["x; touch PWNED; echo"] = {"kind": "tfidf"}
+    root = git_repo(write_project(tmp_path, params, make_rows(30)))
+    done = sh(["dvc", "repro"], root, check=False)
+    assert done.returncode != 0 and not (root / "PWNED").exists()
+    assert "must match [A-Za-z0-9_-]+" in done.stdout + done.stderr  # our schema's refusal, before any work

@@ -81,3 +81,33 @@ def test_bad_search_settings_name_the_key(tiny_model, workdir, search, expected)
     raw = tiny_params(tiny_model)
     raw["search"] = {"space": {"train.learning_rate": {"log_uniform": [1e-5, 1e-3]}}, **search}
     assert expected in _error(raw)
+
+
+def test_nan_infinity_and_absurd_sizes_are_refused(tiny_model, workdir):
+    (workdir / "data/raw").mkdir(parents=True)
+    (workdir / "data/raw/tiny.csv").write_text("text,label\n")
+    raw = tiny_params(tiny_model)
+    raw["ensemble"]["weights"] = {"primary": float("nan"), "tfidf": 1.0}
+    assert "ensemble.weights.primary: Input should be a finite number" in _error(raw)
+    assert "train.learning_rate: Input should be a finite number" in _error(tiny_params(tiny_model, train={"learning_rate": float("inf")}))
+    message = _error(tiny_params(tiny_model, train={"epochs": 1e9, "batch_size": 10**12}))
+    assert "train.epochs: Input should be less than or equal to 10000" in message
+    assert "train.batch_size: Input should be less than or equal to 65536" in message
+
+
+def test_a_rejected_value_is_echoed_cut_short(tiny_model, workdir):
+    (workdir / "data/raw").mkdir(parents=True)
+    (workdir / "data/raw/tiny.csv").write_text("text,label\n")
+    message = _error(tiny_params(tiny_model, report={"title": "x" * 100_000}))
+    assert "report.title: String should have at most 200 characters (got 'xxxx" in message and "(100002 characters)" in message
+    assert len(message) < 600
+
+
+def test_yaml_aliases_and_other_encodings_are_refused_with_the_reason(tmp_path):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefg", "bcdefgh"))
+    (tmp_path / "bomb.yaml").write_text(bomb + "report: {title: *h}\n")  # 9^8 = 43 million strings once expanded
+    with pytest.raises(UserError, match=r"bomb.yaml is not valid YAML: line 2: YAML aliases \(\*name\) are not supported"):
+        load_params(tmp_path / "bomb.yaml")
+    (tmp_path / "latin.yaml").write_bytes("report: {title: caf\u00e9}\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin.yaml is not UTF-8 text \(byte 19: invalid continuation byte\); save it as UTF-8"):
+        load_params(tmp_path / "latin.yaml")

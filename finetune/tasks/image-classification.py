@@ -674,7 +674,7 @@ class ImageDataset:
     def __init__(self, pixels: np.ndarray, labels: np.ndarray, processor: ImageProcessor, augment: ImagePreprocess | None):
         import torch
 
-        self.pixels, self.labels, self.epoch = pixels, labels, 0
+        self.pixels, self.labels, self.epoch = np.array(pixels), labels, 0  # a writable copy: torch refuses read-only buffers
         self.mean = torch.tensor(processor.mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(processor.std, dtype=torch.float32).view(-1, 1, 1)
         self.settings = augment.augment if augment is not None else None
@@ -686,7 +686,7 @@ class ImageDataset:
     def _uint8(self, index: int, epoch: int):
         import torch
 
-        image = torch.from_numpy(np.ascontiguousarray(self.pixels[index])).permute(2, 0, 1)
+        image = torch.from_numpy(self.pixels[index]).permute(2, 0, 1)
         if image.shape[0] == 1:
             image = image.expand(3, -1, -1)  # pretrained models read 3 channels
         if self.transform is None:

@@ -5,6 +5,7 @@ import sys
 import pandas as pd
 import pytest
 
+from finetune import tables
 from finetune.errors import UserError
 from stages import ingest
 from tests.support import PROJECT, load, make_rows, tiny_params, tool_env
@@ -123,3 +124,15 @@ def test_builtin_chinese_reviews(workdir, tiny_model):
     assert summary["labels"] == {"negative": 106, "positive": 94}  # stratified: the files' own balance
     texts = pd.read_parquet("data/ingested.parquet")["input"]
     assert texts.str.contains(r"[\u4e00-\u9fff]").mean() > 0.9
+
+
+def test_a_huge_field_is_read_whole_and_a_repeated_header_is_named(workdir, tiny_model, monkeypatch):
+    long = "word " * 40_000  # 200 kB in one field: Python's csv module refuses over 128 KiB by default
+    ingest.run(_params(tiny_model, _write(workdir, "long.csv", f'text,label\n"{long}",pos\nshort,neg\n')))
+    assert pd.read_parquet("data/ingested.parquet")["input"].tolist() == [long, "short"]
+    with pytest.raises(UserError, match=r"dup.csv line 1: the header names column\(s\) \['text'\] more than once; rename them"):
+        ingest.run(_params(tiny_model, _write(workdir, "dup.csv", "text,label,text\na,b,c\n")))
+    monkeypatch.setattr(tables, "MAX_FIELD", 300_000)  # instead of writing 256 MiB
+    unclosed = '"' + "x" * 400_000  # an unclosed quote swallowing the rest of the file
+    with pytest.raises(UserError, match=r"unclosed.csv: not a readable CSV file \(field larger than field limit"):
+        ingest.run(_params(tiny_model, _write(workdir, "unclosed.csv", "text,label\n" + unclosed)))
