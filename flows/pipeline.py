@@ -7,7 +7,10 @@ each task reproduces its stage THROUGH DVC (`dvc repro --single-item`), so DVC s
 authority: dvc.lock ends the same whichever entry point ran, and a stage DVC sees as unchanged is
 reported as Cached without running. A stage starts only when all its upstream stages finished.
 `-S` overrides are validated by the params schema, then written to params.yaml like
-`dvc exp run -S` does, before any stage runs.
+`dvc exp run -S` does, before any stage runs (comments and layout kept, written atomically; turning
+trust_remote_code on is refused: only params.yaml itself may). The project is the current directory;
+a run holds .cache/pipeline.lock until it ends, so a second run of the same project waits (--wait) or
+stops with a message instead of racing the first one.
 Concurrent stages share the machine: on CPU each gets cores // concurrency torch threads; on a
 machine with several GPUs, concurrent stages get different GPUs (CUDA_VISIBLE_DEVICES).
 Limits: no retries of the train stage by default (`--retries` applies to every stage).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -37,7 +41,6 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from finetune.errors import UserError  # noqa: E402
 from finetune.params import parse_params  # noqa: E402
 
-ROOT = Path.cwd()
 
 
 def stage_graph(root: Path) -> dict[str, set[str]]:
@@ -64,26 +67,73 @@ def with_upstream(graph: dict[str, set[str]], target: str | None) -> dict[str, s
     return {name: ups for name, ups in graph.items() if name in keep}
 
 
-def apply_overrides(root: Path, overrides: list[str]) -> None:
-    """Validate `key=value` overrides against the schema, then write them to params.yaml."""
+def apply_overrides(root: Path, overrides: list[str], write: bool = True) -> None:
+    """Validate `key=value` overrides against the schema, then write them into params.yaml: a round trip
+    that keeps its comments and layout (ruamel), written atomically. Refused: anything the schema refuses,
+    and turning trust_remote_code on (it runs code shipped with a model: only params.yaml itself may)."""
     if not overrides:
         return
+    from ruamel.yaml import YAML
+
+    from finetune.io import atomic_path
+    from finetune.params import read_yaml
+
     path = root / "params.yaml"
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    before = read_yaml(path)  # UTF-8, no aliases, a mapping
+    yaml_rt = YAML()
+    yaml_rt.preserve_quotes = True
+    document = yaml_rt.load(path.read_text(encoding="utf-8"))
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or not key:
             raise UserError(f"-S {override!r}: expected key=value, e.g. -S train.learning_rate=3e-5")
-        node = raw
+        node = document
         *parents, last = key.split(".")
         for part in parents:
             if not isinstance(node.get(part), dict):
                 raise UserError(f"-S {key}: {part!r} is not a section of params.yaml")
             node = node[part]
-        node[last] = yaml.safe_load(value)
+        try:
+            node[last] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise UserError(f"-S {key}: {value!r} is not a YAML value ({error})") from None
+    raw = json.loads(json.dumps(document))  # plain dicts and lists, as DVC and the schema read the file
     with contextlib.chdir(root):  # params paths are relative to the project root
-        parse_params(raw, f"params.yaml with -S {' '.join(overrides)}")  # raises before anything runs
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+        params = parse_params(raw, f"params.yaml with -S {' '.join(overrides)}")  # raises before anything runs
+        trusted = parse_params(before, str(path))
+    if _trusts_remote_code(params) and not _trusts_remote_code(trusted):
+        raise UserError("-S: trust_remote_code runs code shipped with a model; turn it on in params.yaml itself, not from -S or the UI")
+    if write:
+        with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+            yaml_rt.dump(document, f)
+
+
+def _trusts_remote_code(params) -> bool:
+    return params.train.trust_remote_code or any(params.for_member(name).train.trust_remote_code for name in params.ensemble.members)
+
+
+class RunLock:
+    """One flow run per project at a time: a second waits `wait` seconds, then stops with a clear message
+    (two runs would run stages with each other's params or lose each other's -S edits)."""
+
+    def __init__(self, root: Path, wait: float):
+        from filelock import FileLock
+
+        (root / ".cache").mkdir(exist_ok=True)
+        self.path, self.wait = root / ".cache/pipeline.lock", wait
+        self.lock = FileLock(str(self.path))
+
+    def __enter__(self):
+        from filelock import Timeout
+
+        try:
+            self.lock.acquire(timeout=self.wait)
+        except Timeout:
+            raise UserError(f"another pipeline run of this project holds {self.path}; wait for it to finish (or pass a longer --wait)") from None
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
 
 
 class Resources:
@@ -176,12 +226,19 @@ def publish_artifacts(root: Path) -> None:
 
 @flow(name="finetune-pipeline", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def pipeline(target: str | None = None, force: bool = False, overrides: list[str] | None = None,
-             concurrency: int = 2, retries: int = 0, root: str | None = None) -> dict[str, str]:
+             concurrency: int = 2, retries: int = 0, wait: float = 0) -> dict[str, str]:
     """Reproduce dvc.yaml (or TARGET and what it needs) through DVC, independent stages concurrently.
-    `concurrency` sizes each stage's share of the cores; the task runner's max_workers (set by
-    `configured`) caps how many run at once."""
-    base = Path(root or ROOT).resolve()
-    apply_overrides(base, overrides or [])
+    The project is the current directory (a served deployment's is pinned to its project: no parameter
+    can point a run at another folder). `concurrency` sizes each stage's share of the cores; the task
+    runner's max_workers (set by `configured`) caps how many run at once. The whole run holds the
+    project's run lock, -S edits of params.yaml included."""
+    base = Path.cwd().resolve()
+    with RunLock(base, wait):
+        return _reproduce(base, target, force, overrides or [], concurrency, retries)
+
+
+def _reproduce(base: Path, target, force: bool, overrides: list[str], concurrency: int, retries: int) -> dict[str, str]:
+    apply_overrides(base, overrides)
     graph = with_upstream(stage_graph(base), target)
     resources = Resources(concurrency)
     stage_task = task(run_stage, retries=retries, cache_policy=NO_CACHE)  # DVC is the only cache
@@ -216,11 +273,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="override a param (same spelling as `dvc exp run -S`); validated before any stage runs")
     parser.add_argument("--concurrency", type=int, default=2, help="stages running at once (default: %(default)s)")
     parser.add_argument("--retries", type=int, default=0, help="retries of a failed stage (default: %(default)s)")
+    parser.add_argument("--wait", type=float, default=0, help="seconds to wait for another run of this project to finish (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        apply_overrides(ROOT, args.overrides)  # fail fast, before Prefect starts a server
-        states = configured(args.concurrency)(target=args.target, force=args.force, concurrency=args.concurrency,
-                                              retries=args.retries)
+        apply_overrides(Path.cwd(), args.overrides, write=False)  # fail fast, before Prefect starts a server
+        states = configured(args.concurrency)(target=args.target, force=args.force, overrides=args.overrides, concurrency=args.concurrency,
+                                              retries=args.retries, wait=args.wait)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

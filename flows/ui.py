@@ -6,6 +6,14 @@ Starts `prefect server start --host 127.0.0.1` (the UI is served by the server i
 waits until it is healthy, then serves the `finetune-pipeline` flow as deployment `nightly` with
 the cron schedule, so runs can be triggered or scheduled from the UI. Ctrl-C / SIGTERM stops the
 serve process FIRST, then the server (the other order hangs the serve process's shutdown).
+
+Locked down, because any web page open in the user's browser can send requests to 127.0.0.1: CSRF
+protection on (a state-changing request needs a token only a same-origin page can read), CORS limited
+to the UI's own origin, the server's files private (umask 077: PREFECT_HOME 0700, its database 0600).
+For a shared server set PREFECT_SERVER_API_AUTH_STRING=user:password (basic auth; the serve process and
+the CLI use the same string as PREFECT_API_AUTH_STRING). The deployment runs the project it was served
+from (the flow has no folder parameter) and its -S overrides go through the params schema (and may not
+turn on trust_remote_code).
 """
 from __future__ import annotations
 
@@ -18,6 +26,24 @@ import time
 import urllib.request
 
 TELEMETRY_OFF = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1"}
+
+
+def locked_down(port: int) -> dict[str, str]:
+    """Server settings against requests from other web pages, and the client side of basic auth."""
+    origins = f"http://127.0.0.1:{port},http://localhost:{port}"
+    settings = {"PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true", "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": origins}
+    if os.environ.get("PREFECT_SERVER_API_AUTH_STRING") and not os.environ.get("PREFECT_API_AUTH_STRING"):
+        settings["PREFECT_API_AUTH_STRING"] = os.environ["PREFECT_SERVER_API_AUTH_STRING"]
+    return settings
+
+
+def private_home(env: dict) -> None:
+    """PREFECT_HOME (the server's database, logs) readable by its owner only."""
+    from pathlib import Path
+
+    home = Path(env.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o700)
 
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
@@ -61,9 +87,10 @@ def main(argv: list[str] | None = None) -> None:
         serve(args.cron, args.concurrency)
         return
     api = f"http://127.0.0.1:{args.port}/api"
-    env = {**os.environ, **TELEMETRY_OFF, "PREFECT_API_URL": api}
+    env = {**os.environ, **TELEMETRY_OFF, **locked_down(args.port), "PREFECT_API_URL": api}
+    private_home(env)
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(args.port)],
-                              env=env)
+                              env=env, preexec_fn=lambda: os.umask(0o077))
     served = None
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))

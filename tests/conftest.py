@@ -130,14 +130,13 @@ def text_repo_snapshot(tmp_path_factory, tiny_model) -> tuple[Path, list[str]]:
 def image_repo(tmp_path_factory, tiny_image_model, prefect_harness) -> tuple[Path, dict]:
     """The tiny image project (30 generated images per class, the tiny ResNet) run through the Prefect flow:
     (root, each stage's final state). READ ONLY, like text_repo_snapshot."""
-    from flows.pipeline import configured
-    from tests.support import git_repo, tiny_image_params, write_image_folder, write_project
+    from tests.support import git_repo, run_flow, tiny_image_params, write_image_folder, write_project
 
     def build(root: Path) -> dict:
         write_project(root, tiny_image_params(str(tiny_image_model)))
         write_image_folder(root / "data/raw/images", 30)
         git_repo(root)
-        return configured(2)(root=str(root))
+        return run_flow(root)
 
     return shared(tmp_path_factory, "image-repo", build)
 

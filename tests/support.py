@@ -202,6 +202,16 @@ def set_param(root: Path, dotted: str, value) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def run_flow(root: Path, concurrency: int = 2, **parameters) -> dict[str, str]:
+    """The Prefect pipeline flow on the project at root (a flow run's project is the current directory)."""
+    import contextlib
+
+    from flows.pipeline import configured
+
+    with contextlib.chdir(root):
+        return configured(concurrency)(concurrency=concurrency, **parameters)
+
+
 def copy_repo(source: Path, target: Path) -> Path:
     """A copy of a project repo, its git history and DVC cache (run cache included) too."""
     shutil.copytree(source, target, symlinks=True)

@@ -8,8 +8,8 @@ import yaml
 from prefect.client.orchestration import get_client
 
 from finetune.errors import UserError
-from flows.pipeline import apply_overrides, configured, stage_graph
-from tests.support import e2e_text_params, git_repo, make_rows, sh, tiny_params, write_project
+from flows.pipeline import apply_overrides, stage_graph
+from tests.support import e2e_text_params, git_repo, make_rows, run_flow, sh, tiny_params, write_project
 
 FIRST_STAGES = ("ingest", "preprocess", "train", "evaluate")  # the smallest DAG that trains and scores a model
 # they record wall-clock training time or latency
@@ -47,8 +47,8 @@ def test_flow_gives_the_same_lock_as_dvc_repro_and_shares_its_cache(text_repo_sn
     assert _lock(by_flow) == expected  # same hashes (model weights included) whichever entry point ran
 
     assert "Running stage" not in sh(["dvc", "repro"], by_flow).stdout  # dvc repro after the flow: nothing
-    assert set(configured(2)(root=str(by_flow)).values()) == {"Cached"}  # and a second flow run: nothing
-    assert set(configured(2)(root=str(by_dvc)).values()) == {"Cached"}  # the flow after dvc repro (the whole DAG): nothing
+    assert set(run_flow(by_flow).values()) == {"Cached"}  # and a second flow run: nothing
+    assert set(run_flow(by_dvc).values()) == {"Cached"}  # the flow after dvc repro (the whole DAG): nothing
 
     with get_client(sync_client=True) as client:  # published by that last run, from the whole DAG's reports
         artifacts = {a.key: a for a in client.read_artifacts() if a.key != "test-metrics" or str(by_dvc) in a.data}
@@ -57,11 +57,11 @@ def test_flow_gives_the_same_lock_as_dvc_repro_and_shares_its_cache(text_repo_sn
     assert "= teacher) | MiB |" in artifacts["compression"].data and "| int8 |" in artifacts["compression"].data
     assert "reports/report.html" in artifacts["report"].data
 
-    states = configured(2)(root=str(by_flow), overrides=["train.learning_rate=0.002"])
+    states = run_flow(by_flow, overrides=["train.learning_rate=0.002"])
     assert states == {"ingest": "Cached", "preprocess": "Cached", "train": "Completed", "evaluate": "Completed"}
     assert yaml.safe_load((by_flow / "params.yaml").read_text())["train"]["learning_rate"] == 0.002
 
-    states = configured(2)(root=str(by_flow), target="preprocess", force=True)
+    states = run_flow(by_flow, target="preprocess", force=True)
     assert states == {"ingest": "Completed", "preprocess": "Completed"}
 
 
@@ -86,7 +86,7 @@ def test_flow_and_dvc_repro_write_the_same_lock(tmp_path, prefect_harness):
         sh(["git", "init", "-q"], root)
         sh(["dvc", "init", "-q"], root)
         (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
-    configured(2)(root=str(roots[0]))
+    run_flow(roots[0])
     sh(["dvc", "repro"], roots[1])
     assert (roots[0] / "dvc.lock").read_text() == (roots[1] / "dvc.lock").read_text()
 
@@ -111,17 +111,43 @@ def test_independent_stages_overlap_and_failures_stop_downstream(tmp_path, prefe
     assert stage_graph(root) == {"a": set(), "b": set(), "c": {"a", "b"}}
 
     with pytest.raises(RuntimeError, match="stages not completed: b, c"):
-        configured(2)(root=str(root))
+        run_flow(root)
     assert (root / "a.json").exists() and not (root / "c.json").exists()
     assert "boom: b cannot read its input" in caplog.text  # the stage's own error, in the task's log
 
     _toy_project(root, fail_b=False)  # the fix
-    states = configured(2)(root=str(root))
+    states = run_flow(root)
     assert states == {"a": "Cached", "b": "Completed", "c": "Completed"}  # upstream a stayed cached
 
     (root / "a.json").unlink()
     (root / "b.json").unlink()
-    configured(2)(root=str(root))
+    run_flow(root)
     a, b, c = (json.loads((root / f"{name}.json").read_text()) for name in "abc")
     assert a[0] < b[1] and b[0] < a[1]  # a and b ran at the same time
     assert c[0] >= max(a[1], b[1])  # c only after both
+
+
+def test_overrides_keep_every_comment_and_cannot_turn_on_remote_code(tmp_path, tiny_model):
+    root = write_project(tmp_path, tiny_params(tiny_model), make_rows(30))
+    text = (root / "params.yaml").read_text()
+    (root / "params.yaml").write_text("# my notes\n" + text.replace("  seed: 3\n", "  seed: 3  # the seed we report\n"))
+    apply_overrides(root, ["train.learning_rate=0.002"])
+    written = (root / "params.yaml").read_text()
+    assert written.startswith("# my notes\n") and "seed: 3  # the seed we report" in written
+    assert yaml.safe_load(written)["train"]["learning_rate"] == 0.002
+    for override in ("train.trust_remote_code=true", "ensemble.members.seed1.train={trust_remote_code: true}"):
+        with pytest.raises(UserError, match="trust_remote_code runs code shipped with a model; turn it on in params.yaml itself"):
+            apply_overrides(root, [override])
+    assert (root / "params.yaml").read_text() == written
+
+
+def test_a_second_run_of_the_same_project_stops_with_a_message(tmp_path, prefect_harness):
+    from flows.pipeline import RunLock
+
+    sh(["git", "init", "-q"], tmp_path)
+    sh(["dvc", "init", "-q"], tmp_path)
+    _toy_project(tmp_path, fail_b=False)
+    with RunLock(tmp_path, wait=0):  # a run in progress
+        with pytest.raises(UserError, match=r"another pipeline run of this project holds .*pipeline.lock; wait for it"):
+            run_flow(tmp_path, overrides=[])
+    assert not (tmp_path / "a.json").exists()  # nothing ran
