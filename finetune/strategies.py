@@ -204,6 +204,8 @@ class StrategyTrainer(Trainer):
             decay = set(self.get_decay_parameter_names(model))
             groups = layer_groups(model, train)
             rates = learning_rates(groups, train)
+            if len(set(rates.values())) == 1:  # one learning rate: one group (per-group AdamW steps cost ~5 % on a CNN)
+                groups, rates = {"all": [pair for pairs in groups.values() for pair in pairs]}, {"all": train.learning_rate}
             param_groups = [
                 {"params": chosen, "lr": rates[name], "weight_decay": train.weight_decay if with_decay else 0.0, "group": name}
                 for name, params in groups.items() for with_decay in (True, False)
