@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, model_validator
 
 from finetune.errors import UserError
+from finetune.paths import PRETRAINED, RAW_DATA, outside
 
 DEFAULT_TASK = "text-classification"
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
@@ -73,6 +74,8 @@ class Data(Section):
             if self.source not in self.BUILTINS:
                 raise ValueError(f"unknown builtin source {self.source!r}; expected one of {self.BUILTINS}")
             return self
+        if problem := outside(self.source, RAW_DATA):
+            raise ValueError(problem)
         path = Path(self.source)
         if self.READS_FOLDERS and path.is_dir():
             return self
@@ -144,7 +147,8 @@ class Train(Section):
         from finetune.tasks import get_task
 
         task = (info.context or {}).get("task")
-        problem = get_task(task).check_model(self.model) if task else None
+        problem = None if self.model.startswith("builtin:") else outside(self.model, PRETRAINED)
+        problem = problem or (get_task(task).check_model(self.model) if task else None)
         if problem:
             raise ValueError(problem)
         return self

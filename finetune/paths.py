@@ -1,4 +1,5 @@
 """Where each stage reads and writes. dvc.yaml names the same paths (tests/test_dvc_yaml.py checks)."""
+import os
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
@@ -35,3 +36,21 @@ COMPRESS = REPORTS / "compress"  # tradeoff.png, predictions.csv
 EXPLAIN_METRICS = REPORTS / "explain.json"
 EXPLAIN = REPORTS / "explain"  # attributions.json: every token's scores for every explained example
 SEARCH = REPORTS / "search"  # python -m flows.search: trials.csv, summary.json, history.png, importance.png (git-tracked)
+DVC_CACHE = Path(".dvc/cache")  # a `dvc add`ed file may be a link into it (cache.type symlink/hardlink)
+
+
+def outside(path: str | Path, folder: Path) -> str | None:
+    """Why `path` may not be read as a user input, or None when it lies inside the project's `folder`.
+    Links are followed (a link in data/raw to /etc/passwd is outside); a link into the project's DVC
+    cache is what `dvc add` makes with a link cache type, so it counts as inside. Only files under
+    data/raw and models/pretrained are DVC dependencies: reading anything else would leave results
+    silently stale when it changes, and would let a params file read any file the user can."""
+    project = Path.cwd().resolve()
+    allowed = (project / folder).resolve()
+    placed = Path(os.path.abspath(path))  # where the name points before links are followed
+    target = Path(path).resolve()
+    if placed.is_relative_to(allowed) and (target.is_relative_to(allowed) or target.is_relative_to((project / DVC_CACHE).resolve())):
+        return None
+    where = f"{path} (a link to {target})" if placed != target and placed.is_relative_to(allowed) else str(path)
+    return (f"{where} is outside {folder}/: only files there are DVC dependencies, so results stay in step with them; "
+            f"copy it into {folder}/ (a big one: `dvc add` it there, or `dvc import` it from its repository)")

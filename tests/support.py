@@ -80,8 +80,21 @@ def merge(target: dict, values: dict) -> None:
             target[key] = value
 
 
+def placed(params: dict, root: Path) -> dict:
+    """params with its pretrained model inside root/models/pretrained, as the schema requires: a test's model
+    (built once per session outside every project) is copied in like a user copies theirs."""
+    model = Path(params["train"]["model"])
+    if model.is_absolute():
+        assert root.resolve() != PROJECT, "a test placed a model in the repository: run it in a scratch project (workdir)"
+        target = root / "models/pretrained" / model.name
+        if not target.exists():
+            shutil.copytree(model, target) if model.is_dir() else (target.parent.mkdir(parents=True, exist_ok=True), shutil.copy(model, target))
+        params = {**params, "train": {**params["train"], "model": f"models/pretrained/{model.name}"}}
+    return params
+
+
 def write_project(root: Path, params: dict, rows: pd.DataFrame | None = None) -> Path:
-    """A copy of the project's code and DVC files with its own params and data."""
+    """A copy of the project's code and DVC files with its own params (model placed in it) and data."""
     for name in PROJECT_FILES:
         source, target = PROJECT / name, root / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -91,14 +104,19 @@ def write_project(root: Path, params: dict, rows: pd.DataFrame | None = None) ->
             shutil.copy(source, target)
     if rows is not None:
         rows.to_csv(root / "data/raw/tiny.csv", index=False)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(root, params)
     return root
 
 
+def write_params(root: Path, params: dict, header: str = "") -> None:
+    (root / "params.yaml").write_text(header + yaml.safe_dump(placed(params, root), sort_keys=False))
+
+
 def load(params: dict):
+    """params validated in the current directory (a scratch project), its model placed there first."""
     from finetune.params import parse_params
 
-    return parse_params(params)
+    return parse_params(placed(params, Path.cwd()))
 
 
 def run_stages(*names: str, params) -> None:

@@ -61,7 +61,7 @@ def _ingest(workdir, suffix: str, data: bytes, on_bad_rows: str):
     for stale in (paths.INGESTED, paths.QUARANTINE / "ingest.csv", paths.INGEST_SUMMARY):
         stale.unlink(missing_ok=True)
     (workdir / f"data/raw/f{suffix}").write_bytes(data)
-    params = parse_params(tiny_params("models/tiny", source=f"data/raw/f{suffix}", data={"on_bad_rows": on_bad_rows}))
+    params = parse_params(tiny_params("models/pretrained/tiny", source=f"data/raw/f{suffix}", data={"on_bad_rows": on_bad_rows}))
     try:
         summary = ingest.run(params)
     except UserError as error:
@@ -77,8 +77,8 @@ def _ingest(workdir, suffix: str, data: bytes, on_bad_rows: str):
 @pytest.fixture
 def fuzz_dir(tmp_path_factory, monkeypatch):
     root = tmp_path_factory.mktemp("fuzz")
-    (root / "models/tiny").mkdir(parents=True)
-    (root / "models/tiny/config.json").write_text("{}")  # train.model must name a model directory
+    (root / "models/pretrained/tiny").mkdir(parents=True)
+    (root / "models/pretrained/tiny/config.json").write_text("{}")  # train.model must name a model directory
     monkeypatch.chdir(root)
     return root
 
@@ -100,7 +100,7 @@ VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | 
 @given(section=st.sampled_from(["task", "data", "preprocess", "train", "evaluate", "ensemble", "compress", "explain", "search", "report", "zzz"]),
        key=st.text(string.ascii_lowercase + "_.", max_size=20), value=VALUES)
 def test_params_never_crash_whatever_the_values(fuzz_dir, section, key, value):
-    raw = tiny_params("models/tiny", source="builtin:tweets")
+    raw = tiny_params("models/pretrained/tiny", source="builtin:tweets")
     node = raw
     *parents, last = [section, *[k for k in key.split(".") if k]]
     for part in parents:

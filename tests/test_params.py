@@ -1,13 +1,20 @@
+from pathlib import Path
+
 import pytest
 
 from finetune.errors import UserError
 from finetune.params import load_params, parse_params
-from tests.support import PROJECT, tiny_params
+from tests.support import PROJECT, placed, tiny_params
+
+
+@pytest.fixture(autouse=True)
+def _in_a_scratch_project(workdir):
+    """Paths in params are checked against the current directory's data/raw and models/pretrained."""
 
 
 def _error(raw) -> str:
     with pytest.raises(UserError) as caught:
-        parse_params(raw)
+        parse_params(placed(raw, Path.cwd()))
     return str(caught.value)
 
 
@@ -39,11 +46,35 @@ def test_unknown_choice_lists_the_valid_ones(tiny_model):
     assert "train.lr_scheduler: Input should be 'constant', 'constant_with_warmup', 'linear', 'cosine' or 'polynomial'" in message
 
 
-def test_missing_paths_are_errors(tiny_model, tmp_path):
-    assert "train: Value error, '/nowhere' is not a Hugging Face model directory" in _error(tiny_params("/nowhere"))
-    assert "file 'missing.csv' does not exist" in _error(tiny_params(tiny_model, source="missing.csv"))
-    assert "not a supported table" in _error(tiny_params(tiny_model, source="data.xlsx"))
+def test_missing_paths_are_errors(tiny_model):
+    assert ("train: Value error, 'models/pretrained/nowhere' is not a Hugging Face model directory"
+            in _error(tiny_params("models/pretrained/nowhere")))
+    assert "file 'data/raw/missing.csv' does not exist" in _error(tiny_params(tiny_model, source="data/raw/missing.csv"))
+    assert "not a supported table" in _error(tiny_params(tiny_model, source="data/raw/data.xlsx"))
     assert "unknown builtin source 'builtin:imdb'" in _error(tiny_params(tiny_model, source="builtin:imdb"))
+
+
+def test_inputs_outside_data_raw_and_models_pretrained_are_refused_links_included(tiny_model, workdir, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "t.csv").write_text("text,label\nsecret line,a\n")
+    (workdir / "data/raw").mkdir(parents=True)
+    (workdir / "data/raw/t.csv").symlink_to(elsewhere / "t.csv")
+    (workdir / "data/raw/passwd.csv").symlink_to("/etc/passwd")
+    fix = "copy it into data/raw/ (a big one: `dvc add` it there, or `dvc import` it from its repository)"
+    for source, shown in ((str(elsewhere / "t.csv"), str(elsewhere / "t.csv")), ("data/raw/../../t.csv", "data/raw/../../t.csv"),
+                          ("data/raw/t.csv", f"data/raw/t.csv (a link to {elsewhere / 't.csv'})"),
+                          ("data/raw/passwd.csv", "data/raw/passwd.csv (a link to /etc/passwd)")):
+        message = _error(tiny_params(tiny_model, source=source))
+        assert f"data: Value error, {shown} is outside data/raw/: only files there are DVC dependencies" in message and fix in message
+        assert "secret" not in message and "root:" not in message  # nothing of the file is read or echoed
+    (workdir / "models/pretrained").mkdir(parents=True, exist_ok=True)
+    (workdir / "models/pretrained/tiny").symlink_to(tiny_model)
+    for model in (str(tiny_model), "models/pretrained/tiny"):
+        with pytest.raises(UserError, match="is outside models/pretrained/: only files there are DVC dependencies"):
+            parse_params(tiny_params(model, source="data/raw/t.csv"))  # not placed: the model stays where it is
+    (workdir / "data/raw/t.csv").unlink()
+    (workdir / "data/raw/t.csv").write_text("text,label\nfine,a\n")
+    assert parse_params(placed(tiny_params(tiny_model, source="data/raw/t.csv"), workdir)).data.source == "data/raw/t.csv"
 
 
 def test_splits_must_sum_to_one(tiny_model, workdir):

@@ -148,3 +148,26 @@ def test_adding_a_member_trains_only_that_member_and_removing_one_trains_nothing
     ran = repro(root, "ensemble")  # the ensemble of these members may even come back from DVC's run cache
     assert not [stage for stage in ran if stage.startswith("member@")]
     assert "seed2" not in json.loads((root / "reports/ensemble.json").read_text())["members"]
+
+
+def test_a_failing_stage_leaves_its_last_metrics_in_place(text_repo_snapshot, tmp_path):
+    """DVC deletes a stage's outputs before running it; the git-tracked metrics must survive a failure."""
+    import shutil
+
+    root = copy_repo(text_repo_snapshot[0], tmp_path / "repo")
+    table, summary = root / "data/raw/tiny.csv", root / "reports/ingest.json"
+    good, committed = table.read_text(), summary.read_text()
+    shutil.rmtree(root / ".cache/kept-metrics")  # as on a fresh clone: the version comes from git's last commit
+    table.write_text("words,label\nhi,a\n")
+    failed = sh(["dvc", "repro", "ingest"], root, check=False)
+    assert failed.returncode != 0 and "missing column(s) text_column" in failed.stderr
+    assert summary.read_text() == committed
+
+    table.write_text(good)
+    set_param(root, "data.max_rows", 120)
+    assert repro(root, "-s", "ingest") == ["ingest"]
+    newer = summary.read_text()
+    assert json.loads(newer)["rows_kept"] == 120
+    table.write_text("words,label\nhi,a\n")
+    assert sh(["dvc", "repro", "-s", "ingest"], root, check=False).returncode != 0
+    assert summary.read_text() == newer  # the last successful run's (what dvc.lock records), not the commit's

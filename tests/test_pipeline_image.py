@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from tests.support import copy_repo, repro, sh, tiny_image_params
+from tests.support import copy_repo, placed, repro, sh, tiny_image_params
 
 
 def test_the_flow_runs_every_stage_of_the_image_dag_and_dvc_agrees(image_repo):
@@ -53,7 +53,7 @@ def test_a_search_over_image_keys_trains_real_trials(image_repo, tiny_image_mode
     raw = tiny_image_params(str(tiny_image_model), train={"epochs": 2})
     raw["search"] = {"method": "grid", "study": "images", "metric": "accuracy", "pruner": {"enabled": False},
                      "space": {"preprocess.image_size": {"choice": [8, 16]}, "preprocess.augment.horizontal_flip": {"choice": [False]}}}
-    params = parse_params(raw)
+    params = parse_params(placed(raw, root))
     study = search.run_search(params, lambda number: search.run_trial(params, number), log=lambda _: None)
     trials = sorted(study.trials, key=lambda t: t.params["preprocess.image_size"])
     assert [t.params["preprocess.image_size"] for t in trials] == [8, 16] and all(t.value is not None for t in trials)

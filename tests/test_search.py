@@ -4,13 +4,12 @@ import itertools
 import optuna
 import pandas as pd
 import pytest
-import yaml
 
 from finetune import search
 from finetune.errors import UserError
 from finetune.io import read_json
 from finetune.params import load_params
-from tests.support import load, make_rows, tiny_params
+from tests.support import load, make_rows, tiny_params, write_params
 
 
 @pytest.fixture
@@ -124,8 +123,8 @@ def test_bayesian_search_with_the_pruner_trains_real_trials(trained_workdir, tin
 def test_apply_best_writes_the_values_and_keeps_the_comments(workdir, tiny_model):
     params_dict = tiny_params(tiny_model)
     params_dict["search"] = {"study": "s", "method": "grid", "space": {"train.learning_rate": {"choice": [1e-3, 2e-3]}}}
-    (workdir / "params.yaml").write_text("# my notes\n" + yaml.safe_dump(params_dict, sort_keys=False).replace(
-        "  seed: 3\n", "  seed: 3  # keep this seed\n"))
+    write_params(workdir, params_dict, header="# my notes\n")
+    (workdir / "params.yaml").write_text((workdir / "params.yaml").read_text().replace("  seed: 3\n", "  seed: 3  # keep this seed\n"))
     params = load_params(workdir / "params.yaml")
     search.run_search(params, _scored_by_params(params, []), log=lambda _: None)
     assert search.apply_best(workdir / "params.yaml") == {"train.learning_rate": 2e-3}
@@ -135,6 +134,6 @@ def test_apply_best_writes_the_values_and_keeps_the_comments(workdir, tiny_model
 
 
 def test_apply_best_without_a_search_says_so(workdir, tiny_model):
-    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params(tiny_model)))
+    write_params(workdir, tiny_params(tiny_model))
     with pytest.raises(UserError, match="reports/search/summary.json has no completed trial yet"):
         search.apply_best(workdir / "params.yaml")

@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import yaml
 
-from tests.support import commit, copy_repo, repro, sh, tiny_params
+from tests.support import commit, copy_repo, placed, repro, sh, tiny_params
 
 NUMBERS = '''"""numbers: which third of [0, 30) a number falls in, learned by a tiny MLP (the toy task of tests/test_tasks.py)."""
 import html
@@ -62,7 +62,7 @@ class Numbers(Task):
         return {n: p.assign(augmented=False, value=p["input"] * params.preprocess.scale) for n, p in parts.items()}, {"features": ["value"]}
 
     def check_model(self, model):
-        return None if model == "mlp" else "the numbers task trains model 'mlp'"
+        return None if model == "builtin:mlp" else "the numbers task trains model 'builtin:mlp'"
 
     def model_source(self, model):
         return model
@@ -101,7 +101,7 @@ TASK = Numbers()
 
 
 def _numbers_params(tiny_model) -> dict:
-    params = tiny_params(tiny_model, source="data/raw/numbers.csv", train={"model": "mlp", "epochs": 30, "learning_rate": 0.05})
+    params = tiny_params(tiny_model, source="data/raw/numbers.csv", train={"model": "builtin:mlp", "epochs": 30, "learning_rate": 0.05})
     params["task"] = "numbers"
     del params["data"]["text_column"]
     params["data"]["value_column"] = "value"
@@ -121,7 +121,7 @@ def test_a_new_task_is_one_module_and_runs_the_whole_dag(text_repo_snapshot, tin
     values = [(i * 7919) % 3000 / 100 for i in range(150)]  # 150 distinct numbers in [0, 30)
     pd.DataFrame({"value": values, "label": [["low", "mid", "high"][int(v // 10)] for v in values]}).to_csv(root / "data/raw/numbers.csv", index=False)
     (root / "configs/tiny-text.yaml").write_text(text_params)
-    (root / "configs/numbers.yaml").write_text(yaml.safe_dump(_numbers_params(tiny_model), sort_keys=False))
+    (root / "configs/numbers.yaml").write_text(yaml.safe_dump(placed(_numbers_params(tiny_model), root), sort_keys=False))
     sh([sys.executable, "tools/use_config.py", "numbers"], root)  # what `make pipeline CONFIG=numbers` does before dvc repro
     ran = repro(root)
     assert ran[:4] == ["ingest", "preprocess", "train", "evaluate"] and set(ran) >= {"member@seed2", "ensemble", "compress", "explain", "report"}

@@ -39,6 +39,7 @@ from pydantic import Field, model_validator
 
 from finetune.errors import UserError
 from finetune.params import Data, Section
+from finetune.paths import RAW_DATA, outside
 from finetune.sources import LABEL, ORIGIN, SPLIT, Source, numbered, read_user_table
 from finetune.tables import LINE, ROW, BadRow
 from finetune.tasks import ClassicalMember, Task
@@ -434,6 +435,8 @@ class ImageClassification(Task):
                     raise ValueError("no image path")
                 else:
                     path = Path(value)
+                    if elsewhere := outside(path, RAW_DATA):
+                        raise ValueError(elsewhere)
                     if not path.is_file():
                         raise ValueError(f"file not found: {value}")
                     content = path.read_bytes()

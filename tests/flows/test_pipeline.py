@@ -127,8 +127,9 @@ def test_independent_stages_overlap_and_failures_stop_downstream(tmp_path, prefe
     assert c[0] >= max(a[1], b[1])  # c only after both
 
 
-def test_overrides_keep_every_comment_and_cannot_turn_on_remote_code(tmp_path, tiny_model):
+def test_overrides_keep_every_comment_and_cannot_turn_on_remote_code(tmp_path, tiny_model, monkeypatch):
     root = write_project(tmp_path, tiny_params(tiny_model), make_rows(30))
+    monkeypatch.chdir(root)  # a flow run's project is its working directory
     text = (root / "params.yaml").read_text()
     (root / "params.yaml").write_text("# my notes\n" + text.replace("  seed: 3\n", "  seed: 3  # the seed we report\n"))
     apply_overrides(root, ["train.learning_rate=0.002"])

@@ -3,17 +3,16 @@ import re
 
 import pandas as pd
 import pytest
-import yaml
 from prefect.client.orchestration import get_client
 
 from flows import search as search_flow
-from tests.support import PROJECT, tiny_params
+from tests.support import PROJECT, tiny_params, write_params
 
 
 def _write(root, tiny_model, **search_keys):
     params = tiny_params(tiny_model, train={"epochs": 3})
     params["search"] = {"study": "flow", **search_keys}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(root, params)
 
 
 def test_the_flow_runs_trials_concurrently_as_tasks_and_reports_them(trained_workdir, tiny_model, prefect_harness, monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 from finetune import tables
 from finetune.errors import UserError
 from stages import ingest
-from tests.support import PROJECT, load, make_rows, tiny_params, tool_env
+from tests.support import PROJECT, load, make_rows, tiny_params, tool_env, write_params
 
 
 def _write(workdir, name: str, data: bytes | str) -> str:
@@ -105,8 +105,7 @@ def test_builtin_tweets_are_read_with_their_broken_rows_quarantined(workdir, tin
 def test_cli_reports_bad_data_in_one_line_and_exits_non_zero(tmp_path, tiny_model):
     (tmp_path / "data/raw").mkdir(parents=True)
     (tmp_path / "data/raw/x.csv").write_text("words,label\nhi,a\n")
-    import yaml
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(tiny_model, source="data/raw/x.csv")))
+    write_params(tmp_path, tiny_params(tiny_model, source="data/raw/x.csv"))
     env = tool_env()
     env["PYTHONPATH"] = str(PROJECT)
     done = subprocess.run([sys.executable, "-m", "stages.ingest"], cwd=tmp_path, env=env, capture_output=True, text=True)

@@ -150,12 +150,12 @@ def test_settings_the_model_cannot_take_are_refused_before_training(trained_work
     assert not paths.MODEL.exists() and not (paths.CHECKPOINTS.exists() and any(paths.CHECKPOINTS.iterdir()))
 
 
-def test_an_unknown_strategy_names_the_key(tiny_model):
+def test_an_unknown_strategy_names_the_key(tiny_model, workdir):
     with pytest.raises(UserError, match="train.strategy: Input should be 'full', 'partial', 'linear_probe', 'gradual_unfreeze' or 'lora'"):
         load(_params(tiny_model, strategy="adapters"))
 
 
-def test_a_model_whose_layers_cannot_be_found_trains_full_but_refuses_layer_wise_settings(tmp_path):
+def test_a_model_whose_layers_cannot_be_found_trains_full_but_refuses_layer_wise_settings(workdir):
     from transformers import AlbertConfig, AlbertForSequenceClassification
 
     from finetune.params import Train
@@ -163,9 +163,9 @@ def test_a_model_whose_layers_cannot_be_found_trains_full_but_refuses_layer_wise
 
     config = AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
                           intermediate_size=32, num_labels=2)  # ALBERT: one shared layer, no list of 3
-    config.save_pretrained(tmp_path)  # Train.model must name a model directory
+    config.save_pretrained("models/pretrained/albert")  # Train.model must name a model directory there
     model = AlbertForSequenceClassification(config)
-    full = describe(apply_strategy(model, Train(model=str(tmp_path))), Train(model=str(tmp_path)))
+    full = describe(apply_strategy(model, Train(model="models/pretrained/albert")), Train(model="models/pretrained/albert"))
     assert [g["group"] for g in full["groups"]] == ["all"] and full["trainable_share"] == 1.0
     with pytest.raises(UserError, match="cannot find the layers of AlbertForSequenceClassification: train.strategy 'partial'"):
-        apply_strategy(model, Train(model=str(tmp_path), strategy="partial", freeze_layers=1))
+        apply_strategy(model, Train(model="models/pretrained/albert", strategy="partial", freeze_layers=1))

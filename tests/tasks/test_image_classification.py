@@ -106,9 +106,12 @@ def _bad_and_odd_images(folder):
         (folder / "red" / name).write_bytes(data)
 
 
-def test_bad_images_are_quarantined_with_their_reason_and_odd_ones_are_fixed(workdir, tiny_image_model):
+def test_bad_images_are_quarantined_with_their_reason_and_odd_ones_are_fixed(workdir, tiny_image_model, tmp_path_factory):
     folder = write_image_folder(workdir / "data/raw/images", 4)
     _bad_and_odd_images(folder)
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "secret.png"
+    elsewhere.write_bytes(_png(Image.new("RGB", (9, 9))))
+    (folder / "red/linked.png").symlink_to(elsewhere)
     params = _params(tiny_image_model, data={"on_bad_rows": "skip", "max_image_pixels": 10_000})
     summary = ingest.run(params)
 
@@ -119,8 +122,9 @@ def test_bad_images_are_quarantined_with_their_reason_and_odd_ones_are_fixed(wor
     assert problems["truncated.jpg"].startswith("truncated or corrupt image")
     assert problems["notes.txt"] == "not an image file (.txt)"
     assert problems["bomb.png"].startswith("decompression bomb")
-    assert len(problems) == 5 and summary["rows_kept"] == 12 + 9
-    assert sum(n for reason, n in summary["dropped"].items() if reason.startswith("bad row")) == 5
+    assert problems["linked.png"].startswith(f"data/raw/images/red/linked.png (a link to {elsewhere}) is outside data/raw/")
+    assert len(problems) == 6 and summary["rows_kept"] == 12 + 9
+    assert sum(n for reason, n in summary["dropped"].items() if reason.startswith("bad row")) == 6
 
     preprocess.run(params)
     prepared = pd.concat(pd.read_parquet(paths.PREPARED / f"{split}.parquet") for split in ("train", "val", "test"))
@@ -134,7 +138,7 @@ def test_bad_images_are_quarantined_with_their_reason_and_odd_ones_are_fixed(wor
     deep = np.frombuffer(by_name["deep.png"].pixels, dtype=np.uint8).reshape(16, 16, 3)
     assert abs(int(deep[0, 0, 0]) - round(40000 / 65535 * 255)) <= 1  # 16-bit scaled to 8 bits, not clipped
 
-    with pytest.raises(UserError, match=r"data/raw/images row \d+ \(line \d+\): .*; 5 bad row\(s\) in all"):
+    with pytest.raises(UserError, match=r"data/raw/images row \d+ \(line \d+\): .*; 6 bad row\(s\) in all"):
         ingest.run(_params(tiny_image_model, data={"on_bad_rows": "error", "max_image_pixels": 10_000}))
 
 
