@@ -31,8 +31,8 @@ pipeline: setup  # CONFIG=image (or any configs/NAME.yaml) switches params.yaml 
 	$(if $(CONFIG),python tools/use_config.py $(CONFIG) $(if $(FORCE),--force))
 	dvc repro
 
-test: setup  # 2 xdist workers; tests of one module that share a sequential repo stay together (xdist_group)
-	python -m pytest -n 2 --dist loadgroup tests
+test: setup  # 2 xdist workers, the longest tests handed out first (tests/conftest.py)
+	python -m pytest -n 2 tests
 
 search: setup  # params.yaml's `search` as a Prefect flow (resumes a stopped study); needs `dvc repro preprocess` first
 	python -m flows.search

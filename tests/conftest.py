@@ -141,6 +141,19 @@ def image_repo(tmp_path_factory, tiny_image_model, prefect_harness) -> tuple[Pat
     return shared(tmp_path_factory, "image-repo", build)
 
 
+# The longest tests first: xdist hands tests out in collection order as workers free up, so a long test collected
+# last (the toy task's DAG, the text pipeline's end-to-end tests) would run alone at the end while the other
+# worker idles. Image tests come early: gw1 has just built the image run and needs not wait for the text one.
+LONGEST_FIRST = ("tests/test_pipeline.py", "tests/test_pipeline_image.py", "tests/flows/test_pipeline.py::test_flow_gives",
+                 "tests/test_tasks.py", "tests/flows/test_search.py", "tests/test_cli.py", "tests/stages/test_train.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), len(LONGEST_FIRST))
+    items.sort(key=rank)  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _end_to_end_runs_first(request):
     """With two xdist workers, gw0 builds the text run and gw1 the image run at the very start, side by

@@ -93,12 +93,3 @@ def test_a_crafted_member_name_never_reaches_a_shell(tmp_path, tiny_model):
     assert done.returncode != 0 and not (root / "PWNED").exists()
     assert "must match [A-Za-z0-9_-]+" in done.stdout + done.stderr  # our schema's refusal, before any work
 
-
-def test_the_metrics_kept_through_a_failure_are_every_stages_uncached_outputs(monkeypatch):
-    from finetune.cli import _uncached_outputs
-
-    monkeypatch.chdir(PROJECT)
-    assert _uncached_outputs("ingest") == [paths.INGEST_SUMMARY]
-    assert _uncached_outputs("member@seed7") == [paths.MEMBER_SUMMARIES / "seed7.json"]
-    assert _uncached_outputs("evaluate") == [paths.METRICS]
-    assert _uncached_outputs("nonesuch") == [] and _uncached_outputs("") == []
