@@ -31,8 +31,8 @@ pipeline: setup  # CONFIG=image (or any configs/NAME.yaml) switches params.yaml 
 	$(if $(CONFIG),python tools/use_config.py $(CONFIG) $(if $(FORCE),--force))
 	dvc repro
 
-test: setup  # 2 xdist workers, the longest tests handed out first (tests/conftest.py)
-	python -m pytest -n 2 tests
+test: setup  # 2 xdist workers; loadgroup hands tests out one at a time as workers free up, longest first (tests/conftest.py); plain load pre-assigns a quarter of the suite round-robin
+	python -m pytest -n 2 --dist loadgroup tests
 
 search: setup  # params.yaml's `search` as a Prefect flow (resumes a stopped study); needs `dvc repro preprocess` first
 	python -m flows.search
