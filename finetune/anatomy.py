@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -129,3 +130,28 @@ def head_modules(model: nn.Module) -> list[str]:
     """Names of the modules holding the head's parameters (what LoRA trains in full, beside the adapters)."""
     groups = layer_groups(model) or {}
     return sorted({name.rsplit(".", 1)[0] for name, _ in groups.get("head", [])})
+
+
+# -- rebuilding a compressed CNN from its spec (finetune/convnet_compress.py makes them) --
+SHAPE_ATTRIBUTES = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features")
+RESHAPED = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
+
+
+def keep_blocks(net: nn.Module, layers: list[int]) -> None:
+    """A student: net with only `layers` of its blocks, in place."""
+    parent, attribute, found = block_list(net)
+    kept = [found[i] for i in layers]
+    setattr(parent, attribute, type(found)(*kept) if isinstance(found, nn.Sequential) else nn.ModuleList(kept))
+
+
+def reshape(net: nn.Module, saved: dict[str, dict[str, int]], state: dict[str, torch.Tensor]) -> None:
+    """Give a freshly built net a pruned net's shapes (convnet_compress.shapes, and its state dict) before loading its weights."""
+    for name, attributes in saved.items():
+        module = net.get_submodule(name)
+        for attribute, value in attributes.items():
+            setattr(module, attribute, value)
+        for key, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            wanted = state.get(f"{name}.{key}")
+            if wanted is not None and wanted.shape != tensor.shape:
+                empty = torch.empty(wanted.shape, dtype=tensor.dtype)
+                setattr(module, key, nn.Parameter(empty, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else empty)

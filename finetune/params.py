@@ -182,20 +182,24 @@ class Member(Section):
 
 
 COMPRESS_METHODS = ("int8", "prune", "distill")
+EXPORT_FORMATS = ("onnx",)
 
 
 class Quantize(Section):
     embeddings: bool = True  # int8 weight-only embedding tables too (about half of MiniLM's weights)
+    calibration_batches: int = Field(8, ge=1, le=100_000)  # static int8 (CNNs): batches of 32 train images that fix activation ranges
 
 
 class Prune(Section):
-    structure: Literal["ffn_neurons", "unstructured"] = "ffn_neurons"  # neurons removed (faster) | weights zeroed (global L1)
-    sparsity: float = Field(0.5, ge=0, lt=1)  # share of the FFN neurons removed, or of the linear weights zeroed
+    # transformers: ffn_neurons (neurons removed: faster) | unstructured (weights zeroed, global L1); CNNs: channels (removed: faster)
+    structure: Literal["ffn_neurons", "unstructured", "channels"] = "ffn_neurons"
+    sparsity: float = Field(0.5, ge=0, lt=1)  # share of the FFN neurons or channels removed, or of the linear weights zeroed
     recover_epochs: float = Field(1, ge=0, le=10_000)  # then distil from the teacher with the zeros kept; 0 = no recovery
 
 
 class Distill(Section):
-    layers: list[int] | None = None  # teacher layers the student keeps; null = every other one, ending with the top
+    layers: list[int] | None = None  # teacher blocks the student keeps; null = transformers: every other one, ending with the top;
+    #                                  CNNs: the blocks that change the shape (the repeats of a stage are dropped)
     temperature: float = Field(2.0, gt=0, le=1000)
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the hard-label loss; 1 - alpha goes to the teacher's soft labels
     epochs: float = Field(3, gt=0, le=10_000)
@@ -215,26 +219,32 @@ class Compress(Section):
     prune: Prune = Prune()
     distill: Distill = Distill()
     latency: Latency = Latency()
+    export: list[Literal[EXPORT_FORMATS]] = []  # onnx: every model of the table also exported and timed with onnxruntime
 
     @model_validator(mode="after")
     def _methods_once(self):
-        if len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods lists one twice: {self.methods}")
+        for key, values in (("methods", self.methods), ("export", self.export)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} lists one twice: {values}")
         return self
 
 
-EXPLAIN_METHODS = ("integrated_gradients", "gradient_x_input", "attention")
+# text: integrated_gradients, gradient_x_input, attention (of [CLS]); images: integrated_gradients, occlusion, grad_cam
+# (CNNs) or attention (ViTs: attention rollout). A method that does not fit the model is skipped with the reason.
+EXPLAIN_METHODS = ("integrated_gradients", "gradient_x_input", "attention", "occlusion", "grad_cam")
 
 
 class Explain(Section):
     examples: int = Field(12, ge=1, le=100_000)  # test examples: the most confident errors, most / least confident, then seeded random
     seed: int = 0
-    methods: list[Literal[EXPLAIN_METHODS]] = list(EXPLAIN_METHODS)
+    methods: list[Literal[EXPLAIN_METHODS]] = ["integrated_gradients", "gradient_x_input", "attention"]
     ig_steps: int = Field(50, ge=4, le=100_000)  # Riemann steps of Integrated Gradients (more: smaller convergence delta)
     attention_layer: int = -1  # layer whose [CLS] attention is shown (averaged over heads); -1 = the last
-    faithfulness_k: int = Field(5, ge=1, le=10_000)  # delete the top 1..K attributed tokens vs K random ones
+    faithfulness_k: int = Field(5, ge=1, le=10_000)  # delete the top 1..K attributed tokens (images: patches) vs K random ones
     random_draws: int = Field(5, ge=1, le=10_000)  # random deletions averaged per example and k
     top_tokens: int = Field(10, ge=1, le=10_000)  # global view: tokens per class
+    baseline: Literal["mean", "black", "blur"] = "mean"  # images: IG's baseline and what a deleted patch becomes
+    patch_grid: int = Field(8, ge=2, le=256)  # images: patches per side for occlusion and the deletion test
 
     @model_validator(mode="after")
     def _ig_included(self):

