@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 
+from finetune.pixel_attribution import PixelExplainer
+
 
 @dataclass
 class Example:
@@ -188,4 +190,4 @@ class TokenExplainer:
         return drift
 
 
-EXPLAINERS = {"tokens": TokenExplainer}  # a task names its explainer (Task.explainer); the explain stage looks it up here
+EXPLAINERS = {"tokens": TokenExplainer, "pixels": PixelExplainer}  # a task names its explainer (Task.explainer); the explain stage looks it up here

@@ -4,7 +4,9 @@ Examples (explain.examples, from the test split): a quarter each of the most con
 most confident predictions and the least confident ones, the rest drawn at random (explain.seed).
 The task's explainer does the rest (text: finetune/attribution.py's TokenExplainer: Integrated
 Gradients, gradient x input and attention per token, deletion faithfulness against random deletions,
-the global view per class, and the compressed models' drift from their teacher). A task without an
+the global view per class, and the compressed models' drift from their teacher; images:
+finetune/pixel_attribution.py's PixelExplainer: the same per pixel, with occlusion, Grad-CAM and attention
+rollout, deleting image patches). A task without an
 explainer writes a result that says so (`unavailable`: the reason) (the report shows the reason), never a crash of the stage.
 Writes reports/explain.json (metrics) and reports/explain/attributions.json (every score, for other tools).
 """

@@ -181,6 +181,7 @@ def tiny_image_params(model, source: str = "data/raw/images", **sections) -> dic
     params["train"] |= {"epochs": 6, "batch_size": 8, "learning_rate": 3e-3}
     params["ensemble"]["members"] = {"seed1": {"kind": "finetune", "train": {"seed": 1}}, "pixels": {"kind": "pixels", "pixels": {"size": 8, "C": 1.0}}}
     params["search"]["space"] = {"train.learning_rate": {"log_uniform": [1e-3, 1e-2]}}
+    params["explain"] |= {"methods": ["integrated_gradients", "occlusion", "grad_cam"], "baseline": "mean", "patch_grid": 4}
     params["report"]["title"] = "Tiny image report"
     for section, values in sections.items():
         merge(params[section], values)

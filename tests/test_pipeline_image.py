@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from tests.support import copy_repo, placed, repro, sh, tiny_image_params
+from tests.support import copy_repo, placed, repro, set_param, sh, tiny_image_params
 
 
 def test_the_flow_runs_every_stage_of_the_image_dag_and_dvc_agrees(image_repo):
@@ -32,16 +32,33 @@ def test_metrics_come_from_real_predictions_and_every_member_is_scored(image_rep
     assert "image" in wrong.columns and wrong["image"].str.startswith("data/raw/images/").all()
 
 
-def test_the_report_shows_images_the_augmentation_and_why_nothing_was_compressed(image_repo):
+def test_the_report_shows_images_the_augmentation_heatmaps_and_why_nothing_was_compressed(image_repo):
     root, _ = image_repo
     page = (root / "reports/report.html").read_text()
     for title in ("Summary", "Ensemble", "Compression", "Explanations", "Examples per class (train)", "Augmentation preview", "Data"):
         assert f">{title}" in page
     assert page.index(">Augmentation preview") < page.index(">Params")
     assert page.count('<img alt="image" src="data:image/png;base64,') >= 3 * 8 + 3 * 7  # 8 per class + stored and 6 draws per class
-    assert "Nothing was compressed: the image-classification task has no int8, prune, distill method" in page
-    assert "No explanations: the image-classification task has no explainer yet" in page
+    # the tiny model is a Hugging Face ResNet: no compressor fits it, and the report says why
+    assert "Nothing was compressed: ResNetForImageClassification: Hugging Face CNNs cannot be compressed here" in page
     assert json.loads((root / "reports/compress.json").read_text())["models"] == {}
+    explained = json.loads((root / "reports/explain.json").read_text())
+    assert explained["methods"] == ["integrated_gradients", "occlusion", "grad_cam"] and explained["examples"] == 6
+    assert explained["faithfulness"]["patches"] == 16 and len(explained["faithfulness"]["top_ig_drop"]) == 5
+    start = page.index(">Explanations</h2>")
+    explanations = page[start:page.index("<h2", start)]
+    assert explanations.count('src="data:image/png;base64,') >= 6 * 3  # each example: every method's heatmap on the image
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_changing_compress_or_explain_params_reruns_only_those_stages_and_the_report(image_repo, tmp_path):
+    root = copy_repo(image_repo[0], tmp_path / "copy")
+    set_param(root, "compress.latency.repeats", 4)
+    assert repro(root) == ["compress", "report"]  # same outputs (still nothing compressible): explain is untouched; the report shows params
+    set_param(root, "compress.methods", ["int8"])
+    assert sorted(repro(root)) == ["compress", "explain", "report"]  # the reason names the methods asked for: new outputs
+    set_param(root, "explain.ig_steps", 8)
+    assert sorted(repro(root)) == ["explain", "report"]
 
 
 def test_a_search_over_image_keys_trains_real_trials(image_repo, tiny_image_model, tmp_path, monkeypatch):

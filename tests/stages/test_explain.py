@@ -87,7 +87,7 @@ def test_faithfulness_finds_the_token_a_hand_built_model_depends_on():
 
 @pytest.mark.parametrize("section, message", [
     ({"methods": ["gradient_x_input"]}, "methods must include integrated_gradients"),
-    ({"methods": ["integrated_gradients", "lime"]}, r"explain\.methods\.1: Input should be 'integrated_gradients', 'gradient_x_input' or 'attention'"),
+    ({"methods": ["integrated_gradients", "lime"]}, r"explain\.methods\.1: Input should be 'integrated_gradients', 'gradient_x_input', 'attention', 'occlusion' or 'grad_cam'"),
     ({"examples": 0}, r"explain\.examples: Input should be greater than or equal to 1"),
 ])
 def test_bad_explain_params_are_refused(workdir, tiny_model, section, message):
