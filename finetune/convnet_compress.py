@@ -38,10 +38,10 @@ LINEAR_SUFFIX = "._packed_params._packed_params"  # a quantized Linear's packed 
 
 
 @contextlib.contextmanager
-def _engine():
+def _engine(name: str | None = None):
     """onednn while preparing, converting and running: packed int8 weights belong to the engine that packed them."""
     previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = ENGINE
+    torch.backends.quantized.engine = name or ENGINE
     try:
         yield
     finally:
@@ -49,14 +49,14 @@ def _engine():
 
 
 class Int8Net(nn.Module):
-    """The converted int8 graph, run under the onednn engine."""
+    """The converted int8 graph, run under the engine that packed its weights."""
 
-    def __init__(self, graph: nn.Module):
+    def __init__(self, graph: nn.Module, engine: str):
         super().__init__()
-        self.graph = graph
+        self.graph, self.engine = graph, engine
 
     def forward(self, pixel_values):
-        with _engine():
+        with _engine(self.engine):
             return self.graph(pixel_values)
 
     def convolution_parameters(self) -> int:
@@ -94,7 +94,7 @@ def _converted(observed: nn.Module) -> Int8Net:
     from torch.ao.quantization.quantize_fx import convert_fx
 
     with _engine():
-        return Int8Net(convert_fx(copy.deepcopy(observed)).eval())
+        return Int8Net(convert_fx(copy.deepcopy(observed)).eval(), ENGINE)
 
 
 def quantize(net: nn.Module, batches: list[torch.Tensor]) -> Int8Net:

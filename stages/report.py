@@ -172,19 +172,30 @@ def compress_section(params: Params) -> str | None:
     notes = [f"Teacher: <code>{esc(result['teacher'])}</code>"
              + (f" (best val macro F1 of {esc(details['teacher']['val_f1_macro_of_candidates'])})" if details["teacher"]["val_f1_macro_of_candidates"] else "")]
     if "int8" in details:
-        notes.append("int8: torch.ao dynamic quantization of the linear layers" + (", embeddings int8 weight-only" if details["int8"]["embeddings_int8"] else ""))
+        notes.append(f"int8: {esc(details['int8']['scheme'])}" + "".join(f"; {esc(key.replace('_', ' '))}: {esc(value)}"
+                                                                     for key, value in details["int8"].items() if key != "scheme"))
     if "prune" in details:
         prune = details["prune"]
-        notes.append(f"prune: {prune['sparsity_pruned_layers']:.1%} of the pruned layers' weights are zero ({prune['sparsity_all_parameters']:.1%} "
-                     "of all parameters); unstructured zeros are stored and multiplied like any weight, so size and latency do not drop")
+        facts = ", ".join(f"{esc(key.replace('_', ' '))} {value:.1%}" for key, value in prune.items() if isinstance(value, float) and key != "sparsity_requested")
+        notes.append(f"prune ({esc(prune['structure'])}, sparsity {prune['sparsity_requested']}): {facts}"
+                     + ("; unstructured zeros are stored and multiplied like any weight, so size and latency do not drop"
+                        if prune["structure"] == "unstructured" else ""))
     for method, reason in details.get("skipped", {}).items():
         notes.append(f"{esc(method)}: skipped ({esc(reason)})")
     if "distill" in details:
         notes.append(f"distill: student keeps teacher layers {details['distill']['layers_kept']}, trained "
                      f"{details['distill']['training']['train_runtime_s']} s on the teacher's soft labels (T = {details['distill']['temperature']}, "
                      f"alpha = {details['distill']['alpha']})")
+    onnx_columns = {"onnx_size_mb": "ONNX size (MB)", "onnx_latency_ms_batch_1": "onnxruntime ms, batch 1",
+                    "onnx_latency_ms_batch_32": "onnxruntime ms, batch 32", "onnx_speedup_vs_torch_batch_1": "× PyTorch, batch 1",
+                    "onnx_speedup_vs_torch_batch_32": "× PyTorch, batch 32", "onnx_prediction_agreement": "agrees with PyTorch",
+                    "onnx_max_abs_probability_difference": "max |Δ probability|"}
+    exported = {name: row for name, row in result["models"].items() if "onnx_size_mb" in row}
+    onnx = (f"<h3>ONNX (onnxruntime, CPU)</h3>{table(pd.DataFrame(exported).T[list(onnx_columns)].rename(columns=onnx_columns).reset_index(names='model'))}"
+            + "".join(f"<p>{esc(name)}: not exported ({esc(reason)})</p>" for name, reason in details["onnx"]["skipped"].items())
+            if "onnx" in details else "")
     return (
-        f"{table(rows.reset_index(names='model'))}<ul>{''.join(f'<li>{note}</li>' for note in notes)}</ul>"
+        f"{table(rows.reset_index(names='model'))}<ul>{''.join(f'<li>{note}</li>' for note in notes)}</ul>{onnx}"
         f'<p class="muted">CPU latency: median of {params.compress.latency.repeats} runs after warm-up, {result["threads"]} threads, '
         f"on the first test rows; size = the weight files on disk. Scores on the same {result['test_rows']} test rows, each model reloaded from disk.</p>"
         + png_file_img(paths.COMPRESS / "tradeoff.png", "accuracy vs latency vs size")
