@@ -29,43 +29,51 @@ from finetune.params import load_params  # noqa: E402
 from finetune.tasks import FeatureDataset, get_task  # noqa: E402
 
 
-def measure(name, task, params, labels, train, test, features, collator) -> dict:
+def measure(name, task, params, label_map, train_set, test_set, collator, epochs: float, dropout=None, use_cpu=True) -> dict:
+    """A plain Trainer: default TrainingArguments but for the recipe (epochs, batch, learning rate, weight decay, warmup,
+    seed); no evaluation, checkpoint or logging while training. Also the reference of bench/gpu_check.py (use_cpu=False)."""
     set_seed(params.train.seed)
     source = task.model_source(params.train.model)
-    model = task.load_model(source, {"labels": labels}, params.train.model_copy(update={"dropout": args_cli.dropout}))
+    model = task.load_model(source, label_map, params.train.model_copy(update={"dropout": dropout}))
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
-            output_dir=out, num_train_epochs=args_cli.epochs, per_device_train_batch_size=params.train.batch_size,
+            output_dir=out, num_train_epochs=epochs, per_device_train_batch_size=params.train.batch_size,
             per_device_eval_batch_size=params.train.eval_batch_size, learning_rate=params.train.learning_rate,
             weight_decay=params.train.weight_decay, warmup_steps=params.train.warmup_ratio, seed=params.train.seed,
-            save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True, logging_strategy="no", use_cpu=True,
+            save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True, logging_strategy="no", use_cpu=use_cpu,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=FeatureDataset(train, features), data_collator=collator)
+        trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=collator)
         result = trainer.train()
-        predicted = trainer.predict(FeatureDataset(test, features))
+        predicted = trainer.predict(test_set)
     # predict() returns rows in dataset order here (no length grouping); label_ids guard it anyway
     accuracy = float((predicted.predictions.argmax(-1) == predicted.label_ids).mean())
-    return {"name": name, "samples_per_s": result.metrics["train_samples_per_second"], "test_accuracy": accuracy,
-            "tokens_per_example": float(np.mean([len(x) for x in train["input_ids"]]))}
+    return {"name": name, "samples_per_s": result.metrics["train_samples_per_second"], "test_accuracy": accuracy}
+
+
+def padded_like_run_classification(processor, frame: pd.DataFrame) -> pd.DataFrame:
+    """run_classification.py's default features: every example truncated and padded to max_seq_length=128."""
+    encoded = processor(frame["input"].tolist(), truncation=True, max_length=128, padding="max_length")
+    return pd.DataFrame({k: list(v) for k, v in encoded.items()}).assign(label=frame["label"].to_numpy())
 
 
 def main() -> None:
     params = load_params()
     task = get_task(params.task)
-    labels = read_json(paths.LABEL_MAP)["labels"]
+    label_map = read_json(paths.LABEL_MAP)
     train = pd.read_parquet(paths.PREPARED / "train.parquet")
     train = train[~train["augmented"]].sample(n=min(args_cli.rows, len(train)), random_state=0)
     test = pd.read_parquet(paths.PREPARED / "test.parquet")
     processor = task.load_processor(task.model_source(params.train.model), False)
 
-    features = read_json(paths.LABEL_MAP)["features"]
-    ours = measure("ours (dynamic padding)", task, params, labels, train, test, features, task.collator(processor))
-    padded = {}
-    for name, frame in (("train", train), ("test", test)):
-        encoded = processor(frame["input"].tolist(), truncation=True, max_length=128, padding="max_length")
-        padded[name] = pd.DataFrame({k: list(v) for k, v in encoded.items()}).assign(label=frame["label"].to_numpy())
-    reference = measure("HF run_classification default (pad to 128)", task, params, labels, padded["train"], padded["test"],
-                        features, default_data_collator)
+    features = label_map["features"]
+    runs = {"epochs": args_cli.epochs, "dropout": args_cli.dropout}
+    ours = measure("ours (dynamic padding)", task, params, label_map, FeatureDataset(train, features),
+                   FeatureDataset(test, features), task.collator(processor), **runs)
+    padded = {name: padded_like_run_classification(processor, frame) for name, frame in (("train", train), ("test", test))}
+    reference = measure("HF run_classification default (pad to 128)", task, params, label_map, FeatureDataset(padded["train"], features),
+                        FeatureDataset(padded["test"], features), default_data_collator, **runs)
+    for row, frame in ((ours, train), (reference, padded["train"])):
+        row["tokens_per_example"] = float(np.mean([len(x) for x in frame["input_ids"]]))
 
     for row in (ours, reference):
         print(f"{row['name']:45s} {row['samples_per_s']:7.1f} samples/s  {row['tokens_per_example']:6.1f} tokens/example  "

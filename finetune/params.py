@@ -114,6 +114,19 @@ class Lora(Section):
     target_modules: list[str] | None = None  # layers that get adapters; null = peft's default for the architecture
 
 
+class Speed(Section):
+    """train.speed: throughput only. The CUDA-only settings (tf32, fused_optimizer, pin_memory) apply only when training
+    on CUDA, so a CPU run is bit for bit what it was without them. Defaults follow the PyTorch and transformers
+    performance guides; not yet measured on a GPU in this project (README "GPU")."""
+    tf32: bool = True  # CUDA, Ampere or newer: fp32 matmuls in TensorFloat-32; false = torch's default (TF32 in convolutions only)
+    fused_optimizer: bool = True  # CUDA: AdamW / SGD update every weight in one fused kernel instead of a few per tensor group
+    pin_memory: bool = True  # CUDA: batches in page-locked memory, so the copy to the GPU can overlap compute
+    dataloader_workers: int = Field(0, ge=0, le=256)  # any device: processes preparing batches (same batches); 0 = this one
+    compile: bool = False  # any device: torch.compile the model; slower first steps, a recompile per new batch shape at first
+    # (no group_by_length: the Trainer's length-grouped sampler shuffles with torch's global RNG, not data_seed, so a run
+    # resumed mid-epoch would not see the same batches; dynamic padding already drops most padding of short texts)
+
+
 class Train(Section):
     model: str
     trust_remote_code: bool = False
@@ -130,6 +143,7 @@ class Train(Section):
     early_stopping: EarlyStopping = EarlyStopping()
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    speed: Speed = Speed()
     strategy: Literal[STRATEGIES] = "full"  # what trains: see finetune/strategies.py
     freeze_layers: int = Field(0, ge=0, le=10_000)  # partial: the input group and this many bottom blocks stay frozen
     unfreeze_every: float = Field(1, gt=0, le=10_000)  # gradual_unfreeze: epochs between unfreezing the next group down

@@ -165,9 +165,10 @@ class StrategyTrainer(Trainer):
     Every parameter is in the optimizer (frozen ones get no gradient, so AdamW and SGD skip them and
     they stay bit-identical); that is what lets gradual unfreezing switch groups on mid-run."""
 
-    def __init__(self, *args, train_params: Train, batch_augmenter=None, **kwargs):
+    def __init__(self, *args, train_params: Train, fused_optimizer: bool = False, batch_augmenter=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.train_params, self.batch_augmenter = train_params, batch_augmenter
+        self.fused = {"fused": True} if fused_optimizer else {}  # CUDA only (finetune.training.speed_settings)
         self.small_batches = 0
         self.norms = [m for m in self.model.modules() if isinstance(m, _BatchNorm)]
         for module in self.norms:
@@ -212,10 +213,11 @@ class StrategyTrainer(Trainer):
                 if (chosen := [p for n, p in params if (n in decay) == with_decay])
             ]
             if train.optimizer == "sgd":
-                self.optimizer = torch.optim.SGD(param_groups, lr=train.learning_rate, momentum=train.momentum)
+                self.optimizer = torch.optim.SGD(param_groups, lr=train.learning_rate, momentum=train.momentum, **self.fused)
             else:
                 self.optimizer = torch.optim.AdamW(param_groups, lr=train.learning_rate,
-                                                   betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon)
+                                                   betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon,
+                                                   **self.fused)
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -6,7 +6,8 @@ AdamW with weight decay (L2) or SGD with momentum, layer-wise learning-rate deca
 smoothing, batch-level augmentation where the task has one (MixUp/CutMix), warmup + constant/linear/
 cosine schedule, dropout override, evaluation on val every `eval_steps` (or epoch), early stopping on a
 val metric with patience, best checkpoint restored, per-step metrics logged with dvclive (dvclive is
-never allowed to touch dvc.yaml), device auto|cpu|cuda (auto = CUDA, in bf16 where supported).
+never allowed to touch dvc.yaml), device auto|cpu|cuda (auto = CUDA, in bf16 where supported) with
+`train.speed` (TF32, fused optimizer, pinned memory on CUDA only; loader workers, torch.compile anywhere).
 Resume: checkpoints go to .cache/checkpoints/<fingerprint>, where the fingerprint hashes the run's
 name, the params, the prepared data and the code; a killed run restarted with the SAME fingerprint
 resumes from its last complete checkpoint (and says so); anything else starts fresh.
@@ -24,11 +25,12 @@ import pandas as pd
 import torch
 from dvclive import Live
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
+from transformers.utils import is_torch_tf32_available
 
 from finetune import metrics, paths
 from finetune.errors import UserError
 from finetune.io import atomic_path, write_json
-from finetune.params import Params
+from finetune.params import Params, Speed
 from finetune.strategies import GradualUnfreeze, StrategyTrainer, apply_strategy, describe
 from finetune.tasks import get_task
 
@@ -39,7 +41,16 @@ def resolve_device(choice: str) -> tuple[str, bool]:
         raise UserError("train.device is 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
     if choice == "cpu" or not torch.cuda.is_available():
         return "cpu", False
-    return "cuda", torch.cuda.is_bf16_supported()
+    # in hardware only (Ampere or newer): torch's default also counts emulated bf16, far slower than fp32 on a V100 or T4
+    return "cuda", torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def speed_settings(speed: Speed, device: str) -> dict:
+    """What train.speed turns on for this device. The CUDA-only settings stay off elsewhere, so a CPU run is
+    exactly what it was without them; tf32 also needs a GPU that has it (TrainingArguments refuses it otherwise)."""
+    cuda = device == "cuda"
+    return {"tf32": cuda and speed.tf32 and is_torch_tf32_available(), "fused_optimizer": cuda and speed.fused_optimizer,
+            "pin_memory": cuda and speed.pin_memory, "dataloader_workers": speed.dataloader_workers, "compile": speed.compile}
 
 
 def fingerprint(params: Params, run_name: str) -> str:
@@ -114,6 +125,7 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
     params and features (trials add a callback that reports to Optuna's pruner)."""
     train = params.train
     device, bf16 = resolve_device(train.device)
+    speed = speed_settings(train.speed, device)
     task = get_task(params.task)
 
     run_dir = paths.CHECKPOINTS / fingerprint(params, run_name)
@@ -131,6 +143,8 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
     rates = ", ".join(f"{group['group']} {group['learning_rate']:.3g}" for group in parameters["groups"])
     print(f"{run_name}: {train.strategy}, {parameters['trainable']:,} of {parameters['parameters']:,} parameters trainable "
           f"({100 * parameters['trainable_share']:.2f} %); peak learning rates: {rates}")
+    if device == "cuda":
+        print(f"{run_name}: on {torch.cuda.get_device_name()}, {'bf16' if bf16 else 'fp32'}; speed settings {speed}")
     steps = {"eval_strategy": "steps", "eval_steps": train.eval_steps, "save_strategy": "steps", "save_steps": train.eval_steps}
     if train.eval_steps is None:
         steps = {"eval_strategy": "epoch", "save_strategy": "epoch"}
@@ -158,7 +172,11 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         bf16=bf16,
         report_to="none",
         disable_tqdm=True,
-        dataloader_num_workers=0,
+        dataloader_num_workers=speed["dataloader_workers"],
+        torch_compile=speed["compile"],
+        # CUDA only: elsewhere these keep their defaults, so a CPU run's recorded training_args.json is unchanged too
+        # (tf32 None: torch's own defaults, FP32 matmuls and TF32 cuDNN convolutions)
+        **({"tf32": speed["tf32"] or None, "dataloader_pin_memory": speed["pin_memory"]} if device == "cuda" else {}),
     )
     live = Live(str(run_dir / "live"), resume=resume is not None, dvcyaml=None, save_dvc_exp=False, report=None)
     if resume:
@@ -180,6 +198,7 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         compute_metrics=_compute_metrics,
         callbacks=callbacks,
         train_params=train,
+        fused_optimizer=speed["fused_optimizer"],
         batch_augmenter=task.batch_augmenter(params.preprocess, len(label_map["labels"])),
     )
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -206,6 +225,7 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
     summary = {
         "device": device,
         "bf16": bf16,
+        "speed": speed,
         "resumed": resume is not None,
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0, 3),

@@ -19,7 +19,7 @@ os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported anywhere
 
 import pytest  # noqa: E402
 
-from tests.support import FILLER, WORDS  # noqa: E402
+from tests.support import build_tiny_bert, build_tiny_resnet  # noqa: E402
 
 
 def shared(tmp_path_factory, name: str, build: Callable[[Path], object]) -> tuple[Path, object]:
@@ -39,39 +39,13 @@ def shared(tmp_path_factory, name: str, build: Callable[[Path], object]) -> tupl
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    return shared(tmp_path_factory, "tiny-bert", _tiny_bert)[0]
-
-
-def _tiny_bert(folder: Path) -> None:
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    letters = list("abcdefghijklmnopqrstuvwxyz0123456789")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w for ws in WORDS.values() for w in ws} | set(FILLER)),
-             *letters, *(f"##{c}" for c in letters), *".,!?@#'-"]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab=str(folder / "vocab.txt")).save_pretrained(folder)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    import torch
-
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
+    return shared(tmp_path_factory, "tiny-bert", build_tiny_bert)[0]
 
 
 @pytest.fixture(scope="session")
 def tiny_image_model(tmp_path_factory) -> Path:
     """A tiny Hugging Face ResNet (BatchNorm in every block) with its image processor, saved like a user's model."""
-    return shared(tmp_path_factory, "tiny-resnet", _tiny_resnet)[0]
-
-
-def _tiny_resnet(folder: Path) -> None:
-    import torch
-    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
-
-    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
-    torch.manual_seed(0)
-    ResNetForImageClassification(config).save_pretrained(folder)
-    ConvNextImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25]).save_pretrained(folder)
+    return shared(tmp_path_factory, "tiny-resnet", build_tiny_resnet)[0]
 
 
 @pytest.fixture
@@ -145,7 +119,8 @@ def image_repo(tmp_path_factory, tiny_image_model, prefect_harness) -> tuple[Pat
 # last (the toy task's DAG, the text pipeline's end-to-end tests) would run alone at the end while the other
 # worker idles. Image tests come early: gw1 has just built the image run and needs not wait for the text one.
 LONGEST_FIRST = ("tests/test_pipeline.py", "tests/test_pipeline_image.py", "tests/flows/test_pipeline.py::test_flow_gives",
-                 "tests/test_tasks.py", "tests/flows/test_search.py", "tests/test_cli.py", "tests/stages/test_train.py")
+                 "tests/test_tasks.py", "tests/flows/test_search.py", "tests/test_cli.py", "tests/test_gpu.py::test_the_gpu_check",
+                 "tests/stages/test_train.py")
 
 
 def pytest_collection_modifyitems(items):

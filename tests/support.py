@@ -42,6 +42,33 @@ def make_rows(n: int, seed: int = 0, labels=("negative", "neutral", "positive"))
     return pd.DataFrame(rows)
 
 
+def build_tiny_bert(folder: Path) -> None:
+    """A 2-layer BERT (hidden 32) with a word-level vocabulary of the words make_rows uses, saved to folder."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    letters = list("abcdefghijklmnopqrstuvwxyz0123456789")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w for ws in WORDS.values() for w in ws} | set(FILLER)),
+             *letters, *(f"##{c}" for c in letters), *".,!?@#'-"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+
+
+def build_tiny_resnet(folder: Path) -> None:
+    """A 2-stage Hugging Face ResNet (BatchNorm in every block) and its image processor, saved to folder."""
+    import torch
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+    torch.manual_seed(0)
+    ResNetForImageClassification(config).save_pretrained(folder)
+    ConvNextImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25]).save_pretrained(folder)
+
+
 def tiny_params(model: Path, source: str = "data/raw/tiny.csv", **sections) -> dict:
     params = {
         "task": "text-classification",

@@ -29,6 +29,12 @@ def test_misspelled_key_is_named_with_a_suggestion(tiny_model):
     assert "train.learning_rte: unknown key; did you mean 'learning_rate'?" in _error(raw)
 
 
+def test_speed_settings_are_checked_like_every_key(tiny_model):
+    message = _error(tiny_params(tiny_model, train={"speed": {"tf23": True, "dataloader_workers": -1}}))
+    assert "train.speed.tf23: unknown key; did you mean 'tf32'?" in message
+    assert "train.speed.dataloader_workers: Input should be greater than or equal to 0 (got -1)" in message
+
+
 def test_unknown_section_is_named(tiny_model):
     raw = tiny_params(tiny_model)
     raw["trian"] = {}
