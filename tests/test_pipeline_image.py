@@ -53,8 +53,6 @@ def test_the_report_shows_images_the_augmentation_heatmaps_and_why_nothing_was_c
 
 def test_changing_compress_or_explain_params_reruns_only_those_stages_and_the_report(image_repo, tmp_path):
     root = copy_repo(image_repo[0], tmp_path / "copy")
-    set_param(root, "compress.latency.repeats", 4)
-    assert repro(root) == ["compress", "report"]  # same outputs (still nothing compressible): explain is untouched; the report shows params
     set_param(root, "compress.methods", ["int8"])
     assert sorted(repro(root)) == ["compress", "explain", "report"]  # the reason names the methods asked for: new outputs
     set_param(root, "explain.ig_steps", 8)

@@ -1,0 +1,51 @@
+"""Re-time the compress stage's models on a quiet machine: the teacher (named in reports/compress.json) and
+every model in models/compressed, reloaded from disk, timed with the stage's own function (batch 1 and 32,
+every model in turn within each round, median), ROUNDS times, printing each model's speed-up over the teacher
+per round. Use it when the stage's numbers may have shared the CPU with something else: the stage times
+once, at the end of a long run.
+
+    python bench/compressed_latency.py [ROUNDS]     # in a project where `dvc repro` ran compress (~1 min a round)
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+warnings.filterwarnings("ignore")
+
+from finetune import compressors, paths  # noqa: E402
+from finetune.io import read_json  # noqa: E402
+from finetune.params import PRIMARY, load_params  # noqa: E402
+from finetune.tasks import get_task  # noqa: E402
+from stages.compress import FOLDERS, LATENCY_BATCHES, latencies_ms  # noqa: E402
+
+
+def main(rounds: int) -> None:
+    params = load_params()
+    task, result = get_task(params.task), read_json(paths.COMPRESS_METRICS)
+    teacher_dir = paths.MODEL if result["teacher"] == PRIMARY else paths.MEMBER_MODELS / result["teacher"]
+    processor = task.load_processor(str(teacher_dir), False)
+    teacher = task.load_trained(str(teacher_dir), False).eval()
+    compressor = compressors.compressor(task.compressor(teacher), task)
+    models = {"teacher": teacher}
+    for method, folder in FOLDERS.items():
+        if (paths.COMPRESSED / folder).is_dir():
+            models[method] = (compressor.load_quantized(paths.COMPRESSED / folder) if method == "int8"
+                              else task.load_trained(str(paths.COMPRESSED / folder), False).eval())
+    test, layout = pd.read_parquet(paths.PREPARED / "test.parquet"), read_json(paths.LABEL_MAP)
+    runners = {name: (lambda features, model=model: model(**features)) for name, model in models.items()}
+    print(f"{params.task}, teacher {result['teacher']}, {torch.get_num_threads()} threads, {params.compress.latency.repeats} repeats a round")
+    for round_ in range(rounds):
+        ms = latencies_ms(runners, task, processor, test, layout, params.compress.latency.repeats)
+        print(f"round {round_ + 1}: " + "   ".join(
+            f"{name} " + " / ".join(f"b{size} {ms[name][size]:.1f} ms ({ms['teacher'][size] / ms[name][size]:.2f}x)" for size in LATENCY_BATCHES)
+            for name in models))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
