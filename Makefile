@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: setup pipeline test bench clean ui search best
+.PHONY: setup pipeline test bench clean ui search best push pull
 
 $(VENV)/.installed: requirements.txt requirements-assets.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,16 @@ pipeline: setup  # CONFIG=image (or any configs/NAME.yaml) switches params.yaml 
 
 test: setup  # 2 xdist workers; loadgroup hands tests out one at a time as workers free up, longest first (tests/conftest.py); plain load pre-assigns a quarter of the suite round-robin
 	python -m pytest -n 2 --dist loadgroup tests
+
+push: setup  # share with the team (README "Team sharing"): data first, so no teammate gets a commit whose data is not in the remote
+	python tools/check_push.py
+	dvc push --run-cache
+	git push
+
+pull: setup  # git first: the pulled dvc.lock names the data. Outputs nobody pushed yet are named as a warning, not fatal
+	git pull --ff-only
+	dvc pull --run-cache --allow-missing
+	python tools/check_push.py --pulled
 
 search: setup  # params.yaml's `search` as a Prefect flow (resumes a stopped study); needs `dvc repro preprocess` first
 	python -m flows.search

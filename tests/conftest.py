@@ -120,7 +120,7 @@ def image_repo(tmp_path_factory, tiny_image_model, prefect_harness) -> tuple[Pat
 # worker idles. Image tests come early: gw1 has just built the image run and needs not wait for the text one.
 LONGEST_FIRST = ("tests/test_pipeline.py", "tests/test_pipeline_image.py", "tests/flows/test_pipeline.py::test_flow_gives",
                  "tests/test_tasks.py", "tests/flows/test_search.py", "tests/test_cli.py", "tests/test_gpu.py::test_the_gpu_check",
-                 "tests/stages/test_train.py")
+                 "tests/stages/test_train.py", "tests/test_team_sharing.py::test_teammates")  # ~28-35 s on a busy 2-core box
 
 
 def pytest_collection_modifyitems(items):
