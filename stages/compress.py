@@ -19,6 +19,8 @@ Limits: training runs on train.device; latency is always CPU (int8 kernels are C
 compress.latency.repeats runs after warm-up, models timed in turn inside each round so machine
 noise hits all of them alike. Soft labels come from the teacher model, not from the ensemble: the
 members' train-split probabilities are not stored (see README).
+Each model's test scores carry a bootstrap 95 % interval (`ci95`) and a paired comparison with the
+teacher on the same rows (`vs_teacher`: finetune/uncertainty.py), so a drop within the noise reads as such.
 Writes models/compressed/{int8,pruned,distilled,onnx} (loadable folders), reports/compress.json and
 reports/compress/{tradeoff.png, predictions.csv}.
 """
@@ -36,7 +38,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from finetune import compressors, distill, metrics, onnx_export, paths, plots, probabilities
+from finetune import compressors, distill, metrics, onnx_export, paths, plots, probabilities, uncertainty
 from finetune.cli import main
 from finetune.errors import Unsupported, UserError
 from finetune.featurize import member_tables
@@ -244,12 +246,14 @@ def run(params: Params) -> dict:
     latency = latencies_ms(runners, task, processor, test, layout, config.latency.repeats)
     sizes = {"teacher": weights_size_mb(teacher_dir)} | {m: weights_size_mb(paths.COMPRESSED / FOLDERS[m]) for m in models if m != "teacher"}
     actual = test["label"].to_numpy()
+    ci95 = uncertainty.intervals(actual, predicted)
     rows = {}
     for name, model in models.items():
         scores = metrics.headline(actual, predicted[name])
         rows[name] = {"parameters": compressors.parameter_count(model), "size_mb": sizes[name],
                       **{f"latency_ms_batch_{size}": latency[name][size] for size in LATENCY_BATCHES},
-                      "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"],
+                      "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"], "ci95": ci95[name],
+                      **({"vs_teacher": uncertainty.compare(actual, predicted[name], predicted["teacher"])} if name != "teacher" else {}),
                       "agreement_with_teacher": float(np.mean(predicted[name] == predicted["teacher"]))}
     base = dict(rows["teacher"])  # a copy: the loop rounds the teacher's own row
     for name, row in rows.items():
@@ -269,12 +273,14 @@ def run(params: Params) -> dict:
     with write_outputs(paths.COMPRESS, paths.COMPRESS_METRICS) as (folder, metrics_file):
         folder.mkdir()
         write_table(folder / "predictions.csv", table)
-        tradeoff_png(folder / "tradeoff.png", pd.DataFrame(rows).T)
+        numbers = {name: {key: value for key, value in row.items() if not isinstance(value, dict)} for name, row in rows.items()}
+        tradeoff_png(folder / "tradeoff.png", pd.DataFrame(numbers).T.astype(float))
         write_json(metrics_file, result)
     for name, reason in skipped.items():
         print(f"compress {name}: skipped: {reason}")
     for name, row in rows.items():
-        print(f"compress {name}: accuracy {row['accuracy']:.4f} ({row['accuracy_delta']:+.4f}), {row['size_mb']} MB "
+        print(f"compress {name}: accuracy {row['accuracy']:.4f} ({row['accuracy_delta']:+.4f}"
+              f"{', ' + row['vs_teacher']['accuracy']['verdict'] if 'vs_teacher' in row else ''}), {row['size_mb']} MB "
               f"(x{row['size_ratio']:.2f}), batch-1 {row['latency_ms_batch_1']} ms (x{row['speedup_batch_1']:.2f} faster)")
     return result
 

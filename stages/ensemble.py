@@ -10,6 +10,8 @@ scaling fitted on val (ensemble.calibration), then every method is scored side b
   else fitted on VAL to minimise log-loss (on the simplex);
 - stacking: a multinomial logistic regression on the members' log-probabilities, fitted on VAL.
 Nothing is fitted on test. ensemble.method picks the method whose predictions are reported.
+Every member and method's test scores carry a bootstrap 95 % interval (`ci95`), and the chosen method is
+compared with each member on the same test rows (`vs_members`: paired bootstrap, finetune/uncertainty.py).
 Writes reports/ensemble.json (metrics of every member and method, the fitted weights and
 temperatures) and reports/ensemble/: predictions.csv, changes.csv (test rows where the ensemble
 fixed or broke a member's prediction), confusion.png, stacker.json.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from finetune import ensemble, metrics, paths
+from finetune import ensemble, metrics, paths, uncertainty
 from finetune.cli import main
 from finetune.io import write_json, write_outputs, write_table
 from finetune.params import Params
@@ -87,6 +89,10 @@ def run(params: Params) -> dict:
     method = params.ensemble.method
     chosen = combined[method]["test"]
     predicted = chosen.argmax(axis=1)
+    test_predictions = {**{("members", m.name): m.splits["test"].probs.argmax(axis=1) for m in members},
+                        **{("methods", name): probs["test"].argmax(axis=1) for name, probs in combined.items()}}
+    for (group, name), ci95 in uncertainty.intervals(y["test"], test_predictions).items():
+        scores[group][name]["test"]["ci95"] = ci95
     best = max(scores["members"], key=lambda name: scores["members"][name]["val"]["f1_macro"])
     best_test = max(scores["members"], key=lambda name: scores["members"][name]["test"]["f1_macro"])
     result = {
@@ -96,6 +102,7 @@ def run(params: Params) -> dict:
         # the member a user would have picked without an ensemble (best on val), and the best in hindsight (on test)
         "best_member_on_val": {"name": best, **scores["members"][best]["test"]},
         "best_member_on_test": {"name": best_test, **scores["members"][best_test]["test"]},
+        "vs_members": {m.name: uncertainty.compare(y["test"], predicted, test_predictions[("members", m.name)]) for m in members},
         **scores,
         **{key: fitted[key] for key in ("temperatures", "weights", "weights_source")},
     }
@@ -120,7 +127,8 @@ def run(params: Params) -> dict:
         confusion_png(folder / "confusion.png", rows["actual"], rows["predicted"], classes, f"Ensemble ({method}) test confusion matrix")
         write_json(metrics_file, result)
     print(f"ensemble ({method}): test accuracy {result['accuracy']:.4f}, macro F1 {result['f1_macro']:.4f}; best member "
-          f"on val {best}: {result['best_member_on_val']['f1_macro']:.4f}, on test {best_test}: {result['best_member_on_test']['f1_macro']:.4f}")
+          f"on val {best}: {result['best_member_on_val']['f1_macro']:.4f} (ensemble vs it: {uncertainty.describe(result['vs_members'][best])}), "
+          f"on test {best_test}: {result['best_member_on_test']['f1_macro']:.4f}")
     return result
 
 

@@ -1,7 +1,9 @@
 """evaluate: score the fine-tuned model on the held-out test split.
 
 Writes reports/metrics.json (accuracy, macro/weighted F1, per-class precision/recall/F1/support,
-and the majority-class baseline: the most frequent TRAIN label predicted for every test row),
+and the majority-class baseline: the most frequent TRAIN label predicted for every test row; each with its
+bootstrap 95 % interval, `ci95`, and the model against the baseline on the same rows, `vs_baseline`:
+finetune/uncertainty.py),
 reports/evaluate/predictions.csv (one row per test example: actual, predicted, probabilities;
 dvc.yaml renders it with DVC's confusion template), confusion.png, misclassified.csv (the
 most confident errors first) and probabilities.parquet (val + test: this model as an ensemble member).
@@ -11,12 +13,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from finetune import metrics, paths, probabilities
+from finetune import metrics, paths, probabilities, uncertainty
 from finetune.cli import main
 from finetune.io import read_json, write_json, write_outputs, write_table
 from finetune.params import Params
 from finetune.plots import confusion_png
 from finetune.tasks import get_task
+
+
+def _bracket(ci: dict) -> str:
+    return f"[{ci['low']:.4f}, {ci['high']:.4f}]"
 
 
 def run(params: Params) -> dict:
@@ -34,9 +40,13 @@ def run(params: Params) -> dict:
     actual = test["label"].to_numpy()
 
     majority = int(train_labels.loc[~train_labels["augmented"], "label"].mode()[0])
+    baseline = np.full_like(actual, majority)
+    ci95 = uncertainty.intervals(actual, {"model": predicted, "baseline": baseline})
     result = {
         **metrics.headline(actual, predicted),
-        "baseline": {"strategy": f"majority class ({labels[majority]})", **metrics.headline(actual, np.full_like(actual, majority))},
+        "ci95": ci95["model"],
+        "baseline": {"strategy": f"majority class ({labels[majority]})", **metrics.headline(actual, baseline), "ci95": ci95["baseline"]},
+        "vs_baseline": uncertainty.compare(actual, predicted, baseline),
         "per_class": metrics.per_class(actual, predicted, labels),
         "test_rows": len(test),
     }
@@ -57,8 +67,9 @@ def run(params: Params) -> dict:
         probabilities.save(folder / paths.PRIMARY_PROBABILITIES.name, labels, splits)
         write_json(metrics_file, result)
     print(
-        f"evaluate: test accuracy {result['accuracy']:.4f}, macro F1 {result['f1_macro']:.4f} "
-        f"(majority baseline {result['baseline']['accuracy']:.4f} / {result['baseline']['f1_macro']:.4f})"
+        f"evaluate: test accuracy {result['accuracy']:.4f}, macro F1 {result['f1_macro']:.4f} {_bracket(result['ci95']['f1_macro'])} "
+        f"(majority baseline {result['baseline']['accuracy']:.4f} / {result['baseline']['f1_macro']:.4f}; macro F1 vs baseline: "
+        f"{uncertainty.describe(result['vs_baseline'])})"
     )
     return result
 

@@ -18,7 +18,7 @@ import time
 
 import pandas as pd
 
-from finetune import metrics, paths, probabilities
+from finetune import metrics, paths, probabilities, uncertainty
 from finetune.cli import main
 from finetune.errors import UserError
 from finetune.featurize import member_tables
@@ -68,6 +68,7 @@ def run(params: Params, name: str) -> dict:
     splits = {split: probabilities.Split(prepared[split]["id"].to_numpy(), prepared[split]["label"].to_numpy(), probs[split])
               for split in ("val", "test")}
     scores = {split: metrics.headline(part.labels, part.probs.argmax(axis=1)) for split, part in splits.items()}
+    scores["test"]["ci95"] = uncertainty.interval(splits["test"].labels, splits["test"].probs.argmax(axis=1))
     summary = {"kind": kind, **summary, **scores}
     probabilities.save(paths.MEMBER_REPORTS / name / "probabilities.parquet", labels, splits)
     write_json(paths.MEMBER_SUMMARIES / f"{name}.json", summary)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import yaml
 
-from finetune import paths
+from finetune import paths, uncertainty
 from finetune.cli import main
 from finetune.html import EXPLANATION_VIEWS, esc, figure_img, page, png_file_img, table
 from finetune.io import atomic_path, read_json
@@ -30,17 +30,18 @@ def summary_section(params: Params) -> str:
     result, train = read_json(paths.METRICS), read_json(paths.TRAIN_SUMMARY)
     base = result["baseline"]
 
-    def card(name, value, reference):
-        tone = "good" if value > reference else "bad"
-        return f'<div class="card">{esc(name)}<b class="{tone}">{value:.3f}</b><span class="muted">baseline {reference:.3f}</span></div>'
+    def card(name, metric):
+        value, reference, verdict = result[metric], base[metric], result["vs_baseline"][metric]["verdict"]
+        tone = {"better": "good", "worse": "bad"}.get(verdict, "")
+        return (f'<div class="card">{esc(name)}<b class="{tone}">{value:.3f}</b><span class="muted">{_bracket(result["ci95"][metric])}<br>'
+                f'baseline {reference:.3f}: {esc(uncertainty.describe(result["vs_baseline"], metric))}</span></div>')
 
-    cards = card("Test accuracy", result["accuracy"], base["accuracy"]) + card("Test macro F1", result["f1_macro"], base["f1_macro"])
-    cards += card("Test weighted F1", result["f1_weighted"], base["f1_weighted"])
+    cards = card("Test accuracy", "accuracy") + card("Test macro F1", "f1_macro")
     where = f"{train['device']}{' (bf16)' if train['bf16'] else ''}"
     return (
         f'<div class="cards">{cards}</div><p>Model <code>{esc(params.train.model)}</code> fine-tuned on '
         f"<code>{esc(params.data.source)}</code> for {train['steps']} steps ({train['epochs']} epochs) on {esc(where)}; "
-        f"baseline = {esc(base['strategy'])} predicted for every test row; {result['test_rows']} test rows.</p>"
+        f"baseline = {esc(base['strategy'])} predicted for every test row; {result['test_rows']} test rows. {_NOISE}</p>"
     )
 
 
@@ -133,13 +134,17 @@ def ensemble_section(params: Params) -> str | None:
         return None
     result = read_json(paths.ENSEMBLE_METRICS)
     best = result["best_member_on_val"]
-    tone = "good" if result["f1_macro"] > best["f1_macro"] else "bad"
-    cards = (f'<div class="card">Ensemble ({esc(result["method"])}) test macro F1<b class="{tone}">{result["f1_macro"]:.3f}</b></div>'
-             f'<div class="card">Best member on val ({esc(best["name"])}) test macro F1<b>{best["f1_macro"]:.3f}</b></div>')
+    versus = result["vs_members"][best["name"]]
+    tone = {"better": "good", "worse": "bad"}.get(versus["f1_macro"]["verdict"], "")
+    cards = (f'<div class="card">Ensemble ({esc(result["method"])}) test macro F1<b class="{tone}">{result["f1_macro"]:.3f}</b>'
+             f'<span class="muted">{_bracket(result["ci95"]["f1_macro"])}<br>vs {esc(best["name"])}: {esc(uncertainty.describe(versus))}</span></div>'
+             f'<div class="card">Best member on val ({esc(best["name"])}) test macro F1<b>{best["f1_macro"]:.3f}</b>'
+             f'<span class="muted">{_bracket(best["ci95"]["f1_macro"])}</span></div>')
     summaries = {name: paths.TRAIN_SUMMARY if name == PRIMARY else paths.MEMBER_SUMMARIES / f"{name}.json" for name in result["members"]}
     seconds = {name: read_json(path)["train_runtime_s"] for name, path in summaries.items() if path.exists()}
     rows = [{"": f"member {name}", "weight": round(result["weights"][name], 3), "temperature": round(result["temperatures"][name], 2),
-             **_scores(scores), "ensemble fixed": result["changes"][name]["fixed"], "ensemble broke": result["changes"][name]["broke"],
+             **_scores(scores), f"{result['method']} vs member (test macro F1)": uncertainty.describe(result["vs_members"][name]),
+             "ensemble fixed": result["changes"][name]["fixed"], "ensemble broke": result["changes"][name]["broke"],
              "training time (s)": seconds.get(name, "")}
             for name, scores in result["members"].items()]
     rows += [{"": f"{'→ ' if name == result['method'] else ''}method {name}", **_scores(scores)} for name, scores in result["methods"].items()]
@@ -150,7 +155,8 @@ def ensemble_section(params: Params) -> str | None:
         f'<div class="cards">{cards}</div>{table(pd.DataFrame(rows).astype(object).fillna(""))}'
         f'<p class="muted">Members are calibrated by {esc(params.ensemble.calibration)} scaling on val; weights: '
         f'{esc(result["weights_source"])}. Val scores of weighted and stacking are in-sample (they are fitted on val); '
-        "test is never used to fit anything. Fixed / broke: test rows the member got wrong and the ensemble right, and the reverse.</p>"
+        "test is never used to fit anything. Fixed / broke: test rows the member got wrong and the ensemble right, and the reverse. "
+        f"{_NOISE}</p>"
         f'<h3>Confusion matrix ({esc(result["method"])})</h3>{png_file_img(paths.ENSEMBLE / "confusion.png", "ensemble confusion matrix")}'
         f'<h3>Where the ensemble changed {esc(best["name"])}\'s answer</h3>'
         + table(examples[["effect", "example", "actual", "member_predicted", "ensemble_predicted"]], html_columns=("example",))
@@ -168,6 +174,8 @@ def compress_section(params: Params) -> str | None:
                "speedup_batch_1": "speed-up, batch 1", "speedup_batch_32": "speed-up, batch 32", "agreement_with_teacher": "agrees with teacher"}
     rows = pd.DataFrame(result["models"]).T[list(columns)].rename(columns=columns)
     rows["parameters"] = rows["parameters"].astype(int)
+    rows.insert(6, "95 % interval", [_bracket(model["ci95"]["accuracy"]) for model in result["models"].values()])
+    rows["accuracy vs teacher"] = [uncertainty.describe(m["vs_teacher"], "accuracy") if "vs_teacher" in m else "" for m in result["models"].values()]
     details = result["details"]
     notes = [f"Teacher: <code>{esc(result['teacher'])}</code>"
              + (f" (best val macro F1 of {esc(details['teacher']['val_f1_macro_of_candidates'])})" if details["teacher"]["val_f1_macro_of_candidates"] else "")]
@@ -197,7 +205,8 @@ def compress_section(params: Params) -> str | None:
     return (
         f"{table(rows.reset_index(names='model'))}<ul>{''.join(f'<li>{note}</li>' for note in notes)}</ul>{onnx}"
         f'<p class="muted">CPU latency: median of {params.compress.latency.repeats} runs after warm-up, {result["threads"]} threads, '
-        f"on the first test rows; size = the weight files on disk. Scores on the same {result['test_rows']} test rows, each model reloaded from disk.</p>"
+        f"on the first test rows; size = the weight files on disk. Scores on the same {result['test_rows']} test rows, each model reloaded from disk. "
+        f"{_NOISE}</p>"
         + png_file_img(paths.COMPRESS / "tradeoff.png", "accuracy vs latency vs size")
     )
 
@@ -241,8 +250,17 @@ def search_section(params: Params) -> str | None:
     )
 
 
+_NOISE = ("[low, high]: 95 % bootstrap interval over the test rows; better / worse / no significant difference: a paired "
+          "bootstrap on the same rows at p < 0.05 (finetune/uncertainty.py). Differences inside the noise are not findings.")
+
+
+def _bracket(ci: dict) -> str:
+    return f"[{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
 def _scores(scores: dict) -> dict:
-    return {f"{split} {name}": round(scores[split][name], 4) for split in ("val", "test") for name in ("accuracy", "f1_macro")}
+    shown = {f"{split} {name}": round(scores[split][name], 4) for split in ("val", "test") for name in ("accuracy", "f1_macro")}
+    return shown | {"test macro F1, 95 % interval": _bracket(scores["test"]["ci95"]["f1_macro"])}
 
 
 def params_section(params: Params) -> str:

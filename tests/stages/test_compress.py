@@ -48,7 +48,7 @@ def test_the_report_has_every_model_and_every_column(compressed):
     root, result = compressed
     assert set(result["models"]) == {"teacher", "int8", "prune", "distill"}
     for name, row in result["models"].items():
-        assert set(row) == COLUMNS | (ONNX_COLUMNS if name != "int8" else set())
+        assert set(row) == COLUMNS | {"ci95"} | (ONNX_COLUMNS if name != "int8" else set()) | ({"vs_teacher"} if name != "teacher" else set())
         assert row["latency_ms_batch_1"] > 0 and row["latency_ms_batch_32"] > 0  # timed, never compared here: see bench/
     assert result["models"]["teacher"]["accuracy_delta"] == 0 and result["models"]["teacher"]["speedup_batch_1"] == 1
     assert json.loads((root / paths.COMPRESS_METRICS).read_text()) == result
@@ -58,6 +58,9 @@ def test_the_report_has_every_model_and_every_column(compressed):
     assert predictions["id"].tolist() == test["id"].tolist()
     for name, row in result["models"].items():  # the scores are those of the saved predictions
         assert row["accuracy"] == pytest.approx((predictions[f"{name}_predicted"] == predictions["actual"]).mean(), abs=1e-4)
+        assert row["ci95"]["accuracy"]["low"] <= row["accuracy"] <= row["ci95"]["accuracy"]["high"]
+        if name != "teacher":  # each compressed model against its teacher, paired on the same rows
+            assert row["vs_teacher"]["accuracy"]["difference"] == pytest.approx(row["accuracy_delta"], abs=1e-4)
 
 
 def test_every_float_model_exports_to_onnx_with_the_same_predictions(compressed):

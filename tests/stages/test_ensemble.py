@@ -129,6 +129,13 @@ def test_the_stage_scores_every_method_and_member_and_counts_fixes(members_on_di
     assert result["changes"]["weak"]["fixed"] == fixed == ((changes["member"] == "weak") & (changes["effect"] == "fixed")).sum()
     assert changes["text"].str.startswith("text ").all()
     assert result["weights_source"].startswith("fitted on val")
+    # each member and method with its interval; the reported method against each member on the same rows
+    for group in ("members", "methods"):
+        for scores in result[group].values():
+            assert scores["test"]["ci95"]["f1_macro"]["low"] <= scores["test"]["f1_macro"] <= scores["test"]["ci95"]["f1_macro"]["high"]
+    for name, versus in result["vs_members"].items():
+        assert versus["accuracy"]["difference"] == pytest.approx(result["accuracy"] - result["members"][name]["test"]["accuracy"], abs=1e-4)
+        assert versus["accuracy"]["verdict"] in ("better", "worse", "no significant difference")
 
 
 def test_fixed_weights_are_used_as_given(members_on_disk):

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from stages import evaluate
@@ -32,6 +33,13 @@ def test_metrics_come_from_the_real_test_predictions(trained_workdir, tiny_model
     # majority baseline: the most frequent TRAIN label for every test row (train is balanced: ties -> first)
     assert result["baseline"]["accuracy"] == (predictions["actual"] == "negative").mean()
     assert result["f1_macro"] > result["baseline"]["f1_macro"]
+    # the uncertainty: intervals around the observed scores, and the model against the baseline on the same rows
+    for scores in (result, result["baseline"]):
+        for name in ("accuracy", "f1_macro"):
+            assert scores["ci95"][name]["low"] <= scores[name] <= scores["ci95"][name]["high"]
+    versus = result["vs_baseline"]["accuracy"]
+    assert versus["difference"] == pytest.approx(result["accuracy"] - result["baseline"]["accuracy"], abs=1e-4)
+    assert versus["verdict"] == "better" and versus["p"] < 0.05
 
     wrong = pd.read_csv("reports/evaluate/misclassified.csv")
     assert len(wrong) == (~correct).sum()
