@@ -105,3 +105,33 @@ def test_the_pre_push_check_names_an_output_missing_from_the_cache(team, tmp_pat
     make(a, "push")
     assert "models/model" not in make(b, "pull").stderr
     assert (b / "models/model/model.safetensors").read_bytes() == (a / "models/model/model.safetensors").read_bytes()
+
+
+def test_a_queued_grid_of_experiments_runs_and_is_shared(team, tmp_path):
+    """README "Experiments": a grid queued with `dvc exp run --queue`, run with `--run-all`; each experiment reruns
+    only the stages its params feed (the rest come from the run cache), and `dvc exp push`/`pull` share one."""
+    a, origin, remote = team
+    sh(["git", "push", "-q"], a)
+    queued = sh(["dvc", "exp", "run", "--queue", "-S", "ensemble.method=hard_vote,stacking"], a).stdout
+    assert queued.count("Queued experiment") == 2, queued
+    sh(["dvc", "exp", "run", "--run-all", "--jobs", "1"], a)
+
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], a).stdout)
+    experiments = [exp for commit in shown for exp in commit.get("experiments") or []]
+    methods = {}
+    for exp in experiments:
+        assert exp["executor"]["state"] == "success", exp["executor"]
+        name, data = exp["name"], exp["revs"][0]["data"]
+        methods[name] = data["metrics"]["reports/ensemble.json"]["data"]["method"]
+        log = sh(["dvc", "queue", "logs", name], a).stdout
+        assert "Running stage 'ensemble'" in log and "Running stage 'train'" not in log, log  # upstream stages: run cache
+    assert sorted(methods.values()) == ["hard_vote", "stacking"]
+
+    stacking = next(name for name, method in methods.items() if method == "stacking")
+    sh(["dvc", "exp", "push", "origin", stacking], a)  # the commit to git, its outputs to the DVC remote
+    b = clone(origin, tmp_path / "b")
+    sh(["dvc", "exp", "pull", "origin", stacking], b)
+    sh(["dvc", "exp", "apply", stacking], b)
+    assert sh(["dvc", "status"], b).stdout.strip() == UP_TO_DATE
+    assert json.loads((b / "reports/ensemble.json").read_text())["method"] == "stacking"
+    assert yaml.safe_load((b / "params.yaml").read_text())["ensemble"]["method"] == "stacking"
