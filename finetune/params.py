@@ -143,6 +143,8 @@ class Train(Section):
     early_stopping: EarlyStopping = EarlyStopping()
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # data-parallel processes (torchrun, finetune/distributed.py), each on batch_size rows of every step; 1 = this process
+    processes: int = Field(1, ge=1, le=1024)
     speed: Speed = Speed()
     strategy: Literal[STRATEGIES] = "full"  # what trains: see finetune/strategies.py
     freeze_layers: int = Field(0, ge=0, le=10_000)  # partial: the input group and this many bottom blocks stay frozen
@@ -165,6 +167,14 @@ class Train(Section):
         problem = problem or (get_task(task).check_model(self.model) if task else None)
         if problem:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _strategy_fits_processes(self):
+        if self.processes > 1 and self.strategy == "gradual_unfreeze":
+            # DDP registers the weights that need gradients when it wraps the model: ones unfrozen later would never be averaged
+            raise ValueError(f"processes {self.processes} with strategy gradual_unfreeze: data-parallel training synchronises only "
+                             "the weights trainable from the start; use processes 1 or another strategy")
         return self
 
 
@@ -312,6 +322,15 @@ SEARCH_METRICS = ("f1_macro", "accuracy", "loss")
 SEARCHABLE_SECTIONS = ("train", "preprocess")
 
 
+# search.storage: a SQLite file (not :memory:, which no other process sees), a server database, or an Optuna journal file
+STORAGE_FORMS = re.compile(r"sqlite:///(?!:memory:).+|(postgresql|mysql)(\+\w+)?://.+|journal:.+")
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password hidden, for logs and errors."""
+    return re.sub(r"(?<=://)([^/:@]*):[^/]*@", r"\1:***@", url)
+
+
 class Search(Section):
     method: Literal["grid", "random", "bayesian"] = "bayesian"  # bayesian = Optuna's TPE
     trials: int = Field(12, ge=1, le=100_000)  # random and bayesian; grid runs every combination once
@@ -320,6 +339,8 @@ class Search(Section):
     concurrency: int = Field(1, ge=1, le=1024)  # trials at once (`python -m flows.search`); each gets cores // concurrency threads
     pruner: Pruner = Pruner()
     study: str = Field("search", pattern=r"^[A-Za-z0-9_-]+$", max_length=100)  # stored in .cache/search/STUDY.db: rerun to resume
+    # null = .cache/search/STUDY.db; or an Optuna storage that `python -m flows.search --worker` processes share (STORAGE_FORMS)
+    storage: str | None = None
     space: dict[str, Dimension] = {"train.learning_rate": Dimension(log_uniform=(1e-5, 2e-4))}
 
     @model_validator(mode="after")
@@ -329,6 +350,15 @@ class Search(Section):
                              f"({', '.join(SEARCH_METRICS)}), the test split stays for the final, honest score")
         if self.val_metric not in SEARCH_METRICS:
             raise ValueError(f"metric {self.metric!r} is not a validation metric; expected one of {SEARCH_METRICS}")
+        return self
+
+    @model_validator(mode="after")
+    def _storage_form(self):
+        # a model validator, not a field one: a field error would echo the value, password included
+        if self.storage is not None and not STORAGE_FORMS.fullmatch(self.storage):
+            raise ValueError(f"search.storage {masked_url(self.storage)[:ECHO_LIMIT]!r} is not a storage this project opens; expected null "
+                             "(.cache/search/STUDY.db), sqlite:///PATH.db, postgresql://USER:PASSWORD@HOST/DB, mysql://USER:PASSWORD@HOST/DB "
+                             "(optionally +driver, e.g. mysql+pymysql://) or journal:PATH (an Optuna journal file, fit for NFS-like shared folders)")
         return self
 
     @model_validator(mode="after")
@@ -355,7 +385,10 @@ MEMBER_NAME = re.compile(r"[A-Za-z0-9_-]+")  # names become stage names (member@
 
 
 class Ensemble(Section):
-    method: Literal["hard_vote", "soft_vote", "weighted", "stacking"] = "weighted"
+    # auto: the simplest method within one standard error of the best cross-fitted val macro F1 (finetune/ensemble.py)
+    method: Literal["auto", "best_member", "hard_vote", "soft_vote", "weighted", "stacking"] = "auto"
+    folds: int = Field(5, ge=2)  # cross-fitting folds of val: how every method is scored for `auto`
+    prior_rows: float = Field(100.0, ge=0)  # fitted weights shrink toward equal ones as if this many more val rows preferred them
     calibration: Literal["temperature", "none"] = "temperature"  # per member, fitted on val
     include_primary: bool = True
     weights: dict[str, float] | None = None  # fixed weights for `weighted`; null = fitted on val
@@ -455,6 +488,9 @@ class Params(Section):
         for section in ("train", "preprocess"):
             overrides = getattr(member, section)
             base = getattr(self, section).model_dump()
+            for key in set(overrides) & set(getattr(type(getattr(self, section)), "ONCE_FOR_ALL_MEMBERS", ())):
+                raise ValueError(f"ensemble.members.{name}.{section}.{key}: {section}.{key} applies once, in the preprocess stage, to "
+                                 f"the rows every member shares; set {section}.{key} itself")
             try:
                 merged[section] = type(getattr(self, section)).model_validate(_deep_merge(base, overrides), context={"task": self.task})
             except ValidationError as error:

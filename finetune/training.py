@@ -7,7 +7,8 @@ smoothing, batch-level augmentation where the task has one (MixUp/CutMix), warmu
 cosine schedule, dropout override, evaluation on val every `eval_steps` (or epoch), early stopping on a
 val metric with patience, best checkpoint restored, per-step metrics logged with dvclive (dvclive is
 never allowed to touch dvc.yaml), device auto|cpu|cuda (auto = CUDA, in bf16 where supported) with
-`train.speed` (TF32, fused optimizer, pinned memory on CUDA only; loader workers, torch.compile anywhere).
+`train.speed` (TF32, fused optimizer, pinned memory on CUDA only; loader workers, torch.compile anywhere),
+data-parallel training in `train.processes` torchrun processes (finetune/distributed.py; only rank 0 writes).
 Resume: checkpoints go to .cache/checkpoints/<fingerprint>, where the fingerprint hashes the run's
 name, the params, the prepared data and the code; a killed run restarted with the SAME fingerprint
 resumes from its last complete checkpoint (and says so); anything else starts fresh.
@@ -27,7 +28,7 @@ from dvclive import Live
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
 from transformers.utils import is_torch_tf32_available
 
-from finetune import metrics, paths
+from finetune import distributed, metrics, paths
 from finetune.errors import UserError
 from finetune.io import atomic_path, write_json
 from finetune.params import Params, Speed
@@ -125,6 +126,15 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
     params and features (trials add a callback that reports to Optuna's pruner)."""
     train = params.train
     device, bf16 = resolve_device(train.device)
+    if distributed.launches(train):
+        if extra_callbacks:
+            raise UserError(f"{run_name}: train.processes {train.processes} trains in torchrun's processes, which this process's callbacks "
+                            f"({', '.join(type(c).__name__ for c in extra_callbacks)}) cannot reach; use train.processes 1")
+        if device == "cuda" and train.processes > torch.cuda.device_count():
+            raise UserError(f"train.processes is {train.processes} but {torch.cuda.device_count()} CUDA GPUs are visible (one process per GPU)")
+        return distributed.launch(params, splits, label_map, model_dir, live_dir, run_name,
+                                  paths.CHECKPOINTS / f"{fingerprint(params, run_name)}-ddp")
+    writer = distributed.writes_outputs()  # False in torchrun ranks other than rank 0
     speed = speed_settings(train.speed, device)
     task = get_task(params.task)
 
@@ -132,7 +142,7 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
     resume = last_complete_checkpoint(run_dir)
     if resume:
         print(f"{run_name}: resuming from {resume}")
-    elif run_dir.exists():
+    elif run_dir.exists() and writer:
         shutil.rmtree(run_dir)  # a run killed before its first checkpoint: nothing to keep
 
     set_seed(train.seed)  # before the model: the new classifier head is drawn from this seed
@@ -177,12 +187,18 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         # CUDA only: elsewhere these keep their defaults, so a CPU run's recorded training_args.json is unchanged too
         # (tf32 None: torch's own defaults, FP32 matmuls and TF32 cuDNN convolutions)
         **({"tf32": speed["tf32"] or None, "dataloader_pin_memory": speed["pin_memory"]} if device == "cuda" else {}),
+        # torchrun ranks only. average_tokens_across_devices off: on, the Trainer multiplies each rank's loss by the processes
+        # for models whose forward takes **kwargs, expecting a loss summed over a global count; BERT's is a mean, so its
+        # loss and gradients came out doubled with 2 processes
+        **({"ddp_backend": "nccl" if device == "cuda" else "gloo", "average_tokens_across_devices": False} if distributed.in_rank() else {}),
     )
-    live = Live(str(run_dir / "live"), resume=resume is not None, dvcyaml=None, save_dvc_exp=False, report=None)
-    if resume:
-        _trim_live_history(run_dir / "live", int(resume.name.split("-")[1]))
     train_set = task.dataset(splits["train"], label_map, processor, params.preprocess, seed=train.seed)
-    callbacks = [LiveLogger(live), EpochClock(train_set)]
+    callbacks = [EpochClock(train_set)]
+    if writer:
+        live = Live(str(run_dir / "live"), resume=resume is not None, dvcyaml=None, save_dvc_exp=False, report=None)
+        if resume:
+            _trim_live_history(run_dir / "live", int(resume.name.split("-")[1]))
+        callbacks.append(LiveLogger(live))
     if train.early_stopping.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=train.early_stopping.patience))
     if train.strategy == "gradual_unfreeze":
@@ -202,26 +218,29 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         batch_augmenter=task.batch_augmenter(params.preprocess, len(label_map["labels"])),
     )
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    live.end()
-    trainer.remove_callback(LiveLogger)
-    best = trainer.evaluate()  # the restored best model, scored on val
+    if writer:
+        live.end()
+        trainer.remove_callback(LiveLogger)
+    best = trainer.evaluate()  # the restored best model, scored on val (all of it: the ranks' predictions are gathered)
 
     parameters["trainable_at_end"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     parameters |= trainer.batchnorm_report()
-    with atomic_path(model_dir) as folder:
-        folder.mkdir()
-        if train.strategy == "lora":  # the adapter (small, for peft users) and the merged model every later stage loads
-            trainer.model.save_pretrained(str(folder / "adapter"))
-            task.save_trained(trainer.model.merge_and_unload(), processor, folder)
-        else:
-            task.save_trained(trainer.model, processor, folder)
-        # without output_dir: it names the run's fingerprint folder, which hashes the code, so any code edit
-        # changed this file (and the model folder's DVC hash) even when the weights came out identical
-        recorded = {key: value for key, value in json.loads(args.to_json_string()).items() if key != "output_dir"}
-        (folder / "training_args.json").write_text(json.dumps(recorded, indent=2, sort_keys=True))
-        write_json(folder / "label_map.json", label_map)
-    with atomic_path(live_dir) as folder:
-        shutil.copytree(run_dir / "live", folder)
+    if writer:
+        with atomic_path(model_dir) as folder:
+            folder.mkdir()
+            if train.strategy == "lora":  # the adapter (small, for peft users) and the merged model every later stage loads
+                trainer.model.save_pretrained(str(folder / "adapter"))
+                task.save_trained(trainer.model.merge_and_unload(), processor, folder)
+            else:
+                task.save_trained(trainer.model, processor, folder)
+            # without output_dir: it names the run's fingerprint folder, which hashes the code, so any code edit
+            # changed this file (and the model folder's DVC hash) even when the weights came out identical
+            recorded = {key: value for key, value in json.loads(args.to_json_string()).items() if key != "output_dir"}
+            (folder / "training_args.json").write_text(json.dumps(recorded, indent=2, sort_keys=True))
+            write_json(folder / "label_map.json", label_map)
+        with atomic_path(live_dir) as folder:
+            shutil.copytree(run_dir / "live", folder)
+        shutil.rmtree(run_dir)  # finished: the checkpoints are no longer needed to resume
     summary = {
         "device": device,
         "bf16": bf16,
@@ -235,7 +254,10 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         "train_runtime_s": round(result.metrics["train_runtime"], 1),
         "val": {name.removeprefix("eval_"): value for name, value in best.items() if name in ("eval_loss", "eval_accuracy", "eval_f1_macro")},
         "parameters": parameters,
+        # the learning rate is used as set whatever the global batch: scaling it with the processes is left to the user
+        "parallel": {"processes": args.world_size, "backend": torch.distributed.get_backend() if distributed.in_rank() else None,
+                     "threads_per_process": torch.get_num_threads(), "batch_per_process": train.batch_size,
+                     "global_batch": train.batch_size * args.world_size, "learning_rate": train.learning_rate},
     }
-    shutil.rmtree(run_dir)  # finished: the checkpoints are no longer needed to resume
     print(f"{run_name}: {summary['steps']} steps on {device}, best val {summary['val']}")
     return summary

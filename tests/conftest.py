@@ -120,7 +120,9 @@ def image_repo(tmp_path_factory, tiny_image_model, prefect_harness) -> tuple[Pat
 # worker idles. Image tests come early: gw1 has just built the image run and needs not wait for the text one.
 LONGEST_FIRST = ("tests/test_pipeline.py", "tests/test_pipeline_image.py", "tests/flows/test_pipeline.py::test_flow_gives",
                  "tests/test_tasks.py", "tests/flows/test_search.py", "tests/test_cli.py", "tests/test_gpu.py::test_the_gpu_check",
-                 "tests/stages/test_train.py", "tests/test_team_sharing.py::test_teammates")  # ~28-35 s on a busy 2-core box
+                 "tests/stages/test_train_ddp.py", "tests/stages/test_train.py", "tests/test_team_sharing.py::test_teammates",
+                 "tests/flows/test_pipeline_dask.py::test_dask_runs", "tests/test_team_sharing.py::test_a_queued",
+                 "tests/flows/test_search_workers.py", "tests/flows/test_deploy.py::test_a_")  # ~28-35 s on a busy 2-core box
 
 
 def pytest_collection_modifyitems(items):
@@ -148,5 +150,5 @@ def prefect_harness():
     os.environ.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=120):  # 30 s by default: missed once on a 2-core box at load 7
         yield
