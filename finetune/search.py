@@ -3,20 +3,33 @@
 - Every trial is the train stage's own `fit` on data/prepared with the trial's values set (re-tokenized
   when the space touches preprocess.*), scored by its restored best checkpoint on VALIDATION.
 - Pruning: each validation evaluation is reported to Optuna's MedianPruner; a trial below the median
-  of earlier trials at the same step stops there (state PRUNED, its last value kept).
-- Samplers run in the one process that asks for trials, re-seeded with `seed + trial number`, so a
-  trial's values depend only on the seed and the trials before it (random: on the seed alone).
-- The study lives in .cache/search/STUDY.db (SQLite). Rerunning resumes: finished trials are kept,
-  a trial killed mid-run is marked FAIL and re-queued with the same values.
+  of earlier trials at the same step stops there (state PRUNED, its last value kept). Trials that train in
+  torchrun processes (train.processes > 1) cannot report to it: pruning must be off for them, and their
+  evaluations along the way are not recorded, only the final value.
+- The plan is stored with the study: whoever creates it enqueues every trial as a WAITING trial (grid: each
+  combination once, in a seed-shuffled order; random/bayesian: `search.trials` empty ones, valued when taken).
+  A process takes one by Optuna's compare-and-set on the trial's state, so several processes share a study
+  without running a trial twice or going past the plan. The sampler is re-seeded with `seed + trial number`
+  when a trial is taken: random values depend on the seed alone, TPE's also on the trials finished before.
+- The study lives in `search.storage`: .cache/search/STUDY.db (SQLite) by default, or a storage several
+  `--worker` processes on several machines share (PostgreSQL/MySQL URL, or journal:PATH on a shared folder).
+- Rerunning `python -m flows.search` resumes: finished trials are kept, a trial killed mid-run is marked FAIL
+  and re-queued with the same values (first: it resumes its checkpoint). Workers re-queue nothing.
 - reports/search/ gets trials.csv, summary.json (best params), history.png and importance.png after
   every trial; the report stage shows them. `apply_best` writes the best values into params.yaml.
-Limits: one search process per study at a time (a second would re-queue the first one's running trials).
+Limits: `python -m flows.search` owns its study: run it while no worker runs, or it re-queues (and trains
+again) their running trials. A worker cannot tell a dead worker's trial from a live one's: what a killed
+worker left RUNNING stays so until `python -m flows.search` re-queues it. SQLite is for processes on one
+machine (file locks over NFS are unreliable); across machines use a server database or journal:PATH.
 """
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
+import os
 import shutil
+import socket
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -26,25 +39,64 @@ from typing import Callable
 import numpy as np
 import optuna
 import pandas as pd
+from filelock import FileLock
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 from finetune import paths
+from finetune.distributed import launches
 from finetune.errors import UserError
 from finetune.io import atomic_path, read_json, write_json
-from finetune.params import Params, Search
+from finetune.params import Params, Search, masked_url
 
 STUDIES = Path(".cache/search")
 RESULTS = paths.SEARCH
 RESULTS_README = """Written by `python -m flows.search` (finetune/search.py): trials.csv, summary.json, history.png and
 importance.png of the last search. Small files, tracked by git so the team sees them; the report stage shows them.
 """
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process took a trial, in its user attrs
+PLAN_WAIT = 120  # seconds a worker waits for the process that created the study to finish planning it
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def storage_url(search: Search) -> str:
-    STUDIES.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{STUDIES / search.study}.db"
+    return search.storage or f"sqlite:///{STUDIES / search.study}.db"
+
+
+def storage(search: Search) -> optuna.storages.BaseStorage:
+    """`search.storage` opened: journal:PATH as a JournalStorage on a JournalFileBackend (append-only file with a
+    symlink lock, fit for NFS), every other URL as an RDBStorage (SQLite, PostgreSQL, MySQL through SQLAlchemy)."""
+    import sqlalchemy
+
+    url = storage_url(search)
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    sqlite = url.startswith("sqlite:///")
+    if sqlite:
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # SQLite: Python's sqlite3 starts no transaction for a SELECT, so the read-then-update of Optuna's claim
+    # (WAITING -> RUNNING) is not atomic and two processes could take the same trial (seen here: 1 in 60).
+    # SQLAlchemy's documented recipe: sqlite3 emits no BEGIN, the engine emits BEGIN IMMEDIATE (a write lock).
+    engine = {"connect_args": {"isolation_level": None, "timeout": 60}} if sqlite else None
+    for attempt in range(3):
+        try:
+            store = optuna.storages.RDBStorage(url, engine_kwargs=engine)
+            break
+        except ImportError as error:
+            raise UserError(f"search.storage {masked_url(url)} needs a database driver that is not installed ({error.__cause__ or error}); "
+                            "drivers are yours to install: postgresql:// uses psycopg (`pip install 'psycopg[binary]'`), mysql:// uses "
+                            "mysqlclient; or name one you have, e.g. postgresql+psycopg2://, mysql+pymysql://") from None
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            # workers opening a new database at once all create Optuna's tables: the losers find them made on a retry
+            if attempt == 2:
+                raise UserError(f"search.storage {masked_url(url)} cannot be opened: {getattr(error, 'orig', None) or type(error).__name__}") from None
+            time.sleep(1)
+    if sqlite:
+        sqlalchemy.event.listen(store.engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
+    return store
 
 
 def planned_trials(search: Search) -> int:
@@ -54,9 +106,7 @@ def planned_trials(search: Search) -> int:
 
 
 def _sampler(search: Search, seed: int) -> optuna.samplers.BaseSampler:
-    if search.method == "grid":
-        return optuna.samplers.GridSampler({key: axis.grid_values() for key, axis in search.space.items()}, seed=seed)
-    if search.method == "random":
+    if search.method != "bayesian":  # a grid trial is enqueued with all its values: the sampler is never asked
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(1, search.trials // 3)))
 
@@ -74,16 +124,65 @@ def _signature(search: Search) -> str:
                       sort_keys=True, default=str)
 
 
-def open_study(search: Search) -> optuna.Study:
-    study = optuna.create_study(study_name=search.study, storage=storage_url(search), load_if_exists=True,
-                                direction=search.direction, pruner=_pruner(search))
+def open_study(search: Search, store: optuna.storages.BaseStorage, owner: bool = True) -> optuna.Study:
+    """The study, planned. Its creator plans it, and so does its `owner` (`python -m flows.search`: what a raised
+    search.trials adds); any other process waits until the plan is stored."""
+    try:  # what create_study(load_if_exists=True) does, but it tells whether this process created the study
+        study = optuna.create_study(study_name=search.study, storage=store, direction=search.direction, pruner=_pruner(search))
+        study.set_user_attr("signature", _signature(search))
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=search.study, storage=store, pruner=_pruner(search))
+        created = False
+    if not (created or owner):
+        deadline = time.monotonic() + PLAN_WAIT
+        while "planned" not in study.user_attrs:  # set last by the planner: the whole plan is stored
+            if time.monotonic() > deadline:
+                raise UserError(f"study {search.study!r} in {masked_url(storage_url(search))} has no plan after {PLAN_WAIT} s: the process that "
+                                "created it stopped before storing it; run `python -m flows.search` once (it plans the study and "
+                                "runs it), or delete the study (`optuna delete-study --study-name NAME --storage URL`, or the "
+                                "journal file) and start the workers again")
+            time.sleep(0.5)
     stored = study.user_attrs.get("signature")
-    if stored is None:
+    if stored is None:  # a study of an older version of this code
         study.set_user_attr("signature", _signature(search))
     elif stored != _signature(search):
-        raise UserError(f"study {search.study!r} in {STUDIES / search.study}.db was run with another search.method, metric or space; "
-                        f"set a new search.study name (or delete that file to start over)")
+        raise UserError(f"study {search.study!r} in {masked_url(storage_url(search))} was run with another search.method, metric or space; "
+                        f"set a new search.study name (or delete that study to start over)")
+    if created or owner:
+        _plan(study, search)
     return study
+
+
+def _lineage(trial: optuna.trial.FrozenTrial) -> int:
+    return trial.user_attrs.get("retry_of", trial.number)
+
+
+def planned(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials that hold a place in the plan: the latest attempt of each (an interrupted, re-queued one does not)."""
+    trials = study.get_trials(deepcopy=False)
+    latest = {}
+    for trial in trials:
+        latest[_lineage(trial)] = max(latest.get(_lineage(trial), -1), trial.number)
+    return [t for t in trials if latest[_lineage(t)] == t.number]
+
+
+def _plan(study: optuna.Study, search: Search) -> None:
+    """Enqueue what the plan lacks as WAITING trials, then mark the study planned."""
+    held = planned(study)
+    if search.method == "grid":
+        keys = list(search.space)
+        combinations = list(itertools.product(*(search.space[key].grid_values() for key in keys)))
+        # a WAITING trial's values are fixed (enqueued), not yet set
+        have = {json.dumps(t.params or t.system_attrs.get("fixed_params", {}), sort_keys=True) for t in held}
+        for index in np.random.default_rng(search.seed).permutation(len(combinations)):
+            combination = dict(zip(keys, combinations[index]))
+            if json.dumps(combination, sort_keys=True) not in have:
+                study.enqueue_trial(combination)
+    else:
+        for _ in range(search.trials - len(held)):
+            study.enqueue_trial({})  # its values are sampled when a process takes it, from the trials finished by then
+    study.set_user_attr("planned", len(planned(study)))
 
 
 def requeue_interrupted(study: optuna.Study) -> list[int]:
@@ -91,21 +190,42 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
     interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
     for trial in interrupted:
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.user_attrs.get("retry_of", trial.number)})
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": _lineage(trial)})
     return [t.number for t in interrupted]
 
 
 def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Finished trials that count towards search.trials (an interrupted-and-requeued one does not)."""
-    trials = study.get_trials(deepcopy=False)
-    requeued = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
-    return [t for t in trials if t.state.is_finished() and not (t.state == TrialState.FAIL and t.number in requeued)]
+    return [t for t in planned(study) if t.state.is_finished()]
 
 
-def ask(study: optuna.Study, search: Search) -> optuna.Trial:
-    # grid ids index a seed-shuffled product: the grid sampler keeps one seed; the others move on per trial
-    study.sampler = _sampler(search, search.seed + (0 if search.method == "grid" else len(study.trials)))
-    trial = study.ask()
+def claim(study: optuna.Study, store: optuna.storages.BaseStorage, search: Search) -> optuna.Trial | None:
+    """Take the next planned trial nobody has taken, its values suggested; None when none is left.
+
+    Why not study.ask(): it pops a WAITING trial, but CREATES one when none is left, so two processes asking at
+    the same moment near the end would go past the plan; MaxTrialsCallback only stops after a trial ended, with
+    the same race. Taking goes through the storage's own compare-and-set instead, the one ask() pops with:
+    set_trial_state_values(RUNNING) succeeds for one process only (False or UpdateFinishedTrialError for the rest).
+    """
+    held = planned(study)
+    if sum(t.state != TrialState.WAITING for t in held) >= planned_trials(search):
+        return None  # search.trials was lowered below the stored plan: stop there
+    waiting = [t for t in held if t.state == TrialState.WAITING]
+    for frozen in sorted(waiting, key=lambda t: ("retry_of" not in t.user_attrs, t.number)):  # retries first: they resume a checkpoint
+        try:
+            if not store.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        study.sampler = _sampler(search, search.seed + frozen.number)
+        trial = optuna.Trial(study, frozen._trial_id)
+        trial.set_user_attr("worker", WORKER)
+        _suggest(trial, search)
+        return trial
+    return None
+
+
+def _suggest(trial: optuna.Trial, search: Search) -> None:
     for key, axis in search.space.items():
         if axis.choice is not None:
             trial.suggest_categorical(key, axis.choice)
@@ -113,7 +233,6 @@ def ask(study: optuna.Study, search: Search) -> optuna.Trial:
             trial.suggest_int(key, *axis.integer)
         else:
             trial.suggest_float(key, *(axis.uniform or axis.log_uniform), log=axis.log_uniform is not None)
-    return trial
 
 
 class ReportToPruner(TrainerCallback):
@@ -137,7 +256,7 @@ def run_trial(params: Params, number: int) -> dict:
     from finetune.training import fingerprint, fit
 
     search = params.search
-    study = optuna.load_study(study_name=search.study, storage=storage_url(search), pruner=_pruner(search))
+    study = optuna.load_study(study_name=search.study, storage=storage(search), pruner=_pruner(search))
     frozen = study.trials[number]
     trial = optuna.trial.Trial(study, frozen._trial_id)
     trial_params = params.with_values(frozen.params)
@@ -147,11 +266,12 @@ def run_trial(params: Params, number: int) -> dict:
     prepared = {split: pd.read_parquet(paths.PREPARED / f"{split}.parquet") for split in ("train", "val")}
     tables, label_map = refeaturized(trial_params, prepared, labels)
     run_name = f"search {search.study} trial {frozen.user_attrs.get('retry_of', number)}"  # a requeued trial resumes its checkpoint
+    # a trial trained by torchrun's processes is out of this process's reach (run_search refused pruning for it)
+    reporting = () if launches(trial_params.train) else (ReportToPruner(trial, search.val_metric, search.pruner.warmup_evaluations),)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            summary = fit(trial_params, tables, label_map, Path(scratch) / "model", Path(scratch) / "live", run_name,
-                          extra_callbacks=(ReportToPruner(trial, search.val_metric, search.pruner.warmup_evaluations),))
+            summary = fit(trial_params, tables, label_map, Path(scratch) / "model", Path(scratch) / "live", run_name, extra_callbacks=reporting)
         except optuna.TrialPruned as pruned:
             shutil.rmtree(paths.CHECKPOINTS / fingerprint(trial_params, run_name), ignore_errors=True)
             return {"state": "pruned", "reason": str(pruned), "seconds": round(time.perf_counter() - start, 1)}
@@ -159,20 +279,24 @@ def run_trial(params: Params, number: int) -> dict:
             "trainable_share": summary["parameters"]["trainable_share"], "seconds": round(time.perf_counter() - start, 1)}
 
 
-def run_search(params: Params, runner: Callable[[int], dict], log: Callable[[str], None] = print) -> optuna.Study:
-    """Ask for trials until `planned_trials` have finished, `search.concurrency` running at once; each is
-    trained by `runner(number)` in a worker thread (the Prefect flow's runner starts a process)."""
+def run_search(params: Params, runner: Callable[[int], dict], log: Callable[[str], None] = print, worker: bool = False) -> optuna.Study:
+    """Run the planned trials nobody else has taken, `search.concurrency` at once, each trained by `runner(number)`
+    in a thread (the runners start a process); returns when none is left to take. `worker`: one of several
+    processes sharing the study, which re-queues nothing; otherwise this process owns the study (see open_study)."""
     search = params.search
-    study = open_study(search)
-    requeued = requeue_interrupted(study)
+    if search.pruner.enabled and launches(params.train):
+        raise UserError(f"search.pruner.enabled with train.processes {params.train.processes}: each trial would train in torchrun's processes, "
+                        "where Optuna's pruner in this process cannot follow it; set search.pruner.enabled: false (trials run to the end) "
+                        "or train.processes: 1")
+    store = storage(search)
+    study = open_study(search, store, owner=not worker)
+    requeued = [] if worker else requeue_interrupted(study)
     if requeued:
         log(f"resuming study {search.study!r}: trials {requeued} were interrupted and are queued again")
-    target = planned_trials(search)
     running = {}
     with ThreadPoolExecutor(search.concurrency) as pool:
         while True:
-            while len(running) < search.concurrency and len(counted_trials(study)) + len(running) < target:
-                trial = ask(study, search)
+            while len(running) < search.concurrency and (trial := claim(study, store, search)) is not None:
                 log(f"trial {trial.number}: {trial.params}")
                 context = contextvars.copy_context()  # the Prefect flow run's context reaches the worker thread
                 running[pool.submit(context.run, runner, trial.number)] = trial
@@ -187,9 +311,6 @@ def run_search(params: Params, runner: Callable[[int], dict], log: Callable[[str
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, future, log) -> None:
-    # GridSampler.after_trial calls study.stop() once the grid is used up, which only works inside
-    # study.optimize; this loop counts trials itself, so tell() goes through a sampler without that hook.
-    study.sampler = optuna.samplers.RandomSampler()
     try:
         outcome = future.result()
     except Exception as error:  # one broken trial (e.g. diverged, out of memory) must not end the search
@@ -209,7 +330,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, future, log) -> None:
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in study.get_trials(deepcopy=False, states=[s for s in TrialState if s != TrialState.WAITING]):  # WAITING: planned, not started
         rows.append({"trial": t.number, "state": t.state.name.lower(), "value": t.value if t.value is not None else
                      (t.intermediate_values[t.last_step] if t.last_step is not None else None),
                      **t.params, "seconds": t.user_attrs.get("seconds"), "steps": t.user_attrs.get("steps"),
@@ -218,7 +339,15 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
 
 
 def write_results(study: optuna.Study, search: Search) -> None:
-    """reports/search/: trials.csv, summary.json, history.png, importance.png (all rewritten together)."""
+    """reports/search/: trials.csv, summary.json, history.png, importance.png (all rewritten together). Processes
+    of one project write in turn, each reading the study inside the lock (so the last write holds the latest
+    state), and because atomic_path clears the unfinished temporary folders it finds, another process's too."""
+    STUDIES.mkdir(parents=True, exist_ok=True)
+    with FileLock(STUDIES / "results.lock"):
+        _write_results(study, search)
+
+
+def _write_results(study: optuna.Study, search: Search) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -3,11 +3,18 @@
     python -m flows.search                 # run (or resume) the search in params.yaml's `search` section
     python -m flows.search --apply-best    # write the best trial's values into params.yaml, then `dvc repro`
     python -m flows.search --apply-best --no-repro
+    python -m flows.search --worker        # one of several processes (machines) sharing search.storage's study
 
 Needs data/prepared (`dvc repro preprocess`). Each trial runs `python -m flows.search --trial N` in its
 own process (a clean, seeded training run of the same code, with cores // concurrency torch threads).
 What is searched, how, and where results go: finetune/search.py. The study resumes from
-.cache/search/STUDY.db when rerun; results land in reports/search/ and the report stage shows them.
+search.storage (.cache/search/STUDY.db by default) when rerun; results land in reports/search/ and the
+report stage shows them.
+A worker is a plain process (no Prefect server needed): it joins the study, creating and planning it if it
+comes first, runs trials nobody has taken (`search.concurrency` at once) until none is left, writes
+reports/search/ from the shared study after each, and prints the trials it ran. It re-queues nothing: a
+killed worker's trials stay RUNNING until `python -m flows.search` (without --worker, when no worker runs)
+re-queues them.
 """
 from __future__ import annotations
 
@@ -22,20 +29,19 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
+from optuna.trial import TrialState  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from finetune import search  # noqa: E402
 from finetune.errors import UserError  # noqa: E402
-from finetune.params import Params, load_params  # noqa: E402
+from finetune.params import Params, load_params, masked_url  # noqa: E402
 from flows.pipeline import Resources  # noqa: E402
 
 
-@task(cache_policy=NO_CACHE)
-def trial(number: int, params_file: str, resources: Resources) -> dict:
+def trial_process(number: int, params_file: str, resources: Resources) -> dict:
     """One trial in a fresh process; its outcome comes back as JSON on the last line of stdout."""
-    logger = get_run_logger()
     gpu, extra = resources.acquire()
     try:
         done = subprocess.run([sys.executable, "-m", "flows.search", "--trial", str(number), "--params", params_file],
@@ -44,8 +50,13 @@ def trial(number: int, params_file: str, resources: Resources) -> dict:
         resources.release(gpu)
     if done.returncode != 0:
         raise RuntimeError(f"trial {number} exited {done.returncode}:\n" + "\n".join(done.stderr.strip().splitlines()[-15:]))
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
-    logger.info(f"trial {number}: {outcome}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@task(cache_policy=NO_CACHE)
+def trial(number: int, params_file: str, resources: Resources) -> dict:
+    outcome = trial_process(number, params_file, resources)
+    get_run_logger().info(f"trial {number}: {outcome}")
     return outcome
 
 
@@ -91,12 +102,24 @@ def preflight(params: Params) -> None:
         check_against_model(train, models[train.model])
 
 
+def work(params: Params, params_file: str) -> None:
+    print(f"worker {search.WORKER}: study {params.search.study!r} in {masked_url(search.storage_url(params.search))}")
+    resources = Resources(params.search.concurrency)
+    study = search.run_search(params, lambda number: trial_process(number, params_file, resources), worker=True)
+    trials = study.get_trials(deepcopy=False)
+    ran = {t.number: t.state.name.lower() for t in trials if t.user_attrs.get("worker") == search.WORKER}
+    elsewhere = [t.number for t in trials if t.state == TrialState.RUNNING]
+    print(json.dumps({"worker": search.WORKER, "ran": ran, "finished": len(search.counted_trials(study)),
+                      "planned": len(search.planned(study)), "running_elsewhere": elsewhere}))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--apply-best", action="store_true", help="write the best trial's values into params.yaml")
     parser.add_argument("--no-repro", action="store_true", help="with --apply-best: do not run `dvc repro` afterwards")
+    parser.add_argument("--worker", action="store_true", help="join search.storage's study and run trials nobody has taken")
     parser.add_argument("--trial", type=int, help=argparse.SUPPRESS)  # internal: one trial, in this process
     args = parser.parse_args(argv)
     try:
@@ -111,6 +134,9 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(search.run_trial(params, args.trial)))
             return
         preflight(params)
+        if args.worker:
+            work(params, args.params)
+            return
         summary = search_flow(args.params)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,5 +1,7 @@
-"""finetune/search.py: what each sampler proposes, resuming, pruning with real tiny trainings, apply-best."""
+"""finetune/search.py: what each sampler proposes, resuming, pruning with real tiny trainings, apply-best, workers
+sharing a study (in threads here; as processes in tests/flows/test_search_workers.py)."""
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 
 import optuna
 import pandas as pd
@@ -137,3 +139,36 @@ def test_apply_best_without_a_search_says_so(workdir, tiny_model):
     write_params(workdir, tiny_params(tiny_model))
     with pytest.raises(UserError, match="reports/search/summary.json has no completed trial yet"):
         search.apply_best(workdir / "params.yaml")
+
+
+def test_a_worker_leaves_running_trials_alone_and_the_search_requeues_them(workdir, tiny_model):
+    params = _params(tiny_model, method="random", trials=3, space={"train.learning_rate": {"log_uniform": [1e-5, 1e-2]}})
+    store = search.storage(params.search)
+    taken = search.claim(search.open_study(params.search, store), store, params.search)  # another worker's trial, still running
+    calls = []
+    study = search.run_search(params, _scored_by_params(params, calls), log=lambda _: None, worker=True)
+    assert sorted(number for number, _ in calls) == [1, 2]  # the two nobody had taken, not the running one
+    assert study.trials[taken.number].state == optuna.trial.TrialState.RUNNING and len(study.trials) == 3
+
+    calls.clear()
+    study = search.run_search(params, _scored_by_params(params, calls), log=lambda _: None)  # the owner, once no worker runs
+    assert calls == [(3, taken.params)] and study.trials[3].user_attrs["retry_of"] == 0
+    assert len(search.counted_trials(study)) == 3
+
+
+def test_workers_on_one_sqlite_file_take_each_planned_trial_once(workdir, tiny_model, monkeypatch):
+    # Python's sqlite3 opens no transaction for a SELECT: without search.storage's BEGIN IMMEDIATE, two connections
+    # both read a trial as WAITING and both take it (3 runs of this test in 4 failed so). Each thread's run_search
+    # opens its own storage, so they race through SQLite's locks as processes do; results files are beside the point.
+    monkeypatch.setattr(search, "write_results", lambda study, search: None)
+    params = _params(tiny_model, method="random", trials=40, storage="sqlite:///shared/search.db",
+                     space={"train.learning_rate": {"log_uniform": [1e-5, 1e-2]}})
+    search.open_study(params.search, search.storage(params.search))  # planned: both start taking trials at once
+    calls = {name: [] for name in "ab"}
+    with ThreadPoolExecutor(2) as pool:
+        for worker in [pool.submit(search.run_search, params, _scored_by_params(params, calls[name]), lambda _: None, True) for name in calls]:
+            worker.result()
+    ran = [[number for number, _ in calls[name]] for name in calls]
+    assert ran[0] and ran[1] and sorted(ran[0] + ran[1]) == list(range(40))  # each trial by one worker, exactly the plan
+    study = optuna.load_study(study_name="s", storage=search.storage(params.search))
+    assert len(study.trials) == 40 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
