@@ -71,9 +71,9 @@ def stop(process: subprocess.Popen, timeout: float = 20) -> None:
 
 
 def serve(cron: str, concurrency: int) -> None:
-    from flows.pipeline import configured
+    from flows.pipeline import pipeline
 
-    configured(concurrency).serve(name="nightly", cron=cron, parameters={"concurrency": concurrency})
+    pipeline.serve(name="nightly", cron=cron, parameters={"concurrency": concurrency})
 
 
 def main(argv: list[str] | None = None) -> None:

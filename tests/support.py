@@ -252,10 +252,10 @@ def run_flow(root: Path, concurrency: int = 2, **parameters) -> dict[str, str]:
     """The Prefect pipeline flow on the project at root (a flow run's project is the current directory)."""
     import contextlib
 
-    from flows.pipeline import configured
+    from flows.pipeline import pipeline
 
     with contextlib.chdir(root):
-        return configured(concurrency)(concurrency=concurrency, **parameters)
+        return pipeline(concurrency=concurrency, **parameters)
 
 
 def copy_repo(source: Path, target: Path) -> Path:
