@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: setup pipeline test bench clean ui search best push pull
+.PHONY: setup pipeline test bench clean ui search best push pull worker
 
 $(VENV)/.installed: requirements.txt requirements-assets.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ bench: setup
 clean:  # pipeline outputs only (DVC's cache keeps them: `dvc checkout` brings them back)
 	rm -rf .cache reports/evaluate reports/report.html data/ingested.parquet data/prepared data/quarantine models/model \
 		models/members reports/members reports/ensemble
+
+worker: setup  # run deployed pipeline runs on this machine (README "Nightly runs on worker machines"); POOL=finetune
+	prefect worker start --pool $(or $(POOL),finetune)
 
 ui: setup  # Prefect UI on 127.0.0.1:4200 + the pipeline served with a nightly cron; Ctrl-C stops both
 	python -m flows.ui --cron "$(or $(CRON),0 2 * * *)"

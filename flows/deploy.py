@@ -1,0 +1,202 @@
+"""Deploy the pipeline flow to a Prefect process work pool, so nightly runs execute on worker machines.
+
+    python -m flows.deploy [--source PATH|GIT_URL] [--branch B] [--workdir DIR] [--pool finetune] [--name nightly]
+                           [--cron "0 2 * * *"] [--timezone UTC] [--concurrency 2] [-S key=value ...]
+    # then, on each machine that should run it, from the project's venv (`make worker` does this):
+    prefect worker start --pool finetune
+
+Against the server PREFECT_API_URL names (PREFECT_API_AUTH_STRING for its basic auth), this creates the
+`process` work pool if it is missing (idempotent; a pool of that name and another type is an error) and
+deploys `finetune-pipeline` FROM SOURCE (no image is built, nothing is pushed to a registry), with the cron
+schedule and the run parameters (concurrency; -S overrides, validated by the params schema now and written
+to the run's params.yaml by each run, as `python -m flows.pipeline -S` does). Deploying again with the same
+name updates the deployment. Everything is checked (source, cron, time zone, -S, the server answering and
+accepting the credentials) before anything is created. The source is where a worker gets the code:
+- a local directory (default: the current one): the run's pull step is `set_working_directory` to that
+  path, so the flow runs IN that checkout (its DVC cache and outputs stay there). Workers on other machines
+  need the same path: a shared file system, or a checkout at the same path on each worker machine.
+- a git URL (e.g. `git remote get-url origin`): each run clones it (`--depth 1`), then
+  `dvc pull --run-cache --allow-missing` restores what the team pushed to the DVC remote (the committed
+  .dvc/config must name a default remote), so unchanged stages are not recomputed. The clone lives in the
+  process worker's per-run temporary folder, removed after the run, unless --workdir names a folder on the
+  worker machines (created if missing) where the clone and its DVC cache are kept: later runs fetch and
+  `git reset --keep`; where that refuses (a run's dvc.lock against a newer pushed one) Prefect re-clones.
+The flow runs with the worker's interpreter: start the worker from the project's venv (its bin first on PATH,
+so the pull step's `dvc` and dvc.yaml's `python` are the venv's). Runs get telemetry off and the hub offline
+(job variables `env`). The deployment's concurrency limit is 1: a run due while another is active waits
+(AwaitingConcurrencySlot) for it, whichever worker takes it; a run is taken by exactly one worker.
+Limits: a git source's results stay in the worker's clone (and the Prefect UI's artifacts); publishing them
+is `make push` there.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+from finetune.errors import UserError
+from flows.ui import TELEMETRY_OFF
+
+# isort: off
+from flows.pipeline import apply_overrides  # before prefect: it turns telemetry off, and `import prefect` starts its analytics
+from prefect.runner.storage import GitRepository, LocalStorage
+# isort: on
+
+ENTRYPOINT = "flows/pipeline.py:pipeline"
+RUN_ENV = {**TELEMETRY_OFF, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}  # as the Makefile exports
+
+
+@contextlib.contextmanager
+def connected_client():
+    """A sync client of the configured server, checked. Without PREFECT_API_URL Prefect would start a throwaway
+    local server and deploy into it, so that is an error, as are a server that does not answer and one that
+    refuses the credentials (its /health needs none, so that is not the probe)."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise UserError("PREFECT_API_URL is not set: point it at the Prefect server, e.g. export PREFECT_API_URL=http://SERVER:4200/api")
+    with get_client(sync_client=True) as client:
+        try:
+            client.hello()
+        except PrefectHTTPStatusError as error:
+            status = error.response.status_code
+            hint = "PREFECT_API_AUTH_STRING must be the server's PREFECT_SERVER_API_AUTH_STRING" if status == 401 else "is it a Prefect 3 server?"
+            raise UserError(f"the Prefect API at {url} refused the request ({status} {error.response.reason_phrase}); {hint}") from None
+        except (httpx.HTTPError, OSError) as error:
+            raise UserError(f"the Prefect API at {url} does not answer ({type(error).__name__}: {error}); is the server up?") from None
+        yield client
+
+
+def ensure_pool(client, name: str) -> bool:
+    """Create the process work pool `name` unless it exists; True if created."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    try:
+        pool = client.read_work_pool(name)
+    except ObjectNotFound:
+        client.create_work_pool(WorkPoolCreate(name=name, type=ProcessWorker.type,
+                                               base_job_template=ProcessWorker.get_default_base_job_template()))
+        return True
+    if pool.type != ProcessWorker.type:
+        raise UserError(f"work pool {name!r} exists with type {pool.type!r}; expected {ProcessWorker.type!r} (pass another --pool)")
+    return False
+
+
+def is_git_url(source: str) -> bool:
+    """Not Prefect's create_storage_from_source guess: it takes an https URL without `.git` for fsspec storage."""
+    parsed = urlparse(source)
+    return parsed.scheme in ("git", "ssh", "http", "https", "file") or source.endswith(".git")
+
+
+class DvcPulledGitRepository(GitRepository):
+    """A git source: cloned (in `keep_in` when given, so the clone and its DVC cache outlive the run), then
+    `dvc pull` restores what the team pushed to the DVC remote."""
+
+    def __init__(self, url: str, branch: str | None, keep_in: str | None):
+        super().__init__(url, branch=branch)
+        self.keep_in = keep_in
+
+    def to_pull_step(self) -> list[dict]:
+        steps = "prefect.deployments.steps"
+        clone = super().to_pull_step()
+        clone[f"{steps}.git_clone"]["id"] = "clone"
+        # the clone's folder stays the run's working directory: this step neither returns nor enters another
+        restore = {f"{steps}.run_shell_script": {"script": "dvc pull --run-cache --allow-missing", "directory": "{{ clone.directory }}"}}
+        if not self.keep_in:
+            return [clone, restore]
+        # pull steps rather than the process worker's `working_dir`, which crashes the run ("Child exited without
+        # calling task_status.started()") where that folder does not exist yet
+        keep = [{f"{steps}.run_shell_script": {"script": f"mkdir -p {shlex.quote(self.keep_in)}"}},
+                {f"{steps}.set_working_directory": {"directory": self.keep_in}}]
+        return [*keep, clone, restore]
+
+
+def storage(source: str, branch: str | None, workdir: str | None):
+    """Prefect runner storage for the source: a local project folder, or a git repository (see the module doc)."""
+    if not is_git_url(source):
+        root = Path(source).expanduser().resolve()
+        missing = [name for name in ("dvc.yaml", ENTRYPOINT.split(":")[0]) if not (root / name).is_file()]
+        if missing:
+            raise UserError(f"--source {source}: not the project (no {', '.join(missing)} in {root}); expected its folder or a git URL")
+        for name, value in (("--branch", branch), ("--workdir", workdir)):
+            if value:
+                raise UserError(f"{name} applies to a git source only (a local source runs in its own folder)")
+        return LocalStorage(str(root))
+    if workdir and not Path(workdir).is_absolute():
+        raise UserError(f"--workdir {workdir}: expected an absolute path (it names a folder on the worker machines)")
+    return DvcPulledGitRepository(source, branch, workdir)
+
+
+def schedule(cron: str, timezone: str):
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    try:
+        CronSchedule(cron=cron, timezone=timezone)  # checked here, before anything is created
+    except ValidationError as error:
+        raise UserError(f"--cron {cron!r} --timezone {timezone!r}: {error.errors()[0]['msg']}") from None
+    from prefect.schedules import Cron
+
+    return Cron(cron, timezone=timezone)
+
+
+def deploy(source: str, pool: str, name: str, cron: str, timezone: str = "UTC", concurrency: int = 2,
+           overrides: list[str] | None = None, branch: str | None = None, workdir: str | None = None):
+    """Validate everything, ensure the pool, deploy; the deployment's id."""
+    from prefect import Flow
+
+    if concurrency < 1:
+        raise UserError(f"--concurrency {concurrency}: expected 1 or more")
+    runner_storage = storage(source, branch, workdir)
+    git = is_git_url(source)
+    # -S is checked against the local project: the source folder, or the checkout deploying a git source
+    apply_overrides(Path.cwd() if git else runner_storage.destination, overrides or [], write=False)
+    when = schedule(cron, timezone)
+    parameters = {"concurrency": concurrency, **({"overrides": overrides} if overrides else {})}
+    try:  # a git source is cloned here, to read the flow's parameters
+        flow = Flow.from_source(source=runner_storage, entrypoint=ENTRYPOINT)
+    except RuntimeError as error:
+        raise UserError(f"--source {source}: {error}") from None
+    with connected_client() as client:
+        created = ensure_pool(client, pool)
+    print(f"work pool {pool!r}: {'created' if created else 'exists'} (type process)")
+    return flow.deploy(name=name, work_pool_name=pool, schedules=[when], parameters=parameters, job_variables={"env": RUN_ENV},
+                       concurrency_limit=1, build=False, push=False, print_next_steps=False,
+                       ignore_warnings=True)  # its one warning recommends .serve for local development
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default=".", help="the project folder (same path on the workers) or its git URL (default: %(default)s)")
+    parser.add_argument("--branch", help="a git source's branch (default: the remote's default branch)")
+    parser.add_argument("--workdir", help="a git source: folder on the worker machines where the clone is kept between runs")
+    parser.add_argument("--pool", default="finetune", help="process work pool, created if missing (default: %(default)s)")
+    parser.add_argument("--name", default="nightly", help="deployment name (default: %(default)s)")
+    parser.add_argument("--cron", default="0 2 * * *", help="schedule (default: %(default)s)")
+    parser.add_argument("--timezone", default="UTC", help="the cron's IANA time zone (default: %(default)s)")
+    parser.add_argument("--concurrency", type=int, default=2, help="the flow's concurrency parameter (default: %(default)s)")
+    parser.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param override every run applies (validated now by the params schema)")
+    args = parser.parse_args(argv)
+    try:
+        deployment_id = deploy(args.source, args.pool, args.name, args.cron, args.timezone, args.concurrency, args.overrides,
+                               args.branch, args.workdir)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"deployment finetune-pipeline/{args.name} ({deployment_id}), cron {args.cron!r} {args.timezone}; "
+          f"on each worker machine, from the project's venv: prefect worker start --pool {args.pool}")
+
+
+if __name__ == "__main__":
+    main()
