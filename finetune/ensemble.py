@@ -1,17 +1,32 @@
 """How members' class probabilities are combined. Pure functions on arrays (rows x classes).
 
-Everything that is FITTED (temperatures, weights, the stacking meta-model) takes validation
-arrays only: no function here is ever handed test labels (tests/stages/test_ensemble.py shuffles
+Everything that is FITTED (temperatures, weights, the stacking meta-model, which member is best) takes
+validation arrays only: no function here is ever handed test labels (tests/stages/test_ensemble.py shuffles
 the test labels and checks that nothing fitted changes).
+
+A small val split overfits what is fitted on it (weights collapse onto one member, the stacker learns noise),
+and scoring methods on the rows they were fitted on hides that. So `cross_fit` scores every method out of
+fold: val is cut into k stratified folds; each fold is predicted by everything fitted on the other k - 1
+(temperatures included), giving honest val predictions per method. `choose` (ensemble.method: auto) then
+takes the SIMPLEST method within one standard error of the best cross-fitted macro F1 (the one-standard-
+error rule of cross-validation, Hastie et al., ESL §7.10): "best_member" (no combining at all) wins unless
+combining is reliably better. Fitted weights shrink toward equal weights as if `prior_rows` extra val rows
+had preferred them: w = (n w_fit + prior_rows / members) / (n + prior_rows), n = val rows, so 180 val rows
+with prior_rows 100 keep 64 % of the fit and 5,000 rows keep 98 %.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.model_selection import StratifiedKFold
 
 EPS = 1e-12
+METHODS = ("best_member", "soft_vote", "hard_vote", "weighted", "stacking")  # simplest first: auto's order of preference
 
 
 def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -78,3 +93,68 @@ def stack(stacker: LogisticRegression, members: list[np.ndarray]) -> np.ndarray:
     probs = np.zeros((len(members[0]), members[0].shape[1]))
     probs[:, stacker.classes_] = stacker.predict_proba(stacking_features(members))  # a class absent from val gets 0
     return probs
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """Everything fitted on (some) val rows."""
+    temperatures: np.ndarray
+    weights: np.ndarray
+    stacker: LogisticRegression
+    best_member: int
+
+
+def fit(val_members: list[np.ndarray], val_labels: np.ndarray, calibration: str, fixed_weights: np.ndarray | None,
+        prior_rows: float, seed: int) -> Fitted:
+    temperatures = np.array([fit_temperature(p, val_labels) if calibration == "temperature" else 1.0 for p in val_members])
+    calibrated = [apply_temperature(p, t) for p, t in zip(val_members, temperatures)]
+    if fixed_weights is None:
+        rows, uniform = len(val_labels), np.full(len(val_members), 1 / len(val_members))
+        weights = (rows * fit_weights(calibrated, val_labels) + prior_rows * uniform) / (rows + prior_rows)
+    else:
+        weights = np.asarray(fixed_weights, dtype=np.float64) / np.sum(fixed_weights)
+    scores = [f1_score(val_labels, p.argmax(axis=1), average="macro", zero_division=0) for p in calibrated]
+    return Fitted(temperatures, weights, fit_stacker(calibrated, val_labels, seed), int(np.argmax(scores)))
+
+
+def predict(fitted: Fitted, members: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """{method: probabilities} of every method for these rows."""
+    calibrated = [apply_temperature(p, t) for p, t in zip(members, fitted.temperatures)]
+    return {"best_member": calibrated[fitted.best_member], "soft_vote": soft_vote(calibrated), "hard_vote": hard_vote(calibrated),
+            "weighted": weighted(calibrated, fitted.weights), "stacking": stack(fitted.stacker, calibrated)}
+
+
+def folds(val_labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The fold (0..k-1) of each val row: stratified and seeded; fewer folds when a class has fewer than k rows."""
+    counts = np.bincount(val_labels)
+    k = max(2, min(k, int(counts[counts > 0].min())))
+    fold = np.empty(len(val_labels), dtype=int)
+    for number, (_, held_out) in enumerate(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(val_labels, val_labels)):
+        fold[held_out] = number
+    return fold
+
+
+def cross_fit(val_members: list[np.ndarray], val_labels: np.ndarray, fold: np.ndarray, **settings) -> dict[str, np.ndarray]:
+    """{method: out-of-fold val probabilities}: the rows of each fold are predicted by what was fitted
+    (by `fit`, with `settings`) on the other folds only."""
+    out = {method: np.zeros_like(val_members[0]) for method in METHODS}
+    for number in np.unique(fold):
+        held_out = fold == number
+        fitted = fit([p[~held_out] for p in val_members], val_labels[~held_out], **settings)
+        for method, probs in predict(fitted, [p[held_out] for p in val_members]).items():
+            out[method][held_out] = probs
+    return out
+
+
+def choose(out_of_fold: dict[str, np.ndarray], val_labels: np.ndarray, fold: np.ndarray) -> tuple[str, dict[str, dict]]:
+    """(method, {method: cross-fitted val macro F1, its standard error over folds}): the simplest method within
+    one standard error of the best."""
+    scores = {}
+    for method, probs in out_of_fold.items():
+        predicted = probs.argmax(axis=1)
+        per_fold = [f1_score(val_labels[fold == f], predicted[fold == f], average="macro", zero_division=0) for f in np.unique(fold)]
+        scores[method] = {"f1_macro": float(f1_score(val_labels, predicted, average="macro", zero_division=0)),
+                          "standard_error": float(np.std(per_fold, ddof=1) / np.sqrt(len(per_fold)))}
+    best = max(scores, key=lambda m: scores[m]["f1_macro"])
+    bar = scores[best]["f1_macro"] - scores[best]["standard_error"]
+    return next(m for m in METHODS if m in scores and scores[m]["f1_macro"] >= bar), scores

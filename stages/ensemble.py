@@ -3,13 +3,15 @@
 Members: the train stage's model ("primary", when ensemble.include_primary) and every entry of
 ensemble.members (trained by the member stages). Each member is first calibrated by temperature
 scaling fitted on val (ensemble.calibration), then every method is scored side by side:
+- best_member: no combining: the member with the best val macro F1;
 - hard_vote: majority of the members' argmax; ties -> the tied class with the highest mean
   probability, then the lower class index;
 - soft_vote: mean of the probabilities;
 - weighted: weighted mean; weights are ensemble.weights when given (members left out weigh 0),
-  else fitted on VAL to minimise log-loss (on the simplex);
+  else fitted on VAL to minimise log-loss (on the simplex), shrunk toward equal (ensemble.prior_rows);
 - stacking: a multinomial logistic regression on the members' log-probabilities, fitted on VAL.
-Nothing is fitted on test. ensemble.method picks the method whose predictions are reported.
+Nothing is fitted on test. ensemble.method picks the method whose predictions are reported; `auto` (the
+default) picks it by cross-fitted val scores (ensemble.folds; finetune/ensemble.py says how).
 Every member and method's test scores carry a bootstrap 95 % interval (`ci95`), and the chosen method is
 compared with each member on the same test rows (`vs_members`: paired bootstrap, finetune/uncertainty.py).
 Writes reports/ensemble.json (metrics of every member and method, the fitted weights and
@@ -31,33 +33,32 @@ from finetune.tasks import get_task
 
 
 def combine(params: Params, members: list[MemberProbabilities]) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-    """{method: {split: probabilities}} and everything fitted (on val only)."""
+    """{method: {split: probabilities}} from everything fitted on ALL val rows, and what was fitted: the
+    temperatures, weights, stacker, and each method's cross-fitted (out-of-fold) val score that `auto` reads."""
     config = params.ensemble
     y_val = members[0].splits["val"].labels
-    temperatures = [ensemble.fit_temperature(m.splits["val"].probs, y_val) if config.calibration == "temperature" else 1.0
-                    for m in members]
-    calibrated = {split: [ensemble.apply_temperature(m.splits[split].probs, t) for m, t in zip(members, temperatures)]
-                  for split in SPLITS}
-    if config.weights is None:
-        weights = ensemble.fit_weights(calibrated["val"], y_val)
-    else:
-        weights = np.array([config.weights.get(m.name, 0.0) for m in members])
-    stacker = ensemble.fit_stacker(calibrated["val"], y_val, seed=params.data.seed)
-    combined = {
-        "hard_vote": {s: ensemble.hard_vote(calibrated[s]) for s in SPLITS},
-        "soft_vote": {s: ensemble.soft_vote(calibrated[s]) for s in SPLITS},
-        "weighted": {s: ensemble.weighted(calibrated[s], weights) for s in SPLITS},
-        "stacking": {s: ensemble.stack(stacker, calibrated[s]) for s in SPLITS},
-    }
+    fixed = None if config.weights is None else np.array([config.weights.get(m.name, 0.0) for m in members])
+    settings = {"calibration": config.calibration, "fixed_weights": fixed, "prior_rows": config.prior_rows, "seed": params.data.seed}
+    fitted = ensemble.fit([m.splits["val"].probs for m in members], y_val, **settings)
+    by_split = {split: ensemble.predict(fitted, [m.splits[split].probs for m in members]) for split in SPLITS}
+    combined = {method: {split: by_split[split][method] for split in SPLITS} for method in ensemble.METHODS}
+    fold = ensemble.folds(y_val, config.folds, params.data.seed)
+    auto, cross_fitted = ensemble.choose(ensemble.cross_fit([m.splits["val"].probs for m in members], y_val, fold, **settings), y_val, fold)
     names = [m.name for m in members]
-    fitted = {
-        "temperatures": dict(zip(names, map(float, temperatures))),
-        "weights": {name: float(w / weights.sum()) for name, w in zip(names, weights)},
-        "weights_source": "ensemble.weights" if config.weights is not None else "fitted on val (min log-loss)",
+    source = "ensemble.weights" if fixed is not None else (f"fitted on val (min log-loss), shrunk toward equal weights by "
+                                                           f"prior_rows {config.prior_rows:g} against {len(y_val)} val rows")
+    return combined, {
+        "method": auto if config.method == "auto" else config.method,
+        "chosen_by": ("auto: the simplest method within one standard error of the best cross-fitted val macro F1"
+                      if config.method == "auto" else "ensemble.method"),
+        "cross_fitted_val": {"folds": int(fold.max()) + 1, **cross_fitted},
+        "best_member": names[fitted.best_member],
+        "temperatures": dict(zip(names, map(float, fitted.temperatures))),
+        "weights": dict(zip(names, map(float, fitted.weights))),
+        "weights_source": source,
         "stacker": {"classes": members[0].classes, "features": [f"log p({c}) of {n}" for n in names for c in members[0].classes],
-                    "coef": stacker.coef_.tolist(), "intercept": stacker.intercept_.tolist()},
+                    "coef": fitted.stacker.coef_.tolist(), "intercept": fitted.stacker.intercept_.tolist()},
     }
-    return combined, fitted
 
 
 def _changes(members, chosen: np.ndarray, shown: pd.Series, column: str) -> pd.DataFrame:
@@ -86,7 +87,7 @@ def run(params: Params) -> dict:
         "methods": {method: {split: metrics.headline(y[split], probs[split].argmax(axis=1)) for split in SPLITS}
                     for method, probs in combined.items()},
     }
-    method = params.ensemble.method
+    method = fitted["method"]
     chosen = combined[method]["test"]
     predicted = chosen.argmax(axis=1)
     test_predictions = {**{("members", m.name): m.splits["test"].probs.argmax(axis=1) for m in members},
@@ -97,6 +98,7 @@ def run(params: Params) -> dict:
     best_test = max(scores["members"], key=lambda name: scores["members"][name]["test"]["f1_macro"])
     result = {
         "method": method,
+        **{key: fitted[key] for key in ("chosen_by", "cross_fitted_val", "best_member")},
         **scores["methods"][method]["test"],
         "per_class": metrics.per_class(y["test"], predicted, classes),
         # the member a user would have picked without an ensemble (best on val), and the best in hindsight (on test)

@@ -147,12 +147,17 @@ def ensemble_section(params: Params) -> str | None:
              "ensemble fixed": result["changes"][name]["fixed"], "ensemble broke": result["changes"][name]["broke"],
              "training time (s)": seconds.get(name, "")}
             for name, scores in result["members"].items()]
-    rows += [{"": f"{'→ ' if name == result['method'] else ''}method {name}", **_scores(scores)} for name, scores in result["methods"].items()]
+    crossed = result["cross_fitted_val"]
+    rows += [{"": f"{'→ ' if name == result['method'] else ''}method {name}", **_scores(scores),
+              "cross-fitted val macro F1 ± SE": f"{crossed[name]['f1_macro']:.3f} ± {crossed[name]['standard_error']:.3f}"}
+             for name, scores in result["methods"].items()]
     changes = pd.read_csv(paths.ENSEMBLE / "changes.csv")
     examples = changes[changes["member"] == best["name"]].groupby("effect").head(params.report.worst_errors)
     examples = examples.assign(example=_rendered(params, examples["id"]))
     return (
         f'<div class="cards">{cards}</div>{table(pd.DataFrame(rows).astype(object).fillna(""))}'
+        f'<p>Method {esc(result["method"])}, chosen by {esc(result["chosen_by"])} ({crossed["folds"]} folds; best_member = '
+        f'{esc(result["best_member"])}). Cross-fitted: each val fold predicted by what was fitted on the other folds.</p>'
         f'<p class="muted">Members are calibrated by {esc(params.ensemble.calibration)} scaling on val; weights: '
         f'{esc(result["weights_source"])}. Val scores of weighted and stacking are in-sample (they are fitted on val); '
         "test is never used to fit anything. Fixed / broke: test rows the member got wrong and the ensemble right, and the reverse. "

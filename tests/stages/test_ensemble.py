@@ -61,6 +61,55 @@ def test_fitted_weights_favour_the_better_member_and_temperature_keeps_the_argma
     assert ensemble.log_loss(calibrated, labels) < ensemble.log_loss(overconfident, labels)
 
 
+SETTINGS = {"calibration": "temperature", "fixed_weights": None, "prior_rows": 100.0, "seed": 0}
+
+
+def test_cross_fitted_predictions_never_see_their_own_fold():
+    labels, good, weak = _members(seed=4)
+    fold = ensemble.folds(labels, 5, seed=0)
+    assert sorted(np.bincount(fold)) == [60] * 5
+    before = ensemble.cross_fit([good, weak], labels, fold, **SETTINGS)
+    scrambled = labels.copy()
+    scrambled[fold == 0] = (labels[fold == 0] + 1) % 3  # every label of fold 0 wrong
+    after = ensemble.cross_fit([good, weak], scrambled, fold, **SETTINGS)
+    for method in ensemble.METHODS:
+        assert np.array_equal(after[method][fold == 0], before[method][fold == 0]), method  # fitted without fold 0
+    assert not np.allclose(after["stacking"][fold == 1], before["stacking"][fold == 1])  # the other folds did see it
+
+
+def test_auto_keeps_the_best_single_member_when_the_others_are_copies_plus_noise():
+    rng = np.random.default_rng(5)
+    labels, good, _ = _members(seed=5)
+    copies = [np.clip(good + rng.normal(0, 0.02, good.shape), 1e-3, None) for _ in range(3)]
+    copies = [c / c.sum(axis=1, keepdims=True) for c in copies]
+    fold = ensemble.folds(labels, 5, seed=0)
+    method, scores = ensemble.choose(ensemble.cross_fit(copies, labels, fold, **SETTINGS), labels, fold)
+    assert method == "best_member", scores
+
+
+def test_auto_combines_members_that_know_different_classes():
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 3, 600)
+    members = []
+    for known in range(3):  # member k is right on class k and guesses elsewhere
+        guess = np.where(labels == known, labels, rng.integers(0, 3, 600))
+        probs = np.full((600, 3), 0.2)
+        probs[np.arange(600), guess] = 0.6
+        members.append(probs)
+    fold = ensemble.folds(labels, 5, seed=0)
+    method, scores = ensemble.choose(ensemble.cross_fit(members, labels, fold, **SETTINGS), labels, fold)
+    assert method != "best_member" and scores[method]["f1_macro"] > scores["best_member"]["f1_macro"] + 0.1, scores
+
+
+def test_fitted_weights_shrink_toward_equal_weights_by_prior_rows():
+    labels, good, weak = _members(seed=7)
+    raw = ensemble.fit_weights([good, weak], labels)
+    for prior_rows in (0.0, 300.0, 1e9):
+        fitted = ensemble.fit([good, weak], labels, **(SETTINGS | {"calibration": "none", "prior_rows": prior_rows}))
+        assert fitted.weights == pytest.approx((300 * raw + prior_rows * 0.5) / (300 + prior_rows))
+    assert raw[0] > 0.7
+
+
 def _user_data(root):
     (root / "data/raw").mkdir(parents=True)
     make_rows(30).to_csv(root / "data/raw/tiny.csv", index=False)
@@ -118,7 +167,7 @@ def test_nothing_is_fitted_on_test_labels(members_on_disk, method):
 
 def test_the_stage_scores_every_method_and_member_and_counts_fixes(members_on_disk):
     result = stage.run(members_on_disk(method="soft_vote"))
-    assert set(result["methods"]) == {"hard_vote", "soft_vote", "weighted", "stacking"}
+    assert set(result["methods"]) == set(result["cross_fitted_val"]) - {"folds"} == {"best_member", "hard_vote", "soft_vote", "weighted", "stacking"}
     assert set(result["members"]) == {"primary", "weak", "tfidf"}
     assert result["accuracy"] == result["methods"]["soft_vote"]["test"]["accuracy"]
     predictions = pd.read_csv(paths.ENSEMBLE / "predictions.csv")
