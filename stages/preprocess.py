@@ -1,6 +1,8 @@
 """preprocess: clean, split train/val/test, featurize every split through the task.
 
-Cleaning drops (and quarantines, with the reason) unusable inputs (text: empty), inputs given
+Cleaning first normalizes each input through the task (text: HTML entities decoded, optional URL / user
+placeholders, whitespace; how many inputs changed is counted), then drops (and quarantines, with the
+reason) unusable inputs (text: empty), inputs given
 different labels, and duplicates; duplicates are found on the task's duplicate key (text: whitespace-
 normalised, case-folded; images: the decoded pixels), so no example can appear in two splits.
 Splits: stratified and seeded by data.splits, or the data's own split (data.split_column, or a builtin
@@ -100,7 +102,9 @@ def _check_labels(parts: dict[str, pd.DataFrame]) -> None:
 def run(params: Params) -> dict:
     task = get_task(params.task)
     frame = pd.read_parquet(paths.INGESTED)
-    frame[INPUT], problems = task.normalize(frame[INPUT])
+    normalized, problems = task.normalize(frame[INPUT], params.preprocess)
+    changed = int((normalized.astype(str) != frame[INPUT].astype(str)).sum())
+    frame[INPUT] = normalized
     keys = task.duplicate_key(frame[INPUT])
     frame, dropped = _clean(frame, keys, problems, task.display_name)
     parts = _split(frame, params)
@@ -110,7 +114,7 @@ def run(params: Params) -> dict:
 
     labels = _label_order(parts["train"][LABEL])
     tables, label_map = featurize(params, {name: part.reset_index(names="id") for name, part in parts.items()}, labels)
-    summary = {"dropped": dict(Counter(dropped["problem"])), "splits": {}, "labels": labels}
+    summary = {"inputs_changed_by_normalization": changed, "dropped": dict(Counter(dropped["problem"])), "splits": {}, "labels": labels}
     for name, table in tables.items():
         summary["splits"][name] = {
             "rows": len(table),

@@ -51,7 +51,7 @@ class Numbers(Task):
     def read(self, data):
         return read_user_table(data, data.value_column, "value_column")
 
-    def normalize(self, inputs):
+    def normalize(self, inputs, preprocess):
         values = pd.to_numeric(inputs, errors="coerce")
         return values, values.isna().map({True: "not a number", False: ""})
 

@@ -78,12 +78,13 @@ class Task(ABC):
         return inputs, pd.Series("", index=inputs.index)
 
     @abstractmethod
-    def normalize(self, inputs: pd.Series) -> tuple[pd.Series, pd.Series]:
-        """(canonical form of each input, the problem that makes it unusable or "")."""
+    def normalize(self, inputs: pd.Series, preprocess) -> tuple[pd.Series, pd.Series]:
+        """(canonical form of each input under the preprocess settings (text: entities decoded, whitespace...),
+        the problem that makes it unusable or "")."""
 
     @abstractmethod
     def duplicate_key(self, inputs: pd.Series) -> pd.Series:
-        """Inputs with equal keys count as the same example (duplicates, split leakage)."""
+        """Normalized inputs with equal keys count as the same example (duplicates, split leakage)."""
 
     @abstractmethod
     def featurize(self, parts: dict[str, pd.DataFrame], params) -> tuple[dict[str, pd.DataFrame], dict]:

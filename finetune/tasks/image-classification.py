@@ -459,7 +459,7 @@ class ImageClassification(Task):
             problems.append(problem)
         return pd.Series(stored, index=inputs.index, dtype=object), pd.Series(problems, index=inputs.index, dtype=object)
 
-    def normalize(self, inputs: pd.Series) -> tuple[pd.Series, pd.Series]:
+    def normalize(self, inputs: pd.Series, preprocess) -> tuple[pd.Series, pd.Series]:
         return inputs, pd.Series("", index=inputs.index)  # ingest checked every image
 
     def duplicate_key(self, inputs: pd.Series) -> pd.Series:

