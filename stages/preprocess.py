@@ -8,7 +8,8 @@ normalised, case-folded; images: the decoded pixels), so no example can appear i
 Splits: stratified and seeded by data.splits, or the data's own split (data.split_column, or a builtin
 that comes split): a split without val rows gets val carved from its train rows, and an example in
 train AND val/test is dropped from val/test ("leakage").
-Features come from the task (text: tokens; images: resized uint8 pixels) and the train stage's model.
+Features come from the task (text: tokens; images: resized uint8 pixels) and the train stage's model; what the
+task chose while featurizing (text: max_length and why) is reported as `features`.
 Writes data/prepared/{train,val,test}.parquet + label_map.json, data/quarantine/preprocess.csv
 and reports/preprocess.json.
 """
@@ -114,7 +115,8 @@ def run(params: Params) -> dict:
 
     labels = _label_order(parts["train"][LABEL])
     tables, label_map = featurize(params, {name: part.reset_index(names="id") for name, part in parts.items()}, labels)
-    summary = {"inputs_changed_by_normalization": changed, "dropped": dict(Counter(dropped["problem"])), "splits": {}, "labels": labels}
+    summary = {"inputs_changed_by_normalization": changed, "dropped": dict(Counter(dropped["problem"])),
+               **({"features": label_map["facts"]} if "facts" in label_map else {}), "splits": {}, "labels": labels}
     for name, table in tables.items():
         summary["splits"][name] = {
             "rows": len(table),

