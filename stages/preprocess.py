@@ -104,7 +104,7 @@ def run(params: Params) -> dict:
     task = get_task(params.task)
     frame = pd.read_parquet(paths.INGESTED)
     normalized, problems = task.normalize(frame[INPUT], params.preprocess)
-    changed = int((normalized.astype(str) != frame[INPUT].astype(str)).sum())
+    changed = int(normalized.ne(frame[INPUT]).sum())  # element by element: texts, image bytes...
     frame[INPUT] = normalized
     keys = task.duplicate_key(frame[INPUT])
     frame, dropped = _clean(frame, keys, problems, task.display_name)
