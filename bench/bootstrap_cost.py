@@ -2,8 +2,8 @@
 
     python bench/bootstrap_cost.py PROJECT      # a project where `dvc repro ensemble` has run (e.g. the default one)
 
-Times (a) the evaluate and ensemble stages, each run whole in a fresh process (`python -m stages.X` in a scratch
-copy of PROJECT's code, params and their inputs, so PROJECT is left untouched), and (b) the exact finetune/uncertainty.py
+Times (a) the evaluate and ensemble stages of THIS checkout, each run whole in a fresh process (`python -m stages.X`
+in a scratch folder holding this checkout's code and PROJECT's params and inputs, so PROJECT is left untouched), and (b) the exact finetune/uncertainty.py
 calls those stages make, on the same predictions, in this process (median of 5). Prints both and the share.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from finetune import uncertainty  # noqa: E402
 from finetune.probabilities import load_members, member_file  # noqa: E402
 
-COPIED = ["stages", "finetune", "params.yaml", "data/raw", "data/prepared", "models/model", "models/pretrained", "reports/evaluate", "reports/members"]
+COPIED = ["params.yaml", "data/raw", "data/prepared", "models/model", "models/pretrained", "reports/evaluate", "reports/members"]
 
 
 def median_seconds(run, repeats: int = 5) -> float:
@@ -41,6 +41,8 @@ def median_seconds(run, repeats: int = 5) -> float:
 def main() -> None:
     project = Path(sys.argv[1]).resolve()
     scratch = Path(tempfile.mkdtemp(prefix="bootstrap-cost-"))
+    for name in ("stages", "finetune"):
+        shutil.copytree(ROOT / name, scratch / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in (n for n in COPIED if (project / n).exists()):
         source, target = project / name, scratch / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +64,7 @@ def main() -> None:
         members = load_members(["primary", *names]) if member_file("primary").exists() else load_members(names)
     y = members[0].splits["test"].labels
     test = {m.name: m.splits["test"].probs.argmax(axis=1) for m in members}
-    methods = {f"method{i}": p for i, p in enumerate(test.values())}  # as many arrays as the stage's 5 methods
+    methods = {f"method{i}": list(test.values())[i % len(test)] for i in range(5)}  # the stage scores 5 methods
     ensemble_calls = lambda: (uncertainty.intervals(y, {**test, **methods}),  # noqa: E731
                               [uncertainty.compare(y, test[members[0].name], p) for p in test.values()])
     bootstrap = {"evaluate": median_seconds(evaluate_calls), "ensemble": median_seconds(ensemble_calls)}
