@@ -45,6 +45,10 @@ def make_student(teacher: nn.Module, layers: list[int]) -> nn.Module:
     setattr(parent, attribute, type(blocks)(*(blocks[i] for i in layers)) if isinstance(blocks, nn.Sequential)
             else nn.ModuleList(blocks[i] for i in layers))
     student.config.num_hidden_layers = len(layers)
+    for index, block in enumerate(getattr(parent, attribute)):
+        for module in block.modules():
+            if hasattr(module, "layer_idx"):  # a decoder's KV cache has one slot per kept layer, found by this index
+                module.layer_idx = index
     return student
 
 

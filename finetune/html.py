@@ -67,6 +67,12 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
     )
 
 
+def shaded(text: str, score: float, scale: float) -> str:
+    """text on a background shaded by score: green for, red against, opacity |score| / scale (the exact score is the hover title)."""
+    colour = "22,140,60" if score >= 0 else "200,40,40"
+    return f'<span title="{score:+.4f}" style="background:rgba({colour},{0.85 * abs(score) / scale:.2f})">{esc(text)}</span>'
+
+
 def highlighted_tokens(tokens: list[str], scores: list[float], special: list[bool]) -> str:
     """Tokens as text, each shaded by its score: green supports the prediction, red opposes it,
     opacity relative to the largest |score| of this example (the exact score is the hover title).
@@ -78,9 +84,7 @@ def highlighted_tokens(tokens: list[str], scores: list[float], special: list[boo
             continue
         glue = token.startswith("##")
         text = token.removeprefix("##").replace("▁", " ").replace("Ġ", " ")
-        colour = "22,140,60" if score >= 0 else "200,40,40"
-        parts.append(("" if glue or not parts else " ")
-                     + f'<span title="{score:+.4f}" style="background:rgba({colour},{0.85 * abs(score) / scale:.2f})">{esc(text.strip())}</span>')
+        parts.append(("" if glue or not parts else " ") + shaded(text.strip(), score, scale))
     return "".join(parts)
 
 

@@ -132,6 +132,8 @@ class Train(Section):
     trust_remote_code: bool = False
     epochs: float = Field(3, gt=0, le=10_000)
     batch_size: int = Field(32, ge=1, le=65_536)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=65_536)  # batches per optimizer step: an effective batch of batch_size x this
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30 % more time
     eval_batch_size: int = Field(128, ge=1, le=65_536)
     learning_rate: float = Field(5e-5, gt=0, lt=1)
     weight_decay: float = Field(0.01, ge=0, le=10)
@@ -437,6 +439,16 @@ class Params(Section):
         return self
 
     @model_validator(mode="after")
+    def _metrics_the_task_scores(self):
+        from finetune.tasks import get_task
+
+        scored = get_task(self.task).val_metrics
+        for key, metric in (("train.early_stopping.metric", self.train.early_stopping.metric), ("search.metric", self.search.val_metric)):
+            if metric not in scored:
+                raise ValueError(f"{key} {metric!r}: the {self.task} task scores {list(scored)} on val")
+        return self
+
+    @model_validator(mode="after")
     def _teacher_is_a_finetuned_model(self):
         teacher, finetuned = self.compress.teacher, self.finetuned_models()
         if teacher != "best" and teacher not in finetuned:
@@ -510,14 +522,20 @@ def params_class(task_name: str) -> type[Params]:
     member = create_model(f"Member[{task_name}]", __base__=Member, kind=(Literal[kinds], "finetune"), **extra)
     default_members = {classical.kind: {"kind": classical.kind}} if classical else {"seed1": {"kind": "finetune", "train": {"seed": 1}}}
     ensemble = create_model(f"Ensemble[{task_name}]", __base__=Ensemble, members=(dict[str, member], {}))
+    # the val metric training and search select on by default: the task's first (a causal LM has only loss)
+    selects_on = task.val_metrics[0]
+    train = create_model(f"Train[{task_name}]", __base__=Train, early_stopping=(EarlyStopping, EarlyStopping(metric=selects_on)))
+    search = create_model(f"Search[{task_name}]", __base__=Search, metric=(str, selects_on))
     return create_model(
         f"Params[{task_name}]", __base__=Params,
         task=(Literal[task_name], task_name),
         # a task without builtin data or models has no default for them: params.yaml must name them
         data=(task.Data, Field(default_factory=lambda: task.Data(source=task.Data.BUILTINS[0])) if task.Data.BUILTINS else ...),
         preprocess=(task.Preprocess, task.Preprocess()),
-        train=(Train, Field(default_factory=lambda: Train(model=task.builtin_models[0])) if task.builtin_models else ...),
+        train=(train, Field(default_factory=lambda: train(model=task.builtin_models[0])) if task.builtin_models else ...),
         ensemble=(ensemble, Field(default_factory=lambda: ensemble(members=default_members))),
+        search=(search, search()),
+        **{name: (section, section()) for name, section in task.sections.items()},
     )
 
 

@@ -5,6 +5,10 @@ measured fastest on CPU here: STACK-NOTES, BENCHMARKS.md). Linear layers get per
 weights with int8 activations quantized on the fly (fbgemm/x86 kernels); with `embeddings` the
 embedding tables (half of MiniLM's weights) get int8 weights with a float scale and offset per row
 (weight-only: a lookup dequantizes only the rows it reads). LayerNorms stay fp32.
+GPT-2's Conv1D layers (a linear layer with its weight stored transposed) are turned into nn.Linear
+first, so they get int8 too. A causal LM whose head is tied to its embedding table (Llama, GPT-2)
+ends up with two int8 copies of that matrix (per-row int8 for the lookup, per-channel int8 for the
+head's matmul): 2 bytes a weight on disk instead of the tied fp32 4.
 
 torch.ao keeps quantized weights in packed, pickled-only objects, so `save` unpacks them into
 plain int8 tensors + scales in int8.safetensors, and `load` rebuilds the architecture from
@@ -12,6 +16,7 @@ config.json, quantizes it the same way and writes the saved weights into it: no 
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -20,6 +25,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.ao.quantization import float_qparams_weight_only_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+from transformers.pytorch_utils import Conv1D
 
 WEIGHTS = "int8.safetensors"
 SPEC = "quantization.json"
@@ -30,7 +36,13 @@ def quantize(model: nn.Module, embeddings: bool) -> nn.Module:
     spec = {nn.Linear: per_channel_dynamic_qconfig}
     if embeddings:
         spec[nn.Embedding] = float_qparams_weight_only_qconfig
-    return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=False)
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, Conv1D):  # y = x @ W + b with W (in, out): nn.Linear holds W transposed
+            linear = nn.Linear(module.nx, module.nf, device="meta")  # both tensors replaced next
+            linear.weight, linear.bias = nn.Parameter(module.weight.detach().t()), module.bias
+            model.set_submodule(name, linear)
+    return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
 
 
 QUANTIZED = (torch.ao.nn.quantized.dynamic.Linear, torch.ao.nn.quantized.Embedding)

@@ -49,6 +49,7 @@ from finetune.distributed import launches
 from finetune.errors import UserError
 from finetune.io import atomic_path, read_json, write_json
 from finetune.params import Params, Search, masked_url
+from finetune.tasks import get_task
 
 STUDIES = Path(".cache/search")
 RESULTS = paths.SEARCH
@@ -252,7 +253,6 @@ class ReportToPruner(TrainerCallback):
 
 def run_trial(params: Params, number: int) -> dict:
     """Train trial `number` of the stored study (its values were asked already); returns its outcome."""
-    from finetune.featurize import refeaturized
     from finetune.training import fingerprint, fit
 
     search = params.search
@@ -262,9 +262,8 @@ def run_trial(params: Params, number: int) -> dict:
     trial_params = params.with_values(frozen.params)
     if not paths.LABEL_MAP.exists():
         raise UserError(f"{paths.PREPARED} is missing: run `dvc repro preprocess` before searching")
-    labels = read_json(paths.LABEL_MAP)["labels"]
     prepared = {split: pd.read_parquet(paths.PREPARED / f"{split}.parquet") for split in ("train", "val")}
-    tables, label_map = refeaturized(trial_params, prepared, labels)
+    tables, label_map = get_task(params.task).refeaturized(trial_params, prepared)
     run_name = f"search {search.study} trial {frozen.user_attrs.get('retry_of', number)}"  # a requeued trial resumes its checkpoint
     # a trial trained by torchrun's processes is out of this process's reach (run_search refused pruning for it)
     reporting = () if launches(trial_params.train) else (ReportToPruner(trial, search.val_metric, search.pruner.warmup_evaluations),)

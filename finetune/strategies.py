@@ -102,9 +102,13 @@ def _with_lora(model: nn.Module, train: Train) -> nn.Module:
     lora = train.lora
     # the whole head trains fully, as in linear_probe: the new classifier and the pooler (peft's
     # SEQ_CLS default keeps only the classifier, leaving a pretrained pooler frozen in front of it)
-    head = anatomy.head_modules(model) if anatomy.blocks(model) is not None else []
+    # A causal LM's head is its next-token matrix, usually the token embeddings themselves (tied): training it fully would
+    # train a quarter of SmolLM2; adapters only, as peft's CAUSAL_LM default does
+    causal = type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))
+    head = anatomy.head_modules(model) if anatomy.blocks(model) is not None and not causal else []
     sequence = "ForSequenceClassification" in type(model).__name__
-    config = LoraConfig(task_type=TaskType.SEQ_CLS if sequence else None, r=lora.rank, lora_alpha=lora.alpha,
+    task_type = TaskType.SEQ_CLS if sequence else TaskType.CAUSAL_LM if causal else None
+    config = LoraConfig(task_type=task_type, r=lora.rank, lora_alpha=lora.alpha,
                         lora_dropout=lora.dropout, target_modules=lora.target_modules, modules_to_save=head or None)
     try:
         wrapped = get_peft_model(model, config)

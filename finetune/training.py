@@ -21,14 +21,13 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from dvclive import Live
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
 from transformers.utils import is_torch_tf32_available
 
-from finetune import distributed, metrics, paths
+from finetune import distributed, paths
 from finetune.errors import UserError
 from finetune.io import atomic_path, write_json
 from finetune.params import Params, Speed
@@ -114,11 +113,6 @@ def _trim_live_history(live_dir: Path, last_step: int) -> None:
             csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
 
 
-def _compute_metrics(prediction) -> dict[str, float]:
-    scores = metrics.headline(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
-    return {name: scores[name] for name in ("accuracy", "f1_macro")}
-
-
 def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_dir: Path, live_dir: Path, run_name: str,
         extra_callbacks: tuple = ()) -> dict:
     """Fine-tune on splits["train"], select on splits["val"]; save the best model to model_dir and
@@ -164,6 +158,8 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         num_train_epochs=train.epochs,
         per_device_train_batch_size=train.batch_size,
         per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        activation_checkpointing=train.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         learning_rate=train.learning_rate,
         weight_decay=train.weight_decay,
         warmup_steps=train.warmup_ratio,  # transformers 5 takes a float < 1 here as a ratio
@@ -211,11 +207,11 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         eval_dataset=task.dataset(splits["val"], label_map, processor),
         data_collator=task.collator(processor),
         processing_class=processor,
-        compute_metrics=_compute_metrics,
+        compute_metrics=task.fit_metrics,  # None: val loss only, and the Trainer keeps no predictions (a causal LM's: blocks x vocab)
         callbacks=callbacks,
         train_params=train,
         fused_optimizer=speed["fused_optimizer"],
-        batch_augmenter=task.batch_augmenter(params.preprocess, len(label_map["labels"])),
+        batch_augmenter=task.batch_augmenter(params.preprocess, len(label_map.get("labels", []))),
     )
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if writer:

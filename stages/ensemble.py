@@ -77,6 +77,8 @@ def _changes(members, chosen: np.ndarray, shown: pd.Series, column: str) -> pd.D
 
 
 def run(params: Params) -> dict:
+    if verb := get_task(params.task).own_verb("ensemble"):  # a task whose ensemble is another verb (a causal LM's)
+        return verb(params)
     task = get_task(params.task)
     members = load_members(params.ensemble.names())
     combined, fitted = combine(params, members)

@@ -58,6 +58,8 @@ def _classical(params: Params, name: str, prepared: dict[str, pd.DataFrame]) -> 
 
 
 def run(params: Params, name: str) -> dict:
+    if verb := get_task(params.task).own_verb("member"):  # a task whose member is another verb (a causal LM's)
+        return verb(params, name)
     if name not in params.ensemble.members:
         raise UserError(f"no member {name!r} in ensemble.members (members: {sorted(params.ensemble.members)})")
     labels = read_json(paths.LABEL_MAP)["labels"]

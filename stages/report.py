@@ -287,6 +287,8 @@ SECTIONS = [
 
 
 def run(params: Params) -> str:
+    if verb := get_task(params.task).own_verb("report"):  # a task whose report is another verb (a causal LM's)
+        return verb(params)
     sections = [(title, html) for title, build in SECTIONS if (html := build(params)) is not None]
     sections[-1:-1] = get_task(params.task).report_sections(params)  # the task's own, before the params
     document = page(params.report.title, sections)

@@ -19,7 +19,7 @@ os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported anywhere
 
 import pytest  # noqa: E402
 
-from tests.support import build_tiny_bert, build_tiny_resnet  # noqa: E402
+from tests.support import build_tiny_bert, build_tiny_causal_lm, build_tiny_resnet  # noqa: E402
 
 
 def shared(tmp_path_factory, name: str, build: Callable[[Path], object]) -> tuple[Path, object]:
@@ -40,6 +40,12 @@ def shared(tmp_path_factory, name: str, build: Callable[[Path], object]) -> tupl
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return shared(tmp_path_factory, "tiny-bert", build_tiny_bert)[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tmp_path_factory) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer (EOS <|endoftext|>), saved like a user's model."""
+    return shared(tmp_path_factory, "tiny-llama", build_tiny_causal_lm)[0]
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +107,23 @@ def text_repo_snapshot(tmp_path_factory, tiny_model) -> tuple[Path, list[str]]:
 
 
 @pytest.fixture(scope="session")
+def lm_repo(tmp_path_factory, tiny_causal_lm) -> tuple[Path, list[str]]:
+    """The tiny causal-LM project (6 generated documents, the tiny Llama, LoRA) run once through `dvc repro`, committed:
+    (root, the stages that ran). READ ONLY: a test that changes it copies it first (copy_repo)."""
+    from tests.support import commit, git_repo, repro, tiny_lm_params, write_lm_corpus, write_project
+
+    def build(root: Path) -> list[str]:
+        write_project(root, tiny_lm_params(tiny_causal_lm))
+        write_lm_corpus(root)
+        git_repo(root)
+        ran = repro(root)
+        commit(root, "first run")
+        return ran
+
+    return shared(tmp_path_factory, "lm-repo", build)
+
+
+@pytest.fixture(scope="session")
 def image_repo(tmp_path_factory, tiny_image_model, prefect_harness) -> tuple[Path, dict]:
     """The tiny image project (30 generated images per class, the tiny ResNet) run through the Prefect flow:
     (root, each stage's final state). READ ONLY, like text_repo_snapshot."""
@@ -118,7 +141,7 @@ def image_repo(tmp_path_factory, tiny_image_model, prefect_harness) -> tuple[Pat
 # The longest tests first: xdist hands tests out in collection order as workers free up, so a long test collected
 # last (the toy task's DAG, the text pipeline's end-to-end tests) would run alone at the end while the other
 # worker idles. Image tests come early: gw1 has just built the image run and needs not wait for the text one.
-LONGEST_FIRST = ("tests/test_pipeline.py", "tests/test_pipeline_image.py", "tests/flows/test_pipeline.py::test_flow_gives",
+LONGEST_FIRST = ("tests/test_pipeline.py", "tests/test_pipeline_image.py", "tests/test_pipeline_lm.py", "tests/flows/test_pipeline.py::test_flow_gives",
                  "tests/test_tasks.py", "tests/flows/test_search.py", "tests/test_cli.py", "tests/test_gpu.py::test_the_gpu_check",
                  "tests/stages/test_train_ddp.py", "tests/stages/test_train.py", "tests/test_team_sharing.py::test_teammates",
                  "tests/flows/test_pipeline_dask.py::test_dask_runs", "tests/test_team_sharing.py::test_a_queued",

