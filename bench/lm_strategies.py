@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
+import scratch  # bench/scratch.py (this script's folder is on sys.path)
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,21 +25,13 @@ def main() -> None:
     parser.add_argument("--train-blocks", type=int, default=256, help="preprocess.max_blocks.train")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temporary one, removed)")
     args = parser.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="lm-strategies-"))
-    work.mkdir(parents=True, exist_ok=True)
-    subprocess.run(f"git -C {ROOT} archive HEAD | tar -x -C {work}", shell=True, check=True)
     params = yaml.safe_load((ROOT / "configs/lm.yaml").read_text())
     params["preprocess"]["max_blocks"]["train"] = args.train_blocks
     params["ensemble"]["members"] = {"full": {"kind": "finetune", "train": {"strategy": "full", "learning_rate": 5e-5}}}
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    work = scratch.project(params, args.keep, "lm-strategies-")
     if (ROOT / ".cache/builtin").is_dir():  # the converted builtin model: no second conversion
         shutil.copytree(ROOT / ".cache/builtin", work / ".cache/builtin", ignore=shutil.ignore_patterns("*.lock"))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=bench", "-c", "user.email=b@b", "commit", "-qm", "bench"]):
-        subprocess.run(command, cwd=work, check=True, env=env)
-    start = time.perf_counter()
-    subprocess.run(["dvc", "repro", "ensemble"], cwd=work, check=True, env=env)
-    print(f"dvc repro ensemble: {time.perf_counter() - start:.0f} s")
+    scratch.repro(work, "ensemble")
 
     metrics = json.loads((work / "reports/metrics.json").read_text())
     ensemble = json.loads((work / "reports/ensemble.json").read_text())

@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +29,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import scratch  # bench/scratch.py (this script's folder is on sys.path)
 
 GENRES = {
     "comedy": ["tempest", "two_gentlemen_of_verona", "merry_wives_of_windsor", "measure_for_measure", "comedy_of_errors",
@@ -79,22 +77,14 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=120)
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temporary one, removed)")
     args = parser.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="long-texts-"))
-    work.mkdir(parents=True, exist_ok=True)
-    subprocess.run(f"git -C {ROOT} archive HEAD | tar -x -C {work}", shell=True, check=True)
+    base = params(yaml.safe_load((ROOT / "params.yaml").read_text()), "data/raw/genres.csv")
+    work = scratch.project(base, args.keep, "long-texts-")
     table = corpus(args.passages, args.words)
     (work / "data/raw").mkdir(parents=True, exist_ok=True)
     table.to_csv(work / "data/raw/genres.csv", index=False)
     print(f"corpus: {len(table)} passages of {args.words} words from {table['play'].nunique()} plays; "
           f"{table.groupby('split')['play'].nunique().to_dict()} plays per split")
-    (work / "params.yaml").write_text(yaml.safe_dump(params(yaml.safe_load((ROOT / "params.yaml").read_text()), "data/raw/genres.csv"),
-                                                     sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=bench", "-c", "user.email=b@b", "commit", "-qm", "bench"]):
-        subprocess.run(command, cwd=work, check=True, env=env)
-    start = time.perf_counter()
-    subprocess.run(["dvc", "repro", "ensemble"], cwd=work, check=True, env=env)
-    print(f"dvc repro ensemble: {time.perf_counter() - start:.0f} s")
+    scratch.repro(work, "ensemble")
 
     prepared = json.loads((work / "reports/preprocess.json").read_text())
     ensemble = json.loads((work / "reports/ensemble.json").read_text())
