@@ -99,13 +99,24 @@ def layer_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]] 
         return None
     names = _group_names(model, found)
     owner = {id(p): f"layer.{i}" for i, block in enumerate(found) for p in block.parameters()}
+    # a language model's output layer is its head even when it shares its matrix with the input embeddings (tied: the
+    # one parameter is listed first under the embeddings), so linear_probe trains it
+    owner |= {id(p): names[-1] for p in _output_weights(model)}
     groups = {name: [] for name in names}
     after_blocks = False
     for name, parameter in model.named_parameters():
         group = owner.get(id(parameter))
-        after_blocks = after_blocks or group is not None
+        after_blocks = after_blocks or group not in (None, names[-1])
         groups[group or (names[-1] if after_blocks else names[0])].append((name, parameter))
     return groups
+
+
+def _output_weights(model: nn.Module) -> list[nn.Parameter]:
+    try:
+        output = model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return []
+    return [output.weight] if isinstance(output, nn.Linear) else []
 
 
 def batchnorm_groups(model: nn.Module) -> dict[str, list[_BatchNorm]]:

@@ -124,3 +124,27 @@ def test_members_cannot_repack_the_shared_blocks(workdir, tiny_causal_lm):
     write_lm_corpus(Path.cwd())
     with pytest.raises(UserError, match="preprocess.block_size applies once"):
         load(tiny_lm_params(tiny_causal_lm, ensemble={"members": {"seed1": {"kind": "finetune", "preprocess": {"block_size": 16}}}}))
+
+
+def test_accumulation_and_checkpointing_reach_the_trainer(workdir, tiny_causal_lm):
+    params = _prepare(tiny_causal_lm, train={"epochs": 1, "batch_size": 2, "gradient_accumulation_steps": 2, "gradient_checkpointing": True})
+    run_stages("train", params=params)
+    recorded = json.loads(Path("models/model/training_args.json").read_text())
+    assert recorded["gradient_accumulation_steps"] == 2 and recorded["activation_checkpointing"] is True
+    blocks = len(pd.read_parquet("data/prepared/train.parquet"))
+    assert json.loads(Path("reports/train.json").read_text())["steps"] == -(-blocks // 2) // 2  # optimizer steps: 2 batches each
+
+
+@pytest.mark.parametrize("strategy, trained", [("linear_probe", {"lm_head", "model.norm", "model.embed_tokens"}), ("lora", {"lora_"})])
+def test_strategies_train_what_they_say_on_a_causal_lm(tiny_causal_lm, strategy, trained):
+    from finetune.params import Train
+    from finetune.strategies import apply_strategy
+
+    train = Train.model_construct(model=str(tiny_causal_lm), strategy=strategy)  # a model outside a project: not validated
+    model = apply_strategy(TASK.load_model(str(tiny_causal_lm), {}, train), train)
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert names and all(any(part in name for part in trained) for name in names)
+    if strategy == "linear_probe":  # the LM head only, which is the tied token-embedding matrix: it trains
+        assert model.get_output_embeddings().weight.requires_grad and not model.model.layers[0].mlp.up_proj.weight.requires_grad
+    if strategy == "lora":  # adapters only: the tied LM head / embeddings stay as they are
+        assert not any("embed_tokens" in name or "lm_head" in name for name in names)
