@@ -253,6 +253,7 @@ class ReportToPruner(TrainerCallback):
 
 def run_trial(params: Params, number: int) -> dict:
     """Train trial `number` of the stored study (its values were asked already); returns its outcome."""
+    from finetune.featurize import refeaturized
     from finetune.training import fingerprint, fit
 
     search = params.search
@@ -263,7 +264,8 @@ def run_trial(params: Params, number: int) -> dict:
     if not paths.LABEL_MAP.exists():
         raise UserError(f"{paths.PREPARED} is missing: run `dvc repro preprocess` before searching")
     prepared = {split: pd.read_parquet(paths.PREPARED / f"{split}.parquet") for split in ("train", "val")}
-    tables, label_map = get_task(params.task).refeaturized(trial_params, prepared)
+    shared = get_task(params.task).shared_features(trial_params, prepared)
+    tables, label_map = shared if shared is not None else refeaturized(trial_params, prepared, read_json(paths.LABEL_MAP)["labels"])
     run_name = f"search {search.study} trial {frozen.user_attrs.get('retry_of', number)}"  # a requeued trial resumes its checkpoint
     # a trial trained by torchrun's processes is out of this process's reach (run_search refused pruning for it)
     reporting = () if launches(trial_params.train) else (ReportToPruner(trial, search.val_metric, search.pruner.warmup_evaluations),)

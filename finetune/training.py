@@ -21,13 +21,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from dvclive import Live
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
 from transformers.utils import is_torch_tf32_available
 
-from finetune import distributed, paths
+from finetune import distributed, metrics, paths
 from finetune.errors import UserError
 from finetune.io import atomic_path, write_json
 from finetune.params import Params, Speed
@@ -111,6 +112,11 @@ def _trim_live_history(live_dir: Path, last_step: int) -> None:
         kept = [rows[0]] + [r for r in rows[1:] if int(r[step]) <= last_step]
         with tsv.open("w", newline="") as f:
             csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
+
+
+def _compute_metrics(prediction) -> dict[str, float]:
+    scores = metrics.headline(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
+    return {name: scores[name] for name in ("accuracy", "f1_macro")}
 
 
 def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_dir: Path, live_dir: Path, run_name: str,
@@ -207,7 +213,8 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         eval_dataset=task.dataset(splits["val"], label_map, processor),
         data_collator=task.collator(processor),
         processing_class=processor,
-        compute_metrics=task.fit_metrics,  # None: val loss only, and the Trainer keeps no predictions (a causal LM's: blocks x vocab)
+        # a task scoring only loss on val (a causal LM) gets none: the Trainer then keeps no predictions (blocks x vocab)
+        compute_metrics=_compute_metrics if set(task.val_metrics) - {"loss"} else None,
         callbacks=callbacks,
         train_params=train,
         fused_optimizer=speed["fused_optimizer"],

@@ -334,3 +334,18 @@ def tiny_lm_params(model: Path, source: str = "data/raw/corpus", **sections) -> 
     for section, values in sections.items():
         merge(params[section], values)
     return params
+
+
+def planned(root) -> set[str]:
+    """What `dvc repro` would run: the stages `--dry` sees changed, and every stage downstream of them."""
+    import re
+
+    import networkx
+    from dvc.repo import Repo
+
+    changed = set(re.findall(r"Running stage '([\w@-]+)'", sh(["dvc", "repro", "--dry"], root).stdout))
+    with Repo(str(root)) as dvc:
+        graph = dvc.index.graph  # edges go from a stage to the stages it depends on
+        names = {stage: stage.name for stage in graph.nodes if getattr(stage, "name", None)}
+        downstream = {names[d] for stage in graph.nodes if names.get(stage) in changed for d in networkx.ancestors(graph, stage) if d in names}
+    return changed | downstream

@@ -6,12 +6,11 @@ changed, and the DAG gives what runs after them (stages downstream of a changed 
 import json
 import re
 
-import networkx
 import pytest
 import yaml
 
 from tests.import_graph import project_imports
-from tests.support import PROJECT, copy_repo, repro, set_param, sh
+from tests.support import PROJECT, copy_repo, planned, repro, set_param, sh
 
 ALL_STAGES = ["ingest", "preprocess", "train", "evaluate", "member@tfidf", "ensemble", "compress", "explain", "report"]
 
@@ -20,18 +19,6 @@ ALL_STAGES = ["ingest", "preprocess", "train", "evaluate", "member@tfidf", "ense
 def repo(text_repo_snapshot, tmp_path):
     root, ran = text_repo_snapshot
     return copy_repo(root, tmp_path / "repo"), ran
-
-
-def planned(root) -> set[str]:
-    """What `dvc repro` would run: the stages `--dry` sees changed, and every stage downstream of them."""
-    from dvc.repo import Repo
-
-    changed = set(re.findall(r"Running stage '([\w@-]+)'", sh(["dvc", "repro", "--dry"], root).stdout))
-    with Repo(str(root)) as dvc:
-        graph = dvc.index.graph  # edges go from a stage to the stages it depends on
-        names = {stage: stage.name for stage in graph.nodes if getattr(stage, "name", None)}
-        downstream = {names[d] for stage in graph.nodes if names.get(stage) in changed for d in networkx.ancestors(graph, stage) if d in names}
-    return changed | downstream
 
 
 def test_first_repro_runs_every_stage_and_beats_the_baseline(repo):

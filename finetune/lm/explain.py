@@ -1,5 +1,6 @@
 """Explaining a causal LM's continuation of a prompt: how much each PROMPT token contributes to the log-probability
-of the continuation (e.g. the model's own greedy generation), whether those scores are faithful, and an HTML view.
+of the continuation (e.g. the model's own greedy generation) and whether those scores are faithful (finetune/lm/report.py
+shows them).
 
 Features
 - attribute(): captum's LLM attribution on token ids (no decode / re-encode round trip):
@@ -15,7 +16,6 @@ Features
   and compare the drops of the continuation's total log-probability (finetune.attribution.faithfulness, removing
   instead of masking). Removal is a different perturbation from feature ablation's replacement, so FA is not scored
   by its own yardstick.
-- render_html(): the prompt, each token shaded by its score (finetune.html's colour scale), then the continuation.
 
 Limits
 - A prompt that starts with the tokenizer's BOS token keeps it out of everything: it gets no score (0, attributed
@@ -25,8 +25,6 @@ Limits
 - The continuation is scored teacher-forced in one forward (captum's forward_in_tokens=False): the same
   log-probabilities as a token-by-token generation up to float noise, at 1/len(continuation) of the cost.
 - One example per call, in fp32, on the model's device; IG runs all `steps` of one continuation token in one batch.
-- Token texts in the HTML are decoded one token at a time: a character split over several byte-level tokens shows as
-  replacement characters.
 """
 from __future__ import annotations
 
@@ -40,7 +38,6 @@ from captum.attr import FeatureAblation, LayerIntegratedGradients, LLMAttributio
 
 from finetune import attribution
 from finetune.errors import UserError
-from finetune.html import esc, shaded
 from finetune.lm.scoring import token_scores
 
 METHODS = ("feature_ablation", "layer_integrated_gradients")
@@ -163,15 +160,3 @@ def faithfulness(model, prompt_ids: Sequence[int], continuation_ids: Sequence[in
             "top_curve": top.tolist(), "random_curve": random.tolist(), "random_draws": random_draws,
             "deleted": sorted(positions[np.argsort(-scores[positions], kind="stable")][:k].tolist()),
             "log_prob": log_prob(torch.tensor([prompt]))}
-
-
-def render_html(tokenizer, prompt_ids: Sequence[int], continuation_ids: Sequence[int], explained: Attribution) -> str:
-    """The prompt, each token on a background shaded by its score (green: makes the continuation more likely, red:
-    less; opacity relative to this prompt's largest |score|; hover for the value in nats), a BOS shown muted, then the
-    continuation underlined in bold. Whitespace is kept as decoded."""
-    scores, attributed = explained.scores, explained.attributed
-    scale = float(np.abs(scores[attributed]).max(initial=0)) or 1.0
-    parts = [shaded(tokenizer.decode([token]), float(score), scale) if keep else f'<span class="muted">{esc(tokenizer.decode([token]))}</span>'
-             for token, score, keep in zip(prompt_ids, scores, attributed)]
-    continuation = esc(tokenizer.decode(list(continuation_ids)))
-    return f'<p style="white-space:pre-wrap">{"".join(parts)}<b style="text-decoration:underline">{continuation}</b></p>'

@@ -4,7 +4,7 @@ Examples: evaluate.prompts first, then seeded windows of the test blocks (explai
 explain.examples. Each continuation is the model's greedy generation of explain.continuation_tokens tokens; every
 method of explain.methods (captum's LLM attribution, finetune/lm/explain.py) scores each prompt token, and the deletion
 test asks whether removing the top-k attributed prompt tokens lowers the continuation's log-probability more than
-removing k random ones. Writes reports/explain/attributions.json (+ one HTML view per example) and reports/explain.json
+removing k random ones. Writes reports/explain/attributions.json (every example's token texts and scores) and reports/explain.json
 (faithfulness per method: the share of examples where top-k beat random, and the mean drops).
 """
 from __future__ import annotations
@@ -43,16 +43,16 @@ def explain(params) -> dict:
             generated = model.generate(torch.tensor([prompt]), max_new_tokens=config.continuation_tokens, min_new_tokens=config.continuation_tokens,
                                        do_sample=False, pad_token_id=tokenizer.eos_token_id)
         continuation = generated[0, len(prompt):].tolist()
+        # token texts decoded one by one, for the report (a character split over byte-level tokens shows as U+FFFD)
         entry = {"prompt": tokenizer.decode(prompt), "continuation": tokenizer.decode(continuation),
-                 "prompt_tokens": tokenizer.convert_ids_to_tokens(prompt), "methods": {}}
+                 "prompt_tokens": [tokenizer.decode([token]) for token in prompt], "methods": {}}
         for method in config.methods:
             found = lm_explain.attribute(model, tokenizer, prompt, continuation, method, steps=config.ig_steps)
             k = min(config.faithfulness_k, int(found.attributed.sum()) - 1)
             faithful = lm_explain.faithfulness(model, prompt, continuation, found.scores, max(k, 1), config.random_draws, config.seed,
                                                deletable=found.attributed)
-            entry["methods"][method] = {"scores": found.scores.round(5).tolist(), "faithfulness": faithful,
-                                        "convergence_delta": found.convergence_delta,
-                                        "html": lm_explain.render_html(tokenizer, prompt, continuation, found)}
+            entry["methods"][method] = {"scores": found.scores.round(5).tolist(), "attributed": found.attributed.tolist(),
+                                        "faithfulness": faithful, "convergence_delta": found.convergence_delta}
         explained.append(entry)
     summary = {"examples": len(explained), "continuation_tokens": config.continuation_tokens, "faithfulness": {}}
     for method in config.methods:

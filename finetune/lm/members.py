@@ -32,7 +32,7 @@ def member(params, name: str) -> dict:
     task = get_task(params.task)
     member_params = params.for_member(name)
     prepared = {split: pd.read_parquet(paths.PREPARED / f"{split}.parquet") for split in ("train", "val", "test")}
-    splits, layout = task.refeaturized(member_params, prepared)
+    splits, layout = task.shared_features(member_params, prepared)
     model_dir = paths.MEMBER_MODELS / name
     summary = fit(member_params, splits, layout, model_dir, paths.MEMBER_REPORTS / name / "live", f"member {name}")
     model = task.load_trained(str(model_dir), member_params.train.trust_remote_code)

@@ -11,7 +11,7 @@ import pandas as pd
 import yaml
 
 from finetune import paths
-from finetune.html import esc, figure_img, page, table
+from finetune.html import esc, figure_img, page, shaded, table
 from finetune.io import atomic_path, read_json
 from finetune.lm import scoring
 from finetune.plots import plt
@@ -83,9 +83,21 @@ def explain_section(params) -> str | None:
         return None
     summary, examples = read_json(paths.EXPLAIN_METRICS), read_json(paths.EXPLAIN / "attributions.json")
     faith = pd.DataFrame([{"method": m, **f} for m, f in summary["faithfulness"].items()])
-    views = "".join(f"<h3>{esc(method)}</h3>{r['html']}" for e in examples for method, r in e["methods"].items())
+    views = "".join(f"<h3>{esc(method)}</h3>{attribution_html(e['prompt_tokens'], r['scores'], r['attributed'], e['continuation'])}"
+                    for e in examples for method, r in e["methods"].items())
     return ("<p>Green prompt tokens make the generated (underlined) continuation more likely, red ones less. Deletion test: removing the "
             "top-k attributed prompt tokens vs k random ones.</p>" + table(faith) + views)
+
+
+def attribution_html(tokens: list[str], scores: list[float], attributed: list[bool], continuation: str) -> str:
+    """The prompt, each token on a background shaded by its score (green: makes the continuation more likely, red:
+    less; opacity relative to this prompt's largest |score|; hover for the value in nats), a token left out (a leading
+    BOS) shown muted, then the continuation underlined in bold. Whitespace is kept as decoded."""
+    kept = [abs(score) for score, keep in zip(scores, attributed) if keep]
+    scale = max(kept, default=0) or 1.0
+    parts = [shaded(token, float(score), scale) if keep else f'<span class="muted">{esc(token)}</span>'
+             for token, score, keep in zip(tokens, scores, attributed)]
+    return f'<p style="white-space:pre-wrap">{"".join(parts)}<b style="text-decoration:underline">{esc(continuation)}</b></p>'
 
 
 def training_section(params) -> str:

@@ -82,14 +82,6 @@ class Task(ABC):
         module = self.verbs.get(stage)
         return getattr(importlib.import_module(module), stage) if module else None
 
-    def fit_metrics(self, prediction) -> dict[str, float]:
-        """The Trainer's compute_metrics on val: accuracy and macro F1 of the argmax. A task that selects on val loss
-        alone sets `fit_metrics = None`."""
-        from finetune import metrics
-
-        scores = metrics.headline(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
-        return {name: scores[name] for name in ("accuracy", "f1_macro")}
-
     # -- data --------------------------------------------------------------------------------------
     @abstractmethod
     def read(self, data: Data):
@@ -116,14 +108,11 @@ class Task(ABC):
         model's features added (augmented copies of train rows where the task augments offline), and
         the layout stored in label_map.json: at least {"features": [feature columns]}."""
 
-    def refeaturized(self, params, prepared: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], dict]:
-        """(tables, layout): the prepared splits featurized for `params` (a member's or a search trial's model and
-        preprocess settings; augmented rows rebuilt from the originals)."""
-        from finetune import paths
-        from finetune.featurize import refeaturized
-        from finetune.io import read_json
-
-        return refeaturized(params, prepared, read_json(paths.LABEL_MAP)["labels"])
+    def shared_features(self, params, prepared: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], dict] | None:
+        """(tables, layout) when members and search trials must use the prepared features as they are (a causal LM's
+        members mix distributions on the SAME blocks), checked against `params`' model; None: they featurize the
+        prepared rows again with their own model and preprocess settings (finetune/featurize.py refeaturized)."""
+        return None
 
     def split_statistics(self, table: pd.DataFrame) -> dict:
         """Facts about one prepared split for reports/preprocess.json and the report's data table."""

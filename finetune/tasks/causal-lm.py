@@ -79,7 +79,6 @@ class CausalLM(Task):
     builtin_models = ("builtin:smollm2-135m",)
     display_name = "text"
     val_metrics = ("loss",)
-    fit_metrics = None  # val loss only: the Trainer keeps no blocks x vocab predictions
     sections = {"evaluate": LMEvaluate, "explain": LMExplain}
     verbs = {"preprocess": "finetune.lm.corpus", "evaluate": "finetune.lm.evaluation", "member": "finetune.lm.members",
              "ensemble": "finetune.lm.members", "compress": "finetune.lm.compression", "explain": "finetune.lm.explanation",
@@ -127,7 +126,7 @@ class CausalLM(Task):
 
         return corpus.pack(self, parts, params)
 
-    def refeaturized(self, params, prepared: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], dict]:
+    def shared_features(self, params, prepared: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], dict]:
         """The prepared blocks themselves: members and trials mix or compare next-token distributions on the SAME blocks,
         so their model must share the tokenizer the blocks were made with (checked)."""
         from finetune import paths

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finetune.errors import UserError
 from finetune.lm import explain
+from finetune.lm.report import attribution_html
 from tests.support import LM_TEXT
 
 FILLERS, KEY, ANSWER, OTHERWISE = list(range(30, 50)), 60, 63, 64  # token ids of the trained case (all in the tiny vocabulary)
@@ -160,14 +161,14 @@ def test_bad_input_is_refused(lm, example, call, message):
         call(*lm, *example)
 
 
-def test_html_shades_the_prompt_and_shows_the_continuation_after_it(lm):
+def test_the_report_shades_the_prompt_and_shows_the_continuation_after_it(lm):
     _, tokenizer = lm
     prompt = tokenizer("to be <or>")["input_ids"]
     continuation = tokenizer(" not to", add_special_tokens=False)["input_ids"]
     scores = np.zeros(len(prompt))
     scores[:3] = [9.0, -0.5, 1.0]  # the first token plays a BOS: its score is neither shown nor part of the scale
     attributed = np.arange(len(prompt)) > 0
-    page = explain.render_html(tokenizer, prompt, continuation, explain.Attribution(scores, np.zeros((1, len(prompt))), attributed, 0, None))
+    page = attribution_html([tokenizer.decode([token]) for token in prompt], scores.tolist(), attributed.tolist(), tokenizer.decode(continuation))
     assert page.startswith(f'<p style="white-space:pre-wrap"><span class="muted">{tokenizer.decode(prompt[:1])}</span>')
     assert '<span title="-0.5000" style="background:rgba(200,40,40,0.42)">' in page  # red, half the largest |score|
     assert '<span title="+1.0000" style="background:rgba(22,140,60,0.85)">' in page  # green, the largest |score|
