@@ -21,7 +21,7 @@ from finetune.io import read_json, write_json, write_outputs, write_table
 from finetune.lm import scoring
 from finetune.lm.compress import distill
 from finetune.lm.evaluation import load_blocks
-from finetune.lm.generation import generate, timed
+from finetune.lm.generation import forced_run, timed
 from finetune.params import PRIMARY
 from finetune.tasks import get_task
 
@@ -74,9 +74,8 @@ def compress(params) -> dict:
             facts["distilled"] = {"megabytes": folder_megabytes(folder / "distilled"), "layers": layers, **trained}
         scored = {model_name: scoring.token_scores(model, test, params.train.eval_batch_size) for model_name, model in models.items()}
         prompt, new_tokens = params.evaluate.prompts[0], params.evaluate.max_new_tokens
-        runs = {model_name: (lambda m=model: generate(m, tokenizer, prompt, max_new_tokens=new_tokens, temperature=0.0, top_p=1.0, seed=0,
-                                                      min_new_tokens=new_tokens)) for model_name, model in models.items()}
-        speed = timed(runs, new_tokens, config.latency.repeats)
+        speed = timed({model_name: forced_run(model, tokenizer, prompt, new_tokens) for model_name, model in models.items()},
+                      new_tokens, config.latency.repeats)
         result = {"teacher": name, "threads": torch.get_num_threads(), "skipped": {m: SKIPPED[m] for m in config.methods if m in SKIPPED},
                   "models": {}}
         reference, base_speed = scored["teacher"][0], speed["teacher"]["tokens_per_second"]

@@ -9,7 +9,7 @@
   Refused before any work, as a UserError: a tokenizer without EOS (generation could not stop), an empty prompt,
   a prompt whose tokens plus max_new_tokens do not fit the model's context, and out-of-range settings.
 - `distinct_n`, `repetition_rate`: diversity of generated texts over whitespace tokens (definitions in their docstrings).
-- `tokens_per_second`: greedy decoding speed at a forced length, the median of a few runs after a warm-up.
+- `forced_run` + `timed`: greedy decoding speed at a forced length, models timed in turns, the median of a few rounds.
 Limits: no batching, no beam search; a model whose config names no context length is not length-checked.
 """
 from __future__ import annotations
@@ -106,11 +106,8 @@ def timed(runs: dict[str, Callable[[], object]], new_tokens: int, repeats: int) 
                    "new_tokens": new_tokens, "repeats": repeats} for name, times in seconds.items()}
 
 
-def tokens_per_second(model, tokenizer, prompt: str, max_new_tokens: int, repeats: int = 3) -> dict:
-    """Greedy decoding speed of `generate` (tokenizing and decoding included), batch 1, KV cache; every run makes
-    exactly max_new_tokens tokens (EOS does not stop it), so models that stop early are not flattered.
-    To compare models on a shared machine, give their runs to `timed` together instead."""
-    def run():
-        generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, seed=0,
-                 min_new_tokens=max_new_tokens)
-    return timed({"run": run}, max_new_tokens, repeats)["run"]
+def forced_run(model, tokenizer, prompt: str, max_new_tokens: int) -> Callable[[], str]:
+    """A greedy `generate` of exactly max_new_tokens tokens (EOS does not stop it, so a model that stops early is not
+    flattered; tokenizing and decoding included), batch 1, KV cache: one contender for `timed`."""
+    return lambda: generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, seed=0,
+                            min_new_tokens=max_new_tokens)

@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 
 from finetune.errors import UserError
 from finetune.generate import load
-from finetune.lm.generation import distinct_n, generate, repetition_rate, tokens_per_second
+from finetune.lm.generation import distinct_n, forced_run, generate, repetition_rate, timed
 from tests.support import LM_TEXT
 
 PROMPT = "to be or not"
@@ -112,7 +112,7 @@ def test_tokenizer_eos_stops_a_model_without_one_and_pads_silently(lm, tiny_caus
     assert not caplog.records
 
 
-def test_tokens_per_second_times_exactly_max_new_tokens(lm, monkeypatch):
+def test_a_forced_run_times_exactly_max_new_tokens(lm, monkeypatch):
     model, tokenizer = lm
     first = model.generate(**tokenizer(PROMPT, return_tensors="pt"), max_new_tokens=1, do_sample=False)[0, -1].item()
     monkeypatch.setattr(model.generation_config, "eos_token_id", first)  # greedy would stop after 1 token
@@ -124,7 +124,7 @@ def test_tokens_per_second_times_exactly_max_new_tokens(lm, monkeypatch):
         return output
     monkeypatch.setattr(model, "generate", spy)
     sample(model, tokenizer, seed=0, temperature=0.0, max_new_tokens=8)
-    result = tokens_per_second(model, tokenizer, PROMPT, max_new_tokens=8, repeats=2)
+    result = timed({"run": forced_run(model, tokenizer, PROMPT, max_new_tokens=8)}, 8, repeats=2)["run"]
     assert lengths == [1, 8, 8, 8]  # plain greedy stops at EOS; the warm-up and both timed runs make 8
     assert result["new_tokens"] == 8 and result["repeats"] == 2
     assert result["tokens_per_second"] == pytest.approx(8 / result["seconds"])
