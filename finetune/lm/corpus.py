@@ -47,6 +47,16 @@ def split_documents(frame: pd.DataFrame, params) -> dict[str, pd.DataFrame]:
     return parts
 
 
+def check_prompts(evaluate, tokenizer, context: int | None, model: str) -> None:
+    """evaluate.prompts the evaluate stage could not generate from, refused here, before any training (generate checks
+    again: a prompt edited later does not rerun preprocess). Tokenized as generate tokenizes them."""
+    for i, prompt in enumerate(evaluate.prompts):
+        tokens = len(tokenizer(prompt)["input_ids"])
+        if tokens == 0 or (context is not None and tokens + evaluate.max_new_tokens > context):
+            raise UserError(f"evaluate.prompts[{i}] {prompt[:60]!r} is {tokens} tokens; with evaluate.max_new_tokens {evaluate.max_new_tokens} "
+                            f"it must fit the context of {model} ({context} tokens) and hold at least one token")
+
+
 def pack(task, parts: dict[str, pd.DataFrame], params) -> tuple[dict[str, pd.DataFrame], dict]:
     """The task's featurize: {split: documents} -> {split: blocks}, and the layout."""
     prep, train = params.preprocess, params.train
@@ -57,6 +67,7 @@ def pack(task, parts: dict[str, pd.DataFrame], params) -> tuple[dict[str, pd.Dat
     context = context_length(AutoConfig.from_pretrained(source, trust_remote_code=train.trust_remote_code))
     if context is not None and prep.block_size > context:
         raise UserError(f"preprocess.block_size {prep.block_size} is longer than the context of {train.model} ({context} tokens)")
+    check_prompts(params.evaluate, tokenizer, context, train.model)
     tables, facts = {}, {}
     for name, part in parts.items():
         encoded = tokenizer(part[INPUT].tolist(), add_special_tokens=False)["input_ids"]

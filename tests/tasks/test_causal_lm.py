@@ -10,7 +10,7 @@ import pytest
 
 from finetune.errors import UserError
 from finetune.tasks import get_task
-from tests.support import load, run_stages, tiny_lm_params, write_lm_corpus
+from tests.support import LM_TEXT, load, run_stages, tiny_lm_params, write_lm_corpus
 
 TASK = get_task("causal-lm")
 
@@ -74,6 +74,8 @@ def test_a_table_column_is_one_document_per_row_with_its_own_split(workdir, tiny
     ("empty", "the corpus is empty"),
     ("small", "fewer than one block of preprocess.block_size 128"),
     ("too_long", "preprocess.block_size 256 is longer than the context of models/pretrained/tiny-llama (128 tokens)"),
+    ("prompt", "evaluate.prompts[1] 'to be or not to be that is the question whether tis nobler i' is 95 tokens; with "
+               "evaluate.max_new_tokens 40 it must fit the context of models/pretrained/tiny-llama (128 tokens)"),
 ])
 def test_bad_corpora_are_refused_naming_the_key(workdir, tiny_causal_lm, case, message):
     folder = write_lm_corpus(Path.cwd(), documents=3, words=40)
@@ -83,8 +85,10 @@ def test_bad_corpora_are_refused_naming_the_key(workdir, tiny_causal_lm, case, m
             path.write_text("  \n\n")
     elif case == "small":
         sections = {"preprocess": {"block_size": 128}}
-    else:
+    elif case == "too_long":
         sections = {"preprocess": {"block_size": 256}}
+    else:  # the evaluate stage would generate from it: refused before any training
+        sections = {"preprocess": {"block_size": 16}, "evaluate": {"prompts": ["to be", LM_TEXT], "max_new_tokens": 40}}
     params = load(tiny_lm_params(tiny_causal_lm, **sections))
     run_stages("ingest", params=params)
     with pytest.raises(UserError, match=re.escape(message)):
