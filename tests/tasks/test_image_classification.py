@@ -2,7 +2,6 @@
 every data layout, bad images quarantined with their reason, odd modes fixed, seeded augmentation,
 BatchNorm statistics, strategies on a CNN, predictions in row order, models loaded without pickle."""
 import base64
-import importlib
 import io
 import json
 import shutil
@@ -25,7 +24,7 @@ from stages import ingest, member, preprocess
 from tests.support import load, make_images, tiny_image_params, write_image_folder
 
 TASK = get_task("image-classification")
-MODULE = importlib.import_module("finetune.tasks.image-classification")  # its private helpers, for the weights test
+from finetune import images
 
 
 def _params(model, **sections):
@@ -242,8 +241,8 @@ def test_the_builtin_efficientnet_carries_real_imagenet_weights(tiny_image_model
     from sklearn.datasets import load_sample_image
 
     source = TASK.model_source("builtin:efficientnet-lite0")
-    net = MODULE._build_net({"family": "efficientnet-lite", "architecture": "efficientnet-lite0", "num_classes": 1000, "image_size": 224})
-    net.load_state_dict(MODULE._read_weights(Path(source)))
+    net = images._build_net({"family": "efficientnet-lite", "architecture": "efficientnet-lite0", "num_classes": 1000, "image_size": 224})
+    net.load_state_dict(images._read_weights(Path(source)))
     flower = torch.from_numpy(np.asarray(Image.fromarray(load_sample_image("flower.jpg")).resize((224, 224)))).permute(2, 0, 1)
     with torch.no_grad():
         top = net.eval()((flower.float() / 255 - 0.5)[None] / 0.5).softmax(-1)[0].topk(5).indices.tolist()
