@@ -12,7 +12,7 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -485,3 +485,37 @@ def _transforms(augment: ImageAugment, size: int):
         steps.append(v2.RandAugment())
     return v2.Compose(steps) if steps else None
 
+
+
+# -- an image model as the encoder of a larger model (image + text) ----------------------------------------
+def as_encoder(classifier) -> tuple[Any, int]:
+    """(the classifier with its last linear layer replaced by the identity, so its `logits` are the pooled features the
+    head read, and their size). Any model ImageModels loads: torchvision, EfficientNet-Lite, Hugging Face (ViT, ResNet...)."""
+    from torch import nn
+
+    try:
+        head = _last_linear(classifier)
+    except IndexError:
+        raise UserError(f"{type(classifier).__name__} has no linear classifier layer: the size of its image features cannot be read") from None
+    size = classifier.get_submodule(head).in_features
+    classifier.set_submodule(head, nn.Identity())
+    return classifier, size
+
+
+def save_architecture(classifier, folder: Path) -> None:
+    """What rebuild_encoder needs (no weights): a torchvision/EfficientNet spec, or a Hugging Face config."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(classifier, "spec"):
+        (folder / SPEC).write_text(json.dumps(classifier.spec, indent=2))
+    else:
+        classifier.config.save_pretrained(str(folder))
+
+
+def rebuild_encoder(folder: Path, trust_remote_code: bool):
+    """The encoder save_architecture described, random weights (the caller loads the saved ones)."""
+    if (folder / SPEC).is_file():
+        return as_encoder(_image_classifier_class()(_build_net(json.loads((folder / SPEC).read_text())), {}))[0]
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    return as_encoder(AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code))[0]

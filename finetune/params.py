@@ -524,7 +524,7 @@ def params_class(task_name: str) -> type[Params]:
     ensemble = create_model(f"Ensemble[{task_name}]", __base__=Ensemble, members=(dict[str, member], {}))
     # the val metric training and search select on by default: the task's first (a causal LM has only loss)
     selects_on = task.val_metrics[0]
-    train = create_model(f"Train[{task_name}]", __base__=Train, early_stopping=(EarlyStopping, EarlyStopping(metric=selects_on)))
+    train = create_model(f"Train[{task_name}]", __base__=task.Train, early_stopping=(EarlyStopping, EarlyStopping(metric=selects_on)))
     search = create_model(f"Search[{task_name}]", __base__=Search, metric=(str, selects_on))
     return create_model(
         f"Params[{task_name}]", __base__=Params,

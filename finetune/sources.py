@@ -32,10 +32,11 @@ def package_dir(package: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
-def read_user_table(data: Data, input_column: str, input_key: str) -> Source:
+def read_user_table(data: Data, input_column: str, input_key: str, also: dict[str, str] | None = None) -> Source:
     """data.source's rows with the standard columns: input (the column data.<input_key> names), label,
-    confidence and split when configured, source_row, source_line, origin ("row N")."""
-    columns = {input_key: input_column, "label_column": data.label_column}
+    confidence and split when configured, source_row, source_line, origin ("row N"); and the columns `also` names
+    ({param key: column}, e.g. a second input) under their own names."""
+    columns = {input_key: input_column, **(also or {}), "label_column": data.label_column}
     renames = {input_column: INPUT, data.label_column: LABEL}
     for key, standard in (("confidence_column", CONFIDENCE), ("split_column", SPLIT)):
         if getattr(data, key):

@@ -35,6 +35,10 @@ SMALL_BATCH = 8
 def layer_groups(model: nn.Module, train: Train | None = None) -> dict[str, list[tuple[str, nn.Parameter]]]:
     """Bottom-up: input group, layer.0 .. layer.<depth-1>, head. A model whose layers cannot be found
     (e.g. ALBERT shares one layer) is one group "all", which is enough for full and lora at one rate."""
+    if hasattr(model, "part_strategies"):  # pretrained parts (finetune/fusion.py): a group each, then the rest (fusion, head)
+        parts = {name: list(model.get_submodule(name).named_parameters(prefix=name)) for name in model.part_strategies}
+        taken = {name for pairs in parts.values() for name, _ in pairs}
+        return {**parts, "head": [(name, p) for name, p in model.named_parameters() if name not in taken]}
     groups = anatomy.layer_groups(model)
     if groups is not None:
         return groups
@@ -85,6 +89,8 @@ def check_against_model(train: Train, model: nn.Module) -> None:
 
 def apply_strategy(model: nn.Module, train: Train) -> nn.Module:
     """Freeze what the strategy freezes (or wrap the model with LoRA adapters); returns the model to train."""
+    if hasattr(model, "part_strategies"):
+        return _per_part(model, train)
     check_against_model(train, model)
     if train.strategy == "lora":
         return _with_lora(model, train)
@@ -93,6 +99,22 @@ def apply_strategy(model: nn.Module, train: Train) -> nn.Module:
     frozen = {"full": [], "partial": body[: train.freeze_layers + 1], "linear_probe": body, "gradual_unfreeze": body}[train.strategy]
     _set_trainable(model, groups, frozen, False, train)
     _set_trainable(model, groups, [name for name in groups if name not in frozen], True, train)
+    return model
+
+
+def _per_part(model: nn.Module, train: Train) -> nn.Module:
+    """A model made of pretrained parts (an image + text model's encoders, finetune/fusion.py), each with its own strategy
+    in `model.part_strategies` ({submodule: strategy}, `frozen` = no weight trains); everything else (fusion, head) trains."""
+    model.requires_grad_(True)
+    for name, strategy in model.part_strategies.items():
+        part = model.get_submodule(name)
+        if strategy == "frozen":
+            part.requires_grad_(False)
+            for module in part.modules():
+                if isinstance(module, _BatchNorm):
+                    lock_batchnorm(module, True)
+        else:
+            model.set_submodule(name, apply_strategy(part, train.model_copy(update={"strategy": strategy})))
     return model
 
 

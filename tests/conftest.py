@@ -138,6 +138,26 @@ def image_repo(tmp_path_factory, tiny_image_model, prefect_harness) -> tuple[Pat
     return shared(tmp_path_factory, "image-repo", build)
 
 
+@pytest.fixture(scope="session")
+def image_text_repo(tmp_path_factory, tiny_image_model, tiny_model) -> tuple[Path, list[str]]:
+    """The tiny image + text project (generated coloured squares with yes/no questions, the tiny ResNet + the tiny BERT, an
+    image-only and a text-only member) run once through `dvc repro`, committed: (root, the stages that ran). READ ONLY."""
+    from tests.support import commit, git_repo, repro, write_project
+    from tests.tasks.test_image_text_classification import image_text_params, place, write_vqa_table
+
+    def build(root: Path) -> list[str]:
+        params = image_text_params(str(tiny_image_model), str(tiny_model), ensemble={"members": {
+            "image_only": {"kind": "finetune", "train": {"modalities": ["image"]}}}})
+        write_project(root, place(params, root))
+        write_vqa_table(root)
+        git_repo(root)
+        ran = repro(root)
+        commit(root, "first run")
+        return ran
+
+    return shared(tmp_path_factory, "image-text-repo", build)
+
+
 # The longest tests first: xdist hands tests out in collection order as workers free up, so a long test collected
 # last (the toy task's DAG, the text pipeline's end-to-end tests) would run alone at the end while the other
 # worker idles. Image tests come early: gw1 has just built the image run and needs not wait for the text one.

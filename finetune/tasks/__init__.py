@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from finetune.errors import UserError
-from finetune.params import Data, Section
+from finetune.params import Data, Section, Train
 
 FOLDER = Path(__file__).parent
 TASK_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
@@ -60,6 +60,7 @@ class Task(ABC):
     name: ClassVar[str]
     Data: ClassVar[type[Data]]  # data keys: the shared ones + this task's input column and builtin sources
     Preprocess: ClassVar[type[Section]]  # the whole preprocess section
+    Train: ClassVar[type[Train]] = Train  # the train section: the shared keys, or those + this task's model keys
     builtin_models: ClassVar[tuple[str, ...]] = ()
     display_name: ClassVar[str] = "input"  # the column that shows an example in CSV outputs (text, image...)
     # optional capabilities; None (or empty) = the task does not have them, and the stage says so

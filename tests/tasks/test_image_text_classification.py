@@ -1,0 +1,196 @@
+"""The image + text task (finetune/tasks/image-text-classification.py, finetune/fusion.py) on tiny encoders built at test
+time (a 2-stage Hugging Face ResNet and a 2-layer BERT): easy-VQA's splits, examples stored and checked, fusion variants
+that train and reload, per-encoder strategies, unimodal baselines, and bad input refused with the key or file named."""
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+import pytest
+import torch
+
+from finetune.errors import UserError
+from finetune.params import parse_params
+from finetune.strategies import apply_strategy, describe
+from finetune.tasks import get_task
+from tests.support import make_images, merge, placed, run_stages, tiny_params, write_project
+
+TASK = get_task("image-text-classification")
+QUESTIONS = ["is there a {} square?", "does the image contain a {} square?"]
+
+
+def write_vqa_table(root, n_per_class: int = 12, seed: int = 0):
+    """data/raw/vqa/pairs.csv: each generated image (a red, green or blue square) with a yes/no question about a colour,
+    its own half the time, so the answer needs the image AND the text (either alone is a coin toss)."""
+    folder = root / "data/raw/vqa"
+    (folder / "images").mkdir(parents=True)
+    rows, rng = [], random.Random(seed)
+    for i, (colour, image) in enumerate(make_images(n_per_class, size=16, seed=seed)):
+        image.save(folder / "images" / f"{i}.png")
+        asked = colour if i % 2 else rng.choice([c for c in ("red", "green", "blue") if c != colour])
+        rows.append({"image": f"images/{i}.png", "text": QUESTIONS[rng.randrange(2)].format(asked), "label": "yes" if asked == colour else "no"})
+    pd.DataFrame(rows).to_csv(folder / "pairs.csv", index=False)
+    return folder / "pairs.csv"
+
+
+def image_text_params(image_model, text_model, **sections) -> dict:
+    params = tiny_params(text_model, source="data/raw/vqa/pairs.csv")
+    params["task"] = "image-text-classification"
+    params["data"] = {**params["data"], "image_column": "image", "text_column": "text"}
+    params["preprocess"] = {"image_size": 16, "max_length": 16}
+    params["train"] |= {"model": f"{image_model} + {text_model}", "epochs": 4, "batch_size": 8, "learning_rate": 3e-3,
+                        "encoders": {"image": {"strategy": "full"}, "text": {"strategy": "full"}}}
+    params["ensemble"]["members"] = {"text_only": {"kind": "finetune", "train": {"modalities": ["text"]}}}
+    params["compress"]["methods"] = ["int8"]
+    for section, values in sections.items():
+        merge(params.setdefault(section, {}), values)
+    return params
+
+
+def place(params: dict, root) -> dict:
+    """Both encoders copied into root/models/pretrained, as a user places theirs."""
+    image, text = params["train"]["model"].split(" + ")
+    names = [placed({"train": {"model": model}}, root)["train"]["model"] for model in (image, text)]
+    return {**params, "train": {**params["train"], "model": " + ".join(names)}}
+
+
+@pytest.fixture
+def project(workdir, tiny_image_model, tiny_model):
+    write_vqa_table(workdir)
+    return workdir, image_text_params(str(tiny_image_model), str(tiny_model))
+
+
+def parsed(params: dict, root):
+    return parse_params(place(params, root))
+
+
+def prepared(root, params):
+    params = parsed(params, root)
+    run_stages("ingest", "preprocess", params=params)
+    return params
+
+
+def test_easy_vqa_val_holds_whole_train_images_out_and_test_is_the_packages_own():
+    params = parse_params({"task": "image-text-classification"})
+    frame = TASK.read(params.data).frame
+    assert len(frame) == 38_575 + 9_673
+    assert frame["split"].value_counts()["test"] == 9_673
+    image = frame["origin"].str.extract(r"\((\w+ image \d+)\)")[0]
+    assert not set(image[frame["split"] == "val"]) & set(image[frame["split"] == "train"])  # no val image is seen in training
+    assert 0.08 < (frame["split"] == "val").mean() / (frame["split"] != "test").mean() < 0.14  # about 1/9 of the train questions
+    first = frame.iloc[0]
+    assert first["input"]["text"] == "what is the blue shape?" and first["input"]["image"][:4] == b"\x89PNG" and first["label"] == "rectangle"
+
+
+def test_examples_are_stored_checked_and_featurized(project):
+    root, params = project
+    params = prepared(root, params)
+    train = pd.read_parquet(root / "data/prepared/train.parquet")
+    assert {"pixels", "input_ids", "attention_mask"} <= set(train.columns)
+    example = train.iloc[0]["input"]
+    assert set(example) == {"image", "text"} and example["text"].startswith(("is there", "does the image"))
+    assert len(train.iloc[0]["pixels"]) == 16 * 16 * 3
+    html = TASK.render(example)
+    assert html.startswith("<img") and example["text"] in html  # the report shows the thumbnail and the text
+
+
+def test_a_missing_image_is_a_bad_row_naming_the_file(project):
+    root, params = project
+    table = root / "data/raw/vqa/pairs.csv"
+    rows = pd.read_csv(table)
+    rows.loc[3, "image"] = "images/missing.png"
+    rows.to_csv(table, index=False)
+    with pytest.raises(UserError, match=r"row 4 .*file not found: .*images/missing.png"):
+        run_stages("ingest", params=parsed(params, root))
+    merge(params, {"data": {"on_bad_rows": "skip"}})
+    run_stages("ingest", params=parsed(params, root))
+    quarantined = pd.read_csv(root / "data/quarantine/ingest.csv")
+    assert quarantined["problem"].str.contains("file not found").tolist() == [True]
+
+
+@pytest.mark.parametrize("fusion", ["concat", "gated"])
+def test_each_fusion_trains_and_reloads_with_identical_predictions(project, fusion):
+    root, params = project
+    merge(params, {"train": {"fusion": fusion, "epochs": 1}})
+    params = prepared(root, params)
+    run_stages("train", params=params)
+    model = TASK.load_trained("models/model", False)
+    assert type(model).__name__ == "ImageTextClassifier" and model.gated == (fusion == "gated")
+    test = pd.read_parquet("data/prepared/test.parquet")
+    layout = __import__("json").loads((root / "data/prepared/label_map.json").read_text())
+    processor = TASK.load_processor("models/model", False)
+    first = TASK.predict_proba(model, processor, test, layout, 4)
+    again = TASK.predict_proba(TASK.load_trained("models/model", False), processor, test, layout, 7)
+    assert first.shape == (len(test), 2) and abs(first - again).max() < 1e-5
+
+
+def test_per_encoder_strategies_freeze_what_they_say(project, tiny_image_model, tiny_model):
+    root, raw = project
+    merge(raw, {"train": {"encoders": {"image": {"strategy": "frozen"}, "text": {"strategy": "lora"}}}})
+    params = parsed(raw, root)
+    layout = {"labels": ["no", "yes"], "pixels": {"height": 16, "width": 16, "channels": 3}}
+    model = apply_strategy(TASK.load_model(TASK.model_source(params.train.model), layout, params.train), params.train)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert not any(name.startswith("image_encoder.") for name in trainable)
+    text = {name for name in trainable if name.startswith("text_encoder.")}
+    assert text and all("lora_" in name or ".pooler." in name for name in text)  # adapters (and the pooler, LoRA's head)
+    assert {"head.1.weight", "project.image.weight", "project.text.weight", "gate.weight"} <= trainable
+    groups = {group["group"]: group for group in describe(model, params.train)["groups"]}
+    assert groups["image_encoder"]["trainable"] == 0 and groups["head"]["trainable"] == groups["head"]["parameters"]
+    # a training step moves the fusion but not the frozen encoder, whose BatchNorm statistics stay put too
+    before = {name: value.clone() for name, value in model.state_dict().items() if name.startswith("image_encoder.")}
+    model.train()
+    batch = {"pixel_values": torch.randn(4, 3, 16, 16), "input_ids": torch.randint(5, 50, (4, 6)),
+             "attention_mask": torch.ones(4, 6, dtype=torch.long), "labels": torch.tensor([0, 1, 0, 1])}
+    model(**batch).loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+    after = model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_a_unimodal_member_has_one_encoder_and_the_pipeline_ends_with_the_ensemble(project):
+    root, params = project
+    merge(params, {"train": {"epochs": 2}})
+    params = prepared(root, params)
+    run_stages("train", "evaluate", params=params)
+    import stages.member
+    import stages.ensemble
+
+    stages.member.run(params, "text_only")
+    member = TASK.load_trained("models/members/text_only", False)
+    assert member.image_encoder is None and member.text_encoder is not None and list(member.project) == ["text"]
+    summary = stages.ensemble.run(params)
+    assert {"primary", "text_only"} <= set(summary["members"])
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"model": "models/pretrained/tiny-resnet"}, r"expected 'IMAGE MODEL \+ TEXT MODEL'"),
+    ({"modalities": []}, r"train.modalities.*expected image, text or both"),
+    ({"modalities": ["text", "text"]}, r"expected image, text or both, each once"),
+    ({"strategy": "lora"}, r"sets a strategy per encoder in train.encoders"),
+    ({"encoders": {"text": {"strategy": "linear_probe"}}}, r"train.encoders.text.strategy"),
+    ({"layer_lr_decay": 0.8}, r"one learning rate"),
+])
+def test_bad_settings_are_refused_naming_the_key(project, train, message):
+    root, params = project
+    params = place(params, root)
+    if "model" in train:
+        params["train"]["model"] = train.pop("model")
+    merge(params, {"train": train})
+    with pytest.raises(UserError, match=message):
+        parse_params(params)
+
+
+def test_an_image_model_without_a_linear_head_cannot_say_its_feature_size():
+    from finetune.images import as_encoder
+
+    with pytest.raises(UserError, match="size of its image features cannot be read"):
+        as_encoder(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
+
+
+def test_the_unknown_half_of_a_pair_is_named(project):
+    root, params = project
+    params = place(params, root)
+    params["train"]["model"] = params["train"]["model"].split(" + ")[0] + " + builtin:nope"
+    with pytest.raises(UserError, match=r"text model 'builtin:nope': unknown builtin model"):
+        parse_params(params)
