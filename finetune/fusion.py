@@ -29,7 +29,8 @@ from finetune.images import rebuild_encoder, save_architecture
 from finetune.texts import DROPOUT_NAMES
 
 
-def text_encoder(source: str, train) -> nn.Module:
+def text_encoder(source: str, train, outline: bool = False) -> nn.Module:
+    """The pretrained text model without a head (BertModel...), train.dropout applied; `outline`: its config only."""
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.from_pretrained(source, trust_remote_code=train.trust_remote_code)
@@ -37,6 +38,8 @@ def text_encoder(source: str, train) -> nn.Module:
         for name in DROPOUT_NAMES:
             if hasattr(config, name):
                 setattr(config, name, train.dropout)
+    if outline:
+        return AutoModel.from_config(config, trust_remote_code=train.trust_remote_code)
     return AutoModel.from_pretrained(source, config=config, use_safetensors=True, trust_remote_code=train.trust_remote_code)
 
 

@@ -161,7 +161,8 @@ def image_text_repo(tmp_path_factory, tiny_image_model, tiny_model) -> tuple[Pat
 # The longest tests first: xdist hands tests out in collection order as workers free up, so a long test collected
 # last (the toy task's DAG, the text pipeline's end-to-end tests) would run alone at the end while the other
 # worker idles. Image tests come early: gw1 has just built the image run and needs not wait for the text one.
-LONGEST_FIRST = ("tests/test_pipeline.py", "tests/test_pipeline_image.py", "tests/test_pipeline_lm.py", "tests/flows/test_pipeline.py::test_flow_gives",
+LONGEST_FIRST = ("tests/test_pipeline.py", "tests/test_pipeline_image.py", "tests/test_pipeline_lm.py", "tests/test_pipeline_image_text.py",
+                 "tests/flows/test_pipeline.py::test_flow_gives",
                  "tests/test_tasks.py", "tests/flows/test_search.py", "tests/test_cli.py", "tests/test_gpu.py::test_the_gpu_check",
                  "tests/stages/test_train_ddp.py", "tests/stages/test_train.py", "tests/test_team_sharing.py::test_teammates",
                  "tests/flows/test_pipeline_dask.py::test_dask_runs", "tests/test_team_sharing.py::test_a_queued",

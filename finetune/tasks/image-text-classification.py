@@ -20,6 +20,7 @@ Not yet: compression and explanations (the stages say so), cross-attention fusio
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import json
@@ -252,18 +253,24 @@ class ImageTextClassification(Task):
         image, text = _parts(model_dir)
         return ImageTextProcessor(IMAGES.load_processor(image, trust_remote_code), TEXTS.load_processor(text, trust_remote_code))
 
-    def load_model(self, source: str, label_map: dict, train: ImageTextTrain):
+    def load_model(self, source: str, label_map: dict, train: ImageTextTrain, outline: bool = False):
+        """The pretrained encoders fused under a new head; `outline`: the module tree only (meta device, configs read, no weights)."""
+        import torch
+
         from finetune import fusion
 
         image_source, text_source = _parts(source)
         spec = {"labels": label_map["labels"], "fusion": train.fusion, "fusion_size": train.fusion_size, "dropout": train.dropout,
                 "encoder_strategies": {f"{side}_encoder": getattr(train.encoders, side).strategy for side in train.modalities}}
         image = text = None
-        if "image" in train.modalities:  # the image task's classifier (one dummy label) without its last linear layer
-            image, spec["image_features"] = as_encoder(IMAGES.load_model(image_source, {"labels": ["image"], "pixels": label_map["pixels"]}, train))
-        if "text" in train.modalities:
-            text = fusion.text_encoder(text_source, train)
-        return fusion.ImageTextClassifier(image, text, spec)
+        with torch.device("meta") if outline else contextlib.nullcontext():
+            if "image" in train.modalities:  # the image task's classifier (one dummy label) without its last linear layer
+                classifier = (IMAGES.model_outline(train.model_copy(update={"model": image_source})) if outline else
+                              IMAGES.load_model(image_source, {"labels": ["image"], "pixels": label_map["pixels"]}, train))
+                image, spec["image_features"] = as_encoder(classifier)
+            if "text" in train.modalities:
+                text = fusion.text_encoder(text_source, train, outline)
+            return fusion.ImageTextClassifier(image, text, spec)
 
     def load_trained(self, model_dir: str, trust_remote_code: bool):
         from safetensors.torch import load_file
@@ -285,10 +292,7 @@ class ImageTextClassification(Task):
         processor.save_pretrained(folder)
 
     def model_outline(self, train: ImageTextTrain):
-        import torch
-
-        with torch.device("meta"):
-            return self.load_model(self.model_source(train.model), {"labels": ["a", "b"], "pixels": {"height": 64, "width": 64, "channels": 3}}, train)
+        return self.load_model(self.model_source(train.model), {"labels": ["a", "b"], "pixels": {}}, train, outline=True)
 
     def dataset(self, frame: pd.DataFrame, layout: dict, processor: ImageTextProcessor, augment: ImageTextPreprocess | None = None, seed: int = 0):
         return ImageTextDataset(frame, layout, processor, augment.augment if augment is not None else None)

@@ -108,10 +108,10 @@ def test_a_missing_image_is_a_bad_row_naming_the_file(project):
     assert quarantined["problem"].str.contains("file not found").tolist() == [True]
 
 
-@pytest.mark.parametrize("fusion", ["concat", "gated"])
-def test_each_fusion_trains_and_reloads_with_identical_predictions(project, fusion):
+@pytest.mark.parametrize("fusion, text_strategy", [("concat", "full"), ("gated", "lora")])
+def test_each_fusion_trains_and_reloads_with_identical_predictions(project, fusion, text_strategy):
     root, params = project
-    merge(params, {"train": {"fusion": fusion, "epochs": 1}})
+    merge(params, {"train": {"fusion": fusion, "epochs": 1, "encoders": {"text": {"strategy": text_strategy}}}})
     params = prepared(root, params)
     run_stages("train", params=params)
     model = TASK.load_trained("models/model", False)
@@ -122,6 +122,7 @@ def test_each_fusion_trains_and_reloads_with_identical_predictions(project, fusi
     first = TASK.predict_proba(model, processor, test, layout, 4)
     again = TASK.predict_proba(TASK.load_trained("models/model", False), processor, test, layout, 7)
     assert first.shape == (len(test), 2) and abs(first - again).max() < 1e-5
+    assert not any("lora_" in name for name in model.state_dict())  # adapters merged into the saved text encoder
 
 
 def test_per_encoder_strategies_freeze_what_they_say(project, tiny_image_model, tiny_model):
@@ -194,3 +195,13 @@ def test_the_unknown_half_of_a_pair_is_named(project):
     params["train"]["model"] = params["train"]["model"].split(" + ")[0] + " + builtin:nope"
     with pytest.raises(UserError, match=r"text model 'builtin:nope': unknown builtin model"):
         parse_params(params)
+
+
+def test_the_outline_for_search_checks_is_the_module_tree_without_weights(project):
+    root, raw = project
+    params = parsed(raw, root)
+    outline = TASK.model_outline(params.train)
+    layout = {"labels": ["a", "b"], "pixels": {"height": 16, "width": 16, "channels": 3}}
+    real = TASK.load_model(TASK.model_source(params.train.model), layout, params.train)
+    assert all(p.device.type == "meta" for p in outline.parameters())
+    assert {n: p.shape for n, p in outline.named_parameters()} == {n: p.shape for n, p in real.named_parameters()}
