@@ -10,14 +10,29 @@ first, so they get int8 too. A causal LM whose head is tied to its embedding tab
 ends up with two int8 copies of that matrix (per-row int8 for the lookup, per-channel int8 for the
 head's matmul): 2 bytes a weight on disk instead of the tied fp32 4.
 
+Activations (`activations`): torch.ao picks ONE 7-bit scale and zero point for a layer's whole input
+(`per_tensor`, the default: the classifiers). In a causal LM one token's huge activations (the first
+token of a sequence, the "attention sink") then set the scale for every other token of the block, and
+perplexity collapses (SmolLM2-135M: +300 %). `per_token` gives each input row its own scale and zero
+point: one row (a decoding step) goes through the same fbgemm kernel (one row per tensor IS per
+token), several rows (a prompt, a scored block) are quantized row by row exactly as fbgemm would
+quantize each alone, then multiplied in int8 (torch._int_mm): a block scores what decoding computes,
+up to float rounding. It keeps a second, plain copy of the int8 weights for that (1 byte a weight).
+`calibration` (token-id batches; Llama, Mistral, Qwen2 decoders) adds SmoothQuant (Xiao et al. 2023): per
+input channel, difficulty moves from the activations into the weights, s = max|x|^alpha / max|w|^(1-alpha),
+folded exactly into the RMSNorm before q/k/v and gate/up, into up_proj before down_proj and into the
+final norm before the LM head (untied from the embedding table); nothing runs at inference.
+
 torch.ao keeps quantized weights in packed, pickled-only objects, so `save` unpacks them into
 plain int8 tensors + scales in int8.safetensors, and `load` rebuilds the architecture from
-config.json, quantizes it the same way and writes the saved weights into it: no pickle anywhere.
+config.json, quantizes it the same way and writes the saved weights into it: no pickle anywhere
+(smoothing lives in the saved weights: nothing to redo).
 """
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -25,14 +40,103 @@ import transformers
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.ao.quantization import float_qparams_weight_only_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+from torch.ao.quantization.quantization_mappings import get_default_dynamic_quant_module_mappings
 from transformers.pytorch_utils import Conv1D
 
 WEIGHTS = "int8.safetensors"
 SPEC = "quantization.json"
+ACTIVATIONS = ("per_tensor", "per_token")
+QMAX, SMALL_SCALE = 127, 6.1e-5  # fbgemm's dynamic linear: 7-bit unsigned activations (reduce_range); ATen's smallest scale
 
 
-def quantize(model: nn.Module, embeddings: bool) -> nn.Module:
-    """An int8 copy of model (which is left as it is)."""
+def _row_qparams(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the scale and zero point fbgemm's dynamic linear would choose for that row alone
+    (ATen QuantUtils.h ChooseQuantizationParams, qmin 0, qmax 127; the same double-precision steps)."""
+    low, high = rows.amin(1).clamp(max=0).double(), rows.amax(1).clamp(min=0).double()
+    scale = (high - low) / QMAX
+    scale = torch.where((scale.float() == 0) | (1 / scale.float()).isinf(), 0.1, scale)
+    stretch = torch.where(scale < SMALL_SCALE, SMALL_SCALE / scale, 1.0)  # a tiny scale is raised, the range widened alike
+    low, high, scale = low * stretch, high * stretch, torch.where(scale < SMALL_SCALE, SMALL_SCALE, scale).float().double()
+    from_low = torch.where(-(low / scale).abs() < QMAX - (high / scale).abs(), -low / scale, QMAX - high / scale)
+    return scale.float(), from_low.round().clamp(0, QMAX)
+
+
+class PerTokenLinear(torch.ao.nn.quantized.dynamic.Linear):
+    """torch.ao's dynamic int8 Linear with each input row (token) quantized on its own scale and zero point."""
+
+    def set_weight_bias(self, w: torch.Tensor, b: torch.Tensor | None) -> None:
+        super().set_weight_bias(w, b)
+        self.int8_t = w.int_repr().t().contiguous()  # (in, out) for torch._int_mm; fbgemm's packed copy cannot be read fast
+        self.weight_scales = w.q_per_channel_scales().float()  # symmetric per-channel weights: zero points are 0
+        self.float_bias = None if b is None else b.detach()  # self.bias() unpacks the whole packed weight (milliseconds a call)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == x.shape[-1]:
+            return super().forward(x)  # one row: fbgemm's per-tensor parameters are this row's own
+        rows = x.reshape(-1, x.shape[-1])
+        scale, zero = _row_qparams(rows)
+        centred = (torch.round(rows * (1 / scale)[:, None] + zero[:, None]).clamp(0, QMAX) - zero[:, None]).to(torch.int8)
+        y = torch._int_mm(centred, self.int8_t).float() * (scale[:, None] * self.weight_scales)
+        if self.float_bias is not None:
+            y = y + self.float_bias
+        return y.reshape(*x.shape[:-1], -1)
+
+
+SMOOTHABLE = ("llama", "mistral", "qwen2")  # decoders whose norms multiply by their weight (Gemma's adds 1 to it: not foldable so)
+
+
+def _smoothing_groups(model: nn.Module) -> list[tuple[nn.Module, list[nn.Linear]]]:
+    """(module whose output channels feed the linears, those linears) of a Llama-style decoder; [] for other models."""
+    if getattr(model.config, "model_type", None) not in SMOOTHABLE or not isinstance(getattr(model, "lm_head", None), nn.Linear):
+        return []
+    groups = []
+    for layer in model.model.layers:
+        attention, mlp = layer.self_attn, layer.mlp
+        groups += [(layer.input_layernorm, [attention.q_proj, attention.k_proj, attention.v_proj]),
+                   (layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj]),
+                   (mlp.up_proj, [mlp.down_proj])]  # down_proj's input is act(gate) * up: linear in up's output rows
+    return groups + [(model.model.norm, [model.lm_head])]
+
+
+@torch.no_grad()
+def smooth(model: nn.Module, calibration: Iterable[torch.Tensor], alpha: float) -> dict:
+    """SmoothQuant folded into model (in place); what was done. The float model computes the same function after it."""
+    groups = _smoothing_groups(model)
+    if not groups:
+        return {"applied": False, "reason": f"SmoothQuant is implemented for {', '.join(SMOOTHABLE)} decoders, not {type(model).__name__}"}
+    peaks: dict[nn.Module, torch.Tensor] = {}
+
+    def record(module, args):
+        peak = args[0].abs().reshape(-1, args[0].shape[-1]).amax(0)
+        peaks[module] = torch.maximum(peaks[module], peak) if module in peaks else peak
+
+    hooks = [linears[0].register_forward_pre_hook(record) for _, linears in groups]  # a group's linears share their input
+    tokens = 0
+    for ids in calibration:
+        model(input_ids=ids)
+        tokens += ids.numel()
+    for hook in hooks:
+        hook.remove()
+    if model.get_input_embeddings().weight is model.lm_head.weight:  # the head is scaled below, the lookup must not be
+        model.lm_head.weight = nn.Parameter(model.lm_head.weight.clone())
+    for source, linears in groups:
+        weight_peak = torch.cat([linear.weight.abs() for linear in linears]).amax(0)
+        s = (peaks[linears[0]].clamp(min=1e-5) ** alpha / weight_peak.clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
+        for tensor in (source.weight, getattr(source, "bias", None)):
+            if tensor is not None:
+                tensor.div_(s if tensor.dim() == 1 else s[:, None])  # a norm's scale, or up_proj's output rows
+        for linear in linears:
+            linear.weight.mul_(s)
+    return {"applied": True, "alpha": alpha, "calibration_tokens": tokens, "linear_layers": sum(len(linears) for _, linears in groups)}
+
+
+def quantize(model: nn.Module, embeddings: bool, activations: str = "per_tensor", calibration: Iterable[torch.Tensor] | None = None,
+             alpha: float = 0.5) -> nn.Module:
+    """An int8 copy of model (which is left as it is). calibration (per_token only): input_ids batches for SmoothQuant."""
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"activations is {activations!r}: expected one of {ACTIVATIONS}")
+    if calibration is not None and activations != "per_token":
+        raise ValueError("SmoothQuant calibration is only supported with per_token activations")
     spec = {nn.Linear: per_channel_dynamic_qconfig}
     if embeddings:
         spec[nn.Embedding] = float_qparams_weight_only_qconfig
@@ -42,7 +146,15 @@ def quantize(model: nn.Module, embeddings: bool) -> nn.Module:
             linear = nn.Linear(module.nx, module.nf, device="meta")  # both tensors replaced next
             linear.weight, linear.bias = nn.Parameter(module.weight.detach().t()), module.bias
             model.set_submodule(name, linear)
-    return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+    facts = {}
+    if activations == "per_token":
+        facts["activations"] = "per_token"
+        if calibration is not None:
+            facts["smoothing"] = smooth(model.eval(), calibration, alpha)
+    mapping = get_default_dynamic_quant_module_mappings() | {nn.Linear: PerTokenLinear} if activations == "per_token" else None
+    model = quantize_dynamic(model, spec, dtype=torch.qint8, mapping=mapping, inplace=True)
+    model.int8_facts = facts  # what save() adds to quantization.json
+    return model
 
 
 QUANTIZED = (torch.ao.nn.quantized.dynamic.Linear, torch.ao.nn.quantized.Embedding)
@@ -73,7 +185,8 @@ def save(model: nn.Module, folder: Path, embeddings: bool) -> None:
     tensors |= _float_state(model)
     save_file({name: value.contiguous() for name, value in tensors.items()}, folder / WEIGHTS)
     (folder / SPEC).write_text(json.dumps({"backend": "torch.ao quantize_dynamic", "linear": "int8 per-channel weights, dynamic int8 activations",
-                                           "embeddings": "int8 weight-only, per-row float scale" if embeddings else "fp32"}, indent=2))
+                                           "embeddings": "int8 weight-only, per-row float scale" if embeddings else "fp32",
+                                           **getattr(model, "int8_facts", {})}, indent=2))
 
 
 def load(folder: Path) -> nn.Module:
@@ -81,7 +194,7 @@ def load(folder: Path) -> nn.Module:
     config = transformers.AutoConfig.from_pretrained(folder)  # trust_remote_code stays off: a transformers class
     architecture = getattr(transformers, config.architectures[0])
     spec = json.loads((folder / SPEC).read_text())
-    model = quantize(architecture(config).eval(), embeddings=spec["embeddings"] != "fp32")
+    model = quantize(architecture(config).eval(), embeddings=spec["embeddings"] != "fp32", activations=spec.get("activations", "per_tensor"))
     tensors = load_file(folder / WEIGHTS)
     for name, module in quantized_modules(model):
         weight = torch._make_per_channel_quantized_tensor(

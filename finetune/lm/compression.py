@@ -1,8 +1,10 @@
 """compress for a causal LM: int8 and a distilled student beside their teacher (finetune/lm/compress.py does the work).
 
 The teacher is compress.teacher (best = the fine-tuned model, primary or member, with the lowest val perplexity).
-Each model is scored on the same test blocks (perplexity with its bootstrap interval, paired comparison with the
-teacher), measured on disk, and timed generating (tokens/s with KV cache, batch 1, greedy, exactly
+int8 quantizes each token's activations on their own scale (one outlier token no longer coarsens a whole block),
+after SmoothQuant calibrated on the first CALIBRATION_BLOCKS train blocks (finetune/quantize.py; quantization.json
+says what was done). Each model is scored on the same test blocks (perplexity with its bootstrap interval, paired
+comparison with the teacher), measured on disk, and timed generating (tokens/s with KV cache, batch 1, greedy, exactly
 evaluate.max_new_tokens tokens from the first prompt; all models timed in turns so machine load hits them alike).
 `prune` has no causal-LM method here and is reported as skipped with the reason.
 Writes models/compressed/{int8,distilled}/, reports/compress.json and reports/compress/models.csv.
@@ -25,6 +27,7 @@ from finetune.lm.generation import forced_run, timed
 from finetune.params import PRIMARY
 from finetune.tasks import get_task
 
+CALIBRATION_BLOCKS, SMOOTHING_ALPHA = 8, 0.6  # bench/lm_int8.py measured these on SmolLM2-135M
 SKIPPED = {"prune": "structured pruning of a causal LM's layers is not implemented; the distilled student is the smaller model"}
 
 
@@ -58,12 +61,16 @@ def compress(params) -> dict:
         folder.mkdir()
         reports.mkdir()
         if "int8" in config.methods:
-            quantized = quantize.quantize(teacher_model, config.quantize.embeddings)
+            calibration = load_blocks("train")[:CALIBRATION_BLOCKS]
+            step = params.train.eval_batch_size
+            quantized = quantize.quantize(teacher_model, config.quantize.embeddings, activations="per_token", alpha=SMOOTHING_ALPHA,
+                                          calibration=(torch.as_tensor(calibration[i:i + step]) for i in range(0, len(calibration), step)))
             teacher_model.config.save_pretrained(folder / "int8")  # the architecture quantize.load rebuilds
             tokenizer.save_pretrained(folder / "int8")
             quantize.save(quantized, folder / "int8", config.quantize.embeddings)
             models["int8"] = quantize.load(folder / "int8")  # scored as a user loads it: from disk
-            facts["int8"] = {"megabytes": folder_megabytes(folder / "int8"), "embeddings": config.quantize.embeddings}
+            facts["int8"] = {"megabytes": folder_megabytes(folder / "int8"), "embeddings": config.quantize.embeddings,
+                             "activations": "per_token", "smoothing": quantized.int8_facts["smoothing"]}
         if "distill" in config.methods:
             layers = student_layers(teacher_model.config.num_hidden_layers, config.distill.layers)
             student = make_student(teacher_model, layers)

@@ -2,6 +2,7 @@
 models, first trained a little on real text (a slice of Hamlet) so their next-token distributions mean something."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -110,3 +111,96 @@ def test_bad_token_blocks_are_refused_before_any_work(tiny_causal_lm, blocks, me
     teacher = AutoModelForCausalLM.from_pretrained(tiny_causal_lm)
     with pytest.raises(ValueError, match=message):
         compress.distill(teacher, teacher, blocks, Distill(), seed=0)
+
+
+def _calibration(train):
+    return [torch.as_tensor(train[i:i + 16]) for i in range(0, 32, 16)]
+
+
+def _decoded_logits(model, block):
+    """The logits of each position when the block is fed one token at a time through the KV cache (how generation runs)."""
+    cache, logits = None, []
+    for t in range(block.shape[1]):
+        step = model(input_ids=block[:, t:t + 1], past_key_values=cache, use_cache=True)
+        cache = step.past_key_values
+        logits.append(step.logits[0, -1])
+    return torch.stack(logits)
+
+
+def test_per_token_int8_with_smoothquant_reloads_identically_and_a_block_scores_what_decoding_computes(trained, tmp_path):
+    folder, train, held_out = trained
+    teacher = AutoModelForCausalLM.from_pretrained(folder).eval()
+    int8 = quantize.quantize(teacher, embeddings=True, activations="per_token", calibration=_calibration(train))
+    out = tmp_path / "int8"
+    shutil.copytree(folder, out, ignore=shutil.ignore_patterns("*.safetensors"))
+    quantize.save(int8, out, embeddings=True)
+    reloaded = quantize.load(out)
+
+    spec = json.loads((out / quantize.SPEC).read_text())
+    assert spec["activations"] == "per_token"
+    llama = teacher.config.model_type == "llama"
+    assert spec["smoothing"]["applied"] is llama  # Llama-style decoders only; GPT-2 says why not
+    if llama:
+        assert spec["smoothing"]["calibration_tokens"] == 32 * BLOCK and spec["smoothing"]["linear_layers"] == 2 * 6 + 1
+    assert all(type(m) is quantize.PerTokenLinear for name, m in reloaded.named_modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear))
+    ids = torch.as_tensor(held_out[:4])
+    with torch.inference_mode():
+        assert torch.equal(int8(input_ids=ids).logits, reloaded(input_ids=ids).logits)
+        assert torch.equal(teacher.get_input_embeddings().weight, AutoModelForCausalLM.from_pretrained(folder).get_input_embeddings().weight)
+        # decoding one token at a time (one row per linear call: fbgemm's kernel) gives the block's logits
+        block = ids[:1, :12]
+        whole = reloaded(input_ids=block).logits[0]
+        gap = (_decoded_logits(reloaded, block) - whole).abs().max()
+        per_tensor = quantize.quantize(teacher, embeddings=True)
+        per_tensor_gap = (_decoded_logits(per_tensor, block) - per_tensor(input_ids=block).logits[0]).abs().max()
+    assert gap < 1e-3 * whole.abs().max()
+    assert per_tensor_gap > 10 * gap  # the control: per tensor, a block is a different function from decoding
+    float_ppl = summarize(*token_scores(teacher, held_out, 8))["perplexity"]
+    assert summarize(*token_scores(reloaded, held_out, 8))["perplexity"] == pytest.approx(float_ppl, rel=0.03)
+
+
+def test_a_per_token_linear_quantizes_each_row_as_fbgemm_quantizes_it_alone_so_an_outlier_row_leaves_the_others_alone():
+    torch.manual_seed(0)
+    linear = torch.nn.Sequential(torch.nn.Linear(64, 48))
+    per_token = quantize.quantize(linear, embeddings=False, activations="per_token")[0]
+    per_tensor = quantize.quantize(linear, embeddings=False)[0]
+    x = torch.randn(2, 9, 64)
+    x[0, 0] *= 300  # an "attention sink" token
+    x[1, 3] *= 1e-6  # a tiny row: ATen's smallest-scale rule
+    x[1, 4] = 0  # an all-zero row
+    x[1, 5] = x[1, 5].abs()  # no negative value: zero point 0
+    with torch.inference_mode():
+        rows = per_token(x)
+        alone = torch.stack([torch.stack([per_tensor(x[b, t:t + 1])[0] for t in range(9)]) for b in range(2)])
+        exact = linear(x)
+        shared = per_tensor(x)
+    scale = exact.abs().amax(-1, keepdim=True)
+    assert ((rows - alone).abs() / scale).max() < 1e-5  # the same integers; float rounding only
+    others = torch.ones(2, 9, dtype=torch.bool)
+    others[0, 0] = False
+    per_token_error = ((rows - exact).abs() / scale)[others].max()
+    assert per_token_error < 0.05  # 7-bit activations, 8-bit weights
+    assert ((shared - exact).abs() / scale)[0, 1:].max() > 5 * per_token_error  # per tensor: the outlier coarsens its neighbours
+
+
+def test_smoothquant_folds_into_the_float_weights_without_changing_the_function(trained):
+    folder, train, held_out = trained
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    before = model(input_ids=torch.as_tensor(held_out[:2])).logits.detach()
+    facts = quantize.smooth(model, _calibration(train), alpha=0.5)
+    with torch.inference_mode():
+        after = model(input_ids=torch.as_tensor(held_out[:2])).logits
+    assert torch.allclose(before, after, atol=1e-4 * before.abs().max())
+    if facts["applied"]:
+        assert model.lm_head.weight is not model.get_input_embeddings().weight  # the head was scaled, the lookup was not
+        assert not torch.allclose(model.lm_head.weight, model.get_input_embeddings().weight)
+    else:
+        assert "GPT2LMHeadModel" in facts["reason"]
+
+
+def test_bad_quantization_settings_are_refused(tiny_causal_lm):
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_lm)
+    with pytest.raises(ValueError, match="activations is 'per_row'"):
+        quantize.quantize(model, embeddings=True, activations="per_row")
+    with pytest.raises(ValueError, match="only supported with per_token"):
+        quantize.quantize(model, embeddings=True, calibration=[torch.zeros(1, 4, dtype=torch.long)])
