@@ -1,12 +1,11 @@
 """Compressing a causal LM: int8 weights, and a student of half the decoder layers distilled from the teacher.
 
-- int8: finetune/quantize.py as for the classifiers (torch.ao dynamic int8 of every linear layer: Llama's
-  q/k/v/o/gate/up/down projections and the LM head; GPT-2's Conv1D layers are turned into nn.Linear first;
-  embedding tables int8 weight-only when compress.quantize.embeddings). A head tied to the embedding table
-  gets its own int8 copy (the lookup and the matmul need different layouts), so the tie is not kept:
-  2 bytes a weight instead of fp32's 4. Saved as int8.safetensors + quantization.json, reloaded without pickle.
-  Quality limit, measured on SmolLM2-135M: torch.ao quantizes each linear layer's input per tensor to 7 bits, and
-  Llama's down_proj inputs have outlier channels, so perplexity roughly triples (tiny test models barely move).
+- int8: finetune/quantize.py (finetune/lm/compression.py calls it): every linear layer int8 (Llama's q/k/v/o/gate/up/down
+  projections and the LM head; GPT-2's Conv1D layers are turned into nn.Linear first), embedding tables int8
+  weight-only when compress.quantize.embeddings, activations quantized per token after SmoothQuant (per tensor, as the
+  classifiers do, one outlier token sets a whole block's scale: SmolLM2's perplexity roughly quadrupled). A head tied
+  to the embedding table gets its own int8 copy (the lookup and the matmul need different layouts), so the tie is not
+  kept. Saved as int8.safetensors + quantization.json, reloaded without pickle.
 - distill: finetune/distill.py's student (every other decoder layer, ending with the top one; Llama's
   model.layers, GPT-2's transformer.h), trained here on token blocks with, per predicted token,
       alpha * CE(student, next token) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)).
