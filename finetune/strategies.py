@@ -6,6 +6,8 @@ whose layers finetune/anatomy.py can find (transformers, CNNs, ViTs).
 - gradual_unfreeze: the head first, then one more layer group from the top every `unfreeze_every`
   epochs (ULMFiT; Lightning's BaseFinetuning as one callback), the input group last.
 - lora: peft LoRA adapters on `lora.target_modules`, the head fully; the saved model is merged.
+A model made of pretrained parts (finetune/fusion.py: an image and a text encoder) names a strategy per part in
+`part_strategies` (frozen | full | partial | lora); its fusion layers and head always train.
 `layer_lr_decay` d gives the head the base rate, block i base * d^(depth - i), the input group
 base * d^(depth + 1). `l1` adds l1 * sum|w| over the trained weight matrices (not biases or norms)
 to the training loss, never to the validation loss.
