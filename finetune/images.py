@@ -2,8 +2,9 @@
 stored bytes, resizing, the online training augmentation, thumbnails for reports, and the image models
 (builtin:efficientnet-lite0, a torchvision architecture with a local weights file, a Hugging Face directory)
 with their processor (mean and std), loading, saving and rebuilding, as the `ImageModels` methods a task
-inherits or calls. Moved out of finetune/tasks/image-classification.py unchanged so a second task can use
-them: task modules import each other only through get_task, which dvc.yaml's static deps cannot see.
+inherits or calls, and `as_encoder` (an image classifier as the image half of a larger model). Moved out of
+finetune/tasks/image-classification.py so a second task can use them (task modules reach each other only through
+get_task, which dvc.yaml's static deps cannot see); ImageDataset now takes preprocess.augment, not the whole section.
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ time (a 2-stage Hugging Face ResNet and a 2-layer BERT): easy-VQA's splits, exam
 that train and reload, per-encoder strategies, unimodal baselines, and bad input refused with the key or file named."""
 from __future__ import annotations
 
+import json
 import random
 
 import pandas as pd
@@ -117,7 +118,7 @@ def test_each_fusion_trains_and_reloads_with_identical_predictions(project, fusi
     model = TASK.load_trained("models/model", False)
     assert type(model).__name__ == "ImageTextClassifier" and model.gated == (fusion == "gated")
     test = pd.read_parquet("data/prepared/test.parquet")
-    layout = __import__("json").loads((root / "data/prepared/label_map.json").read_text())
+    layout = json.loads((root / "data/prepared/label_map.json").read_text())
     processor = TASK.load_processor("models/model", False)
     first = TASK.predict_proba(model, processor, test, layout, 4)
     again = TASK.predict_proba(TASK.load_trained("models/model", False), processor, test, layout, 7)
