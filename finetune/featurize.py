@@ -3,31 +3,44 @@ model; ensemble members, search trials and compress teachers rebuild their own f
 prepared rows (their model or preprocess settings may differ)."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
+from finetune import heads
 from finetune.params import Params
 from finetune.tasks import get_task
 
 
-def featurize(params: Params, parts: dict[str, pd.DataFrame], labels: list[str]) -> tuple[dict[str, pd.DataFrame], dict]:
-    """(tables, label map). parts hold id, input, label (a name) and origin; the tables get the task's
-    features, `augmented`, and label as an index into `labels`."""
+def featurize(params: Params, parts: dict[str, pd.DataFrame], labels: list[str] | dict[str, list[str]]) -> tuple[dict[str, pd.DataFrame], dict]:
+    """(tables, label map). parts hold id, input, label (a name; several tasks: a JSON object, finetune/heads.py) and origin;
+    the tables get the task's features, `augmented`, and label as an index into `labels` (several: a list, one per task)."""
     kept = ["id", "input", "label", "origin"]
     tables, layout = get_task(params.task).featurize({name: part[[c for c in kept if c in part]] for name, part in parts.items()}, params)
+    if isinstance(labels, dict):
+        return ({name: table.assign(label=heads.indices(heads.decode(table["label"]), labels)) for name, table in tables.items()},
+                {**heads.label_map(labels), **layout})
     index = {label: i for i, label in enumerate(labels)}
     return {name: table.assign(label=table["label"].map(index).to_numpy()) for name, table in tables.items()}, {"labels": labels, **layout}
 
 
-def refeaturized(params: Params, prepared: dict[str, pd.DataFrame], labels: list[str]) -> tuple[dict[str, pd.DataFrame], dict]:
+def _names(values: pd.Series, labels: list[str] | dict[str, list[str]]) -> list:
+    """Prepared label indices back to what ingest stored (a name, or one JSON object of several)."""
+    if isinstance(labels, dict):
+        return [json.dumps({task: None if i == heads.IGNORE else labels[task][i] for task, i in zip(labels, row)}) for row in values]
+    return [labels[i] for i in values]
+
+
+def refeaturized(params: Params, prepared: dict[str, pd.DataFrame], labels: list[str] | dict[str, list[str]]) -> tuple[dict[str, pd.DataFrame], dict]:
     """(tables, label map): the prepared rows featurized with `params`' model and preprocess settings;
     augmented copies are dropped and rebuilt by the task from the originals."""
     originals = {split: frame.loc[~frame["augmented"], [c for c in ("id", "input", "label", "origin") if c in frame]]
-                 .assign(label=lambda f: [labels[i] for i in f["label"]])
+                 .assign(label=lambda f: _names(f["label"], labels))
                  for split, frame in prepared.items()}
     return featurize(params, originals, labels)
 
 
-def member_tables(params: Params, name: str, prepared: dict[str, pd.DataFrame], labels: list[str]) -> tuple[Params, dict, dict]:
+def member_tables(params: Params, name: str, prepared: dict[str, pd.DataFrame], labels: list[str] | dict[str, list[str]]) -> tuple[Params, dict, dict]:
     """(the member's params, its own featurized splits, its label map)."""
     member_params = params.for_member(name)
     return member_params, *refeaturized(member_params, prepared, labels)

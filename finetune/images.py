@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from finetune.errors import UserError
+from finetune.heads import target
 from finetune.params import Section
 from finetune.paths import RAW_DATA, outside
 
@@ -465,7 +466,7 @@ class ImageDataset:
 
     def __getitem__(self, index: int) -> dict:
         image = self._uint8(index, self.epoch).float().div(255)
-        return {"pixel_values": (image - self.mean) / self.std, "labels": int(self.labels[index])}
+        return {"pixel_values": (image - self.mean) / self.std, "labels": target(self.labels[index])}
 
 
 def _transforms(augment: ImageAugment, size: int):

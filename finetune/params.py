@@ -47,6 +47,13 @@ class Splits(Section):
 
 
 SplitName = Literal["train", "val", "test"]
+HEAD_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a task of data.label_columns: it names metrics (<task>.f1_macro) and report files
+
+
+def label_columns(data) -> dict[str, str]:
+    """{task: column} of data.label_columns; {} = one label (data.label_column). finetune/heads.py: the multi-task rest."""
+    columns = getattr(data, "label_columns", None) or {}
+    return dict(columns) if isinstance(columns, dict) else {column: column for column in columns}
 
 
 class Data(Section):
@@ -57,6 +64,9 @@ class Data(Section):
 
     source: str
     label_column: str = "label"
+    # several labels per row (multi-task, finetune/heads.py): {task: column} or a list of columns (each its task's name);
+    # replaces label_column. null = one label
+    label_columns: list[str] | dict[str, str] | None = None
     split_column: str | None = None  # optional column of train/val/test to use instead of a random split
     keep_labels: list[str] | None = None  # None keeps every label
     confidence_column: str | None = None
@@ -87,6 +97,24 @@ class Data(Section):
         return self
 
     @model_validator(mode="after")
+    def _tasks_once(self):
+        if self.label_columns is None:
+            return self
+        tasks = list(self.label_columns) if isinstance(self.label_columns, dict) else self.label_columns
+        columns = list(self.label_columns.values()) if isinstance(self.label_columns, dict) else self.label_columns
+        twice = sorted({column for column in columns if columns.count(column) > 1})
+        if twice:
+            raise ValueError(f"label_columns lists column(s) {twice} twice; each task reads its own column")
+        if len(tasks) < 2:
+            raise ValueError(f"label_columns {self.label_columns}: name two tasks or more (one label: label_column)")
+        bad = [task for task in tasks if not HEAD_NAME.fullmatch(task)]
+        if bad:
+            raise ValueError(f"label_columns: task name(s) {bad} must be letters, digits, _ or - (they name metrics: <task>.f1_macro)")
+        if self.keep_labels is not None:
+            raise ValueError("keep_labels filters one label; with label_columns (several) it is not supported yet: filter the table")
+        return self
+
+    @model_validator(mode="after")
     def _confidence_pair(self):
         if self.min_confidence is not None and self.confidence_column is None and not self.source.startswith("builtin:"):
             raise ValueError("min_confidence needs confidence_column (the column holding each row's confidence)")
@@ -100,7 +128,7 @@ class Data(Section):
 
 
 class EarlyStopping(Section):
-    metric: Literal["f1_macro", "accuracy", "loss"] = "f1_macro"
+    metric: str = "f1_macro"  # a val metric of the task (checked by Params), or with label_columns <task>.f1_macro / <task>.accuracy
     patience: int = Field(2, ge=0, le=10_000)  # evaluations without improvement before stopping; 0 = never stop early
 
 
@@ -158,6 +186,9 @@ class Train(Section):
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
     batchnorm: Literal["train", "freeze"] = "train"  # BatchNorm of TRAINED blocks: update running stats | keep them (frozen blocks always keep them)
+    # multi-task (data.label_columns): {task: weight} of each head's loss (unnamed tasks: 1) | uncertainty (learned, Kendall
+    # et al. 2018: finetune/heads.py); null = 1 each
+    task_weights: dict[str, Annotated[float, Field(gt=0, le=1e6)]] | Literal["uncertainty"] | None = None
 
     @model_validator(mode="after")
     def _model_fits_the_task(self, info: ValidationInfo):
@@ -350,7 +381,7 @@ class Search(Section):
         if self.metric.lower().startswith("test"):
             raise ValueError(f"metric {self.metric!r} is computed on test; a search selects on validation only "
                              f"({', '.join(SEARCH_METRICS)}), the test split stays for the final, honest score")
-        if self.val_metric not in SEARCH_METRICS:
+        if self.val_metric.rpartition(".")[2] not in SEARCH_METRICS:  # <task>.f1_macro: checked against the tasks by Params
             raise ValueError(f"metric {self.metric!r} is not a validation metric; expected one of {SEARCH_METRICS}")
         return self
 
@@ -443,9 +474,20 @@ class Params(Section):
         from finetune.tasks import get_task
 
         scored = get_task(self.task).val_metrics
+        tasks = list(label_columns(self.data))
+        if tasks and "f1_macro" not in scored:
+            raise ValueError(f"data.label_columns: the {self.task} task has no labels to predict")
+        per_head = [f"{task}.{metric}" for task in tasks for metric in scored if metric != "loss"]
         for key, metric in (("train.early_stopping.metric", self.train.early_stopping.metric), ("search.metric", self.search.val_metric)):
-            if metric not in scored:
-                raise ValueError(f"{key} {metric!r}: the {self.task} task scores {list(scored)} on val")
+            if metric not in (*scored, *per_head):
+                heads = f" or one head's ({', '.join(per_head)})" if per_head else ""
+                raise ValueError(f"{key} {metric!r}: the {self.task} task scores {list(scored)} on val{heads}")
+        weights = self.train.task_weights
+        if weights is not None and not tasks:
+            raise ValueError(f"train.task_weights {_short(weights)}: weights of several tasks' losses need data.label_columns")
+        unknown = sorted(set(weights) - set(tasks)) if isinstance(weights, dict) else []
+        if unknown:
+            raise ValueError(f"train.task_weights: {unknown} not among the tasks of data.label_columns ({tasks})")
         return self
 
     @model_validator(mode="after")

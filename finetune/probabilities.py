@@ -11,6 +11,7 @@ import pandas as pd
 
 from finetune import paths
 from finetune.errors import UserError
+from finetune.heads import IGNORE, Heads
 from finetune.io import write_table
 from finetune.params import PRIMARY
 
@@ -29,6 +30,21 @@ class MemberProbabilities:
     name: str
     classes: list[str]
     splits: dict[str, Split]
+
+
+def save_heads(path: Path, label_map: dict, splits: dict[str, Split]) -> None:
+    """save() for a model of label_map: one file, or with several tasks (finetune/heads.py) one per head, in
+    path's folder/<task>/, each holding only the rows that have that head's label."""
+    heads = Heads.of(label_map)
+    if not heads.multi:
+        return save(path, label_map["labels"], splits)
+    for i, task in enumerate(heads.tasks):
+        per_head = {}
+        for name, part in splits.items():
+            labels = np.array(part.labels.tolist()).reshape(len(part.ids), len(heads.tasks))
+            known = labels[:, i] != IGNORE
+            per_head[name] = Split(part.ids[known], labels[known, i], heads.columns(part.probs)[task][known])
+        save(path.parent / task / path.name, heads.tasks[task], per_head)
 
 
 def save(path: Path, classes: list[str], splits: dict[str, Split]) -> None:
@@ -57,14 +73,16 @@ def load(path: Path, member: str) -> MemberProbabilities:
     return MemberProbabilities(member, [c.removeprefix("prob_") for c in prob_columns], splits)
 
 
-def member_file(name: str) -> Path:
-    """Where member `name`'s probabilities are: the evaluate stage's for the primary model, else its member stage's."""
-    return paths.PRIMARY_PROBABILITIES if name == PRIMARY else paths.MEMBER_REPORTS / name / "probabilities.parquet"
+def member_file(name: str, head: str | None = None) -> Path:
+    """Where member `name`'s probabilities are: the evaluate stage's for the primary model, else its member stage's;
+    with several tasks, those of one head (save_heads)."""
+    path = paths.PRIMARY_PROBABILITIES if name == PRIMARY else paths.MEMBER_REPORTS / name / "probabilities.parquet"
+    return path if head is None else path.parent / head / path.name
 
 
-def load_members(names: list[str]) -> list[MemberProbabilities]:
-    """Every member's probabilities, checked to cover the same rows with the same label map."""
-    members = [load(member_file(name), name) for name in names]
+def load_members(names: list[str], head: str | None = None) -> list[MemberProbabilities]:
+    """Every member's probabilities (of one head, with several tasks), checked to cover the same rows with the same label map."""
+    members = [load(member_file(name, head), name) for name in names]
     first = members[0]
     for member in members[1:]:
         if member.classes != first.classes:

@@ -47,6 +47,7 @@ from transformers import TrainerCallback
 from finetune import paths
 from finetune.distributed import launches
 from finetune.errors import UserError
+from finetune.heads import names
 from finetune.io import atomic_path, read_json, write_json
 from finetune.params import Params, Search, masked_url
 from finetune.tasks import get_task
@@ -265,7 +266,7 @@ def run_trial(params: Params, number: int) -> dict:
         raise UserError(f"{paths.PREPARED} is missing: run `dvc repro preprocess` before searching")
     prepared = {split: pd.read_parquet(paths.PREPARED / f"{split}.parquet") for split in ("train", "val")}
     shared = get_task(params.task).shared_features(trial_params, prepared)
-    tables, label_map = shared if shared is not None else refeaturized(trial_params, prepared, read_json(paths.LABEL_MAP)["labels"])
+    tables, label_map = shared if shared is not None else refeaturized(trial_params, prepared, names(read_json(paths.LABEL_MAP)))
     run_name = f"search {search.study} trial {frozen.user_attrs.get('retry_of', number)}"  # a requeued trial resumes its checkpoint
     # a trial trained by torchrun's processes is out of this process's reach (run_search refused pruning for it)
     reporting = () if launches(trial_params.train) else (ReportToPruner(trial, search.val_metric, search.pruner.warmup_evaluations),)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from finetune.errors import UserError
-from finetune.params import Data
+from finetune.heads import encode
+from finetune.params import Data, label_columns
 from finetune.tables import LINE, ROW, BadRow, read_table
 
 INPUT, LABEL, CONFIDENCE, SPLIT, ORIGIN = "input", "label", "confidence", "split", "origin"
@@ -33,19 +34,38 @@ def package_dir(package: str) -> Path:
 
 
 def read_user_table(data: Data, input_column: str, input_key: str, also: dict[str, str] | None = None) -> Source:
-    """data.source's rows with the standard columns: input (the column data.<input_key> names), label,
-    confidence and split when configured, source_row, source_line, origin ("row N"); and the columns `also` names
-    ({param key: column}, e.g. a second input) under their own names."""
-    columns = {input_key: input_column, **(also or {}), "label_column": data.label_column}
-    renames = {input_column: INPUT, data.label_column: LABEL}
+    """data.source's rows with the standard columns: input (the column data.<input_key> names), label (with
+    data.label_columns: every task's label in one JSON object, finetune/heads.py), confidence and split when configured,
+    source_row, source_line, origin ("row N"); and the columns `also` names ({param key: column}, e.g. a second input)
+    under their own names."""
+    tasks = label_columns(data)
+    labels = {f"label_columns.{task}": column for task, column in tasks.items()} or {"label_column": data.label_column}
+    columns = {input_key: input_column, **(also or {}), **labels}
+    renames = {input_column: INPUT} | ({} if tasks else {data.label_column: LABEL})
     for key, standard in (("confidence_column", CONFIDENCE), ("split_column", SPLIT)):
         if getattr(data, key):
             columns[key] = getattr(data, key)
             renames[getattr(data, key)] = standard
     frame, bad = read_table(Path(data.source), columns)
+    if tasks:  # the task columns become one JSON label (a task column may itself be called "label")
+        labels = encode(frame, tasks)
+        frame = frame.drop(columns=[c for c in tasks.values() if c not in (input_column, *(also or {}).values())]).assign(**{LABEL: labels})
     frame = frame.rename(columns=renames)
     frame[ORIGIN] = "row " + frame[ROW].astype(str)
     return Source(frame, bad, data.source)
+
+
+def chosen_labels(frame: pd.DataFrame, data: Data, origin: str) -> pd.DataFrame:
+    """A builtin with several label columns: `label` from the one data.label_column names, or (data.label_columns) all
+    of the named ones as one JSON label (finetune/heads.py); the label columns themselves are dropped."""
+    available = [c for c in frame.columns if c not in (INPUT, SPLIT, ORIGIN, ROW, LINE)]
+    tasks = label_columns(data) or {LABEL: data.label_column}
+    missing = sorted(set(tasks.values()) - set(available))
+    if missing:
+        raise UserError(f"{origin} has no label column(s) {missing}; its label columns are {available}: name one in data.label_column "
+                        "or several in data.label_columns")
+    labels = encode(frame, tasks) if label_columns(data) else frame[data.label_column]
+    return frame.drop(columns=available).assign(**{LABEL: labels})
 
 
 def numbered(frame: pd.DataFrame, origin: str) -> pd.DataFrame:

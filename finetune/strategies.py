@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import types
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from transformers import Trainer, TrainerCallback
 
 from finetune import anatomy
 from finetune.errors import UserError
+from finetune.head_loss import UNCERTAINTY_LR
 from finetune.params import Train
 
 ADAPTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)  # layer types peft's LoRA can wrap
@@ -193,9 +195,10 @@ class StrategyTrainer(Trainer):
     Every parameter is in the optimizer (frozen ones get no gradient, so AdamW and SGD skip them and
     they stay bit-identical); that is what lets gradual unfreezing switch groups on mid-run."""
 
-    def __init__(self, *args, train_params: Train, fused_optimizer: bool = False, batch_augmenter=None, **kwargs):
+    def __init__(self, *args, train_params: Train, fused_optimizer: bool = False, batch_augmenter=None, head_loss=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.train_params, self.batch_augmenter = train_params, batch_augmenter
+        self.head_loss = head_loss  # several tasks (finetune/head_loss.py): their combined loss, maybe with learned weights
         self.fused = {"fused": True} if fused_optimizer else {}  # CUDA only (finetune.training.speed_settings)
         self.small_batches = 0
         self.norms = [m for m in self.model.modules() if isinstance(m, _BatchNorm)]
@@ -240,6 +243,8 @@ class StrategyTrainer(Trainer):
                 for name, params in groups.items() for with_decay in (True, False)
                 if (chosen := [p for n, p in params if (n in decay) == with_decay])
             ]
+            if self.head_loss is not None and self.head_loss.uncertainty:
+                param_groups.append({"params": [self.head_loss.log_variance], "lr": UNCERTAINTY_LR, "weight_decay": 0.0, "group": "task_weights"})
             if train.optimizer == "sgd":
                 self.optimizer = torch.optim.SGD(param_groups, lr=train.learning_rate, momentum=train.momentum, **self.fused)
             else:
@@ -248,10 +253,25 @@ class StrategyTrainer(Trainer):
                                                    **self.fused)
         return self.optimizer
 
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.head_loss is not None and self.args.should_save:
+            self.head_loss.save(Path(output_dir))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.head_loss is not None and self.head_loss.uncertainty:
+            self.head_loss.load(Path(checkpoint))
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.batch_augmenter is not None and model.training:
             inputs = self.batch_augmenter(inputs)
-        if inputs["labels"].is_floating_point():  # class probabilities (MixUp/CutMix): soft cross-entropy
+        if self.head_loss is not None:  # several tasks: the heads' masked losses, combined
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = self.head_loss(outputs.logits, labels)
+            result = (loss, outputs) if return_outputs else loss
+        elif inputs["labels"].is_floating_point():  # class probabilities (MixUp/CutMix): soft cross-entropy
             labels = inputs.pop("labels")
             outputs = model(**inputs)
             loss = F.cross_entropy(outputs.logits.float(), labels, label_smoothing=self.train_params.label_smoothing)

@@ -30,6 +30,8 @@ from transformers.utils import is_torch_tf32_available
 
 from finetune import distributed, metrics, paths
 from finetune.errors import UserError
+from finetune.head_loss import HeadLoss
+from finetune.heads import Heads, head_metrics
 from finetune.io import atomic_path, write_json
 from finetune.params import Params, Speed
 from finetune.strategies import GradualUnfreeze, StrategyTrainer, apply_strategy, describe
@@ -87,7 +89,7 @@ class LiveLogger(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         self.live.step = state.global_step
         for key, value in (logs or {}).items():
-            if key.removeprefix("eval_") in ("loss", "grad_norm", "learning_rate", "accuracy", "f1_macro"):
+            if key.removeprefix("eval_").rpartition(".")[2] in ("loss", "grad_norm", "learning_rate", "accuracy", "f1_macro"):  # shape.accuracy too
                 name = key.replace("eval_", "eval/") if key.startswith("eval_") else f"train/{key}"
                 self.live.log_metric(name, value)
         self.live.make_summary()
@@ -114,9 +116,16 @@ def _trim_live_history(live_dir: Path, last_step: int) -> None:
             csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
 
 
-def _compute_metrics(prediction) -> dict[str, float]:
-    scores = metrics.headline(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
+def _scores(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    scores = metrics.headline(actual, predicted)
     return {name: scores[name] for name in ("accuracy", "f1_macro")}
+
+
+def _metrics_of(heads: Heads):
+    """The Trainer's compute_metrics: accuracy and macro F1 (several tasks: each head's, and their means)."""
+    if heads.multi:
+        return lambda prediction: head_metrics(heads, prediction.predictions, prediction.label_ids, _scores)
+    return lambda prediction: _scores(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
 
 
 def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_dir: Path, live_dir: Path, run_name: str,
@@ -194,6 +203,11 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         # loss and gradients came out doubled with 2 processes
         **({"ddp_backend": "nccl" if device == "cuda" else "gloo", "average_tokens_across_devices": False} if distributed.in_rank() else {}),
     )
+    heads = Heads.of(label_map)
+    head_loss = HeadLoss(heads, train.task_weights or {}, train.label_smoothing).to(args.device) if heads.multi else None
+    augmenter = task.batch_augmenter(params.preprocess, len(label_map.get("labels", [])))
+    if head_loss is not None and augmenter is not None:
+        raise UserError("preprocess.augment mixup/cutmix mix the labels of one task; with data.label_columns (several) set them to 0")
     train_set = task.dataset(splits["train"], label_map, processor, params.preprocess, seed=train.seed)
     callbacks = [EpochClock(train_set)]
     if writer:
@@ -214,11 +228,12 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         data_collator=task.collator(processor),
         processing_class=processor,
         # a task scoring only loss on val (a causal LM) gets none: the Trainer then keeps no predictions (blocks x vocab)
-        compute_metrics=_compute_metrics if set(task.val_metrics) - {"loss"} else None,
+        compute_metrics=_metrics_of(heads) if set(task.val_metrics) - {"loss"} else None,
         callbacks=callbacks,
         train_params=train,
         fused_optimizer=speed["fused_optimizer"],
-        batch_augmenter=task.batch_augmenter(params.preprocess, len(label_map.get("labels", []))),
+        batch_augmenter=augmenter,
+        head_loss=head_loss,
     )
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if writer:
@@ -255,7 +270,9 @@ def fit(params: Params, splits: dict[str, pd.DataFrame], label_map: dict, model_
         "stopped_early": trainer.state.global_step < trainer.state.max_steps,
         "train_samples_per_second": round(result.metrics["train_samples_per_second"], 2),
         "train_runtime_s": round(result.metrics["train_runtime"], 1),
-        "val": {name.removeprefix("eval_"): value for name, value in best.items() if name in ("eval_loss", "eval_accuracy", "eval_f1_macro")},
+        "val": {name.removeprefix("eval_"): value for name, value in best.items()
+                if name.rpartition(".")[2] in ("eval_loss", "eval_accuracy", "eval_f1_macro", "accuracy", "f1_macro")},
+        **({"task_weights": head_loss.learned(heads.tasks) or dict(zip(heads.tasks, head_loss.weights.tolist()))} if heads.multi else {}),
         "parameters": parameters,
         # the learning rate is used as set whatever the global batch: scaling it with the processes is left to the user
         "parallel": {"processes": args.world_size, "backend": torch.distributed.get_backend() if distributed.in_rank() else None,

@@ -41,6 +41,7 @@ from torch import nn
 from finetune import compressors, distill, metrics, onnx_export, paths, plots, probabilities, uncertainty
 from finetune.cli import main
 from finetune.errors import Unsupported, UserError
+from finetune.heads import Heads
 from finetune.featurize import member_tables
 from finetune.io import read_json, write_json, write_outputs, write_table
 from finetune.params import PRIMARY, Params
@@ -196,7 +197,10 @@ def run(params: Params) -> dict:
     config = params.compress
     device, bf16 = resolve_device(params.train.device)  # a CUDA request without a GPU fails here, before any work
     task = get_task(params.task)
-    labels = read_json(paths.LABEL_MAP)["labels"]
+    label_map = read_json(paths.LABEL_MAP)
+    if Heads.of(label_map).multi:
+        return _unavailable("multi-task models (data.label_columns) are not compressed yet")
+    labels = label_map["labels"]
     teacher_name, candidates = choose_teacher(params)
     teacher_dir, teacher_params, tables, layout = teacher_data(params, teacher_name, labels)
     trust = teacher_params.train.trust_remote_code

@@ -17,6 +17,9 @@ compared with each member on the same test rows (`vs_members`: paired bootstrap,
 Writes reports/ensemble.json (metrics of every member and method, the fitted weights and
 temperatures) and reports/ensemble/: predictions.csv, changes.csv (test rows where the ensemble
 fixed or broke a member's prediction), confusion.png, stacker.json.
+Several tasks (data.label_columns, finetune/heads.py): every member's probabilities of each head are ensembled on their
+own (the rows that have that head's label), each head's files in reports/ensemble/<task>/, its metrics under `tasks` in
+ensemble.json beside the means over the heads (`accuracy`, `f1_macro`).
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ import pandas as pd
 
 from finetune import ensemble, metrics, paths, uncertainty
 from finetune.cli import main
-from finetune.io import write_json, write_outputs, write_table
+from finetune.heads import Heads
+from finetune.io import read_json, write_json, write_outputs, write_table
 from finetune.params import Params
 from finetune.plots import confusion_png
 from finetune.probabilities import SPLITS, MemberProbabilities, load_members
@@ -76,11 +80,8 @@ def _changes(members, chosen: np.ndarray, shown: pd.Series, column: str) -> pd.D
     return changes.assign(**{column: changes["id"].map(shown)})
 
 
-def run(params: Params) -> dict:
-    if verb := get_task(params.task).own_verb("ensemble"):  # a task whose ensemble is another verb (a causal LM's)
-        return verb(params)
-    task = get_task(params.task)
-    members = load_members(params.ensemble.names())
+def _ensemble(params: Params, members: list[MemberProbabilities], test: pd.DataFrame, shown: pd.Series, column: str) -> tuple[dict, dict]:
+    """(metrics, {file name: table or json}) of the ensemble of these members (of one head)."""
     combined, fitted = combine(params, members)
     classes, y = members[0].classes, {split: members[0].splits[split].labels for split in SPLITS}
     scores = {
@@ -111,8 +112,6 @@ def run(params: Params) -> dict:
         **{key: fitted[key] for key in ("temperatures", "weights", "weights_source")},
     }
 
-    test = pd.read_parquet(paths.PREPARED / "test.parquet")
-    shown = task.display(test).set_axis(test["id"])
     names = np.array(classes)
     rows = pd.DataFrame({"id": members[0].splits["test"].ids, "actual": names[y["test"]], "predicted": names[predicted],
                          "confidence": chosen.max(axis=1)})
@@ -120,19 +119,54 @@ def run(params: Params) -> dict:
         rows[f"{member.name}_predicted"] = names[member.splits["test"].probs.argmax(axis=1)]
     for i, label in enumerate(classes):
         rows[f"prob_{label}"] = chosen[:, i]
-    changes = _changes(members, predicted, shown, task.display_name)
+    changes = _changes(members, predicted, shown, column)
     result["changes"] = {m.name: {effect: int(((changes["member"] == m.name) & (changes["effect"] == effect)).sum())
                                   for effect in ("fixed", "broke")} for m in members}
+    return result, {"predictions": rows, "changes": changes, "stacker": fitted["stacker"], "classes": classes}
+
+
+def _write(folder, result: dict, files: dict) -> None:
+    folder.mkdir()
+    write_table(folder / "predictions.csv", files["predictions"])
+    write_table(folder / "changes.csv", files["changes"])
+    write_json(folder / "stacker.json", files["stacker"])
+    rows = files["predictions"]
+    confusion_png(folder / "confusion.png", rows["actual"], rows["predicted"], files["classes"], f"Ensemble ({result['method']}) test confusion matrix")
+
+
+def _line(result: dict) -> str:
+    best, best_test = result["best_member_on_val"], result["best_member_on_test"]
+    return (f"test accuracy {result['accuracy']:.4f}, macro F1 {result['f1_macro']:.4f}; best member on val {best['name']}: "
+            f"{best['f1_macro']:.4f} (ensemble vs it: {uncertainty.describe(result['vs_members'][best['name']])}), on test "
+            f"{best_test['name']}: {best_test['f1_macro']:.4f}")
+
+
+def run(params: Params) -> dict:
+    if verb := get_task(params.task).own_verb("ensemble"):  # a task whose ensemble is another verb (a causal LM's)
+        return verb(params)
+    task = get_task(params.task)
+    test = pd.read_parquet(paths.PREPARED / "test.parquet")
+    shown = task.display(test).set_axis(test["id"])
+    heads = Heads.of(read_json(paths.LABEL_MAP))
+    if not heads.multi:
+        result, files = _ensemble(params, load_members(params.ensemble.names()), test, shown, task.display_name)
+        with write_outputs(paths.ENSEMBLE, paths.ENSEMBLE_METRICS) as (folder, metrics_file):
+            _write(folder, result, files)
+            write_json(metrics_file, result)
+        print(f"ensemble ({result['method']}): {_line(result)}")
+        return result
+    # several tasks: each head's members (their probabilities of that head, on the rows that have its label) ensembled alone
+    per_head = {head: _ensemble(params, load_members(params.ensemble.names(), head), test, shown, task.display_name) for head in heads.tasks}
+    result = {"accuracy": float(np.mean([r["accuracy"] for r, _ in per_head.values()])),
+              "f1_macro": float(np.mean([r["f1_macro"] for r, _ in per_head.values()])),
+              "tasks": {head: r for head, (r, _) in per_head.items()}}
     with write_outputs(paths.ENSEMBLE, paths.ENSEMBLE_METRICS) as (folder, metrics_file):
         folder.mkdir()
-        write_table(folder / "predictions.csv", rows)
-        write_table(folder / "changes.csv", changes)
-        write_json(folder / "stacker.json", fitted["stacker"])
-        confusion_png(folder / "confusion.png", rows["actual"], rows["predicted"], classes, f"Ensemble ({method}) test confusion matrix")
+        for head, (r, files) in per_head.items():
+            _write(folder / head, r, files)
         write_json(metrics_file, result)
-    print(f"ensemble ({method}): test accuracy {result['accuracy']:.4f}, macro F1 {result['f1_macro']:.4f}; best member "
-          f"on val {best}: {result['best_member_on_val']['f1_macro']:.4f} (ensemble vs it: {uncertainty.describe(result['vs_members'][best])}), "
-          f"on test {best_test}: {result['best_member_on_test']['f1_macro']:.4f}")
+    for head, (r, _) in per_head.items():
+        print(f"ensemble {head} ({r['method']}): {_line(r)}")
     return result
 
 

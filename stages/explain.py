@@ -18,6 +18,7 @@ import pandas as pd
 from finetune import attribution, paths
 from finetune.cli import main
 from finetune.errors import UserError
+from finetune.heads import Heads
 from finetune.io import read_json, write_json, write_outputs
 from finetune.params import Params
 from finetune.tasks import get_task
@@ -45,10 +46,12 @@ def run(params: Params) -> dict:
     if verb := get_task(params.task).own_verb("explain"):  # a task whose explain is another verb (a causal LM's)
         return verb(params)
     task = get_task(params.task)
-    if task.explainer is None:
-        result, saved = {"model": str(paths.MODEL), "unavailable": f"the {params.task} task has no explainer yet"}, {"examples": []}
+    label_map = read_json(paths.MODEL / "label_map.json")
+    missing = (f"the {params.task} task has no explainer yet" if task.explainer is None else
+               "multi-task models (data.label_columns) are not explained yet" if Heads.of(label_map).multi else None)
+    if missing:
+        result, saved = {"model": str(paths.MODEL), "unavailable": missing}, {"examples": []}
     else:
-        label_map = read_json(paths.MODEL / "label_map.json")
         model = task.load_trained(str(paths.MODEL), params.train.trust_remote_code).eval()
         processor = task.load_processor(str(paths.MODEL), params.train.trust_remote_code)
         test = pd.read_parquet(paths.PREPARED / "test.parquet")

@@ -14,11 +14,11 @@ from collections import Counter
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from finetune import paths
+from finetune import heads, paths
 from finetune.cli import main
 from finetune.errors import UserError
 from finetune.io import write_json, write_outputs, write_table
-from finetune.params import Params
+from finetune.params import Params, label_columns
 from finetune.sources import CONFIDENCE, INPUT, LABEL, ORIGIN, SPLIT
 from finetune.tables import LINE, ROW, BadRow
 from finetune.tasks import get_task
@@ -34,9 +34,10 @@ def _refuse(frame: pd.DataFrame, problems: pd.Series, shown: pd.Series, bad: lis
     return frame[~refused]
 
 
-def _subsample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
-    counts = frame[LABEL].value_counts()
-    stratify = frame[LABEL] if counts.min() >= 2 else None  # a singleton class cannot be stratified
+def _subsample(frame: pd.DataFrame, max_rows: int, seed: int, multi: bool) -> pd.DataFrame:
+    strata = heads.first_label(frame[LABEL]) if multi else frame[LABEL]
+    counts = strata.value_counts()
+    stratify = strata if counts.min() >= 2 else None  # a singleton class cannot be stratified
     try:
         kept, _ = train_test_split(frame, train_size=max_rows, stratify=stratify, random_state=seed)
     except ValueError as error:  # e.g. fewer rows to keep than labels: a stratified sample cannot hold them all
@@ -50,7 +51,7 @@ def _limit(frame: pd.DataFrame, data, origin: str, dropped: Counter) -> pd.DataF
     if isinstance(data.max_rows, int):
         if len(frame) > data.max_rows:
             dropped[f"not sampled (max_rows={data.max_rows})"] = len(frame) - data.max_rows
-            frame = _subsample(frame, data.max_rows, data.seed)
+            frame = _subsample(frame, data.max_rows, data.seed, bool(label_columns(data)))
         return frame
     if SPLIT not in frame:
         raise UserError(f"data.max_rows {data.max_rows} caps each split, but {origin} comes without one; set data.split_column, "
@@ -60,7 +61,7 @@ def _limit(frame: pd.DataFrame, data, origin: str, dropped: Counter) -> pd.DataF
         cap = data.max_rows.get(name)
         if cap is not None and len(part) > cap:
             dropped[f"not sampled ({name} max_rows={cap})"] = len(part) - cap
-            part = _subsample(part, cap, data.seed)
+            part = _subsample(part, cap, data.seed, bool(label_columns(data)))
         parts.append(part)
     return pd.concat(parts)
 
@@ -72,8 +73,12 @@ def run(params: Params) -> dict:
     rows_read = len(frame) + len(bad)
     frame = frame.reset_index(drop=True)
     shown = task.display(frame)
-    empty = frame[LABEL].isna() | (frame[LABEL].astype(str).str.strip() == "")
-    frame = _refuse(frame, empty.map({True: "empty label", False: ""}), shown, bad)
+    tasks = label_columns(data)
+    if tasks:  # several labels: a row without any is unusable, one missing only some still trains the others
+        empty = pd.Series([not any(row.values()) for row in heads.decode(frame[LABEL])], index=frame.index, dtype=bool)
+    else:
+        empty = frame[LABEL].isna() | (frame[LABEL].astype(str).str.strip() == "")
+    frame = _refuse(frame, empty.map({True: "empty label" + ("s" if tasks else ""), False: ""}), shown, bad)
     frame[LABEL] = frame[LABEL].astype(str).str.strip()
     if SPLIT in frame:
         wrong = ~frame[SPLIT].isin(SPLIT_NAMES)
@@ -105,6 +110,8 @@ def run(params: Params) -> dict:
         frame = _limit(frame, data, source.origin, dropped)
     if frame.empty:
         raise UserError(f"{source.origin}: no rows left after filtering ({dict(dropped)})")
+    if tasks:
+        heads.check_every_task_labelled(frame[LABEL], tasks, source.origin)
 
     columns = [INPUT, LABEL, *([SPLIT] if SPLIT in frame else []), ROW, LINE, ORIGIN]
     quarantine = pd.DataFrame([b.as_dict() for b in sorted(bad, key=lambda b: b.row)], columns=[ROW, LINE, "problem", "content"])
@@ -114,7 +121,7 @@ def run(params: Params) -> dict:
         "rows_kept": len(frame),
         "dropped": {reason: n for reason, n in dropped.items() if n},
         **({"ignored": source.ignored} if source.ignored else {}),
-        "labels": frame[LABEL].value_counts().sort_index().to_dict(),
+        "labels": heads.label_counts(frame[LABEL]) if tasks else frame[LABEL].value_counts().sort_index().to_dict(),
     }
     with write_outputs(paths.INGESTED, paths.QUARANTINE / "ingest.csv", paths.INGEST_SUMMARY) as (ingested, quarantined, report):
         write_table(ingested, frame[columns].reset_index(drop=True))

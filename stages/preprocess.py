@@ -20,12 +20,12 @@ from collections import Counter
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from finetune import paths
+from finetune import heads, paths
 from finetune.cli import main
 from finetune.errors import UserError
 from finetune.featurize import featurize
 from finetune.io import write_json, write_outputs, write_table
-from finetune.params import Params
+from finetune.params import Params, label_columns
 from finetune.sources import INPUT, LABEL, SPLIT
 from finetune.tables import LINE, ROW
 from finetune.tasks import get_task
@@ -61,43 +61,60 @@ def _clean(frame: pd.DataFrame, keys: pd.Series, problems: pd.Series, noun: str)
     return frame[problems == ""], dropped
 
 
-def _stratified(frame: pd.DataFrame, size: float, seed: int, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _strata(frame: pd.DataFrame, params: Params) -> pd.Series:
+    """What splits stratify on: the label, or with several the first task's."""
+    return heads.first_label(frame[LABEL]) if label_columns(params.data) else frame[LABEL]
+
+
+def _stratified(frame: pd.DataFrame, size: float, params: Params, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
-        return train_test_split(frame, test_size=size, stratify=frame[LABEL], random_state=seed)
+        return train_test_split(frame, test_size=size, stratify=_strata(frame, params), random_state=params.data.seed)
     except ValueError as error:  # e.g. a split too small to hold one row of every label
         raise UserError(f"{what} cannot split {len(frame)} rows by label: {error}") from None
 
 
 def _split(frame: pd.DataFrame, params: Params) -> dict[str, pd.DataFrame]:
-    splits, seed = params.data.splits, params.data.seed
+    splits = params.data.splits
     if SPLIT in frame:
         parts = {name: frame[frame[SPLIT] == name] for name in SPLITS}
         if parts["val"].empty and not parts["train"].empty:  # e.g. a builtin's official train/test split: val comes from train
-            parts["train"], parts["val"] = _stratified(parts["train"], splits.val / (splits.train + splits.val), seed,
+            parts["train"], parts["val"] = _stratified(parts["train"], splits.val / (splits.train + splits.val), params,
                                                        f"data.splits {splits.model_dump()} (val carved from train)")
         return parts
-    counts = frame[LABEL].value_counts()
+    counts = _strata(frame, params).value_counts()
     small = counts[counts < 3]
     if len(small):
         raise UserError(
             f"label(s) { {label: int(n) for label, n in small.items()} } have fewer than 3 rows after cleaning; a stratified train/val/test split "
             "needs at least 3 per label. Add data or leave them out with data.keep_labels"
         )
-    rest, test = _stratified(frame, splits.test, seed, f"data.splits {splits.model_dump()}")
-    train, val = _stratified(rest, splits.val / (splits.train + splits.val), seed, f"data.splits {splits.model_dump()}")
+    rest, test = _stratified(frame, splits.test, params, f"data.splits {splits.model_dump()}")
+    train, val = _stratified(rest, splits.val / (splits.train + splits.val), params, f"data.splits {splits.model_dump()}")
     return {"train": train, "val": val, "test": test}
 
 
-def _check_labels(parts: dict[str, pd.DataFrame]) -> None:
-    seen = set(parts["train"][LABEL])
-    if len(seen) < 2:
-        raise UserError(f"the train split has {len(seen)} label(s) ({sorted(seen)}); classification needs at least 2")
+def _check_labels(parts: dict[str, pd.DataFrame], tasks: dict[str, str]) -> list[str] | dict[str, list[str]]:
+    """The label order (with several tasks: {task: its labels}), once every split is fit to train and score on."""
     for name in ("val", "test"):
         if parts[name].empty:
             raise UserError(f"the {name} split is empty; check data.splits or data.split_column")
-        unseen = sorted(set(parts[name][LABEL]) - seen)
+    if not tasks:
+        return _labels_of(parts, {name: part[LABEL] for name, part in parts.items()}, "")
+    for name, part in parts.items():
+        heads.check_every_task_labelled(part[LABEL], tasks, f"the {name} split")
+    rows = {name: pd.DataFrame(heads.decode(part[LABEL]), index=part.index) for name, part in parts.items()}
+    return {task: _labels_of(parts, {name: frame[task].dropna() for name, frame in rows.items()}, f"task {task!r}: ") for task in tasks}
+
+
+def _labels_of(parts: dict[str, pd.DataFrame], labels: dict[str, pd.Series], what: str) -> list[str]:
+    seen = set(labels["train"])
+    if len(seen) < 2:
+        raise UserError(f"{what}the train split has {len(seen)} label(s) ({sorted(seen)}); classification needs at least 2")
+    for name in ("val", "test"):
+        unseen = sorted(set(labels[name]) - seen)
         if unseen:
-            raise UserError(f"label(s) {unseen} appear in the {name} split but never in train; the model cannot learn them")
+            raise UserError(f"{what}label(s) {unseen} appear in the {name} split but never in train; the model cannot learn them")
+    return _label_order(seen)
 
 
 def run(params: Params) -> dict:
@@ -111,11 +128,10 @@ def run(params: Params) -> dict:
     keys = task.duplicate_key(frame[INPUT])
     frame, dropped = _clean(frame, keys, problems, task.display_name)
     parts = _split(frame, params)
-    _check_labels(parts)
+    labels = _check_labels(parts, label_columns(params.data))
     overlap = set(keys[parts["train"].index]) & set(keys[pd.concat([parts["val"], parts["test"]]).index])
     assert not overlap, f"leakage check failed: {len(overlap)} inputs in train and val/test"
 
-    labels = _label_order(parts["train"][LABEL])
     tables, label_map = featurize(params, {name: part.reset_index(names="id") for name, part in parts.items()}, labels)
     summary = {"inputs_changed_by_normalization": changed, "dropped": dict(Counter(dropped["problem"])),
                **({"features": label_map["facts"]} if "facts" in label_map else {}), "splits": {}, "labels": labels}
@@ -124,7 +140,7 @@ def run(params: Params) -> dict:
             "rows": len(table),
             "augmented_rows": int(table["augmented"].sum()),
             **task.split_statistics(table),
-            "labels": table[LABEL].map(dict(enumerate(labels))).value_counts().reindex(labels, fill_value=0).to_dict(),
+            "labels": heads.split_counts(table[LABEL], labels),
         }
     shown = dropped[[ROW, LINE, "problem"]].assign(**{task.display_name: task.display(dropped), LABEL: dropped[LABEL]})
     with write_outputs(paths.PREPARED, paths.QUARANTINE / "preprocess.csv", paths.PREPROCESS_SUMMARY) as (folder, quarantine, report):

@@ -7,6 +7,8 @@ section is left out), append it to SECTIONS, and list the files it reads as deps
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import yaml
 
@@ -26,31 +28,42 @@ def _rendered(params: Params, ids) -> list[str]:
     return [task.render(inputs[i]) for i in ids]
 
 
+def _heads() -> list[tuple[str, dict, Path]]:
+    """(title suffix, metrics, evaluate folder) per head: one, or each task's (data.label_columns)."""
+    result = read_json(paths.METRICS)
+    if "tasks" not in result:
+        return [("", result, paths.EVALUATION)]
+    return [(f" ({task})", scores, paths.EVALUATION / task) for task, scores in result["tasks"].items()]
+
+
 def summary_section(params: Params) -> str:
-    result, train = read_json(paths.METRICS), read_json(paths.TRAIN_SUMMARY)
-    base = result["baseline"]
+    train = read_json(paths.TRAIN_SUMMARY)
 
-    def card(name, metric):
-        value, reference, verdict = result[metric], base[metric], result["vs_baseline"][metric]["verdict"]
+    def card(name, result, metric):
+        base, verdict = result["baseline"], result["vs_baseline"][metric]["verdict"]
         tone = {"better": "good", "worse": "bad"}.get(verdict, "")
-        return (f'<div class="card">{esc(name)}<b class="{tone}">{value:.3f}</b><span class="muted">{_bracket(result["ci95"][metric])}<br>'
-                f'baseline {reference:.3f}: {esc(uncertainty.describe(result["vs_baseline"], metric))}</span></div>')
+        return (f'<div class="card">{esc(name)}<b class="{tone}">{result[metric]:.3f}</b><span class="muted">{_bracket(result["ci95"][metric])}<br>'
+                f'baseline {base[metric]:.3f}: {esc(uncertainty.describe(result["vs_baseline"], metric))}</span></div>')
 
-    cards = card("Test accuracy", "accuracy") + card("Test macro F1", "f1_macro")
+    heads = _heads()
+    cards = "".join(card(f"Test accuracy{suffix}", r, "accuracy") + card(f"Test macro F1{suffix}", r, "f1_macro") for suffix, r, _ in heads)
+    baselines = "; ".join(f"{esc(r['baseline']['strategy'])}{esc(suffix)}" for suffix, r, _ in heads)
     where = f"{train['device']}{' (bf16)' if train['bf16'] else ''}"
     return (
         f'<div class="cards">{cards}</div><p>Model <code>{esc(params.train.model)}</code> fine-tuned on '
         f"<code>{esc(params.data.source)}</code> for {train['steps']} steps ({train['epochs']} epochs) on {esc(where)}; "
-        f"baseline = {esc(base['strategy'])} predicted for every test row; {result['test_rows']} test rows. {_NOISE}</p>"
+        f"baseline = {baselines} predicted for every test row; {read_json(paths.METRICS)['test_rows']} test rows. {_NOISE}</p>"
     )
 
 
 def metrics_section(params: Params) -> str:
-    result = read_json(paths.METRICS)
-    per_class = pd.DataFrame(result["per_class"]).T.reset_index(names="label")
-    per_class["support"] = per_class["support"].astype(int)
-    confusion = png_file_img(paths.EVALUATION / "confusion.png", "confusion matrix")
-    return f"<h3>Per class (test)</h3>{table(per_class)}<h3>Confusion matrix</h3>{confusion}"
+    parts = []
+    for suffix, result, folder in _heads():
+        per_class = pd.DataFrame(result["per_class"]).T.reset_index(names="label")
+        per_class["support"] = per_class["support"].astype(int)
+        confusion = png_file_img(folder / "confusion.png", f"confusion matrix{suffix}")
+        parts.append(f"<h3>Per class (test){esc(suffix)}</h3>{table(per_class)}<h3>Confusion matrix{esc(suffix)}</h3>{confusion}")
+    return "".join(parts)
 
 
 def _curve(axes, folder, names, title):
@@ -101,6 +114,12 @@ def training_section(params: Params) -> str:
     return image + table(facts) + "<h3>Layer groups: learning rate and trainable parameters</h3>" + table(groups)
 
 
+def _flat(counts: dict) -> dict[str, int]:
+    """Rows per label; several tasks' ({task: {label: rows}}) as "task: label"."""
+    return {f"{task}: {label}": n for task, labels in counts.items() for label, n in labels.items()} if any(
+        isinstance(v, dict) for v in counts.values()) else counts
+
+
 def data_section(params: Params) -> str:
     ingest, prep = read_json(paths.INGEST_SUMMARY), read_json(paths.PREPROCESS_SUMMARY)
     dropped = [("ingest", reason, n) for reason, n in ingest["dropped"].items()]
@@ -108,7 +127,7 @@ def data_section(params: Params) -> str:
     splits = pd.DataFrame(
         [
             {"split": name, **{key.removesuffix("_rows").replace("_", " "): value for key, value in s.items() if key != "labels"},
-             **{f"{label} %": round(100 * n / s["rows"], 1) for label, n in s["labels"].items()}}
+             **{f"{label} %": round(100 * n / s["rows"], 1) for label, n in _flat(s["labels"]).items()}}
             for name, s in prep["splits"].items()
         ]
     )
@@ -122,17 +141,27 @@ def data_section(params: Params) -> str:
 
 
 def errors_section(params: Params) -> str:
-    wrong = pd.read_csv(paths.EVALUATION / "misclassified.csv").head(params.report.worst_errors)
-    if wrong.empty:
-        return "<p>No test example was misclassified.</p>"
-    shown = wrong.assign(example=_rendered(params, wrong["id"]))[["example", "actual", "predicted", "confidence"]]
-    return "<p>The most confident mistakes on the test split.</p>" + table(shown, html_columns=("example",))
+    parts = []
+    for suffix, _, folder in _heads():
+        wrong = pd.read_csv(folder / "misclassified.csv").head(params.report.worst_errors)
+        if wrong.empty:
+            parts.append(f"<p>No test example was misclassified{esc(suffix)}.</p>")
+            continue
+        shown = wrong.assign(example=_rendered(params, wrong["id"]))[["example", "actual", "predicted", "confidence"]]
+        parts.append(f"<p>The most confident mistakes on the test split{esc(suffix)}.</p>" + table(shown, html_columns=("example",)))
+    return "".join(parts)
 
 
 def ensemble_section(params: Params) -> str | None:
     if not paths.ENSEMBLE_METRICS.exists():
         return None
     result = read_json(paths.ENSEMBLE_METRICS)
+    if "tasks" not in result:
+        return _ensemble_head(params, result, paths.ENSEMBLE, "")
+    return "".join(f"<h3>{esc(task)}</h3>" + _ensemble_head(params, r, paths.ENSEMBLE / task, f" ({task})") for task, r in result["tasks"].items())
+
+
+def _ensemble_head(params: Params, result: dict, folder: Path, suffix: str) -> str:
     best = result["best_member_on_val"]
     versus = result["vs_members"][best["name"]]
     tone = {"better": "good", "worse": "bad"}.get(versus["f1_macro"]["verdict"], "")
@@ -151,7 +180,7 @@ def ensemble_section(params: Params) -> str | None:
     rows += [{"": f"{'→ ' if name == result['method'] else ''}method {name}", **_scores(scores),
               "cross-fitted val macro F1 ± SE": f"{crossed[name]['f1_macro']:.3f} ± {crossed[name]['standard_error']:.3f}"}
              for name, scores in result["methods"].items()]
-    changes = pd.read_csv(paths.ENSEMBLE / "changes.csv")
+    changes = pd.read_csv(folder / "changes.csv")
     examples = changes[changes["member"] == best["name"]].groupby("effect").head(params.report.worst_errors)
     examples = examples.assign(example=_rendered(params, examples["id"]))
     return (
@@ -162,7 +191,7 @@ def ensemble_section(params: Params) -> str | None:
         f'{esc(result["weights_source"])}. Val scores of weighted and stacking are in-sample (they are fitted on val); '
         "test is never used to fit anything. Fixed / broke: test rows the member got wrong and the ensemble right, and the reverse. "
         f"{_NOISE}</p>"
-        f'<h3>Confusion matrix ({esc(result["method"])})</h3>{png_file_img(paths.ENSEMBLE / "confusion.png", "ensemble confusion matrix")}'
+        f'<h3>Confusion matrix ({esc(result["method"])})</h3>{png_file_img(folder / "confusion.png", f"ensemble confusion matrix{suffix}")}'
         f'<h3>Where the ensemble changed {esc(best["name"])}\'s answer</h3>'
         + table(examples[["effect", "example", "actual", "member_predicted", "ensemble_predicted"]], html_columns=("example",))
     )

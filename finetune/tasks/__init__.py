@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from finetune.errors import UserError
+from finetune.heads import Heads, target
 from finetune.params import Data, Section, Train
 
 FOLDER = Path(__file__).parent
@@ -174,9 +175,11 @@ class Task(ABC):
         return None
 
     def predict_proba(self, model, processor, frame: pd.DataFrame, layout: dict, batch_size: int) -> np.ndarray:
-        """Class probabilities in the frame's own row order (a sequential loader, never length-grouped)."""
+        """Class probabilities in the frame's own row order (a sequential loader, never length-grouped); with several
+        tasks each head's, side by side (finetune/heads.py)."""
         import torch
 
+        heads = Heads.of(layout)
         model.eval()
         device = next(model.parameters(), torch.empty(0)).device  # an int8 CNN may hold no float parameter
         loader = torch.utils.data.DataLoader(self.dataset(frame.assign(label=0), layout, processor), batch_size=batch_size,
@@ -186,7 +189,7 @@ class Task(ABC):
             for batch in loader:
                 batch.pop("labels", None)
                 logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-                chunks.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+                chunks.append(heads.softmax(logits.float()).cpu().numpy())
         return np.concatenate(chunks)
 
     # -- report ------------------------------------------------------------------------------------
@@ -226,4 +229,4 @@ class FeatureDataset:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        return {**{name: values[index] for name, values in self.columns.items()}, "labels": int(self.labels[index])}
+        return {**{name: values[index] for name, values in self.columns.items()}, "labels": target(self.labels[index])}

@@ -16,7 +16,8 @@ the image features); the text encoder's token states are mean-pooled. `train.fus
 unit), then an MLP head; `train.encoders.{image,text}.strategy`: frozen | full | partial | lora for each encoder (the
 fusion and head always train); `train.modalities: [image]` or `[text]` trains a one-encoder baseline on the same rows
 (an ensemble member: question-only models are famously strong on VQA data).
-Not yet: compression and explanations (the stages say so), cross-attention fusion, several label columns (multi-task).
+Not yet: compression and explanations (the stages say so), cross-attention fusion. Several label columns (multi-task):
+finetune/heads.py, as for any classifier.
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
 from finetune.errors import UserError
+from finetune.heads import target
 from finetune.params import Data, Section
 from finetune.sources import LABEL, ORIGIN, Source, package_dir, read_user_table
 from finetune.tables import LINE, ROW, read_table
@@ -219,7 +220,7 @@ class WindowDataset:
 
     def __getitem__(self, index: int) -> dict:
         ids = self.windows[index]
-        item = {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": int(self.labels[index])}
+        item = {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": target(self.labels[index])}
         return item | ({"token_type_ids": [0] * len(ids)} if self.type_ids else {})
 
 

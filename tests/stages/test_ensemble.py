@@ -132,6 +132,7 @@ def members_on_disk(workdir, tiny_model):
     _write_member(paths.MEMBER_REPORTS / "tfidf/probabilities.parquet", {"val": (val_y, val_third), "test": (test_y, test_good[::-1])})
     paths.PREPARED.mkdir(parents=True)
     pd.DataFrame({"id": np.arange(len(test_y)) + 1000, "input": [f"text {i}" for i in range(len(test_y))]}).to_parquet(paths.PREPARED / "test.parquet")
+    (paths.LABEL_MAP).write_text(json.dumps({"labels": CLASSES}))
     members = {"weak": {"kind": "finetune", "train": {"seed": 9}}, "tfidf": {"kind": "tfidf"}}
 
     def params(**ensemble_params):

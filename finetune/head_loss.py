@@ -1,0 +1,64 @@
+"""The multi-task training loss (finetune/heads.py says what multi-task means here): masked cross-entropy per head,
+combined with fixed weights or learned uncertainty weights (Kendall, Gal & Cipolla 2018)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from finetune.errors import UserError
+from finetune.heads import IGNORE, Heads
+
+# log-variances learn at this rate whatever train.learning_rate is: at a fine-tuning rate (5e-5) Adam would move
+# them ~0.015 in 300 steps, i.e. leave the weights where they started
+UNCERTAINTY_LR = 1e-2
+STATE_FILE = "task_weights.json"  # in each checkpoint: the learned log-variances, so a resumed run continues them
+
+
+class HeadLoss(nn.Module):
+    """The multi-task training loss: masked cross-entropy per head, combined with fixed or learned weights."""
+
+    def __init__(self, heads: Heads, weights: dict[str, float] | str, label_smoothing: float = 0.0):
+        super().__init__()
+        self.sizes, self.label_smoothing = heads.sizes, label_smoothing
+        self.uncertainty = weights == "uncertainty"
+        fixed = [1.0] * len(self.sizes) if self.uncertainty else [float(weights.get(task, 1.0)) for task in heads.tasks]
+        self.register_buffer("weights", torch.tensor(fixed))
+        self.log_variance = nn.Parameter(torch.zeros(len(self.sizes)), requires_grad=self.uncertainty)
+
+    def per_task(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each head's mean cross-entropy over the rows that have its label (0 when none in the batch does)."""
+        losses = []
+        for i, chunk in enumerate(logits.float().split(self.sizes, dim=-1)):
+            target = labels[:, i]
+            total = F.cross_entropy(chunk, target, ignore_index=IGNORE, reduction="sum", label_smoothing=self.label_smoothing)
+            losses.append(total / (target != IGNORE).sum().clamp(min=1))
+        return torch.stack(losses)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        losses = self.per_task(logits, labels)
+        if self.uncertainty:
+            return (torch.exp(-self.log_variance) * losses + self.log_variance).sum()
+        return (self.weights * losses).sum()
+
+    def learned(self, tasks) -> dict[str, dict[str, float]] | None:
+        """The learned weights exp(-s) and log-variances s per task, for train.json."""
+        if not self.uncertainty:
+            return None
+        values = self.log_variance.detach().cpu().tolist()
+        return {task: {"weight": round(float(np.exp(-s)), 4), "log_variance": round(s, 4)} for task, s in zip(tasks, values)}
+
+    def save(self, folder: Path) -> None:
+        (folder / STATE_FILE).write_text(json.dumps(self.log_variance.detach().cpu().tolist()))
+
+    def load(self, folder: Path) -> None:
+        path = folder / STATE_FILE
+        if not path.is_file():
+            raise UserError(f"{folder} has no {STATE_FILE}: it was not written by a multi-task run with uncertainty weights; "
+                            "delete the checkpoint folder to start afresh")
+        with torch.no_grad():
+            self.log_variance.copy_(torch.tensor(json.loads(path.read_text())))
