@@ -4,7 +4,9 @@ Data (data.source): a folder with one sub-folder per class (ImageFolder) under d
 JSONL/Parquet with data.image_column (paths relative to the table's folder) and data.label_column;
 builtin:fashion-mnist (Debian's dataset-fashion-mnist: 70k real 28x28 grey product photos, 10 classes;
 its official test split is the test split, val is carved from its train split); builtin:digits
-(scikit-learn's 1,797 8x8 digits). Ingest opens every image fully: unreadable, truncated, empty or
+(scikit-learn's 1,797 8x8 digits); builtin:easy-vqa-shapes (easy-vqa's 5,000 64x64 images of one coloured shape, labels
+`shape` and `colour` derived from their questions: one of them as data.label_column, or both as data.label_columns for
+multi-task). Ingest opens every image fully: unreadable, truncated, empty or
 non-image files and decompression bombs are bad rows (quarantined with the reason, or the run stops
 naming the file); hidden files and folders are ignored and counted. It stores each image's bytes
 (downscaled losslessly when its longer side exceeds data.max_image_side).
@@ -51,7 +53,7 @@ from finetune.images import (
     thumbnail_array,
 )
 from finetune.params import Data, Section
-from finetune.sources import LABEL, ORIGIN, SPLIT, Source, numbered, read_user_table
+from finetune.sources import LABEL, ORIGIN, SPLIT, Source, chosen_labels, numbered, package_dir, read_user_table
 from finetune.tables import LINE, ROW, BadRow
 from finetune.tasks import ClassicalMember, Task
 
@@ -61,7 +63,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 class ImageData(Data):
-    BUILTINS: ClassVar[tuple[str, ...]] = ("builtin:fashion-mnist", "builtin:digits")
+    BUILTINS: ClassVar[tuple[str, ...]] = ("builtin:fashion-mnist", "builtin:digits", "builtin:easy-vqa-shapes")
     READS_FOLDERS: ClassVar[bool] = True
     source: str = "builtin:fashion-mnist"
     image_column: str = "image"  # tables: the column of image paths, relative to the table's folder
@@ -112,6 +114,41 @@ def _digits(data: ImageData) -> Source:
     images = [png_bytes(Image.fromarray(np.round(d * 255 / 16).astype(np.uint8), mode="L")) for d in digits.images]
     frame = pd.DataFrame({"input": images, LABEL: [str(t) for t in digits.target]})
     return Source(numbered(frame, "digits"), [], "scikit-learn digits")
+
+
+SHAPES = ("circle", "rectangle", "triangle")
+COLOURS = ("red", "green", "blue", "black", "gray", "yellow", "brown", "teal")
+
+
+def _attributes(questions: list[list]) -> dict[int, dict[str, str]]:
+    """{image: {"shape": ..., "colour": ...}} from easy-vqa's (question, answer, image) triples: a shape or colour
+    answer, a shape or colour named by a "what" question ("what color is the circle?"), or one a yes/no question says is
+    there ("is there not a red shape?" -> no). An image whose questions never tell one of them misses that label."""
+    found: dict[int, dict[str, str]] = {}
+    for question, answer, image in questions:
+        words = question.rstrip("?").split()
+        present = answer not in ("yes", "no") or (answer == "yes") != ("not" in words or words[:2] == ["is", "no"])
+        named = [w for w in words if w in SHAPES or w in COLOURS] + [answer]
+        for word in named if present else []:
+            key = "shape" if word in SHAPES else "colour" if word in COLOURS else None
+            if key and found.setdefault(image, {}).setdefault(key, word) != word:
+                raise UserError(f"easy-vqa image {image}: its questions disagree on its {key} ({found[image][key]} vs {word})")
+    return found
+
+
+def _easy_vqa_shapes(data: ImageData) -> Source:
+    """easy-vqa's 64x64 images (pip package easy-vqa, MIT), one row each, with two label columns derived from their
+    questions, `shape` (3) and `colour` (8): for a single label (data.label_column) or both (data.label_columns: multi-task).
+    Its test images are the test split; val is carved from train by preprocess."""
+    root = package_dir("easy_vqa") / "data"
+    parts = []
+    for split in ("train", "test"):
+        attributes = _attributes(json.loads((root / split / "questions.json").read_text()))
+        images = sorted(attributes)
+        frame = pd.DataFrame({"input": [(root / split / "images" / f"{i}.png").read_bytes() for i in images], SPLIT: split,
+                              **{key: [attributes[i].get(key) for i in images] for key in ("shape", "colour")}})
+        parts.append(numbered(frame, f"easy-vqa {split} image"))
+    return Source(chosen_labels(pd.concat(parts, ignore_index=True), data, "builtin:easy-vqa-shapes"), [], str(root))
 
 
 def _hidden(path: Path, root: Path) -> bool:
@@ -217,7 +254,7 @@ class ImageClassification(ImageModels, Task):
 
     # -- data
     def read(self, data: ImageData) -> Source:
-        builtins = {"builtin:fashion-mnist": _fashion_mnist, "builtin:digits": _digits}
+        builtins = {"builtin:fashion-mnist": _fashion_mnist, "builtin:digits": _digits, "builtin:easy-vqa-shapes": _easy_vqa_shapes}
         if data.source in builtins:
             return builtins[data.source](data)
         return _image_folder(data) if Path(data.source).is_dir() else _image_table(data)
