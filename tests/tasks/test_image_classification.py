@@ -2,6 +2,7 @@
 every data layout, bad images quarantined with their reason, odd modes fixed, seeded augmentation,
 BatchNorm statistics, strategies on a CNN, predictions in row order, models loaded without pickle."""
 import base64
+import importlib
 import io
 import json
 import shutil
@@ -24,6 +25,7 @@ from stages import ingest, member, preprocess
 from tests.support import load, make_images, tiny_image_params, write_image_folder
 
 TASK = get_task("image-classification")
+TASK_MODULE = importlib.import_module("finetune.tasks.image-classification")
 from finetune import images
 
 
@@ -317,3 +319,32 @@ def test_an_interrupted_fine_tune_of_a_torchvision_model_resumes_to_the_same_wei
     assert resumed["resumed"] and not reference["resumed"] and resumed["steps"] == reference["steps"]
     weights = load_file(paths.MODEL / "model.safetensors")
     assert all(torch.equal(value, weights[name]) for name, value in expected.items())  # augmentation and dropout replayed exactly
+
+
+def test_easy_vqa_shapes_labels_come_from_what_the_questions_say():
+    attributes = TASK_MODULE._attributes([
+        ["what shape is in the image?", "circle", 0], ["is there not a red shape?", "no", 0],  # no "not red" -> red
+        ["what color is the triangle?", "blue", 1],  # a "what" question names the shape it asks about
+        ["is there a green shape?", "no", 2], ["does the image not contain a rectangle?", "yes", 2],  # nothing certain
+    ])
+    assert attributes == {0: {"shape": "circle", "colour": "red"}, 1: {"shape": "triangle", "colour": "blue"}}
+    with pytest.raises(UserError, match="image 3: its questions disagree on its colour"):
+        TASK_MODULE._attributes([["what color is the shape?", "red", 3], ["is there a blue shape?", "yes", 3]])
+
+
+def test_easy_vqa_shapes_gives_one_label_or_both():
+    from finetune.params import parse_params
+
+    def read(data):
+        raw = {"task": "image-classification", "data": {"source": "builtin:easy-vqa-shapes", **data}}
+        return TASK.read(parse_params(raw).data).frame
+
+    both = read({"label_columns": ["shape", "colour"]})
+    labels = pd.DataFrame([json.loads(v) for v in both["label"]])
+    assert len(both) > 4900 and set(both["split"]) == {"train", "test"}
+    assert set(labels["shape"].dropna()) == {"circle", "rectangle", "triangle"} and labels["colour"].nunique() == 8
+    assert 0 < labels["colour"].isna().sum() < 500  # a few images: no question tells their colour
+    colour = read({"label_column": "colour"})
+    assert colour["label"].tolist() == labels["colour"].tolist()
+    with pytest.raises(UserError, match=r"no label column\(s\) \['label'\]; its label columns are \['shape', 'colour'\]"):
+        read({})
