@@ -1,5 +1,6 @@
-"""The multi-task training loss (finetune/heads.py says what multi-task means here): masked cross-entropy per head,
-combined with fixed weights or learned uncertainty weights (Kendall, Gal & Cipolla 2018)."""
+"""The torch side of multi-task (finetune/heads.py says what multi-task means here): the training loss, masked
+cross-entropy per head combined with fixed weights or learned uncertainty weights (Kendall, Gal & Cipolla 2018); and
+HeadView, one head of a trained model as a one-head classifier (what the explainers take)."""
 from __future__ import annotations
 
 import json
@@ -62,3 +63,26 @@ class HeadLoss(nn.Module):
                             "delete the checkpoint folder to start afresh")
         with torch.no_grad():
             self.log_variance.copy_(torch.tensor(json.loads(path.read_text())))
+
+
+class HeadView(nn.Module):
+    """A multi-task model seen through one head: forward returns the model's output with only that head's logits, and
+    every other attribute (embeddings, layers, config...) is the model's own, so an explainer written for one-head
+    classifiers (softmax over the logits, hooks on inner layers) explains that head."""
+
+    def __init__(self, model: nn.Module, heads: Heads, task: str):
+        super().__init__()
+        self.model = model
+        start = sum(heads.sizes[:list(heads.tasks).index(task)])
+        self.outputs = slice(start, start + len(heads.tasks[task]))
+
+    def forward(self, *args, **kwargs):
+        output = self.model(*args, **kwargs)
+        output.logits = output.logits[..., self.outputs]
+        return output
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.model, name)

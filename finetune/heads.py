@@ -17,8 +17,9 @@ Metrics: each head's accuracy and macro F1 on its labelled rows (`<task>.accurac
 (`accuracy`, `f1_macro`), which early stopping and search select on by default; `<task>.f1_macro` selects on one head.
 Ensembles work per head: evaluate and every member save each head's probabilities apart (finetune/probabilities.py
 save_heads; a classical member fits one model per head), and the ensemble stage combines each head's on its own.
-Not yet: compression and explanations of multi-task models (those stages say so), per-task label filters
-(data.keep_labels), MixUp/CutMix (they mix one label).
+Explanations too: each head through finetune/head_loss.py's HeadView (the model with that head's logits alone).
+Not yet: compression of multi-task models (the stage says so), per-task label filters (data.keep_labels),
+MixUp/CutMix (they mix one label).
 """
 from __future__ import annotations
 

@@ -251,6 +251,12 @@ def explain_section(params: Params) -> str | None:
     result, saved = read_json(paths.EXPLAIN_METRICS), read_json(paths.EXPLAIN / "attributions.json")
     if "unavailable" in result:
         return f"<p>No explanations: {esc(result['unavailable'])}.</p>"
+    if "tasks" not in result:
+        return _explained(params, result, saved)
+    return "".join(f"<h3>{esc(task)}</h3>" + _explained(params, r, saved["tasks"][task]) for task, r in result["tasks"].items())
+
+
+def _explained(params: Params, result: dict, saved: dict) -> str:
     f = result["faithfulness"]
     curve = pd.DataFrame({"features deleted (k)": f["k"], "Δp, top-k IG features": f["top_ig_drop"], "Δp, k random features": f["random_drop"]})
     verdict = ("IG is more faithful than random here" if f["ig_beats_random"]

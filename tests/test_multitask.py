@@ -1,6 +1,7 @@
 """Multi-task heads (finetune/heads.py, finetune/head_loss.py): the masked, weighted loss on its own, and the text
-task's stages run in-process on two label columns with missing labels (each head scored, reported, the stages that do
-not handle several heads yet saying so), uncertainty weights learned and resumed, bad input refused."""
+task's stages run in-process on two label columns with missing labels (each head scored, ensembled, explained and
+reported; compress saying it does not handle several heads yet), the image task's heads, uncertainty weights learned and
+resumed, bad input refused."""
 from __future__ import annotations
 
 import json
@@ -121,8 +122,14 @@ def test_each_head_is_trained_scored_and_reported(multitask_project):
         assert ensemble["tasks"][task]["accuracy"] == pytest.approx(float((predictions["actual"] == predictions["predicted"]).mean()))
         assert set(ensemble["tasks"][task]["members"]) == {"primary", "tfidf"}
     assert (root / paths.MEMBER_MODELS / "tfidf" / "length").is_dir()  # the classical member: one model per head
-    for metrics_file in (paths.COMPRESS_METRICS, paths.EXPLAIN_METRICS):
-        assert "multi-task" in json.loads((root / metrics_file).read_text())["unavailable"]
+    assert "multi-task" in json.loads((root / paths.COMPRESS_METRICS).read_text())["unavailable"]
+    explained = json.loads((root / paths.EXPLAIN_METRICS).read_text())["tasks"]
+    attributions = json.loads((root / paths.EXPLAIN / "attributions.json").read_text())["tasks"]
+    for i, task in enumerate(["sentiment", "length"]):  # each head explained through a view of its own logits
+        labelled = set(test["id"][targets[:, i] != IGNORE])
+        assert explained[task]["examples"] == 6 and {e["id"] for e in attributions[task]["examples"]} <= labelled
+        assert {e["predicted"] for e in attributions[task]["examples"]} <= set(label_map["tasks"][task])
+    assert "Faithfulness: deleting what the attributions rank highest" in report
 
 
 def test_uncertainty_weights_are_checkpointed_and_resumed(tmp_path):
@@ -191,8 +198,10 @@ def test_image_heads_train_on_a_table_with_two_label_columns(workdir, tiny_image
     pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
     params = tiny_image_params(str(tiny_image_model), source="data/raw/images/labels.csv",
                                data={"label_columns": ["colour", "warmth"]}, train={"task_weights": {"warmth": 0.5}})
-    run_stages("ingest", "preprocess", "train", "evaluate", params=load(params))
+    run_stages("ingest", "preprocess", "train", "evaluate", "explain", params=load(params))
     result = json.loads((workdir / paths.METRICS).read_text())
     assert set(result["tasks"]) == {"colour", "warmth"}
+    explained = json.loads((workdir / paths.EXPLAIN_METRICS).read_text())["tasks"]  # the pixel explainer, one head at a time
+    assert set(explained) == {"colour", "warmth"} and all(r["examples"] == 6 for r in explained.values())
     assert result["tasks"]["colour"]["accuracy"] > 0.8 and result["tasks"]["warmth"]["accuracy"] > 0.8
     assert json.loads((workdir / paths.TRAIN_SUMMARY).read_text())["task_weights"] == {"colour": 1.0, "warmth": 0.5}
