@@ -198,7 +198,7 @@ def test_image_heads_train_on_a_table_with_two_label_columns(workdir, tiny_image
     pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
     params = tiny_image_params(str(tiny_image_model), source="data/raw/images/labels.csv",
                                data={"label_columns": ["colour", "warmth"]}, train={"task_weights": {"warmth": 0.5}})
-    run_stages("ingest", "preprocess", "train", "evaluate", "explain", params=load(params))
+    run_stages("ingest", "preprocess", "train", "evaluate", "explain", "report", params=load(params))
     result = json.loads((workdir / paths.METRICS).read_text())
     assert set(result["tasks"]) == {"colour", "warmth"}
     explained = json.loads((workdir / paths.EXPLAIN_METRICS).read_text())["tasks"]  # the pixel explainer, one head at a time

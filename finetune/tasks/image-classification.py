@@ -38,6 +38,7 @@ import pandas as pd
 from pydantic import Field
 
 from finetune.errors import UserError
+from finetune.heads import IGNORE, Heads
 from finetune.images import (
     EFFICIENTNET_LITE0,
     ImageAugment,
@@ -339,7 +340,10 @@ class ImageClassification(ImageModels, Task):
 
         train = pd.read_parquet(paths.PREPARED / "train.parquet")
         layout = json.loads(paths.LABEL_MAP.read_text())
-        labels = layout["labels"]
+        labels, heads = layout["labels"], Heads.of(layout)
+        if heads.multi:  # several tasks: examples of the first task's classes
+            first = np.array(train["label"].tolist())[:, 0]
+            train, labels = train.assign(label=first)[first != IGNORE], next(iter(heads.tasks.values()))
         per_class = "".join(f"<tr><td>{html.escape(label)}</td><td>{''.join(thumbnail(normalized_image(v), 64) for v in rows['input'].head(8))}</td></tr>"
                             for i, label in enumerate(labels) if not (rows := train[train["label"] == i]).empty)
         first = train.groupby("label", sort=True).head(1).head(6)
@@ -351,7 +355,7 @@ class ImageClassification(ImageModels, Task):
         augment = params.preprocess.augment
         mixing = ", ".join(f"{name} (alpha {alpha})" for name, alpha in (("MixUp", augment.mixup), ("CutMix", augment.cutmix)) if alpha)
         return [
-            ("Examples per class (train)", f"<table>{per_class}</table>"),
+            (f"Examples per {next(iter(heads.tasks), 'class')} (train)", f"<table>{per_class}</table>"),
             ("Augmentation preview", "<p>Training images as the model sees them in six epochs (the seeded draws of "
              f"<code>{html.escape(str(augment.model_dump()))}</code>); validation and test images are never augmented."
              + (f" Batches are also mixed with {mixing}, not shown here." if mixing else "")
