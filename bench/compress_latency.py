@@ -21,8 +21,7 @@ args = parser.parse_args()
 
 params = load_params()
 result = json.loads(paths.COMPRESS_METRICS.read_text())
-labels = json.loads(paths.LABEL_MAP.read_text())["labels"]
-teacher_dir, teacher_params, tables, layout = teacher_data(params, result["teacher"], labels)
+teacher_dir, teacher_params, tables, layout = teacher_data(params, result["teacher"], json.loads(paths.LABEL_MAP.read_text()))
 task = get_task(params.task)
 processor = task.load_processor(str(teacher_dir), False)
 models = {"teacher": task.load_trained(str(teacher_dir), False).eval()}

@@ -19,15 +19,23 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from finetune import anatomy
+from finetune.heads import IGNORE
 from finetune.params import Distill
 
 TEACHER_LOGITS = "teacher_logits"
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float) -> torch.Tensor:
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float,
+            sizes: list[int] | None = None) -> torch.Tensor:
+    """sizes (several tasks, finetune/heads.py): each head's outputs; the loss is the heads' sum, the hard term on the
+    rows that have that head's label (IGNORE elsewhere), the soft term on every row (the teacher answers every head)."""
+    if sizes:
+        return sum(kd_loss(student, teacher, labels[:, i], temperature, alpha) for i, (student, teacher) in
+                   enumerate(zip(student_logits.split(sizes, dim=-1), teacher_logits.split(sizes, dim=-1))))
     soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1), F.log_softmax(teacher_logits / temperature, dim=-1),
                     log_target=True, reduction="batchmean") * temperature**2
-    return alpha * F.cross_entropy(student_logits, labels) + (1 - alpha) * soft
+    hard = F.cross_entropy(student_logits, labels, ignore_index=IGNORE) if (labels != IGNORE).any() else student_logits.sum() * 0
+    return alpha * hard + (1 - alpha) * soft
 
 
 def student_layers(depth: int, chosen: list[int] | None) -> list[int]:
@@ -72,20 +80,21 @@ def _with_teacher_logits(collator):
 
 
 class DistillationTrainer(Trainer):
-    def __init__(self, *args, temperature: float, alpha: float, **kwargs):
+    def __init__(self, *args, temperature: float, alpha: float, sizes: list[int] | None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.temperature, self.alpha = temperature, alpha
+        self.temperature, self.alpha, self.sizes = temperature, alpha, sizes
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_logits, labels = inputs.pop(TEACHER_LOGITS), inputs.pop("labels")
         outputs = model(**inputs)
-        loss = kd_loss(outputs.logits, teacher_logits, labels, self.temperature, self.alpha)
+        loss = kd_loss(outputs.logits, teacher_logits, labels, self.temperature, self.alpha, self.sizes)
         return (loss, outputs) if return_outputs else loss
 
 
 def train_on_teacher(model: nn.Module, dataset: torch.utils.data.Dataset, teacher_logits: np.ndarray, collator, config: Distill,
-                     epochs: float, seed: int, device: str, bf16: bool, work_dir: Path) -> dict:
-    """Train model in place on (features, label, teacher logits); returns the Trainer's train metrics."""
+                     epochs: float, seed: int, device: str, bf16: bool, work_dir: Path, sizes: list[int] | None = None) -> dict:
+    """Train model in place on (features, label, teacher logits: log-probabilities, per head with several tasks, whose
+    output `sizes` kd_loss then takes); returns the Trainer's train metrics."""
     args = TrainingArguments(
         output_dir=str(work_dir), num_train_epochs=epochs, per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear",
@@ -94,7 +103,7 @@ def train_on_teacher(model: nn.Module, dataset: torch.utils.data.Dataset, teache
         remove_unused_columns=False,  # else the Trainer drops teacher_logits: forward() has no such argument
     )
     trainer = DistillationTrainer(model=model, args=args, train_dataset=_WithTeacher(dataset, teacher_logits), data_collator=_with_teacher_logits(collator),
-                                  temperature=config.temperature, alpha=config.alpha)
+                                  temperature=config.temperature, alpha=config.alpha, sizes=sizes)
     result = trainer.train()
     shutil.rmtree(work_dir, ignore_errors=True)
     model.to("cpu")

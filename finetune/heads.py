@@ -18,8 +18,10 @@ Metrics: each head's accuracy and macro F1 on its labelled rows (`<task>.accurac
 Ensembles work per head: evaluate and every member save each head's probabilities apart (finetune/probabilities.py
 save_heads; a classical member fits one model per head), and the ensemble stage combines each head's on its own.
 Explanations too: each head through finetune/head_loss.py's HeadView (the model with that head's logits alone).
-Not yet: compression of multi-task models (the stage says so), per-task label filters (data.keep_labels),
-MixUp/CutMix (they mix one label).
+Compression: the model is compressed whole (every head); distillation sums each head's loss (the hard term on its
+labelled rows, the soft term on every row); the compressed models are scored on every labelled (test row, head) pair
+at once (`pooled`: "task: label" classes), the compress stage's one table.
+Not yet: per-task label filters (data.keep_labels), MixUp/CutMix (they mix one label).
 """
 from __future__ import annotations
 
@@ -73,6 +75,20 @@ class Heads:
         if not self.multi:
             return torch.softmax(logits, dim=-1)
         return torch.cat([torch.softmax(chunk, dim=-1) for chunk in logits.split(self.sizes, dim=-1)], dim=-1)
+
+
+def pooled(heads: Heads, labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(actual, predicted, row) over every (row, head) that has a label, as indices into label_map["labels"] ("task:
+    label", each head's block of classes), so one-head scoring code (accuracy, macro F1 over every task's classes,
+    intervals, paired comparisons) scores a multi-task model; one head: the labels, the argmax and every row."""
+    if not heads.multi:
+        return labels, probs.argmax(axis=1), np.arange(len(labels))
+    labels = np.array(labels.tolist()).reshape(len(probs), len(heads.tasks))
+    offsets = np.cumsum([0, *heads.sizes[:-1]])
+    parts = [(labels[:, i] + offset, columns.argmax(axis=1) + offset, np.arange(len(probs)))
+             for i, (offset, columns) in enumerate(zip(offsets, heads.columns(probs).values()))]
+    kept = [labels[:, i] != IGNORE for i in range(len(heads.tasks))]
+    return tuple(np.concatenate([part[j][keep] for part, keep in zip(parts, kept)]) for j in range(3))
 
 
 def label_map(names: dict[str, list[str]]) -> dict:

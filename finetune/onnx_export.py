@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from finetune.errors import Unsupported
+from finetune.heads import Heads
 
 DYNAMIC = {"pixel_values": {0: "batch"}, "input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
            "token_type_ids": {0: "batch", 1: "sequence"}}
@@ -56,10 +57,16 @@ def runner(onnx_session):
     return lambda batch: onnx_session.run(None, {name: batch[name].contiguous().numpy() for name in wanted})[0]
 
 
-def probabilities(run, batches) -> np.ndarray:
+def probabilities(run, batches, heads: Heads) -> np.ndarray:
+    """Class probabilities of every batch; several tasks: one softmax per head (finetune/heads.py), side by side."""
     chunks = []
     for batch in batches:
         logits = run(batch)
-        logits = logits - logits.max(axis=1, keepdims=True)
-        chunks.append(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
+        parts = heads.columns(logits).values() if heads.multi else [logits]
+        chunks.append(np.concatenate([_softmax(part) for part in parts], axis=1))
     return np.concatenate(chunks)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)

@@ -21,6 +21,8 @@ noise hits all of them alike. Soft labels come from the teacher model, not from 
 members' train-split probabilities are not stored (see README).
 Each model's test scores carry a bootstrap 95 % interval (`ci95`) and a paired comparison with the
 teacher on the same rows (`vs_teacher`: finetune/uncertainty.py), so a drop within the noise reads as such.
+Several tasks (data.label_columns, finetune/heads.py): the model is compressed whole; distillation sums each head's loss;
+every model is scored on every labelled (test row, head) pair as "task: label" classes (`scored` says how many).
 Writes models/compressed/{int8,pruned,distilled,onnx} (loadable folders), reports/compress.json and
 reports/compress/{tradeoff.png, predictions.csv}.
 """
@@ -41,7 +43,8 @@ from torch import nn
 from finetune import compressors, distill, metrics, onnx_export, paths, plots, probabilities, uncertainty
 from finetune.cli import main
 from finetune.errors import Unsupported, UserError
-from finetune.heads import Heads
+from finetune.heads import Heads, names
+from finetune.heads import pooled as heads_pooled
 from finetune.featurize import member_tables
 from finetune.io import read_json, write_json, write_outputs, write_table
 from finetune.params import PRIMARY, Params
@@ -60,14 +63,16 @@ def choose_teacher(params: Params) -> tuple[str, dict[str, float]]:
     if params.compress.teacher != "best":
         return params.compress.teacher, {}
     scores = {}
+    heads = list(Heads.of(read_json(paths.LABEL_MAP)).tasks) or [None]  # several tasks: the mean over the heads
     for name in params.finetuned_models():
-        val = probabilities.load(probabilities.member_file(name), name).splits["val"]
-        scores[name] = metrics.headline(val.labels, val.probs.argmax(axis=1))["f1_macro"]
+        vals = [probabilities.load(probabilities.member_file(name, head), name).splits["val"] for head in heads]
+        scores[name] = float(np.mean([metrics.headline(val.labels, val.probs.argmax(axis=1))["f1_macro"] for val in vals]))
     return max(scores, key=scores.get), scores  # a tie goes to the first listed: primary
 
 
-def teacher_data(params: Params, name: str, labels: list[str]) -> tuple[Path, Params, dict[str, pd.DataFrame], dict]:
+def teacher_data(params: Params, name: str, label_map: dict) -> tuple[Path, Params, dict[str, pd.DataFrame], dict]:
     """(model folder, params it was trained with, its featurized splits, its label map)."""
+    labels = label_map["labels"]
     model_dir = paths.MODEL if name == PRIMARY else paths.MEMBER_MODELS / name
     label_map_file = model_dir / "label_map.json"
     if not label_map_file.is_file():
@@ -78,8 +83,8 @@ def teacher_data(params: Params, name: str, labels: list[str]) -> tuple[Path, Pa
     prepared = {split: pd.read_parquet(paths.PREPARED / f"{split}.parquet") for split in ("train", "val", "test")}
     if name == PRIMARY:
         return model_dir, params, prepared, read_json(label_map_file)
-    member_params, tables, label_map = member_tables(params, name, prepared, labels)
-    return model_dir, member_params, tables, label_map
+    member_params, tables, own_map = member_tables(params, name, prepared, names(label_map))
+    return model_dir, member_params, tables, own_map
 
 
 def weights_size_mb(folder: Path) -> float:
@@ -170,7 +175,7 @@ def make_models(compressor, teacher: nn.Module, config, calibration: list[dict],
 
 
 def onnx_columns(models: dict[str, nn.Module], batches: list[dict], probabilities_torch: dict[str, np.ndarray], task, processor,
-                 test: pd.DataFrame, layout: dict, config, folder: Path) -> tuple[dict, dict]:
+                 test: pd.DataFrame, layout: dict, config, folder: Path, heads: Heads) -> tuple[dict, dict]:
     """Each model exported to folder/<name>.onnx, scored and timed with onnxruntime: ({name: columns}, {name: why not})."""
     columns, skipped, runners = {}, {}, {}
     folder.mkdir()
@@ -182,7 +187,7 @@ def onnx_columns(models: dict[str, nn.Module], batches: list[dict], probabilitie
             skipped[name] = str(error)
             continue
         runners[name] = onnx_export.runner(onnx_export.session(path, torch.get_num_threads()))
-        probs = onnx_export.probabilities(runners[name], batches)
+        probs = onnx_export.probabilities(runners[name], batches, heads)
         columns[name] = {"onnx_size_mb": round(path.stat().st_size / 2**20, 2),
                          "onnx_max_abs_probability_difference": float(np.abs(probs - probabilities_torch[name]).max()),
                          "onnx_prediction_agreement": float(np.mean(probs.argmax(axis=1) == probabilities_torch[name].argmax(axis=1)))}
@@ -198,11 +203,9 @@ def run(params: Params) -> dict:
     device, bf16 = resolve_device(params.train.device)  # a CUDA request without a GPU fails here, before any work
     task = get_task(params.task)
     label_map = read_json(paths.LABEL_MAP)
-    if Heads.of(label_map).multi:
-        return _unavailable("multi-task models (data.label_columns) are not compressed yet")
-    labels = label_map["labels"]
+    labels, heads = label_map["labels"], Heads.of(label_map)
     teacher_name, candidates = choose_teacher(params)
-    teacher_dir, teacher_params, tables, layout = teacher_data(params, teacher_name, labels)
+    teacher_dir, teacher_params, tables, layout = teacher_data(params, teacher_name, label_map)
     trust = teacher_params.train.trust_remote_code
     processor = task.load_processor(str(teacher_dir), trust)
     teacher = task.load_trained(str(teacher_dir), trust).eval()
@@ -229,7 +232,8 @@ def run(params: Params) -> dict:
             if epochs:
                 key = "recovery" if method == "prune" else "training"
                 details[method][key] = distill.train_on_teacher(model, train_set, teacher_logits, task.collator(processor), config.distill,
-                                                                epochs, params.train.seed, device, bf16, paths.CHECKPOINTS / f"compress-{method}")
+                                                                epochs, params.train.seed, device, bf16, paths.CHECKPOINTS / f"compress-{method}",
+                                                                heads.sizes if heads.multi else None)
             finish()
             save_model(task, model, processor, teacher_dir, out / FOLDERS[method])
 
@@ -243,15 +247,17 @@ def run(params: Params) -> dict:
         probs = {name: task.predict_proba(model, processor, test, layout, batch) for name, model in models.items()}
         if "onnx" in config.export:
             onnx, skipped_onnx = onnx_columns(models, feature_batches(task, processor, test, layout, batch), probs, task, processor, test,
-                                              layout, config, out / "onnx")
+                                              layout, config, out / "onnx", heads)
             details["onnx"] = {"exporter": "torch.onnx (TorchScript), onnxruntime CPUExecutionProvider", "skipped": skipped_onnx}
     if skipped:
         details["skipped"] = skipped
-    predicted = {name: p.argmax(axis=1) for name, p in probs.items()}
+    # several tasks: every (row, head) with a label, as "task: label" classes (finetune/heads.py pooled)
+    pooled = {name: heads_pooled(heads, test["label"].to_numpy(), p) for name, p in probs.items()}
+    actual, rows_of = pooled["teacher"][0], pooled["teacher"][2]
+    predicted = {name: p[1] for name, p in pooled.items()}
     runners = {name: (lambda features, model=model: model(**features)) for name, model in models.items()}
     latency = latencies_ms(runners, task, processor, test, layout, config.latency.repeats)
     sizes = {"teacher": weights_size_mb(teacher_dir)} | {m: weights_size_mb(paths.COMPRESSED / FOLDERS[m]) for m in models if m != "teacher"}
-    actual = test["label"].to_numpy()
     ci95 = uncertainty.intervals(actual, predicted)
     rows = {}
     for name, model in models.items():
@@ -272,10 +278,11 @@ def run(params: Params) -> dict:
         row |= {key: round(value, 4) if "probability_difference" not in key else float(f"{value:.3g}")
                 for key, value in row.items() if isinstance(value, float)}
     result = {"teacher": teacher_name, "threads": torch.get_num_threads(), "training_device": device, "test_rows": len(test),
+              **({"scored": f"{len(actual)} (test row, head) pairs with a label, pooled: macro F1 over every head's classes"} if heads.multi else {}),
               "models": rows, "details": details}
 
     names = np.array(labels)
-    table = pd.DataFrame({"id": test["id"], "actual": names[actual], **{f"{name}_predicted": names[p] for name, p in predicted.items()}})
+    table = pd.DataFrame({"id": test["id"].to_numpy()[rows_of], "actual": names[actual], **{f"{name}_predicted": names[p] for name, p in predicted.items()}})
     with write_outputs(paths.COMPRESS, paths.COMPRESS_METRICS) as (folder, metrics_file):
         folder.mkdir()
         write_table(folder / "predictions.csv", table)

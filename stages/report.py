@@ -211,7 +211,7 @@ def compress_section(params: Params) -> str | None:
     rows.insert(6, "95 % interval", [_bracket(model["ci95"]["accuracy"]) for model in result["models"].values()])
     rows["accuracy vs teacher"] = [uncertainty.describe(m["vs_teacher"], "accuracy") if "vs_teacher" in m else "" for m in result["models"].values()]
     details = result["details"]
-    notes = [f"Teacher: <code>{esc(result['teacher'])}</code>"
+    notes = [f"Teacher: <code>{esc(result['teacher'])}</code>" + (f"; scored on {esc(result['scored'])}" if "scored" in result else "")
              + (f" (best val macro F1 of {esc(details['teacher']['val_f1_macro_of_candidates'])})" if details["teacher"]["val_f1_macro_of_candidates"] else "")]
     if "int8" in details:
         notes.append(f"int8: {esc(details['int8']['scheme'])}" + "".join(f"; {esc(key.replace('_', ' '))}: {esc(value)}"

@@ -1,10 +1,11 @@
 """Multi-task heads (finetune/heads.py, finetune/head_loss.py): the masked, weighted loss on its own, and the text
 task's stages run in-process on two label columns with missing labels (each head scored, ensembled, explained and
-reported; compress saying it does not handle several heads yet), the image task's heads, uncertainty weights learned and
+reported; compressed models scored on every labelled (row, head) pair), the image task's heads, uncertainty weights learned and
 resumed, bad input refused."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -122,7 +123,13 @@ def test_each_head_is_trained_scored_and_reported(multitask_project):
         assert ensemble["tasks"][task]["accuracy"] == pytest.approx(float((predictions["actual"] == predictions["predicted"]).mean()))
         assert set(ensemble["tasks"][task]["members"]) == {"primary", "tfidf"}
     assert (root / paths.MEMBER_MODELS / "tfidf" / "length").is_dir()  # the classical member: one model per head
-    assert "multi-task" in json.loads((root / paths.COMPRESS_METRICS).read_text())["unavailable"]
+    compressed = json.loads((root / paths.COMPRESS_METRICS).read_text())
+    pairs = int((targets != IGNORE).sum())  # every labelled (test row, head), pooled as "task: label" classes
+    table = pd.read_csv(root / paths.COMPRESS / "predictions.csv")
+    assert len(table) == pairs and str(pairs) in compressed["scored"]
+    for name, row in compressed["models"].items():
+        assert row["accuracy"] == pytest.approx(float((table["actual"] == table[f"{name}_predicted"]).mean()), abs=1e-4)
+    assert set(table["actual"]) <= set(label_map["labels"]) and {"int8", "pruned", "distilled"} <= set(os.listdir(root / paths.COMPRESSED))
     explained = json.loads((root / paths.EXPLAIN_METRICS).read_text())["tasks"]
     attributions = json.loads((root / paths.EXPLAIN / "attributions.json").read_text())["tasks"]
     for i, task in enumerate(["sentiment", "length"]):  # each head explained through a view of its own logits
@@ -205,3 +212,17 @@ def test_image_heads_train_on_a_table_with_two_label_columns(workdir, tiny_image
     assert set(explained) == {"colour", "warmth"} and all(r["examples"] == 6 for r in explained.values())
     assert result["tasks"]["colour"]["accuracy"] > 0.8 and result["tasks"]["warmth"]["accuracy"] > 0.8
     assert json.loads((workdir / paths.TRAIN_SUMMARY).read_text())["task_weights"] == {"colour": 1.0, "warmth": 0.5}
+
+
+def test_distillation_of_several_heads_sums_each_heads_loss_and_masks_only_the_hard_term():
+    from finetune.distill import kd_loss
+
+    torch.manual_seed(2)
+    student, teacher = torch.randn(4, 5), torch.randn(4, 5)
+    labels = torch.tensor([[0, 1], [IGNORE, 0], [2, IGNORE], [1, 1]])
+    both = kd_loss(student, teacher, labels, 2.0, 0.5, sizes=[3, 2])
+    a = kd_loss(student[[0, 2, 3], :3], teacher[[0, 2, 3], :3], labels[[0, 2, 3], 0], 2.0, 1.0) * 0.5 \
+        + kd_loss(student[:, :3], teacher[:, :3], labels[:, 0], 2.0, 0.0) * 0.5  # soft term on every row, the missing one too
+    b = kd_loss(student[[0, 1, 3], 3:], teacher[[0, 1, 3], 3:], labels[[0, 1, 3], 1], 2.0, 1.0) * 0.5 \
+        + kd_loss(student[:, 3:], teacher[:, 3:], labels[:, 1], 2.0, 0.0) * 0.5
+    assert torch.isclose(both, a + b)
