@@ -206,3 +206,25 @@ def test_the_outline_for_search_checks_is_the_module_tree_without_weights(projec
     real = TASK.load_model(TASK.model_source(params.train.model), layout, params.train)
     assert all(p.device.type == "meta" for p in outline.parameters())
     assert {n: p.shape for n, p in outline.named_parameters()} == {n: p.shape for n, p in real.named_parameters()}
+
+
+def test_two_label_columns_train_two_heads_on_the_fused_model(project):
+    """Multi-task through the image + text task (finetune/heads.py): the answer and the colour the question asks about,
+    a few of each missing; both heads are scored on their own labelled rows."""
+    root, params = project
+    table = root / "data/raw/vqa/pairs.csv"
+    rows = pd.read_csv(table)
+    rows["asked"] = rows["text"].str.extract(r"(red|green|blue)")[0]
+    rows.loc[rows.index % 9 == 4, "asked"] = None
+    rows.loc[rows.index % 9 == 7, "label"] = None
+    rows.to_csv(table, index=False)
+    merge(params, {"data": {"label_columns": ["label", "asked"]}, "train": {"epochs": 2}})
+    params = prepared(root, params)
+    run_stages("train", "evaluate", params=params)
+    result = json.loads((root / "reports/metrics.json").read_text())
+    test = pd.read_parquet(root / "data/prepared/test.parquet")
+    targets = pd.DataFrame(test["label"].tolist(), columns=["label", "asked"])
+    for task in ("label", "asked"):
+        predictions = pd.read_csv(root / "reports/evaluate" / task / "predictions.csv")
+        assert len(predictions) == int((targets[task] != -100).sum()) == result["tasks"][task]["test_rows"]
+        assert result["tasks"][task]["accuracy"] == pytest.approx(float((predictions["actual"] == predictions["predicted"]).mean()))
