@@ -563,7 +563,9 @@ def params_class(task_name: str) -> type[Params]:
     extra = {classical.kind: (classical.Settings, classical.Settings())} if classical else {}
     member = create_model(f"Member[{task_name}]", __base__=Member, kind=(Literal[kinds], "finetune"), **extra)
     default_members = {classical.kind: {"kind": classical.kind}} if classical else {"seed1": {"kind": "finetune", "train": {"seed": 1}}}
-    ensemble = create_model(f"Ensemble[{task_name}]", __base__=Ensemble, members=(dict[str, member], {}))
+    # a task whose members mix other things than class probabilities names the methods that mean something for it
+    methods = {"method": (Literal[("auto", *task.ensemble_methods)], "auto")} if task.ensemble_methods else {}
+    ensemble = create_model(f"Ensemble[{task_name}]", __base__=Ensemble, members=(dict[str, member], {}), **methods)
     # the val metric training and search select on by default: the task's first (a causal LM has only loss)
     selects_on = task.val_metrics[0]
     train = create_model(f"Train[{task_name}]", __base__=task.Train, early_stopping=(EarlyStopping, EarlyStopping(metric=selects_on)))

@@ -21,8 +21,6 @@ from finetune.lm.evaluation import LOGPROBS, load_blocks, load_logprobs, save_lo
 from finetune.params import PRIMARY
 from finetune.tasks import get_task
 
-METHODS = ("best_member", "soft_vote", "weighted")
-
 
 def member(params, name: str) -> dict:
     from finetune.training import fit
@@ -67,9 +65,6 @@ def mixture_weights(probs: np.ndarray, iterations: int = 500, tolerance: float =
 
 def ensemble(params) -> dict:
     config = params.ensemble
-    if config.method not in ("auto", *METHODS):
-        raise UserError(f"ensemble.method {config.method!r}: a causal LM's members are mixed token distributions; expected auto or one of "
-                        f"{METHODS} (hard_vote and stacking have no meaning for next-token distributions)")
     names = config.names()
     files = {name: paths.EVALUATION / LOGPROBS if name == PRIMARY else paths.MEMBER_REPORTS / name / LOGPROBS for name in names}
     missing = [str(path) for path in files.values() if not path.is_file()]

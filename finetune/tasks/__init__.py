@@ -69,6 +69,8 @@ class Task(ABC):
     explainer: str | None = None  # a name in finetune/attribution.py's EXPLAINERS (and finetune/html.py's EXPLANATION_VIEWS)
     # the val metrics training selects on (train.early_stopping.metric, search.metric); the first is the default
     val_metrics: ClassVar[tuple[str, ...]] = ("f1_macro", "accuracy", "loss")
+    # ensemble.method values besides auto; empty = every method of the classifiers (finetune/ensemble.py)
+    ensemble_methods: ClassVar[tuple[str, ...]] = ()
     # shared params sections this task replaces with its own schema (e.g. a causal LM's evaluate: prompts, sampling)
     sections: ClassVar[dict[str, type[Section]]] = {}
 

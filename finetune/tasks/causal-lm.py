@@ -79,6 +79,8 @@ class CausalLM(Task):
     builtin_models = ("builtin:smollm2-135m",)
     display_name = "text"
     val_metrics = ("loss",)
+    # members' next-token distributions are mixed (finetune/lm/members.py): hard_vote and stacking mean nothing for them
+    ensemble_methods = ("best_member", "soft_vote", "weighted")
     sections = {"evaluate": LMEvaluate, "explain": LMExplain}
     verbs = {"preprocess": "finetune.lm.corpus", "evaluate": "finetune.lm.evaluation", "member": "finetune.lm.members",
              "ensemble": "finetune.lm.members", "compress": "finetune.lm.compression", "explain": "finetune.lm.explanation",
