@@ -4,6 +4,8 @@ The task reads its builtin sources or the user's files (text: CSV, TSV, JSONL, P
 folder of class folders or a table of image paths) and checks every input (images: decodable, not a
 decompression bomb...). Rows it cannot use are bad rows: they stop the run (data.on_bad_rows: error,
 naming the file and row) or go to the quarantine with their reason (skip).
+Several label columns (data.label_columns, finetune/heads.py): `label` holds each row's labels as one JSON object; a row
+with none is a bad row, a task with none in the whole table an error; samples are stratified on the first task.
 Writes data/ingested.parquet (input, label[, split], source_row, source_line, origin), the refused rows
 in data/quarantine/ingest.csv, and counts of everything kept, dropped or ignored in reports/ingest.json.
 """

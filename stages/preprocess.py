@@ -10,6 +10,8 @@ that comes split): a split without val rows gets val carved from its train rows,
 train AND val/test is dropped from val/test ("leakage").
 Features come from the task (text: tokens; images: resized uint8 pixels) and the train stage's model; what the
 task chose while featurizing (text: max_length and why) is reported as `features`.
+Several tasks (data.label_columns, finetune/heads.py): splits stratified on the first task's label; every task needs
+labels in every split and is checked like one label; label_map.json gets `tasks`, and `label` holds one index per task.
 Writes data/prepared/{train,val,test}.parquet + label_map.json, data/quarantine/preprocess.csv
 and reports/preprocess.json.
 """
@@ -99,14 +101,15 @@ def _check_labels(parts: dict[str, pd.DataFrame], tasks: dict[str, str]) -> list
         if parts[name].empty:
             raise UserError(f"the {name} split is empty; check data.splits or data.split_column")
     if not tasks:
-        return _labels_of(parts, {name: part[LABEL] for name, part in parts.items()}, "")
+        return _labels_of({name: part[LABEL] for name, part in parts.items()}, "")
     for name, part in parts.items():
         heads.check_every_task_labelled(part[LABEL], tasks, f"the {name} split")
     rows = {name: pd.DataFrame(heads.decode(part[LABEL]), index=part.index) for name, part in parts.items()}
-    return {task: _labels_of(parts, {name: frame[task].dropna() for name, frame in rows.items()}, f"task {task!r}: ") for task in tasks}
+    return {task: _labels_of({name: frame[task].dropna() for name, frame in rows.items()}, f"task {task!r}: ") for task in tasks}
 
 
-def _labels_of(parts: dict[str, pd.DataFrame], labels: dict[str, pd.Series], what: str) -> list[str]:
+def _labels_of(labels: dict[str, pd.Series], what: str) -> list[str]:
+    """The label order of one task, once train has at least 2 labels and val/test none that train lacks."""
     seen = set(labels["train"])
     if len(seen) < 2:
         raise UserError(f"{what}the train split has {len(seen)} label(s) ({sorted(seen)}); classification needs at least 2")
