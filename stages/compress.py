@@ -259,6 +259,7 @@ def run(params: Params) -> dict:
     latency = latencies_ms(runners, task, processor, test, layout, config.latency.repeats)
     sizes = {"teacher": weights_size_mb(teacher_dir)} | {m: weights_size_mb(paths.COMPRESSED / FOLDERS[m]) for m in models if m != "teacher"}
     ci95 = uncertainty.intervals(actual, predicted)
+    head_of = np.searchsorted(np.cumsum(heads.sizes), actual, side="right")  # several tasks: whose class each pair is
     rows = {}
     for name, model in models.items():
         scores = metrics.headline(actual, predicted[name])
@@ -266,7 +267,9 @@ def run(params: Params) -> dict:
                       **{f"latency_ms_batch_{size}": latency[name][size] for size in LATENCY_BATCHES},
                       "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"], "ci95": ci95[name],
                       **({"vs_teacher": uncertainty.compare(actual, predicted[name], predicted["teacher"])} if name != "teacher" else {}),
-                      "agreement_with_teacher": float(np.mean(predicted[name] == predicted["teacher"]))}
+                      "agreement_with_teacher": float(np.mean(predicted[name] == predicted["teacher"])),
+                      **({"tasks": {task: {key: round(value, 4) for key, value in metrics.headline(actual[head_of == i], predicted[name][head_of == i]).items()
+                                           if key in ("accuracy", "f1_macro")} for i, task in enumerate(heads.tasks)}} if heads.multi else {})}
     base = dict(rows["teacher"])  # a copy: the loop rounds the teacher's own row
     for name, row in rows.items():
         row |= {"accuracy_delta": row["accuracy"] - base["accuracy"], "f1_macro_delta": row["f1_macro"] - base["f1_macro"],

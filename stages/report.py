@@ -210,6 +210,8 @@ def compress_section(params: Params) -> str | None:
     rows["parameters"] = rows["parameters"].astype(int)
     rows.insert(6, "95 % interval", [_bracket(model["ci95"]["accuracy"]) for model in result["models"].values()])
     rows["accuracy vs teacher"] = [uncertainty.describe(m["vs_teacher"], "accuracy") if "vs_teacher" in m else "" for m in result["models"].values()]
+    for task in next(iter(result["models"].values())).get("tasks", {}):  # several tasks: each head's accuracy too
+        rows[f"accuracy ({task})"] = [m["tasks"][task]["accuracy"] for m in result["models"].values()]
     details = result["details"]
     notes = [f"Teacher: <code>{esc(result['teacher'])}</code>" + (f"; scored on {esc(result['scored'])}" if "scored" in result else "")
              + (f" (best val macro F1 of {esc(details['teacher']['val_f1_macro_of_candidates'])})" if details["teacher"]["val_f1_macro_of_candidates"] else "")]

@@ -114,7 +114,8 @@ def test_each_head_is_trained_scored_and_reported(multitask_project):
     learned = train["task_weights"]
     assert all(abs(w["log_variance"]) > 0.01 for w in learned.values())  # uncertainty weights moved from 0
     report = (root / paths.REPORT_HTML).read_text()
-    for text in ("Test macro F1 (sentiment)", "Per class (test) (length)", "ensemble confusion matrix (length)", "sentiment: negative %"):
+    for text in ("Test macro F1 (sentiment)", "Per class (test) (length)", "ensemble confusion matrix (length)", "sentiment: negative %",
+                 "<th>accuracy (sentiment)</th>"):  # the compress table: each head's accuracy
         assert text in report
     ensemble = json.loads((root / paths.ENSEMBLE_METRICS).read_text())
     for i, task in enumerate(["sentiment", "length"]):  # each head ensembled on its own labelled test rows
@@ -129,6 +130,8 @@ def test_each_head_is_trained_scored_and_reported(multitask_project):
     assert len(table) == pairs and str(pairs) in compressed["scored"]
     for name, row in compressed["models"].items():
         assert row["accuracy"] == pytest.approx(float((table["actual"] == table[f"{name}_predicted"]).mean()), abs=1e-4)
+        length = table[table["actual"].str.startswith("length: ")]  # and each head's own accuracy, from the same table
+        assert row["tasks"]["length"]["accuracy"] == pytest.approx(float((length["actual"] == length[f"{name}_predicted"]).mean()), abs=1e-4)
     assert set(table["actual"]) <= set(label_map["labels"]) and {"int8", "pruned", "distilled"} <= set(os.listdir(root / paths.COMPRESSED))
     explained = json.loads((root / paths.EXPLAIN_METRICS).read_text())["tasks"]
     attributions = json.loads((root / paths.EXPLAIN / "attributions.json").read_text())["tasks"]
