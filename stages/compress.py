@@ -43,9 +43,8 @@ from torch import nn
 from finetune import compressors, distill, metrics, onnx_export, paths, plots, probabilities, uncertainty
 from finetune.cli import main
 from finetune.errors import Unsupported, UserError
-from finetune.heads import Heads, names
-from finetune.heads import pooled as heads_pooled
 from finetune.featurize import member_tables
+from finetune.heads import Heads, names, pooled
 from finetune.io import read_json, write_json, write_outputs, write_table
 from finetune.params import PRIMARY, Params
 from finetune.plots import plt
@@ -252,9 +251,9 @@ def run(params: Params) -> dict:
     if skipped:
         details["skipped"] = skipped
     # several tasks: every (row, head) with a label, as "task: label" classes (finetune/heads.py pooled)
-    pooled = {name: heads_pooled(heads, test["label"].to_numpy(), p) for name, p in probs.items()}
-    actual, rows_of = pooled["teacher"][0], pooled["teacher"][2]
-    predicted = {name: p[1] for name, p in pooled.items()}
+    pairs = {name: pooled(heads, test["label"].to_numpy(), p) for name, p in probs.items()}
+    actual, rows_of = pairs["teacher"][0], pairs["teacher"][2]
+    predicted = {name: p[1] for name, p in pairs.items()}
     runners = {name: (lambda features, model=model: model(**features)) for name, model in models.items()}
     latency = latencies_ms(runners, task, processor, test, layout, config.latency.repeats)
     sizes = {"teacher": weights_size_mb(teacher_dir)} | {m: weights_size_mb(paths.COMPRESSED / FOLDERS[m]) for m in models if m != "teacher"}
