@@ -59,6 +59,10 @@ class Heads:
     def multi(self) -> bool:
         return bool(self.tasks)
 
+    def matrix(self, labels) -> np.ndarray:
+        """Prepared labels (one list of indices per row) as rows x tasks, IGNORE where a row misses that task's label."""
+        return np.array(list(labels), dtype=int).reshape(len(labels), len(self.tasks))
+
     @property
     def sizes(self) -> list[int]:
         return [len(labels) for labels in self.tasks.values()]
@@ -83,7 +87,7 @@ def pooled(heads: Heads, labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndar
     intervals, paired comparisons) scores a multi-task model; one head: the labels, the argmax and every row."""
     if not heads.multi:
         return labels, probs.argmax(axis=1), np.arange(len(labels))
-    labels = np.array(labels.tolist()).reshape(len(probs), len(heads.tasks))
+    labels = heads.matrix(labels)
     offsets = np.cumsum([0, *heads.sizes[:-1]])
     parts = [(labels[:, i] + offset, columns.argmax(axis=1) + offset, np.arange(len(probs)))
              for i, (offset, columns) in enumerate(zip(offsets, heads.columns(probs).values()))]

@@ -41,7 +41,7 @@ def save_heads(path: Path, label_map: dict, splits: dict[str, Split]) -> None:
     for i, task in enumerate(heads.tasks):
         per_head = {}
         for name, part in splits.items():
-            labels = np.array(part.labels.tolist()).reshape(len(part.ids), len(heads.tasks))
+            labels = heads.matrix(part.labels)
             known = labels[:, i] != IGNORE
             per_head[name] = Split(part.ids[known], labels[known, i], heads.columns(part.probs)[task][known])
         save(path.parent / task / path.name, heads.tasks[task], per_head)

@@ -78,7 +78,7 @@ def run(params: Params) -> dict:
     splits = {"val": probabilities.Split(val["id"].to_numpy(), val["label"].to_numpy(), val_probs),
               "test": probabilities.Split(test["id"].to_numpy(), test["label"].to_numpy(), probs)}
     if heads.multi:  # several tasks: each head on the test rows that have its label, in its own folder
-        return _run_heads(heads, label_map, test, probs, np.array(train_actual.tolist()), shown, keep, splits)
+        return _run_heads(heads, label_map, test, probs, heads.matrix(train_actual), shown, keep, splits)
 
     labels = label_map["labels"]
     result, rows, wrong = _score(labels, test, test["label"].to_numpy(), probs, train_actual.to_numpy(), shown, keep)
@@ -98,7 +98,7 @@ def _line(result: dict) -> str:
 
 def _run_heads(heads: Heads, label_map: dict, test: pd.DataFrame, probs: np.ndarray, train_actual: np.ndarray, shown: pd.Series,
                keep: int, splits: dict) -> dict:
-    actual = np.array(test["label"].tolist())
+    actual = heads.matrix(test["label"])
     scored = {}
     for i, (task, columns) in enumerate(heads.columns(probs).items()):
         labelled = actual[:, i] != IGNORE

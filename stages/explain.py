@@ -77,7 +77,7 @@ def run(params: Params) -> dict:
         if not heads.multi:
             result, saved = _explain(params, task, model, processor, test, paths.EVALUATION / "predictions.csv", label_map["labels"])
         else:  # several tasks: each head explained on the test rows that have its label, through a view of that head alone
-            labels = np.array(test["label"].tolist())
+            labels = heads.matrix(test["label"])
             per_head = {head: _explain(params, task, HeadView(model, heads, head), processor,
                                        test[labels[:, i] != IGNORE].reset_index(drop=True), paths.EVALUATION / head / "predictions.csv",
                                        heads.tasks[head]) for i, head in enumerate(heads.tasks)}

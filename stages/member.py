@@ -55,7 +55,7 @@ def _classical(params: Params, name: str, prepared: dict[str, pd.DataFrame], hea
     settings = params.ensemble.members[name].classical_settings()
     start = time.perf_counter()
     if heads.multi:
-        labels = np.array(train["label"].tolist())
+        labels = heads.matrix(train["label"])
         models = {task: classical.fit(train[labels[:, i] != IGNORE].assign(label=labels[labels[:, i] != IGNORE, i]), settings)
                   for i, task in enumerate(heads.tasks)}
     else:
@@ -79,7 +79,7 @@ def _scores(heads: Heads, part: probabilities.Split, interval: bool) -> dict:
         return scores | ({"ci95": uncertainty.interval(labels, probs.argmax(axis=1))} if interval else {})
     if not heads.multi:
         return headline(part.labels, part.probs)
-    labels = np.array(part.labels.tolist())
+    labels = heads.matrix(part.labels)
     per_head = {task: headline(labels[labels[:, i] != IGNORE, i], columns[labels[:, i] != IGNORE])
                 for i, (task, columns) in enumerate(heads.columns(part.probs).items())}
     return {name: float(np.mean([s[name] for s in per_head.values()])) for name in ("accuracy", "f1_macro")} | {"tasks": per_head}

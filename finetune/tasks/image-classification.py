@@ -342,7 +342,7 @@ class ImageClassification(ImageModels, Task):
         layout = json.loads(paths.LABEL_MAP.read_text())
         labels, heads = layout["labels"], Heads.of(layout)
         if heads.multi:  # several tasks: examples of the first task's classes
-            first = np.array(train["label"].tolist())[:, 0]
+            first = heads.matrix(train["label"])[:, 0]
             train, labels = train.assign(label=first)[first != IGNORE], next(iter(heads.tasks.values()))
         per_class = "".join(f"<tr><td>{html.escape(label)}</td><td>{''.join(thumbnail(normalized_image(v), 64) for v in rows['input'].head(8))}</td></tr>"
                             for i, label in enumerate(labels) if not (rows := train[train["label"] == i]).empty)
