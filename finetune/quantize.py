@@ -22,6 +22,8 @@ up to float rounding. It keeps a second, plain copy of the int8 weights for that
 input channel, difficulty moves from the activations into the weights, s = max|x|^alpha / max|w|^(1-alpha),
 folded exactly into the RMSNorm before q/k/v and gate/up, into up_proj before down_proj and into the
 final norm before the LM head (untied from the embedding table); nothing runs at inference.
+In those decoders the linears that read one input (q/k/v, gate/up) then run as one int8 call each (`FusedGroup`:
+same logits bit for bit, +13 % decoding tokens/s on SmolLM2-135M in bench/lm_int8.py; the saved file keeps them separate).
 
 torch.ao keeps quantized weights in packed, pickled-only objects, so `save` unpacks them into
 plain int8 tensors + scales in int8.safetensors, and `load` rebuilds the architecture from
@@ -85,17 +87,84 @@ class PerTokenLinear(torch.ao.nn.quantized.dynamic.Linear):
 SMOOTHABLE = ("llama", "mistral", "qwen2")  # decoders whose norms multiply by their weight (Gemma's adds 1 to it: not foldable so)
 
 
+def _shared_input_groups(model: nn.Module) -> list[tuple[nn.Module, list[nn.Module]]]:
+    """(module whose output feeds the linears, the linears reading that same input) of each layer of a Llama-style
+    decoder: q/k/v after the input norm, gate/up after the post-attention norm; [] for other models."""
+    if getattr(getattr(model, "config", None), "model_type", None) not in SMOOTHABLE:
+        return []
+    return [group for layer in model.model.layers for group in
+            ((layer.input_layernorm, [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
+             (layer.post_attention_layernorm, [layer.mlp.gate_proj, layer.mlp.up_proj]))]
+
+
 def _smoothing_groups(model: nn.Module) -> list[tuple[nn.Module, list[nn.Linear]]]:
     """(module whose output channels feed the linears, those linears) of a Llama-style decoder; [] for other models."""
-    if getattr(model.config, "model_type", None) not in SMOOTHABLE or not isinstance(getattr(model, "lm_head", None), nn.Linear):
+    if not isinstance(getattr(model, "lm_head", None), nn.Linear):
         return []
-    groups = []
-    for layer in model.model.layers:
-        attention, mlp = layer.self_attn, layer.mlp
-        groups += [(layer.input_layernorm, [attention.q_proj, attention.k_proj, attention.v_proj]),
-                   (layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj]),
-                   (mlp.up_proj, [mlp.down_proj])]  # down_proj's input is act(gate) * up: linear in up's output rows
-    return groups + [(model.model.norm, [model.lm_head])]
+    groups = _shared_input_groups(model)
+    # down_proj's input is act(gate) * up: linear in up's output rows
+    groups += [(layer.mlp.up_proj, [layer.mlp.down_proj]) for layer in (model.model.layers if groups else [])]
+    return groups + [(model.model.norm, [model.lm_head])] if groups else []
+
+
+class FusedGroup:
+    """Linears reading the same input (q/k/v, gate/up) as ONE int8 matmul: a one-row call costs fbgemm 30-40 us whatever
+    its size (BENCHMARKS.md), so three small calls cost nearly three times one wider call. The first part called with an
+    input computes every part's rows; the others take theirs from that output and the last one drops it. Deliberately
+    not a submodule: save() writes each part's rows under the part's own name (the unfused file), so no second copy of
+    the weights exists in memory or on disk. Per-channel weights and per-row activations make it bit-for-bit the same."""
+
+    def __init__(self, linears: list[PerTokenLinear]):
+        weights = [linear.weight() for linear in linears]
+        fused = torch._make_per_channel_quantized_tensor(torch.cat([w.int_repr() for w in weights]),
+                                                         torch.cat([w.q_per_channel_scales() for w in weights]),
+                                                         torch.cat([w.q_per_channel_zero_points() for w in weights]), 0)
+        biases = [linear.float_bias for linear in linears]
+        self.linear = PerTokenLinear(fused.shape[1], fused.shape[0], dtype=torch.qint8)
+        self.linear.set_weight_bias(fused, None if biases[0] is None else torch.cat(biases))
+        ends = torch.tensor([w.shape[0] for w in weights]).cumsum(0).tolist()
+        self.rows = [slice(start, end) for start, end in zip([0, *ends], ends)]
+        self.input, self.output, self.waiting = None, None, set()
+
+    def part(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if self.input is not x or index not in self.waiting:
+            self.input, self.output, self.waiting = x, self.linear(x), set(range(len(self.rows)))
+        self.waiting.discard(index)
+        rows = self.output[..., self.rows[index]]
+        if not self.waiting:
+            self.input = self.output = None
+        return rows
+
+
+class FusedPart(nn.Module):
+    """One linear of a FusedGroup, in that linear's place; weight() and bias() read its rows of the fused layer."""
+
+    def __init__(self, group: FusedGroup, index: int):
+        super().__init__()
+        self.group, self.index = group, index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.group.part(self.index, x)
+
+    def weight(self) -> torch.Tensor:
+        fused, rows = self.group.linear.weight(), self.group.rows[self.index]
+        return torch._make_per_channel_quantized_tensor(fused.int_repr()[rows], fused.q_per_channel_scales()[rows],
+                                                        fused.q_per_channel_zero_points()[rows], 0)
+
+    def bias(self) -> torch.Tensor | None:
+        bias = self.group.linear.float_bias
+        return None if bias is None else bias[self.group.rows[self.index]]
+
+
+def fuse_shared_inputs(model: nn.Module) -> nn.Module:
+    """Each group of per-token int8 linears reading one input becomes a FusedGroup (in place)."""
+    names = {module: name for name, module in model.named_modules()}
+    for _, linears in _shared_input_groups(model):
+        if all(type(linear) is PerTokenLinear for linear in linears):
+            group = FusedGroup(linears)
+            for index, linear in enumerate(linears):
+                model.set_submodule(names[linear], FusedPart(group, index))
+    return model
 
 
 @torch.no_grad()
@@ -131,8 +200,9 @@ def smooth(model: nn.Module, calibration: Iterable[torch.Tensor], alpha: float) 
 
 
 def quantize(model: nn.Module, embeddings: bool, activations: str = "per_tensor", calibration: Iterable[torch.Tensor] | None = None,
-             alpha: float = 0.5) -> nn.Module:
-    """An int8 copy of model (which is left as it is). calibration (per_token only): input_ids batches for SmoothQuant."""
+             alpha: float = 0.5, fuse: bool = True) -> nn.Module:
+    """An int8 copy of model (which is left as it is). calibration (per_token only): input_ids batches for SmoothQuant.
+    fuse (per_token only): linears reading one input run as one int8 call (fuse_shared_inputs)."""
     if activations not in ACTIVATIONS:
         raise ValueError(f"activations is {activations!r}: expected one of {ACTIVATIONS}")
     if calibration is not None and activations != "per_token":
@@ -154,10 +224,10 @@ def quantize(model: nn.Module, embeddings: bool, activations: str = "per_tensor"
     mapping = get_default_dynamic_quant_module_mappings() | {nn.Linear: PerTokenLinear} if activations == "per_token" else None
     model = quantize_dynamic(model, spec, dtype=torch.qint8, mapping=mapping, inplace=True)
     model.int8_facts = facts  # what save() adds to quantization.json
-    return model
+    return fuse_shared_inputs(model) if fuse and activations == "per_token" else model
 
 
-QUANTIZED = (torch.ao.nn.quantized.dynamic.Linear, torch.ao.nn.quantized.Embedding)
+QUANTIZED = (torch.ao.nn.quantized.dynamic.Linear, FusedPart, torch.ao.nn.quantized.Embedding)
 
 
 def quantized_modules(model: nn.Module):
@@ -180,7 +250,7 @@ def save(model: nn.Module, folder: Path, embeddings: bool) -> None:
         weight = module.weight()
         tensors |= {f"{name}.qweight": weight.int_repr(), f"{name}.scales": weight.q_per_channel_scales(),
                     f"{name}.zero_points": weight.q_per_channel_zero_points()}
-        if isinstance(module, torch.ao.nn.quantized.dynamic.Linear) and module.bias() is not None:
+        if not isinstance(module, torch.ao.nn.quantized.Embedding) and module.bias() is not None:
             tensors[f"{name}.bias"] = module.bias()
     tensors |= _float_state(model)
     save_file({name: value.contiguous() for name, value in tensors.items()}, folder / WEIGHTS)
@@ -194,7 +264,8 @@ def load(folder: Path) -> nn.Module:
     config = transformers.AutoConfig.from_pretrained(folder)  # trust_remote_code stays off: a transformers class
     architecture = getattr(transformers, config.architectures[0])
     spec = json.loads((folder / SPEC).read_text())
-    model = quantize(architecture(config).eval(), embeddings=spec["embeddings"] != "fp32", activations=spec.get("activations", "per_tensor"))
+    activations = spec.get("activations", "per_tensor")
+    model = quantize(architecture(config).eval(), embeddings=spec["embeddings"] != "fp32", activations=activations, fuse=False)
     tensors = load_file(folder / WEIGHTS)
     for name, module in quantized_modules(model):
         weight = torch._make_per_channel_quantized_tensor(
@@ -210,4 +281,4 @@ def load(folder: Path) -> nn.Module:
     with torch.no_grad():
         for name, value in tensors.items():
             state[name].copy_(value)
-    return model
+    return fuse_shared_inputs(model) if activations == "per_token" else model

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 from transformers.pytorch_utils import Conv1D
 
@@ -157,6 +158,30 @@ def test_per_token_int8_with_smoothquant_reloads_identically_and_a_block_scores_
     assert per_tensor_gap > 10 * gap  # the control: per tensor, a block is a different function from decoding
     float_ppl = summarize(*token_scores(teacher, held_out, 8))["perplexity"]
     assert summarize(*token_scores(reloaded, held_out, 8))["perplexity"] == pytest.approx(float_ppl, rel=0.03)
+
+
+def test_linears_reading_one_input_run_as_one_int8_call_with_the_same_logits_and_the_unfused_file(trained, tmp_path):
+    folder, _, held_out = trained
+    teacher = AutoModelForCausalLM.from_pretrained(folder).eval()
+    fused = quantize.quantize(teacher, embeddings=True, activations="per_token")
+    unfused = quantize.quantize(teacher, embeddings=True, activations="per_token", fuse=False)
+    parts = {name.rsplit(".", 1)[-1] for name, m in fused.named_modules() if isinstance(m, quantize.FusedPart)}
+    assert parts == ({"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"} if teacher.config.model_type == "llama" else set())
+    calls = []
+    for module in fused.modules():
+        if isinstance(module, quantize.FusedPart) and module.index == 0:
+            module.group.linear.register_forward_hook(lambda *_: calls.append(1))
+    ids = torch.as_tensor(held_out[:3])
+    with torch.inference_mode():
+        assert torch.equal(fused(input_ids=ids).logits, unfused(input_ids=ids).logits)
+        assert torch.equal(_decoded_logits(fused, ids[:1, :6]), _decoded_logits(unfused, ids[:1, :6]))
+    assert len(calls) == (2 * 2 * (1 + 6) if parts else 0)  # 2 layers x (q/k/v, gate/up) once a forward, not once a linear
+    for model, name in ((fused, "fused"), (unfused, "unfused")):
+        (tmp_path / name).mkdir()
+        quantize.save(model, tmp_path / name, embeddings=True)
+    saved = {name: load_file(tmp_path / name / quantize.WEIGHTS) for name in ("fused", "unfused")}
+    assert saved["fused"].keys() == saved["unfused"].keys()
+    assert all(torch.equal(saved["fused"][key], saved["unfused"][key]) for key in saved["unfused"])
 
 
 def test_a_per_token_linear_quantizes_each_row_as_fbgemm_quantizes_it_alone_so_an_outlier_row_leaves_the_others_alone():
