@@ -1,9 +1,10 @@
 """Decoding speed of our generation path vs plain Hugging Face `model.generate`, measured in the same run.
 
-  ours (streamed) : finetune.lm.generation.generate with the CLI's streamer (what `python -m finetune.generate`
-                    runs): argument checks, tokenizing, set_seed, TextStreamer decoding every token, final decode;
-                    the streamer's prints go to a buffer (a terminal's speed is not ours to measure)
-  ours (no stream): the same without a streamer
+  ours (CLI)      : what `python -m finetune.generate` runs: finetune.lm.generation.generate with the CLI's streamer and
+                    prompt lookup decoding (10 draft tokens): argument checks, tokenizing, set_seed, TextStreamer decoding
+                    every token, final decode; the streamer's prints go to a buffer (a terminal's speed is not ours to measure)
+  ours (streamed) : the same without prompt lookup
+  ours (no stream): the same without a streamer either
   plain           : model.generate on the already tokenized prompt
 All greedy, batch 1, KV cache, exactly --max-new-tokens new tokens (min_new_tokens), median of --repeats runs
 after one warm-up, the three interleaved (a load change hits all alike); prints tokens/s and each one's speed
@@ -49,10 +50,11 @@ with tempfile.TemporaryDirectory() as scratch:
             return model.generate(**ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True, pad_token_id=pad)
 
     greedy = {"max_new_tokens": n, "temperature": 0.0, "top_p": 1.0, "seed": 0, "min_new_tokens": n}
-    same = generate(model, tokenizer, args.prompt, **greedy) == tokenizer.decode(
-        plain()[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    reference = tokenizer.decode(plain()[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    same = generate(model, tokenizer, args.prompt, **greedy) == generate(model, tokenizer, args.prompt, prompt_lookup=10, **greedy) == reference
     streamer = CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    runs = {"ours (streamed)": lambda: generate(model, tokenizer, args.prompt, streamer=streamer, **greedy),
+    runs = {"ours (CLI)": lambda: generate(model, tokenizer, args.prompt, streamer=streamer, prompt_lookup=10, **greedy),
+            "ours (streamed)": lambda: generate(model, tokenizer, args.prompt, streamer=streamer, **greedy),
             "ours (no stream)": lambda: generate(model, tokenizer, args.prompt, **greedy),
             "plain": plain}
     with contextlib.redirect_stdout(io.StringIO()):

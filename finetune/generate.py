@@ -1,9 +1,10 @@
 """Continue a prompt with a causal LM saved in a local directory, streaming the text to stdout as it comes.
 
     python -m finetune.generate --model models/model "To be, or not to be" [--max-new-tokens 64 --temperature 0.8
-        --top-p 0.95 --seed 0 --trust-remote-code]
+        --top-p 0.95 --seed 0 --prompt-lookup 10 --trust-remote-code]
 
 Sampling, seeding and the checks on the prompt are finetune.lm.generation.generate's (temperature 0 = greedy).
+Prompt lookup decoding is on (10 draft tokens; --prompt-lookup 0 turns it off): the same greedy text, sooner.
 The model and tokenizer load from the directory only (nothing is downloaded); code shipped with the model runs only
 with --trust-remote-code. At the end, stderr gets the number of new tokens and tokens/s (prompt processing included).
 A mistake the user can fix (no such directory, no causal-LM weights in it, a prompt too long for the context) is
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: %(default)s)")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same text (default: %(default)s)")
+    parser.add_argument("--prompt-lookup", type=int, default=10,
+                        help="draft tokens copied from earlier text and checked in one step; 0 = off (default: %(default)s)")
     parser.add_argument("--trust-remote-code", action="store_true", help="run modelling code shipped in the directory")
     args = parser.parse_args(argv)
     try:
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> None:
     streamer = CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     start = time.perf_counter()
     generate(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-             top_p=args.top_p, seed=args.seed, streamer=streamer)
+             top_p=args.top_p, seed=args.seed, streamer=streamer, prompt_lookup=args.prompt_lookup)
     seconds = time.perf_counter() - start
     print(f"{streamer.new_tokens} new tokens in {seconds:.2f} s: {streamer.new_tokens / seconds:.1f} tokens/s", file=sys.stderr)
 

@@ -6,6 +6,12 @@
   temperature and top_p alone shape the distribution; other settings in the model's generation_config.json (a
   repetition penalty, its EOS ids) still apply; the tokenizer's EOS stops generation when the model's generation
   config names none, and is the pad id when the tokenizer has no pad. Returns the continuation only.
+  `prompt_lookup` k > 0: prompt lookup decoding (transformers' `prompt_lookup_num_tokens`): when the last few tokens
+  appeared earlier in the prompt or the text so far, the k tokens that followed them there are proposed and checked in
+  ONE forward; the longest prefix the model itself would have chosen is kept. Greedy: the same text; sampling: the same
+  distribution (a draft token is kept only if it equals the token sampled at its place), not the same seeded text as
+  without it. On a CPU a forward of k tokens costs little more than one (reading the weights dominates): SmolLM2 made
+  1.1-1.5x more tokens/s with k = 10 (BENCHMARKS.md). The CLI uses it; evaluate and the timing below do not.
   Refused before any work, as a UserError: a tokenizer without EOS (generation could not stop), an empty prompt,
   a prompt whose tokens plus max_new_tokens do not fit the model's context, and out-of-range settings.
 - `distinct_n`, `repetition_rate`: diversity of generated texts over whitespace tokens (definitions in their docstrings).
@@ -31,7 +37,7 @@ def context_length(config) -> int | None:
 
 
 def generate(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature: float, top_p: float, seed: int,
-             streamer=None, min_new_tokens: int | None = None) -> str:
+             streamer=None, min_new_tokens: int | None = None, prompt_lookup: int = 0) -> str:
     """The continuation of prompt (without the prompt), streamed to streamer (e.g. a TextStreamer) as it comes.
     min_new_tokens keeps generating past EOS up to that many tokens (for timing at a fixed length)."""
     if max_new_tokens < 1:
@@ -40,6 +46,8 @@ def generate(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature:
         raise UserError(f"temperature is {temperature}: expected >= 0 (0 = greedy)")
     if not 0 < top_p <= 1:
         raise UserError(f"top_p is {top_p}: expected a number in (0, 1]")
+    if prompt_lookup < 0:
+        raise UserError(f"prompt_lookup is {prompt_lookup}: expected a whole number >= 0 (0 = off)")
     if tokenizer.eos_token_id is None:
         raise UserError(f"the tokenizer ({type(tokenizer).__name__}) has no EOS token: generation could not stop; "
                         "set eos_token in its tokenizer_config.json")
@@ -50,14 +58,16 @@ def generate(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature:
     if context and length + max_new_tokens > context:
         raise UserError(f"prompt {prompt[:60]!r} is {length} tokens; with max_new_tokens {max_new_tokens} that is "
                         f"{length + max_new_tokens}, more than the model's context of {context} tokens")
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 else {"do_sample": False}
+    decoding = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 else {"do_sample": False}
+    if prompt_lookup:
+        decoding["prompt_lookup_num_tokens"] = prompt_lookup
     special = {"pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id}
     if model.generation_config.eos_token_id is None:  # else keep the model's own (it may list several stop ids)
         special["eos_token_id"] = tokenizer.eos_token_id
     transformers.set_seed(seed)  # seeds torch's global generator, which sampling draws from
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, use_cache=True,
-                                streamer=streamer, **sampling, **special)
+                                streamer=streamer, **decoding, **special)
     return tokenizer.decode(output[0, length:], skip_special_tokens=True)
 
 

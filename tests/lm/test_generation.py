@@ -19,6 +19,7 @@ from finetune.lm.generation import distinct_n, forced_run, generate, repetition_
 from tests.support import LM_TEXT
 
 PROMPT = "to be or not"
+REPEATING = "the question whether tis nobler in the mind\nto be or not to be that is"  # the memorised model repeats bits of it
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,25 @@ def test_greedy_equals_plain_generate_and_ignores_the_seed(memorised):
     assert sample(model, tokenizer, seed=1, temperature=0.0) == text
 
 
+def test_prompt_lookup_keeps_the_greedy_text_in_fewer_forwards_and_sampling_seeded(memorised):
+    model, tokenizer = memorised
+    forwards = []
+    hook = model.register_forward_pre_hook(lambda *_: forwards.append(1))
+    try:
+        texts = {}
+        for lookup in (0, 10):
+            forwards.clear()
+            texts[lookup] = sample(model, tokenizer, seed=0, prompt=REPEATING, temperature=0.0, max_new_tokens=24, min_new_tokens=24,
+                                   prompt_lookup=lookup)
+            texts[f"{lookup} forwards"] = len(forwards)
+    finally:
+        hook.remove()
+    assert texts[10] == texts[0]
+    assert texts["0 forwards"] == 24 and texts["10 forwards"] < 24  # some drafts copied from the prompt were kept
+    drawn = [sample(model, tokenizer, seed=4, temperature=1.0, max_new_tokens=24, prompt_lookup=10) for _ in range(2)]
+    assert drawn[0] == drawn[1]
+
+
 def test_prompt_longer_than_context_refused(lm):
     length = len(lm[1](LM_TEXT).input_ids)
     assert 64 < length < 128
@@ -85,7 +105,7 @@ def test_prompt_longer_than_context_refused(lm):
 @pytest.mark.parametrize("settings, message", [({"max_new_tokens": 0}, "max_new_tokens is 0"),
                                                ({"temperature": -0.5}, "temperature is -0.5"),
                                                ({"top_p": 0.0}, "top_p is 0.0"), ({"top_p": 1.5}, "top_p is 1.5"),
-                                               ({"prompt": ""}, "the prompt is empty")])
+                                               ({"prompt_lookup": -1}, "prompt_lookup is -1"), ({"prompt": ""}, "the prompt is empty")])
 def test_bad_settings_and_empty_prompt_refused(lm, settings, message):
     with pytest.raises(UserError, match=re.escape(message)):
         sample(*lm, seed=0, **settings)
@@ -152,7 +172,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_streams_the_seeded_continuation(lm, tiny_causal_lm):
     done = cli("--model", str(tiny_causal_lm), PROMPT, "--max-new-tokens", "12", "--seed", "3")
     assert done.returncode == 0, done.stderr
-    expected = sample(*lm, seed=3, max_new_tokens=12, temperature=0.8, top_p=0.95)  # the CLI's defaults
+    expected = sample(*lm, seed=3, max_new_tokens=12, temperature=0.8, top_p=0.95, prompt_lookup=10)  # the CLI's defaults
     assert done.stdout == expected + "\n" and expected.strip()
     count = int(re.search(r"(\d+) new tokens in [\d.]+ s: [\d.]+ tokens/s", done.stderr).group(1))
     assert 1 <= count <= 12
