@@ -111,8 +111,8 @@ class FusedGroup:
     """Linears reading the same input (q/k/v, gate/up) as ONE int8 matmul: a one-row call costs fbgemm 30-40 us whatever
     its size (BENCHMARKS.md), so three small calls cost nearly three times one wider call. The first part called with an
     input computes every part's rows; the others take theirs from that output and the last one drops it. Deliberately
-    not a submodule: save() writes each part's rows under the part's own name (the unfused file), so no second copy of
-    the weights exists in memory or on disk. Per-channel weights and per-row activations make it bit-for-bit the same."""
+    not a submodule: save() writes each part's rows under the part's own name (the unfused file), so fusing adds no copy
+    of the weights in memory or on disk. Per-channel weights and per-row activations make it bit-for-bit the same."""
 
     def __init__(self, linears: list[PerTokenLinear]):
         weights = [linear.weight() for linear in linears]
