@@ -5,7 +5,7 @@
 
 1. Environment: python, torch (CUDA, cuDNN), transformers; the GPU's name, memory, compute capability, driver,
    and whether the pipeline would train in bf16 and TF32 on it.
-2. `pytest -m gpu tests/test_gpu.py`: train + evaluate on CUDA (text and image), bf16, resume, CPU vs GPU predictions.
+2. `pytest -m gpu tests/test_gpu.py`: train + evaluate on CUDA (text and image), bf16, resume, CPU vs GPU predictions; a LoRA causal LM.
 3. Per task, in a scratch project: ingest + preprocess of the default data (configs/text.yaml: 6,000 tweets,
    all-MiniLM-L6-v2; configs/image.yaml: Fashion-MNIST, EfficientNet-Lite0), then
      ours      : the train stage (finetune.training.fit with every default: bf16, train.speed, evaluation and a

@@ -24,7 +24,17 @@ from finetune.params import Speed
 from finetune.strategies import apply_strategy
 from finetune.tasks import get_task
 from stages import evaluate, ingest, preprocess, train
-from tests.support import PROJECT, load, make_rows, tiny_image_params, tiny_params, tool_env, write_image_folder
+from tests.support import (
+    PROJECT,
+    load,
+    make_rows,
+    tiny_image_params,
+    tiny_lm_params,
+    tiny_params,
+    tool_env,
+    write_image_folder,
+    write_lm_corpus,
+)
 
 CUDA = torch.cuda.is_available()
 
@@ -117,6 +127,20 @@ def test_an_interrupted_gpu_fine_tune_resumes_to_the_same_weights(workdir, tiny_
     assert all(torch.equal(value, weights[name]) for name, value in expected.items())
 
 
+@gpu
+def test_a_causal_lm_fine_tunes_with_lora_on_cuda_in_bf16_and_its_cpu_perplexity_beats_the_pretrained_model(workdir, tiny_causal_lm):
+    """The LM path: LoRA on CUDA (bf16 where supported), the merged model then scored on the CPU in fp32 by evaluate."""
+    write_lm_corpus(workdir)
+    params = load(tiny_lm_params(tiny_causal_lm, train={"device": "auto"}))
+    ingest.run(params)
+    preprocess.run(params)
+    summary = train.run(params)
+    assert summary["device"] == "cuda" and summary["bf16"] == torch.cuda.is_bf16_supported(including_emulation=False)
+    assert summary["parameters"]["strategy"] == "lora"
+    metrics = evaluate.run(params)
+    assert metrics["perplexity"] < metrics["baseline"]["perplexity"]
+
+
 @pytest.mark.skipif(CUDA, reason="a CUDA GPU is visible: train.device cuda is accepted here")
 def test_cuda_without_a_gpu_is_refused_with_the_exact_message():
     with pytest.raises(UserError) as refused:
@@ -138,7 +162,7 @@ def test_the_gpu_check_dry_run_goes_through_every_step_on_the_cpu():
     assert "needs a CUDA GPU: torch.cuda.is_available() is False" in done.stdout  # the GPU tests' skip reason, shown
     report = done.stdout.split("== GPU check report (dry run: CPU, tiny models; the numbers mean nothing) ==\n")[1]
     assert "GPU: none visible (dry run: CUDA hidden)" in report
-    assert re.search(r"^gpu tests: 5 skipped, 3 deselected.* in .*\(exit 0\)$", report, re.M)
+    assert re.search(r"^gpu tests: 6 skipped, 3 deselected.* in .*\(exit 0\)$", report, re.M)
     for task in ("text", "image"):
         assert re.search(rf"^{task}: models/pretrained/tiny-{task}, \d+ train rows, 2 epochs, batch 8$", report, re.M)
     for run in ("ours", "reference"):
