@@ -3,7 +3,7 @@
     python bench/bootstrap_cost.py PROJECT      # a project where `dvc repro ensemble` has run (e.g. the default one)
 
 Times (a) the evaluate and ensemble stages of THIS checkout, each run whole in a fresh process (`python -m stages.X`
-in a scratch folder holding this checkout's code and PROJECT's params and inputs, so PROJECT is left untouched), and (b) the exact finetune/uncertainty.py
+in a scratch folder holding this checkout's code and PROJECT's params and inputs, so PROJECT is left untouched), and (b) the exact finetune/scoring/uncertainty.py
 calls those stages make, on the same predictions, in this process (median of 5). Prints both and the share.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from finetune import uncertainty  # noqa: E402
-from finetune.probabilities import load_members, member_file  # noqa: E402
+from finetune.families.classification.probabilities import load_members, member_file  # noqa: E402
+from finetune.scoring import uncertainty  # noqa: E402
 
 COPIED = ["params.yaml", "data/raw", "data/prepared", "models/model", "models/pretrained", "reports/evaluate", "reports/members"]
 

@@ -9,10 +9,11 @@ import json
 
 import torch
 
-from finetune import paths, quantize
-from finetune.params import load_params
+from finetune import paths
+from finetune.compression import quantize
+from finetune.config.params import load_params
+from finetune.families.classification.compress import FOLDERS, LATENCY_BATCHES, latencies_ms, teacher_data
 from finetune.tasks import get_task
-from stages.compress import FOLDERS, LATENCY_BATCHES, latencies_ms, teacher_data
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, nargs="+", default=[1, torch.get_num_threads()])
@@ -21,13 +22,13 @@ args = parser.parse_args()
 
 params = load_params()
 result = json.loads(paths.COMPRESS_METRICS.read_text())
-teacher_dir, teacher_params, tables, layout = teacher_data(params, result["teacher"], json.loads(paths.LABEL_MAP.read_text()))
 task = get_task(params.task)
-processor = task.load_processor(str(teacher_dir), False)
-models = {"teacher": task.load_trained(str(teacher_dir), False).eval()}
+teacher_dir, teacher_params, tables, layout = teacher_data(task, params, result["teacher"], json.loads(paths.LABEL_MAP.read_text()))
+processor = task.models.load_processor(str(teacher_dir), False)
+models = {"teacher": task.models.load_trained(str(teacher_dir), False).eval()}
 for method in [m for m in FOLDERS if m in result["models"]]:
     folder = paths.COMPRESSED / FOLDERS[method]
-    models[method] = quantize.load(folder) if method == "int8" else task.load_trained(str(folder), False).eval()
+    models[method] = quantize.load(folder) if method == "int8" else task.models.load_trained(str(folder), False).eval()
 
 print(f"teacher {result['teacher']}; median of {args.repeats} runs after warm-up, first test rows")
 print("threads | model    | " + " | ".join(f"ms batch {b:>2} | speed-up" for b in LATENCY_BATCHES))

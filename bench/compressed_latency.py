@@ -18,25 +18,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore")
 
-from finetune import compressors, paths  # noqa: E402
+from finetune import paths  # noqa: E402
+from finetune.config.params import PRIMARY, load_params  # noqa: E402
+from finetune.families.classification.compress import FOLDERS, LATENCY_BATCHES, latencies_ms  # noqa: E402
 from finetune.io import read_json  # noqa: E402
-from finetune.params import PRIMARY, load_params  # noqa: E402
 from finetune.tasks import get_task  # noqa: E402
-from stages.compress import FOLDERS, LATENCY_BATCHES, latencies_ms  # noqa: E402
 
 
 def main(rounds: int) -> None:
     params = load_params()
     task, result = get_task(params.task), read_json(paths.COMPRESS_METRICS)
     teacher_dir = paths.MODEL if result["teacher"] == PRIMARY else paths.MEMBER_MODELS / result["teacher"]
-    processor = task.load_processor(str(teacher_dir), False)
-    teacher = task.load_trained(str(teacher_dir), False).eval()
-    compressor = compressors.compressor(task.compressor(teacher), task)
+    processor = task.models.load_processor(str(teacher_dir), False)
+    teacher = task.models.load_trained(str(teacher_dir), False).eval()
+    compressor = task.compressor(teacher)
     models = {"teacher": teacher}
     for method, folder in FOLDERS.items():
         if (paths.COMPRESSED / folder).is_dir():
             models[method] = (compressor.load_quantized(paths.COMPRESSED / folder) if method == "int8"
-                              else task.load_trained(str(paths.COMPRESSED / folder), False).eval())
+                              else task.models.load_trained(str(paths.COMPRESSED / folder), False).eval())
     test, layout = pd.read_parquet(paths.PREPARED / "test.parquet"), read_json(paths.LABEL_MAP)
     runners = {name: (lambda features, model=model: model(**features)) for name, model in models.items()}
     print(f"{params.task}, teacher {result['teacher']}, {torch.get_num_threads()} threads, {params.compress.latency.repeats} repeats a round")

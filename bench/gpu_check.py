@@ -23,7 +23,7 @@ a GPU; rerun for a second sample). Samples/s is the Trainer's: the planned sampl
 its in-loop evaluations and checkpoints, and a run that stopped early is flagged (its samples/s is then too high). A
 task whose default data or model is not installed is skipped with the reason. A dry run hides CUDA
 (CUDA_VISIBLE_DEVICES=""), so the GPU tests are skipped and both runs train tiny models built from a config
-(tests/support.py) on the CPU: it checks every step of the script, not speed.
+(tests/support/) on the CPU: it checks every step of the script, not speed.
 """
 from __future__ import annotations
 
@@ -56,11 +56,12 @@ from transformers.utils import is_torch_tf32_available  # noqa: E402
 
 from bench.train_throughput import measure, padded_like_run_classification  # noqa: E402
 from finetune import paths  # noqa: E402
+from finetune.config.params import load_params  # noqa: E402
+from finetune.data.features import FeatureDataset  # noqa: E402
 from finetune.errors import UserError  # noqa: E402
 from finetune.io import read_json  # noqa: E402
-from finetune.params import load_params  # noqa: E402
-from finetune.tasks import FeatureDataset, get_task  # noqa: E402
-from finetune.training import resolve_device  # noqa: E402
+from finetune.tasks import get_task  # noqa: E402
+from finetune.training.fit import resolve_device  # noqa: E402
 from stages import evaluate, ingest, preprocess, train  # noqa: E402
 
 SPEED_BAR, ACCURACY_BAR = 1.3, 0.5  # ours / reference samples/s at least; test accuracy within this many points
@@ -117,14 +118,14 @@ def ours(params) -> dict:
 def reference(params) -> dict:
     task, label_map = get_task(params.task), read_json(paths.LABEL_MAP)
     frames = [pd.read_parquet(paths.PREPARED / f"{name}.parquet") for name in ("train", "test")]
-    processor = task.load_processor(task.model_source(params.train.model), params.train.trust_remote_code)
+    processor = task.models.load_processor(task.models.source(params.train.model), params.train.trust_remote_code)
     if params.task == "text-classification":
         sets = [FeatureDataset(padded_like_run_classification(processor, frame), label_map["features"]) for frame in frames]
         collator, note = default_data_collator, "fp32, padded to 128"
     else:
-        sets = [task.dataset(frames[0], label_map, processor, params.preprocess, seed=params.train.seed),
-                task.dataset(frames[1], label_map, processor)]
-        collator, note = task.collator(processor), "fp32, our datasets"
+        sets = [task.models.dataset(frames[0], label_map, processor, params.preprocess, seed=params.train.seed),
+                task.models.dataset(frames[1], label_map, processor)]
+        collator, note = task.models.collator(processor), "fp32, our datasets"
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result = measure("reference", task, params, label_map, *sets, collator, params.train.epochs, params.train.dropout, use_cpu=device == "cpu")
     return {**result, "note": f"{device}, {note}"}
@@ -160,20 +161,20 @@ def compare(name: str, folder: Path, params_of) -> list[str]:
 
 def tiny_params_of(task: str, root: Path):
     """Dry run: params of a tiny model (built from a config) on a few dozen generated rows, as the tests make them."""
-    from tests import support
+    from tests.support import data, models, params as support_params
 
     def params_of():
         model = root / f"tiny-{task}"
         if not model.exists():
             model.mkdir(parents=True)
-            (support.build_tiny_bert if task == "text" else support.build_tiny_resnet)(model)
+            (models.build_tiny_bert if task == "text" else models.build_tiny_resnet)(model)
         settings = {"epochs": 2, "device": "auto"}
         if task == "text":
             Path("data/raw").mkdir(parents=True, exist_ok=True)
-            support.make_rows(60).to_csv("data/raw/tiny.csv", index=False)
-            return support.load(support.tiny_params(model, train=settings))
-        support.write_image_folder(Path("data/raw/images"), 10)
-        return support.load(support.tiny_image_params(str(model), train=settings))
+            data.make_rows(60).to_csv("data/raw/tiny.csv", index=False)
+            return support_params.load(support_params.tiny_params(model, train=settings))
+        data.write_image_folder(Path("data/raw/images"), 10)
+        return support_params.load(support_params.tiny_image_params(str(model), train=settings))
     return params_of
 
 

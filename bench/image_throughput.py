@@ -33,20 +33,20 @@ import torch  # noqa: E402
 from transformers import set_seed  # noqa: E402
 
 from finetune import paths  # noqa: E402
+from finetune.config.params import load_params  # noqa: E402
 from finetune.io import read_json  # noqa: E402
-from finetune.params import load_params  # noqa: E402
 from finetune.tasks import get_task  # noqa: E402
-from finetune.training import fit  # noqa: E402
+from finetune.training.fit import fit  # noqa: E402
 
 
 def hand_loop(task, params, layout, processor, train: pd.DataFrame, channels_last: bool, clip: bool = False) -> float:
     """images/s of a plain loop: the task's dataset (same augmentation), AdamW, cross-entropy (+ gradient clipping)."""
     set_seed(params.train.seed)
-    model = task.load_model(task.model_source(params.train.model), layout, params.train)
+    model = task.models.load_model(task.models.source(params.train.model), layout, params.train)
     if not channels_last:
         model = model.to(memory_format=torch.contiguous_format)
-    dataset = task.dataset(train, layout, processor, params.preprocess, seed=params.train.seed)
-    collate = task.collator(processor)
+    dataset = task.models.dataset(train, layout, processor, params.preprocess, seed=params.train.seed)
+    collate = task.models.collator(processor)
     loader = torch.utils.data.DataLoader(dataset, batch_size=params.train.batch_size, shuffle=True, collate_fn=collate, drop_last=True,
                                          generator=torch.Generator().manual_seed(params.train.seed))
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.train.learning_rate, weight_decay=params.train.weight_decay)
@@ -68,8 +68,8 @@ def hand_loop(task, params, layout, processor, train: pd.DataFrame, channels_las
 
 def loading_seconds(task, params, layout, processor, train: pd.DataFrame) -> float:
     """Seconds to produce every training batch of one epoch (decode, augment, normalise, collate) with no model."""
-    dataset = task.dataset(train, layout, processor, params.preprocess, seed=params.train.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=params.train.batch_size, shuffle=True, collate_fn=task.collator(processor),
+    dataset = task.models.dataset(train, layout, processor, params.preprocess, seed=params.train.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=params.train.batch_size, shuffle=True, collate_fn=task.models.collator(processor),
                                          drop_last=True)
     start = time.perf_counter()
     for _ in loader:
@@ -85,12 +85,12 @@ def main() -> None:
         sys.exit("data/prepared holds no images: switch to the image config first (make pipeline CONFIG=image, or dvc repro preprocess)")
     train = pd.read_parquet(paths.PREPARED / "train.parquet").sample(n=args.rows, random_state=0)
     val = pd.read_parquet(paths.PREPARED / "val.parquet").head(64)
-    processor = task.load_processor(task.model_source(params.train.model), False)
+    processor = task.models.load_processor(task.models.source(params.train.model), False)
     params = params.with_values({"train.epochs": args.epochs, "train.early_stopping.patience": 0, "train.eval_steps": None})
 
     def pipeline_run() -> float:
         with tempfile.TemporaryDirectory() as scratch:
-            return fit(params, {"train": train, "val": val}, layout, Path(scratch) / "model", Path(scratch) / "live",
+            return fit(get_task(params.task), params, {"train": train, "val": val}, layout, Path(scratch) / "model", Path(scratch) / "live",
                        "bench image throughput")["train_samples_per_second"]
 
     variants = {"pipeline": pipeline_run, "hand": lambda: hand_loop(task, params, layout, processor, train, channels_last=True),

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore")
 
-from finetune import convnet_compress  # noqa: E402
+from finetune.compression import convnets as convnet_compress  # noqa: E402
 
 SIZE, BATCHES, REPEATS = 64, (1, 32), 15
 

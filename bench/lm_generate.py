@@ -1,6 +1,6 @@
 """Decoding speed of our generation path vs plain Hugging Face `model.generate`, measured in the same run.
 
-  ours (CLI)      : what `python -m finetune.generate` runs: finetune.lm.generation.generate with the CLI's streamer and
+  ours (CLI)      : what `python -m finetune.families.generative.generate` runs: finetune.families.generative.generation.generate with the CLI's streamer and
                     prompt lookup decoding (10 draft tokens): argument checks, tokenizing, set_seed, TextStreamer decoding
                     every token, final decode; the streamer's prints go to a buffer (a terminal's speed is not ours to measure)
   ours (streamed) : the same without prompt lookup
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from finetune.generate import CountingStreamer, load
-from finetune.lm.generation import generate, timed
+from finetune.families.generative.generate import CountingStreamer, load
+from finetune.families.generative.generation import generate, timed
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--model", help="a causal-LM directory (default: a tiny random Llama built for this run)")

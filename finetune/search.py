@@ -45,12 +45,11 @@ from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 from finetune import paths
-from finetune.distributed import launches
+from finetune.config.params import Params, Search, masked_url
 from finetune.errors import UserError
-from finetune.heads import names
 from finetune.io import atomic_path, read_json, write_json
-from finetune.params import Params, Search, masked_url
 from finetune.tasks import get_task
+from finetune.training.distributed import launches
 
 STUDIES = Path(".cache/search")
 RESULTS = paths.SEARCH
@@ -254,8 +253,7 @@ class ReportToPruner(TrainerCallback):
 
 def run_trial(params: Params, number: int) -> dict:
     """Train trial `number` of the stored study (its values were asked already); returns its outcome."""
-    from finetune.featurize import refeaturized
-    from finetune.training import fingerprint, fit
+    from finetune.training.fit import fingerprint, fit
 
     search = params.search
     study = optuna.load_study(study_name=search.study, storage=storage(search), pruner=_pruner(search))
@@ -265,15 +263,15 @@ def run_trial(params: Params, number: int) -> dict:
     if not paths.LABEL_MAP.exists():
         raise UserError(f"{paths.PREPARED} is missing: run `dvc repro preprocess` before searching")
     prepared = {split: pd.read_parquet(paths.PREPARED / f"{split}.parquet") for split in ("train", "val")}
-    shared = get_task(params.task).shared_features(trial_params, prepared)
-    tables, label_map = shared if shared is not None else refeaturized(trial_params, prepared, names(read_json(paths.LABEL_MAP)))
+    task = get_task(params.task)
+    tables, label_map = task.features_for(trial_params, prepared, read_json(paths.LABEL_MAP))
     run_name = f"search {search.study} trial {frozen.user_attrs.get('retry_of', number)}"  # a requeued trial resumes its checkpoint
     # a trial trained by torchrun's processes is out of this process's reach (run_search refused pruning for it)
     reporting = () if launches(trial_params.train) else (ReportToPruner(trial, search.val_metric, search.pruner.warmup_evaluations),)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            summary = fit(trial_params, tables, label_map, Path(scratch) / "model", Path(scratch) / "live", run_name, extra_callbacks=reporting)
+            summary = fit(task, trial_params, tables, label_map, Path(scratch) / "model", Path(scratch) / "live", run_name, extra_callbacks=reporting)
         except optuna.TrialPruned as pruned:
             shutil.rmtree(paths.CHECKPOINTS / fingerprint(trial_params, run_name), ignore_errors=True)
             return {"state": "pruned", "reason": str(pruned), "seconds": round(time.perf_counter() - start, 1)}
@@ -403,7 +401,7 @@ def apply_best(params_file: Path = paths.PARAMS) -> dict:
     """Write reports/search/summary.json's best values into params.yaml, comments and order kept."""
     from ruamel.yaml import YAML
 
-    from finetune.params import load_params
+    from finetune.config.params import load_params
 
     summary_file = RESULTS / "summary.json"
     if not summary_file.exists() or not read_json(summary_file)["best"]:

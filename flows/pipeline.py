@@ -47,15 +47,14 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's ~70 INFO lines a run would drown the stages' own
 
 from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.artifacts import create_link_artifact, create_markdown_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 from prefect.states import Completed  # noqa: E402
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner  # noqa: E402
 
+from finetune.config.params import parse_params  # noqa: E402
 from finetune.errors import UserError  # noqa: E402
-from finetune.params import parse_params  # noqa: E402
-
 
 
 def stage_graph(root: Path) -> dict[str, set[str]]:
@@ -90,8 +89,8 @@ def apply_overrides(root: Path, overrides: list[str], write: bool = True) -> Non
         return
     from ruamel.yaml import YAML
 
+    from finetune.config.params import read_yaml
     from finetune.io import atomic_path
-    from finetune.params import read_yaml
 
     path = root / "params.yaml"
     before = read_yaml(path)  # UTF-8, no aliases, a mapping
@@ -244,11 +243,13 @@ def publish_artifacts(root: Path) -> None:
     metrics, combined = root / "reports/metrics.json", root / "reports/ensemble.json"
     if metrics.exists():
         results = {"model": json.loads(metrics.read_text())}
-        if combined.exists():
-            ensemble = json.loads(combined.read_text())
-            results[f"ensemble ({ensemble['method']})"] = ensemble
-        results["majority baseline"] = results["model"]["baseline"]
-        names = {"accuracy": "accuracy", "f1_macro": "macro F1", "f1_weighted": "weighted F1"}
+        if combined.exists() and "method" in (ensemble := json.loads(combined.read_text())):
+            results[f"ensemble ({ensemble['method']})"] = ensemble.get("test", ensemble)  # a generative ensemble's scores are under test
+        if "baseline" in results["model"]:
+            results[f"baseline: {results['model']['baseline']['strategy']}"] = results["model"]["baseline"]
+        names = {"accuracy": "accuracy", "f1_macro": "macro F1", "f1_weighted": "weighted F1", "perplexity": "perplexity",
+                 "token_accuracy": "next-token accuracy"}
+        names = {key: label for key, label in names.items() if all(key in r for r in results.values())}  # what every column has
         table = "\n".join(f"| {label} | " + " | ".join(f"{r[key]:.4f}" for r in results.values()) + " |" for key, label in names.items())
         header = f"| test metric | {' | '.join(results)} |\n|---|{'---|' * len(results)}"
         create_markdown_artifact(
@@ -257,7 +258,7 @@ def publish_artifacts(root: Path) -> None:
             description="Test metrics of the fine-tuned model (and the ensemble)",
         )
     compressed = root / "reports/compress.json"
-    if compressed.exists() and json.loads(compressed.read_text())["models"]:
+    if compressed.exists() and json.loads(compressed.read_text()).get("models"):  # none when the stage was skipped
         result = json.loads(compressed.read_text())
         columns = {"size_mb": "MiB", "latency_ms_batch_1": "ms, batch 1", "latency_ms_batch_32": "ms, batch 32",
                    "accuracy": "test accuracy", "f1_macro": "test macro F1"}

@@ -35,8 +35,8 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from finetune import search  # noqa: E402
+from finetune.config.params import Params, load_params, masked_url  # noqa: E402
 from finetune.errors import UserError  # noqa: E402
-from finetune.params import Params, load_params, masked_url  # noqa: E402
 from flows.pipeline import Resources  # noqa: E402
 
 
@@ -90,15 +90,15 @@ def preflight(params: Params) -> None:
     space, before any trial trains. Models are built on the meta device: the module tree, no weights."""
     import itertools
 
-    from finetune.strategies import check_against_model
     from finetune.tasks import get_task
+    from finetune.training.strategies import check_against_model
 
     task, models = get_task(params.task), {}
     keys = list(params.search.space)
     for combination in itertools.product(*(params.search.space[key].probe_values() for key in keys)):
         train = params.with_values(dict(zip(keys, combination))).train
         if train.model not in models:
-            models[train.model] = task.model_outline(train)
+            models[train.model] = task.models.outline(train)
         check_against_model(train, models[train.model])
 
 

@@ -1,173 +1,23 @@
-"""ensemble: combine the members' saved probabilities; no member is retrained here (seconds).
+"""ensemble: combine the members' saved predictions; no member is retrained here (seconds).
 
-Members: the train stage's model ("primary", when ensemble.include_primary) and every entry of
-ensemble.members (trained by the member stages). Each member is first calibrated by temperature
-scaling fitted on val (ensemble.calibration), then every method is scored side by side:
-- best_member: no combining: the member with the best val macro F1;
-- hard_vote: majority of the members' argmax; ties -> the tied class with the highest mean
-  probability, then the lower class index;
-- soft_vote: mean of the probabilities;
-- weighted: weighted mean; weights are ensemble.weights when given (members left out weigh 0),
-  else fitted on VAL to minimise log-loss (on the simplex), shrunk toward equal (ensemble.prior_rows);
-- stacking: a multinomial logistic regression on the members' log-probabilities, fitted on VAL.
-Nothing is fitted on test. ensemble.method picks the method whose predictions are reported; `auto` (the
-default) picks it by cross-fitted val scores (ensemble.folds; finetune/ensemble.py says how).
-Every member and method's test scores carry a bootstrap 95 % interval (`ci95`), and the chosen method is
-compared with each member on the same test rows (`vs_members`: paired bootstrap, finetune/uncertainty.py).
-Writes reports/ensemble.json (metrics of every member and method, the fitted weights and
-temperatures) and reports/ensemble/: predictions.csv, changes.csv (test rows where the ensemble
-fixed or broke a member's prediction), confusion.png, stacker.json.
-Several tasks (data.label_columns, finetune/heads.py): every member's probabilities of each head are ensembled on their
-own (the rows that have that head's label), each head's files in reports/ensemble/<task>/, its metrics under `tasks` in
-ensemble.json beside the means over the heads (`accuracy`, `f1_macro`).
+Members: the train stage's model ("primary", when ensemble.include_primary) and every entry of ensemble.members. The
+task's family combines them (finetune/families/<family>/ensemble.py): classifiers' class probabilities, calibrated and
+combined by every method (best member, votes, weights and stacking fitted on val only; `auto` picks by cross-fitted val
+scores); generative models' next-token distributions mixed with weights fitted on val. Writes reports/ensemble.json and
+reports/ensemble/.
 """
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from functools import partial
 
-from finetune import ensemble, metrics, paths, uncertainty
-from finetune.cli import main
-from finetune.heads import Heads
-from finetune.io import read_json, write_json, write_outputs, write_table
-from finetune.params import Params
-from finetune.plots import confusion_png
-from finetune.probabilities import SPLITS, MemberProbabilities, load_members
+from finetune import paths
+from finetune.config.params import Params
+from finetune.stage import main, produce
 from finetune.tasks import get_task
 
 
-def combine(params: Params, members: list[MemberProbabilities]) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-    """{method: {split: probabilities}} from everything fitted on ALL val rows, and what was fitted: the
-    temperatures, weights, stacker, and each method's cross-fitted (out-of-fold) val score that `auto` reads."""
-    config = params.ensemble
-    y_val = members[0].splits["val"].labels
-    fixed = None if config.weights is None else np.array([config.weights.get(m.name, 0.0) for m in members])
-    settings = {"calibration": config.calibration, "fixed_weights": fixed, "prior_rows": config.prior_rows, "seed": params.data.seed}
-    fitted = ensemble.fit([m.splits["val"].probs for m in members], y_val, **settings)
-    by_split = {split: ensemble.predict(fitted, [m.splits[split].probs for m in members]) for split in SPLITS}
-    combined = {method: {split: by_split[split][method] for split in SPLITS} for method in ensemble.METHODS}
-    fold = ensemble.folds(y_val, config.folds, params.data.seed)
-    auto, cross_fitted = ensemble.choose(ensemble.cross_fit([m.splits["val"].probs for m in members], y_val, fold, **settings), y_val, fold)
-    names = [m.name for m in members]
-    source = "ensemble.weights" if fixed is not None else (f"fitted on val (min log-loss), shrunk toward equal weights by "
-                                                           f"prior_rows {config.prior_rows:g} against {len(y_val)} val rows")
-    return combined, {
-        "method": auto if config.method == "auto" else config.method,
-        "chosen_by": ("auto: the simplest method within one standard error of the best cross-fitted val macro F1"
-                      if config.method == "auto" else "ensemble.method"),
-        "cross_fitted_val": {"folds": int(fold.max()) + 1, **cross_fitted},
-        "best_member": names[fitted.best_member],
-        "temperatures": dict(zip(names, map(float, fitted.temperatures))),
-        "weights": dict(zip(names, map(float, fitted.weights))),
-        "weights_source": source,
-        "stacker": {"classes": members[0].classes, "features": [f"log p({c}) of {n}" for n in names for c in members[0].classes],
-                    "coef": fitted.stacker.coef_.tolist(), "intercept": fitted.stacker.intercept_.tolist()},
-    }
-
-
-def _changes(members, chosen: np.ndarray, shown: pd.Series, column: str) -> pd.DataFrame:
-    """Test rows where the chosen ensemble fixed (member wrong, ensemble right) or broke a member."""
-    test = members[0].splits["test"]
-    classes = np.array(members[0].classes)
-    rows = []
-    for member in members:
-        own = member.splits["test"].probs.argmax(axis=1)
-        for effect, mask in (("fixed", (own != test.labels) & (chosen == test.labels)),
-                             ("broke", (own == test.labels) & (chosen != test.labels))):
-            rows.append(pd.DataFrame({"member": member.name, "effect": effect, "id": test.ids[mask], "actual": classes[test.labels[mask]],
-                                      "member_predicted": classes[own[mask]], "ensemble_predicted": classes[chosen[mask]]}))
-    changes = pd.concat(rows, ignore_index=True)
-    return changes.assign(**{column: changes["id"].map(shown)})
-
-
-def _ensemble(params: Params, members: list[MemberProbabilities], test: pd.DataFrame, shown: pd.Series, column: str) -> tuple[dict, dict]:
-    """(metrics, {file name: table or json}) of the ensemble of these members (of one head)."""
-    combined, fitted = combine(params, members)
-    classes, y = members[0].classes, {split: members[0].splits[split].labels for split in SPLITS}
-    scores = {
-        "members": {m.name: {split: metrics.headline(y[split], m.splits[split].probs.argmax(axis=1)) for split in SPLITS}
-                    for m in members},
-        "methods": {method: {split: metrics.headline(y[split], probs[split].argmax(axis=1)) for split in SPLITS}
-                    for method, probs in combined.items()},
-    }
-    method = fitted["method"]
-    chosen = combined[method]["test"]
-    predicted = chosen.argmax(axis=1)
-    test_predictions = {**{("members", m.name): m.splits["test"].probs.argmax(axis=1) for m in members},
-                        **{("methods", name): probs["test"].argmax(axis=1) for name, probs in combined.items()}}
-    for (group, name), ci95 in uncertainty.intervals(y["test"], test_predictions).items():
-        scores[group][name]["test"]["ci95"] = ci95
-    best = max(scores["members"], key=lambda name: scores["members"][name]["val"]["f1_macro"])
-    best_test = max(scores["members"], key=lambda name: scores["members"][name]["test"]["f1_macro"])
-    result = {
-        "method": method,
-        **{key: fitted[key] for key in ("chosen_by", "cross_fitted_val", "best_member")},
-        **scores["methods"][method]["test"],
-        "per_class": metrics.per_class(y["test"], predicted, classes),
-        # the member a user would have picked without an ensemble (best on val), and the best in hindsight (on test)
-        "best_member_on_val": {"name": best, **scores["members"][best]["test"]},
-        "best_member_on_test": {"name": best_test, **scores["members"][best_test]["test"]},
-        "vs_members": {m.name: uncertainty.compare(y["test"], predicted, test_predictions[("members", m.name)]) for m in members},
-        **scores,
-        **{key: fitted[key] for key in ("temperatures", "weights", "weights_source")},
-    }
-
-    names = np.array(classes)
-    rows = pd.DataFrame({"id": members[0].splits["test"].ids, "actual": names[y["test"]], "predicted": names[predicted],
-                         "confidence": chosen.max(axis=1)})
-    for member in members:
-        rows[f"{member.name}_predicted"] = names[member.splits["test"].probs.argmax(axis=1)]
-    for i, label in enumerate(classes):
-        rows[f"prob_{label}"] = chosen[:, i]
-    changes = _changes(members, predicted, shown, column)
-    result["changes"] = {m.name: {effect: int(((changes["member"] == m.name) & (changes["effect"] == effect)).sum())
-                                  for effect in ("fixed", "broke")} for m in members}
-    return result, {"predictions": rows, "changes": changes, "stacker": fitted["stacker"], "classes": classes}
-
-
-def _write(folder, result: dict, files: dict) -> None:
-    folder.mkdir()
-    write_table(folder / "predictions.csv", files["predictions"])
-    write_table(folder / "changes.csv", files["changes"])
-    write_json(folder / "stacker.json", files["stacker"])
-    rows = files["predictions"]
-    confusion_png(folder / "confusion.png", rows["actual"], rows["predicted"], files["classes"], f"Ensemble ({result['method']}) test confusion matrix")
-
-
-def _line(result: dict) -> str:
-    best, best_test = result["best_member_on_val"], result["best_member_on_test"]
-    return (f"test accuracy {result['accuracy']:.4f}, macro F1 {result['f1_macro']:.4f}; best member on val {best['name']}: "
-            f"{best['f1_macro']:.4f} (ensemble vs it: {uncertainty.describe(result['vs_members'][best['name']])}), on test "
-            f"{best_test['name']}: {best_test['f1_macro']:.4f}")
-
-
 def run(params: Params) -> dict:
-    if verb := get_task(params.task).own_verb("ensemble"):  # a task whose ensemble is another verb (a causal LM's)
-        return verb(params)
-    task = get_task(params.task)
-    test = pd.read_parquet(paths.PREPARED / "test.parquet")
-    shown = task.display(test).set_axis(test["id"])
-    heads = Heads.of(read_json(paths.LABEL_MAP))
-    if not heads.multi:
-        result, files = _ensemble(params, load_members(params.ensemble.names()), test, shown, task.display_name)
-        with write_outputs(paths.ENSEMBLE, paths.ENSEMBLE_METRICS) as (folder, metrics_file):
-            _write(folder, result, files)
-            write_json(metrics_file, result)
-        print(f"ensemble ({result['method']}): {_line(result)}")
-        return result
-    # several tasks: each head's members (their probabilities of that head, on the rows that have its label) ensembled alone
-    per_head = {head: _ensemble(params, load_members(params.ensemble.names(), head), test, shown, task.display_name) for head in heads.tasks}
-    result = {"accuracy": float(np.mean([r["accuracy"] for r, _ in per_head.values()])),
-              "f1_macro": float(np.mean([r["f1_macro"] for r, _ in per_head.values()])),
-              "tasks": {head: r for head, (r, _) in per_head.items()}}
-    with write_outputs(paths.ENSEMBLE, paths.ENSEMBLE_METRICS) as (folder, metrics_file):
-        folder.mkdir()
-        for head, (r, files) in per_head.items():
-            _write(folder / head, r, files)
-        write_json(metrics_file, result)
-    for head, (r, _) in per_head.items():
-        print(f"ensemble {head} ({r['method']}): {_line(r)}")
-    return result
+    return produce("ensemble", partial(get_task(params.task).ensemble, params), (paths.ENSEMBLE,), paths.ENSEMBLE_METRICS)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ The task reads its builtin sources or the user's files (text: CSV, TSV, JSONL, P
 folder of class folders or a table of image paths) and checks every input (images: decodable, not a
 decompression bomb...). Rows it cannot use are bad rows: they stop the run (data.on_bad_rows: error,
 naming the file and row) or go to the quarantine with their reason (skip).
-Several label columns (data.label_columns, finetune/heads.py): `label` holds each row's labels as one JSON object; a row
-with none is a bad row, a task with none in the whole table an error; samples are stratified on the first task.
+Several label columns (data.label_columns, finetune/data/heads.py): `label` holds each row's labels as one JSON object; a
+row with none is a bad row, a head with none in the whole table an error; samples are stratified on the first head.
 Writes data/ingested.parquet (input, label[, split], source_row, source_line, origin), the refused rows
 in data/quarantine/ingest.csv, and counts of everything kept, dropped or ignored in reports/ingest.json.
 """
@@ -16,13 +16,14 @@ from collections import Counter
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from finetune import heads, paths
-from finetune.cli import main
+from finetune import paths
+from finetune.config.params import Params, label_columns
+from finetune.data import heads
+from finetune.data.sources import CONFIDENCE, INPUT, LABEL, ORIGIN, SPLIT
+from finetune.data.tables import LINE, ROW, BadRow
 from finetune.errors import UserError
 from finetune.io import write_json, write_outputs, write_table
-from finetune.params import Params, label_columns
-from finetune.sources import CONFIDENCE, INPUT, LABEL, ORIGIN, SPLIT
-from finetune.tables import LINE, ROW, BadRow
+from finetune.stage import main
 from finetune.tasks import get_task
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -36,8 +37,8 @@ def _refuse(frame: pd.DataFrame, problems: pd.Series, shown: pd.Series, bad: lis
     return frame[~refused]
 
 
-def _subsample(frame: pd.DataFrame, max_rows: int, seed: int, multi: bool) -> pd.DataFrame:
-    strata = heads.first_label(frame[LABEL]) if multi else frame[LABEL]
+def _subsample(frame: pd.DataFrame, max_rows: int, seed: int, columns: dict[str, str]) -> pd.DataFrame:
+    strata = heads.strata(frame[LABEL], columns)
     counts = strata.value_counts()
     stratify = strata if counts.min() >= 2 else None  # a singleton class cannot be stratified
     try:
@@ -53,7 +54,7 @@ def _limit(frame: pd.DataFrame, data, origin: str, dropped: Counter) -> pd.DataF
     if isinstance(data.max_rows, int):
         if len(frame) > data.max_rows:
             dropped[f"not sampled (max_rows={data.max_rows})"] = len(frame) - data.max_rows
-            frame = _subsample(frame, data.max_rows, data.seed, bool(label_columns(data)))
+            frame = _subsample(frame, data.max_rows, data.seed, label_columns(data))
         return frame
     if SPLIT not in frame:
         raise UserError(f"data.max_rows {data.max_rows} caps each split, but {origin} comes without one; set data.split_column, "
@@ -63,7 +64,7 @@ def _limit(frame: pd.DataFrame, data, origin: str, dropped: Counter) -> pd.DataF
         cap = data.max_rows.get(name)
         if cap is not None and len(part) > cap:
             dropped[f"not sampled ({name} max_rows={cap})"] = len(part) - cap
-            part = _subsample(part, cap, data.seed, bool(label_columns(data)))
+            part = _subsample(part, cap, data.seed, label_columns(data))
         parts.append(part)
     return pd.concat(parts)
 
@@ -75,12 +76,8 @@ def run(params: Params) -> dict:
     rows_read = len(frame) + len(bad)
     frame = frame.reset_index(drop=True)
     shown = task.display(frame)
-    tasks = label_columns(data)
-    if tasks:  # several labels: a row without any is unusable, one missing only some still trains the others
-        empty = pd.Series([not any(row.values()) for row in heads.decode(frame[LABEL])], index=frame.index, dtype=bool)
-    else:
-        empty = frame[LABEL].isna() | (frame[LABEL].astype(str).str.strip() == "")
-    frame = _refuse(frame, empty.map({True: "empty label" + ("s" if tasks else ""), False: ""}), shown, bad)
+    several = label_columns(data)  # {head: column}; {} = one label
+    frame = _refuse(frame, heads.unlabelled(frame[LABEL], several), shown, bad)
     frame[LABEL] = frame[LABEL].astype(str).str.strip()
     if SPLIT in frame:
         wrong = ~frame[SPLIT].isin(SPLIT_NAMES)
@@ -112,8 +109,8 @@ def run(params: Params) -> dict:
         frame = _limit(frame, data, source.origin, dropped)
     if frame.empty:
         raise UserError(f"{source.origin}: no rows left after filtering ({dict(dropped)})")
-    if tasks:
-        heads.check_every_task_labelled(frame[LABEL], tasks, source.origin)
+    if several:
+        heads.check_every_head_labelled(frame[LABEL], several, source.origin)
 
     columns = [INPUT, LABEL, *([SPLIT] if SPLIT in frame else []), ROW, LINE, ORIGIN]
     quarantine = pd.DataFrame([b.as_dict() for b in sorted(bad, key=lambda b: b.row)], columns=[ROW, LINE, "problem", "content"])
@@ -123,7 +120,7 @@ def run(params: Params) -> dict:
         "rows_kept": len(frame),
         "dropped": {reason: n for reason, n in dropped.items() if n},
         **({"ignored": source.ignored} if source.ignored else {}),
-        "labels": heads.label_counts(frame[LABEL]) if tasks else frame[LABEL].value_counts().sort_index().to_dict(),
+        "labels": heads.label_counts(frame[LABEL]) if several else frame[LABEL].value_counts().sort_index().to_dict(),
     }
     with write_outputs(paths.INGESTED, paths.QUARANTINE / "ingest.csv", paths.INGEST_SUMMARY) as (ingested, quarantined, report):
         write_table(ingested, frame[columns].reset_index(drop=True))

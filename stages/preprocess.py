@@ -1,160 +1,29 @@
-"""preprocess: clean, split train/val/test, featurize every split through the task.
+"""preprocess: clean the ingested rows, split them train/val/test and featurize every split, through the task.
 
-Cleaning first normalizes each input through the task (text: HTML entities decoded, optional URL / user
-placeholders, whitespace; how many inputs changed is counted), then drops (and quarantines, with the
-reason) unusable inputs (text: empty), inputs given
-different labels, and duplicates; duplicates are found on the task's duplicate key (text: whitespace-
-normalised, case-folded; images: the decoded pixels), so no example can appear in two splits.
-Splits: stratified and seeded by data.splits, or the data's own split (data.split_column, or a builtin
-that comes split): a split without val rows gets val carved from its train rows, and an example in
-train AND val/test is dropped from val/test ("leakage").
-Features come from the task (text: tokens; images: resized uint8 pixels) and the train stage's model; what the
-task chose while featurizing (text: max_length and why) is reported as `features`.
-Several tasks (data.label_columns, finetune/heads.py): splits stratified on the first task's label; every task needs
-labels in every split and is checked like one label; label_map.json gets `tasks`, and `label` holds one index per task.
-Writes data/prepared/{train,val,test}.parquet + label_map.json, data/quarantine/preprocess.csv
-and reports/preprocess.json.
+The task's family does the work (finetune/families/<family>/preprocess.py): classifiers drop unusable, conflicting and
+duplicate inputs, split stratified by label (or by the data's own split) and featurize for the train stage's model;
+generative models split by document and pack blocks. Writes data/prepared/{train,val,test}.parquet + label_map.json,
+the dropped rows with their reason in data/quarantine/preprocess.csv, and reports/preprocess.json.
 """
 from __future__ import annotations
 
-from collections import Counter
-
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
-from finetune import heads, paths
-from finetune.cli import main
-from finetune.errors import UserError
-from finetune.featurize import featurize
+from finetune import paths
+from finetune.config.params import Params
 from finetune.io import write_json, write_outputs, write_table
-from finetune.params import Params, label_columns
-from finetune.sources import INPUT, LABEL, SPLIT
-from finetune.tables import LINE, ROW
+from finetune.stage import main
 from finetune.tasks import get_task
-
-SPLITS = ("train", "val", "test")
-
-
-def _label_order(labels) -> list[str]:
-    labels = sorted(set(labels))
-    if all(label.lstrip("-").isdigit() for label in labels):
-        return sorted(labels, key=int)  # integer labels keep their numeric order: "2" before "10"
-    return labels
-
-
-def _clean(frame: pd.DataFrame, keys: pd.Series, problems: pd.Series, noun: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(kept rows, dropped rows with a `problem` column). `problems` are the task's ("" = usable);
-    `noun` names an input in the reasons ("text", "image")."""
-    problems = problems.copy()
-    usable = problems == ""
-    labels_per_key = frame[usable].groupby(keys[usable])[LABEL].nunique()
-    conflicting = keys.isin(labels_per_key[labels_per_key > 1].index) & usable
-    problems[conflicting] = f"same {noun} with different labels"
-    usable = problems == ""
-    order = frame.index
-    if SPLIT in frame:  # the data's own split: an example in train AND val/test is leakage there
-        in_train = set(keys[usable & (frame[SPLIT] == "train")])
-        problems[usable & (frame[SPLIT] != "train") & keys.isin(in_train)] = f"leakage: same {noun} is in train"
-        usable = problems == ""
-        order = frame[SPLIT].map({name: i for i, name in enumerate(SPLITS)}).sort_values(kind="stable").index
-    repeated = keys[order][usable[order]].duplicated()  # the first copy (train first) is kept
-    problems[repeated[repeated].index] = f"duplicate {noun}"
-    dropped = frame[problems != ""].assign(problem=problems[problems != ""])
-    return frame[problems == ""], dropped
-
-
-def _strata(frame: pd.DataFrame, params: Params) -> pd.Series:
-    """What splits stratify on: the label, or with several the first task's."""
-    return heads.first_label(frame[LABEL]) if label_columns(params.data) else frame[LABEL]
-
-
-def _stratified(frame: pd.DataFrame, size: float, params: Params, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    try:
-        return train_test_split(frame, test_size=size, stratify=_strata(frame, params), random_state=params.data.seed)
-    except ValueError as error:  # e.g. a split too small to hold one row of every label
-        raise UserError(f"{what} cannot split {len(frame)} rows by label: {error}") from None
-
-
-def _split(frame: pd.DataFrame, params: Params) -> dict[str, pd.DataFrame]:
-    splits = params.data.splits
-    if SPLIT in frame:
-        parts = {name: frame[frame[SPLIT] == name] for name in SPLITS}
-        if parts["val"].empty and not parts["train"].empty:  # e.g. a builtin's official train/test split: val comes from train
-            parts["train"], parts["val"] = _stratified(parts["train"], splits.val / (splits.train + splits.val), params,
-                                                       f"data.splits {splits.model_dump()} (val carved from train)")
-        return parts
-    counts = _strata(frame, params).value_counts()
-    small = counts[counts < 3]
-    if len(small):
-        raise UserError(
-            f"label(s) { {label: int(n) for label, n in small.items()} } have fewer than 3 rows after cleaning; a stratified train/val/test split "
-            "needs at least 3 per label. Add data or leave them out with data.keep_labels"
-        )
-    rest, test = _stratified(frame, splits.test, params, f"data.splits {splits.model_dump()}")
-    train, val = _stratified(rest, splits.val / (splits.train + splits.val), params, f"data.splits {splits.model_dump()}")
-    return {"train": train, "val": val, "test": test}
-
-
-def _check_labels(parts: dict[str, pd.DataFrame], tasks: dict[str, str]) -> list[str] | dict[str, list[str]]:
-    """The label order (with several tasks: {task: its labels}), once every split is fit to train and score on."""
-    for name in ("val", "test"):
-        if parts[name].empty:
-            raise UserError(f"the {name} split is empty; check data.splits or data.split_column")
-    if not tasks:
-        return _labels_of({name: part[LABEL] for name, part in parts.items()}, "")
-    for name, part in parts.items():
-        heads.check_every_task_labelled(part[LABEL], tasks, f"the {name} split")
-    rows = {name: pd.DataFrame(heads.decode(part[LABEL]), index=part.index) for name, part in parts.items()}
-    return {task: _labels_of({name: frame[task].dropna() for name, frame in rows.items()}, f"task {task!r}: ") for task in tasks}
-
-
-def _labels_of(labels: dict[str, pd.Series], what: str) -> list[str]:
-    """The label order of one task, once train has at least 2 labels and val/test none that train lacks."""
-    seen = set(labels["train"])
-    if len(seen) < 2:
-        raise UserError(f"{what}the train split has {len(seen)} label(s) ({sorted(seen)}); classification needs at least 2")
-    for name in ("val", "test"):
-        unseen = sorted(set(labels[name]) - seen)
-        if unseen:
-            raise UserError(f"{what}label(s) {unseen} appear in the {name} split but never in train; the model cannot learn them")
-    return _label_order(seen)
 
 
 def run(params: Params) -> dict:
-    if verb := get_task(params.task).own_verb("preprocess"):  # a task whose preprocess is another verb (a causal LM's)
-        return verb(params)
     task = get_task(params.task)
     frame = pd.read_parquet(paths.INGESTED)
-    normalized, problems = task.normalize(frame[INPUT], params.preprocess)
-    changed = int(normalized.ne(frame[INPUT]).sum())  # element by element: texts, image bytes...
-    frame[INPUT] = normalized
-    keys = task.duplicate_key(frame[INPUT])
-    frame, dropped = _clean(frame, keys, problems, task.display_name)
-    parts = _split(frame, params)
-    labels = _check_labels(parts, label_columns(params.data))
-    overlap = set(keys[parts["train"].index]) & set(keys[pd.concat([parts["val"], parts["test"]]).index])
-    assert not overlap, f"leakage check failed: {len(overlap)} inputs in train and val/test"
-
-    tables, label_map = featurize(params, {name: part.reset_index(names="id") for name, part in parts.items()}, labels)
-    summary = {"inputs_changed_by_normalization": changed, "dropped": dict(Counter(dropped["problem"])),
-               **({"features": label_map["facts"]} if "facts" in label_map else {}), "splits": {}, "labels": labels}
-    for name, table in tables.items():
-        summary["splits"][name] = {
-            "rows": len(table),
-            "augmented_rows": int(table["augmented"].sum()),
-            **task.split_statistics(table),
-            "labels": heads.split_counts(table[LABEL], labels),
-        }
-    shown = dropped[[ROW, LINE, "problem"]].assign(**{task.display_name: task.display(dropped), LABEL: dropped[LABEL]})
     with write_outputs(paths.PREPARED, paths.QUARANTINE / "preprocess.csv", paths.PREPROCESS_SUMMARY) as (folder, quarantine, report):
         folder.mkdir()
-        for name, table in tables.items():
-            table.to_parquet(folder / f"{name}.parquet", index=False)
-        write_json(folder / "label_map.json", label_map)
-        write_table(quarantine, shown)
+        summary, dropped = task.preprocess(params, frame, folder)
+        write_table(quarantine, dropped)
         write_json(report, summary)
-    sizes = {name: s["rows"] for name, s in summary["splits"].items()}
-    print(f"preprocess: splits {sizes}, labels {labels}; dropped {summary['dropped']}")
     return summary
 
 

@@ -19,7 +19,7 @@ os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported anywhere
 
 import pytest  # noqa: E402
 
-from tests.support import build_tiny_bert, build_tiny_causal_lm, build_tiny_resnet  # noqa: E402
+from tests.support.models import build_tiny_bert, build_tiny_causal_lm, build_tiny_resnet  # noqa: E402
 
 
 def shared(tmp_path_factory, name: str, build: Callable[[Path], object]) -> tuple[Path, object]:
@@ -69,7 +69,8 @@ def trained_project(tmp_path_factory, tiny_model) -> Path:
     tests copy it with `copy_of`)."""
     import os
 
-    from tests.support import load, make_rows, run_stages, tiny_params
+    from tests.support.data import make_rows
+    from tests.support.params import load, run_stages, tiny_params
 
     root = tmp_path_factory.mktemp("trained")
     (root / "data/raw").mkdir(parents=True)
@@ -95,10 +96,14 @@ def trained_workdir(trained_project, workdir) -> Path:
 def text_repo_snapshot(tmp_path_factory, tiny_model) -> tuple[Path, list[str]]:
     """The tiny text project as a git repo after its first `dvc repro`: (root, the stages that ran). Shared by
     the end-to-end tests, READ ONLY: a test that changes params or code works on copy_repo(root, ...)."""
-    from tests.support import commit, e2e_text_params, git_repo, make_rows, repro, write_project
+    from tests.support.data import make_rows
+    from tests.support.params import e2e_text_params, render_params
+    from tests.support.repos import commit, git_repo, repro, write_project
 
     def build(root: Path) -> list[str]:
-        git_repo(write_project(root, e2e_text_params(tiny_model), make_rows(150)))
+        write_project(root, e2e_text_params(tiny_model), make_rows(150))
+        render_params(root)  # as `make pipeline CONFIG=...` writes it
+        git_repo(root)
         ran = repro(root)
         commit(root, "first run")
         return ran
@@ -110,7 +115,9 @@ def text_repo_snapshot(tmp_path_factory, tiny_model) -> tuple[Path, list[str]]:
 def lm_repo(tmp_path_factory, tiny_causal_lm) -> tuple[Path, list[str]]:
     """The tiny causal-LM project (6 generated documents, the tiny Llama, LoRA) run once through `dvc repro`, committed:
     (root, the stages that ran). READ ONLY: a test that changes it copies it first (copy_repo)."""
-    from tests.support import commit, git_repo, repro, tiny_lm_params, write_lm_corpus, write_project
+    from tests.support.data import write_lm_corpus
+    from tests.support.params import tiny_lm_params
+    from tests.support.repos import commit, git_repo, repro, write_project
 
     def build(root: Path) -> list[str]:
         write_project(root, tiny_lm_params(tiny_causal_lm))
@@ -127,7 +134,9 @@ def lm_repo(tmp_path_factory, tiny_causal_lm) -> tuple[Path, list[str]]:
 def image_repo(tmp_path_factory, tiny_image_model, prefect_harness) -> tuple[Path, dict]:
     """The tiny image project (30 generated images per class, the tiny ResNet) run through the Prefect flow:
     (root, each stage's final state). READ ONLY, like text_repo_snapshot."""
-    from tests.support import git_repo, run_flow, tiny_image_params, write_image_folder, write_project
+    from tests.support.data import write_image_folder
+    from tests.support.params import tiny_image_params
+    from tests.support.repos import git_repo, run_flow, write_project
 
     def build(root: Path) -> dict:
         write_project(root, tiny_image_params(str(tiny_image_model)))
@@ -142,8 +151,9 @@ def image_repo(tmp_path_factory, tiny_image_model, prefect_harness) -> tuple[Pat
 def image_text_repo(tmp_path_factory, tiny_image_model, tiny_model) -> tuple[Path, list[str]]:
     """The tiny image + text project (generated coloured squares with yes/no questions, the tiny ResNet + the tiny BERT, an
     image-only and a text-only member) run once through `dvc repro`, committed: (root, the stages that ran). READ ONLY."""
-    from tests.support import commit, git_repo, repro, write_project
-    from tests.tasks.test_image_text_classification import image_text_params, place, write_vqa_table
+    from tests.support.data import write_vqa_table
+    from tests.support.params import image_text_params, place
+    from tests.support.repos import commit, git_repo, repro, write_project
 
     def build(root: Path) -> list[str]:
         params = image_text_params(str(tiny_image_model), str(tiny_model), ensemble={"members": {
@@ -161,10 +171,11 @@ def image_text_repo(tmp_path_factory, tiny_image_model, tiny_model) -> tuple[Pat
 # The longest tests first: xdist hands tests out in collection order as workers free up, so a long test collected
 # last (the toy task's DAG, the text pipeline's end-to-end tests) would run alone at the end while the other
 # worker idles. Image tests come early: gw1 has just built the image run and needs not wait for the text one.
-LONGEST_FIRST = ("tests/test_pipeline.py", "tests/test_pipeline_image.py", "tests/test_pipeline_lm.py", "tests/test_pipeline_image_text.py",
+LONGEST_FIRST = ("tests/tasks/text-classification/test_pipeline.py", "tests/tasks/image-classification/test_pipeline.py",
+                 "tests/tasks/causal-lm/test_pipeline.py", "tests/tasks/image-text-classification/test_pipeline.py",
                  "tests/flows/test_pipeline.py::test_flow_gives",
-                 "tests/test_tasks.py", "tests/flows/test_search.py", "tests/test_cli.py", "tests/test_gpu.py::test_the_gpu_check",
-                 "tests/stages/test_train_ddp.py", "tests/stages/test_train.py", "tests/test_team_sharing.py::test_teammates",
+                 "tests/tasks/test_registry.py", "tests/flows/test_search.py", "tests/test_cli.py", "tests/test_gpu.py::test_the_gpu_check",
+                 "tests/training/test_distributed.py", "tests/stages/test_train.py", "tests/test_team_sharing.py::test_teammates",
                  "tests/flows/test_pipeline_dask.py::test_dask_runs", "tests/test_team_sharing.py::test_a_queued",
                  "tests/flows/test_search_workers.py", "tests/flows/test_deploy.py::test_a_")  # ~28-35 s on a busy 2-core box
 

@@ -1,53 +1,51 @@
 """dvc.yaml must list every code file each stage runs, and agree with params.yaml and paths.py."""
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
 
 from finetune import paths
-from finetune.params import load_params
-from finetune.tasks import get_task, task_names
-from tests.import_graph import module_file, project_imports
-from tests.support import PROJECT
+from finetune.config.params import load_params
+from tests.support.import_graph import project_imports, stage_code
+from tests.support.repos import PROJECT
 
 DVC = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
 STAGES = {name: stage.get("do", stage) for name, stage in DVC["stages"].items()}  # a foreach stage's template
-TASK_MODULE = "finetune/tasks/${task}.py"
-TASK_MODULES = sorted((PROJECT / "finetune/tasks").glob("*-*.py"))
-# what any task module imports (every stage loads the task: params validation asks it about the model)
-TASK_IMPORTS = set().union(*(project_imports(PROJECT, module) for module in TASK_MODULES)) - {
-    str(module.relative_to(PROJECT)) for module in TASK_MODULES}
-
-
-def verb_imports(stage: str) -> set[str]:
-    """What the tasks' own verbs for this stage run (Task.verbs: a module per stage, imported by name)."""
-    modules = {get_task(name).verbs[stage] for name in task_names() if stage in get_task(name).verbs}
-    return set().union(set(), *(project_imports(PROJECT, module_file(PROJECT, module)) for module in modules))
+TASK_FOLDER = "finetune/tasks/${task}"
 
 
 def _module(stage: dict) -> str:
-    match = re.fullmatch(r"python -m (stages\.\w+)", stage["cmd"])  # nothing interpolated: no params value in a shell
+    match = re.fullmatch(r"python -m stages\.(\w+)", stage["cmd"])  # nothing interpolated: no params value in a shell
     assert match, f"unexpected cmd {stage['cmd']!r}"
     return match.group(1)
 
 
 @pytest.mark.parametrize("name", STAGES)
-def test_stage_deps_list_every_project_module_it_imports(name):
+def test_stage_deps_list_the_shared_code_it_runs_and_the_tasks_folder(name):
     stage = STAGES[name]
-    module = _module(stage)
-    needed = project_imports(PROJECT, PROJECT / (module.replace(".", "/") + ".py")) | TASK_IMPORTS | verb_imports(module.removeprefix("stages."))
-    missing = needed - set(stage["deps"])
-    assert not missing, f"stage {name!r} imports {sorted(missing)} but dvc.yaml does not list them as deps"
-    assert TASK_MODULE in stage["deps"], f"stage {name!r} loads the task but does not list {TASK_MODULE}"
-    listed_code = {d for d in stage["deps"] if d.endswith(".py")} - {TASK_MODULE}
-    assert listed_code <= needed, f"stage {name!r} lists code it never imports: {sorted(listed_code - needed)}"
-    assert not any("tasks/" in d and d not in (TASK_MODULE, "finetune/tasks/__init__.py") for d in stage["deps"]), \
-        f"stage {name!r} names a task module itself: editing it would rerun other tasks' pipelines"
+    needed = stage_code(PROJECT, _module(stage))  # {task: every project file the stage runs for it}
+    in_folders = {f"finetune/tasks/{task}/" for task in needed}
+    shared = {path for files in needed.values() for path in files if not path.startswith(tuple(in_folders))}
+    listed = set(stage["deps"])
+    assert TASK_FOLDER in listed, f"stage {name!r} runs the task but does not list its folder {TASK_FOLDER}"
+    assert not shared - listed, f"stage {name!r} runs {sorted(shared - listed)} but dvc.yaml does not list them as deps"
+    listed_code = {d for d in listed if d.endswith(".py")}
+    assert listed_code <= shared, f"stage {name!r} lists code it never runs: {sorted(listed_code - shared)}"
+    for task, files in needed.items():  # a task's own code is in its folder, never another's
+        assert not {f for f in files if f.startswith(tuple(in_folders - {f"finetune/tasks/{task}/"}))}, task
 
 
-def test_the_import_graph_sees_imports_inside_functions():
-    # params.py imports the task registry inside a function (it builds each task's schema on demand)
-    assert "finetune/tasks/__init__.py" in project_imports(PROJECT, PROJECT / "finetune/params.py")
+def test_the_import_graph_follows_functions_relative_imports_and_the_stage_rule():
+    imported = project_imports(PROJECT, PROJECT / "finetune/config/params.py")
+    assert "finetune/tasks/__init__.py" in imported  # the schema asks the registry inside a function
+    text = project_imports(PROJECT, PROJECT / "finetune/tasks/text-classification/__init__.py")
+    assert "finetune/tasks/text-classification/tokens.py" in text  # `from . import tokens`
+    assert "finetune/tasks/text-classification/explain.py" in text  # the explainer, imported inside a method...
+    train = project_imports(PROJECT, PROJECT / "finetune/tasks/text-classification/__init__.py", stage="train")
+    assert "finetune/tasks/text-classification/explain.py" not in train  # ...runs in explain only
+    assert "finetune/attribution/deletion.py" not in stage_code(PROJECT, "train")["text-classification"]
 
 
 def test_no_stage_imports_another_stage_and_finetune_never_imports_stages():
@@ -55,6 +53,15 @@ def test_no_stage_imports_another_stage_and_finetune_never_imports_stages():
         imported = project_imports(PROJECT, module) - {str(module.relative_to(PROJECT)), "stages/__init__.py"}
         stages = {path for path in imported if path.startswith("stages/")}
         assert not stages, f"{module.relative_to(PROJECT)} imports {sorted(stages)}"
+
+
+def test_the_layer_check_is_clean():
+    """python ../shared/tools/layer_check.py where the team's shared tools sit beside the project (CI has them)."""
+    tool = PROJECT.parent / "shared/tools/layer_check.py"
+    if not tool.is_file():
+        pytest.skip(f"{tool} is not here")
+    done = subprocess.run([sys.executable, str(tool)], cwd=PROJECT, capture_output=True, text=True)
+    assert done.stdout.strip() == "stage imports clean", done.stdout
 
 
 @pytest.mark.parametrize("name", STAGES)
@@ -92,7 +99,9 @@ def test_outputs_match_the_paths_the_code_writes():
 
 
 def test_a_crafted_member_name_never_reaches_a_shell(tmp_path, tiny_model):
-    from tests.support import git_repo, make_rows, sh, tiny_params, write_project
+    from tests.support.data import make_rows
+    from tests.support.params import tiny_params
+    from tests.support.repos import git_repo, sh, write_project
 
     params = tiny_params(tiny_model)
     params["ensemble"]["members"]["x; touch PWNED; echo"] = {"kind": "tfidf"}

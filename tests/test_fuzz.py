@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from finetune import paths
+from finetune.config.params import parse_params
 from finetune.errors import UserError
-from finetune.params import parse_params
 from stages import ingest
-from tests.support import tiny_params
+from tests.support.params import tiny_params
 
 settings.register_profile("default", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.register_profile("long", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

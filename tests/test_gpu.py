@@ -17,24 +17,17 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 from transformers.utils import is_torch_tf32_available
 
-from finetune import paths, training
+from finetune import paths
+from finetune.config.params import Speed
 from finetune.errors import UserError
 from finetune.io import read_json
-from finetune.params import Speed
-from finetune.strategies import apply_strategy
 from finetune.tasks import get_task
+from finetune.training import fit as training
+from finetune.training.strategies import apply_strategy
 from stages import evaluate, ingest, preprocess, train
-from tests.support import (
-    PROJECT,
-    load,
-    make_rows,
-    tiny_image_params,
-    tiny_lm_params,
-    tiny_params,
-    tool_env,
-    write_image_folder,
-    write_lm_corpus,
-)
+from tests.support.data import make_rows, write_image_folder, write_lm_corpus
+from tests.support.params import load, tiny_image_params, tiny_lm_params, tiny_params
+from tests.support.repos import PROJECT, tool_env
 
 CUDA = torch.cuda.is_available()
 
@@ -96,7 +89,7 @@ def test_a_model_trained_on_the_gpu_predicts_on_the_cpu_what_it_predicts_on_the_
     train.run(project)
     task, label_map = get_task(project.task), read_json(paths.LABEL_MAP)
     test = pd.read_parquet(paths.PREPARED / "test.parquet")
-    model, processor = task.load_trained(str(paths.MODEL), False), task.load_processor(str(paths.MODEL), False)
+    model, processor = task.models.load_trained(str(paths.MODEL), False), task.models.load_processor(str(paths.MODEL), False)
     on_cpu = task.predict_proba(model, processor, test, label_map, 64)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=training.resolve_device("auto")[1]):
         on_gpu = task.predict_proba(model.to("cuda"), processor, test, label_map, 64)

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 
 from finetune import search
+from finetune.config.params import load_params
 from finetune.errors import UserError
 from finetune.io import read_json
-from finetune.params import load_params
-from tests.support import load, make_rows, tiny_params, write_params
+from tests.support.data import make_rows
+from tests.support.params import load, tiny_params, write_params
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.support import PROJECT, commit, copy_repo, repro, set_param, sh
+from tests.support.repos import PROJECT, commit, copy_repo, repro, set_param, sh
 
 UP_TO_DATE = "Data and pipelines are up to date."
 

@@ -13,7 +13,9 @@ import yaml
 
 from finetune.errors import UserError
 from flows.deploy import RUN_ENV, deploy, ensure_pool, main
-from tests.support import commit, git_repo, make_rows, sh, tiny_params, tool_env, write_project
+from tests.support.data import make_rows
+from tests.support.params import tiny_params
+from tests.support.repos import commit, git_repo, sh, tool_env, write_project
 
 STAGES = ("ingest", "preprocess")  # the cheapest DAG of the real project
 

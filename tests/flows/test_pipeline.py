@@ -9,7 +9,9 @@ from prefect.client.orchestration import get_client
 
 from finetune.errors import UserError
 from flows.pipeline import apply_overrides, stage_graph
-from tests.support import e2e_text_params, git_repo, make_rows, run_flow, sh, tiny_params, write_project
+from tests.support.data import make_rows
+from tests.support.params import e2e_text_params, render_params, tiny_params
+from tests.support.repos import git_repo, run_flow, sh, write_project
 
 FIRST_STAGES = ("ingest", "preprocess", "train", "evaluate")  # the smallest DAG that trains and scores a model
 # they record wall-clock training time or latency
@@ -29,6 +31,7 @@ def test_flow_gives_the_same_lock_as_dvc_repro_and_shares_its_cache(text_repo_sn
     `dvc repro` it is compared with is the session's shared run (text_repo_snapshot), not run again here."""
     by_dvc, _ = text_repo_snapshot  # the same params, run by `dvc repro`
     by_flow = write_project(tmp_path / "flow", e2e_text_params(tiny_model), make_rows(150))
+    render_params(by_flow)  # as the shared run's params.yaml (tools/use_config.py's form)
     dag = yaml.safe_load((by_flow / "dvc.yaml").read_text())
     dag["stages"] = {name: dag["stages"][name] for name in FIRST_STAGES}
     del dag["plots"]
@@ -52,7 +55,7 @@ def test_flow_gives_the_same_lock_as_dvc_repro_and_shares_its_cache(text_repo_sn
 
     with get_client(sync_client=True) as client:  # published by that last run, from the whole DAG's reports
         artifacts = {a.key: a for a in client.read_artifacts() if a.key != "test-metrics" or str(by_dvc) in a.data}
-    assert "| accuracy |" in artifacts["test-metrics"].data and "majority baseline" in artifacts["test-metrics"].data
+    assert "| accuracy |" in artifacts["test-metrics"].data and "baseline: majority class" in artifacts["test-metrics"].data
     assert "ensemble (soft_vote)" in artifacts["test-metrics"].data
     assert "= teacher) | MiB |" in artifacts["compression"].data and "| int8 |" in artifacts["compression"].data
     assert "reports/report.html" in artifacts["report"].data

@@ -12,7 +12,7 @@ from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
 
 from finetune.errors import UserError
 from flows import pipeline
-from tests.support import copy_repo, run_flow, set_param, sh
+from tests.support.repos import copy_repo, run_flow, set_param, sh
 
 # two cheap classical members that differ in their settings: independent stages of the real DAG
 MEMBERS = {"words": {"kind": "tfidf", "tfidf": {"char_ngrams": None}},

@@ -6,7 +6,8 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from flows import search as search_flow
-from tests.support import PROJECT, tiny_params, write_params
+from tests.support.params import tiny_params, write_params
+from tests.support.repos import PROJECT
 
 
 def _write(root, tiny_model, **search_keys):

@@ -10,9 +10,11 @@ import optuna
 import pytest
 
 from finetune import search
+from finetune.config.params import load_params
 from finetune.errors import UserError
-from finetune.params import load_params
-from tests.support import PROJECT, make_rows, tiny_params, tool_env, write_params
+from tests.support.data import make_rows
+from tests.support.params import tiny_params, write_params
+from tests.support.repos import PROJECT, tool_env
 
 
 def _write(root, tiny_model, **search_keys):

@@ -7,7 +7,7 @@ import time
 import urllib.error
 import urllib.request
 
-from tests.support import PROJECT, tool_env
+from tests.support.repos import PROJECT, tool_env
 
 
 def _free_port() -> int:

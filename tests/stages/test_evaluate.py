@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from stages import evaluate
-from tests.support import load, tiny_params
+from tests.support.params import load, tiny_params
 
 
 def test_metrics_come_from_the_real_test_predictions(trained_workdir, tiny_model):

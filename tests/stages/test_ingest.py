@@ -5,10 +5,12 @@ import sys
 import pandas as pd
 import pytest
 
-from finetune import tables
+from finetune.data import tables
 from finetune.errors import UserError
 from stages import ingest
-from tests.support import PROJECT, load, make_rows, tiny_params, tool_env, write_params
+from tests.support.data import make_rows
+from tests.support.params import load, tiny_params, write_params
+from tests.support.repos import PROJECT, tool_env
 
 
 def _write(workdir, name: str, data: bytes | str) -> str:

@@ -6,11 +6,12 @@ import pandas as pd
 import pytest
 from transformers import AutoModelForSequenceClassification
 
-from finetune import paths, probabilities
+from finetune import paths
 from finetune.errors import UserError
+from finetune.families.classification import probabilities
 from finetune.tasks import get_task
 from stages import member
-from tests.support import load, tiny_params
+from tests.support.params import load, tiny_params
 
 
 def _params(tiny_model, members):

@@ -5,7 +5,8 @@ import pytest
 
 from finetune.errors import UserError
 from stages import ingest, preprocess
-from tests.support import load, make_rows, tiny_params
+from tests.support.data import make_rows
+from tests.support.params import load, tiny_params
 
 
 def _prepare(workdir, tiny_model, rows: pd.DataFrame, **sections):

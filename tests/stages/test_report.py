@@ -3,7 +3,7 @@ import re
 import pandas as pd
 
 from stages import compress, ensemble, evaluate, explain, member, report
-from tests.support import load, tiny_params
+from tests.support.params import load, tiny_params
 
 
 def test_report_is_one_self_contained_page_with_every_section(trained_workdir, tiny_model):

@@ -11,9 +11,11 @@ import torch
 from safetensors.torch import load_file
 
 from finetune.errors import UserError
-from finetune.training import fingerprint
+from finetune.training.fit import fingerprint
 from stages import ingest, preprocess, train
-from tests.support import PROJECT, load, make_rows, tiny_params, tool_env, write_project
+from tests.support.data import make_rows
+from tests.support.params import load, tiny_params
+from tests.support.repos import PROJECT, tool_env, write_project
 
 
 def _prepared(workdir, tiny_model, rows=None, **sections):

@@ -1,0 +1,1 @@
+"""What every explainer shares: the deletion test of an attribution's faithfulness (deletion.py)."""

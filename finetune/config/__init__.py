@@ -1,0 +1,1 @@
+"""The schema of params.yaml (params.py) and params.yaml written from a short config (files.py)."""

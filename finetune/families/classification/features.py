@@ -1,0 +1,38 @@
+"""Model features of the prepared rows, through the task: preprocess featurizes for the train stage's model; ensemble
+members, search trials and compress teachers rebuild their own features from the same prepared rows (their model or
+preprocess settings may differ)."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from finetune.data import heads
+
+
+def featurize(task, params, parts: dict[str, pd.DataFrame], labels: list[str] | dict[str, list[str]]) -> tuple[dict[str, pd.DataFrame], dict]:
+    """(tables, label map). parts hold id, input, label (a name; several heads: a JSON object, finetune/data/heads.py) and
+    origin; the tables get the task's features, `augmented`, and label as an index into `labels` (several: a list, one per head)."""
+    kept = ["id", "input", "label", "origin"]
+    tables, layout = task.featurize({name: part[[c for c in kept if c in part]] for name, part in parts.items()}, params)
+    if isinstance(labels, dict):
+        return ({name: table.assign(label=heads.indices(heads.decode(table["label"]), labels)) for name, table in tables.items()},
+                {**heads.label_map(labels), **layout})
+    index = {label: i for i, label in enumerate(labels)}
+    return {name: table.assign(label=table["label"].map(index).to_numpy()) for name, table in tables.items()}, {"labels": labels, **layout}
+
+
+def _names(values: pd.Series, labels: list[str] | dict[str, list[str]]) -> list:
+    """Prepared label indices back to what ingest stored (a name, or one JSON object of several)."""
+    if isinstance(labels, dict):
+        return [json.dumps({head: None if i == heads.IGNORE else labels[head][i] for head, i in zip(labels, row)}) for row in values]
+    return [labels[i] for i in values]
+
+
+def refeaturized(task, params, prepared: dict[str, pd.DataFrame], labels: list[str] | dict[str, list[str]]) -> tuple[dict[str, pd.DataFrame], dict]:
+    """(tables, label map): the prepared rows featurized with `params`' model and preprocess settings; augmented copies
+    are dropped and rebuilt by the task from the originals."""
+    originals = {split: frame.loc[~frame["augmented"], [c for c in ("id", "input", "label", "origin") if c in frame]]
+                 .assign(label=lambda f: _names(f["label"], labels))
+                 for split, frame in prepared.items()}
+    return featurize(task, params, originals, labels)

@@ -1,0 +1,70 @@
+"""The generative family: models that write text, scored by the likelihood of held-out text (a causal LM now; speech
+recognition and chat fine-tuning next).
+
+One module per stage implements the verb for every task of the family, the same shape as the classification family:
+preprocess.py (clean, split by DOCUMENT, the task's featurize), evaluate.py (perplexity beside the untouched pretrained
+model, generations), member.py and ensemble.py (next-token distributions mixed), compress.py (int8, a distilled
+student), explain.py (prompt-token attributions of generated continuations), report.py. Shared helpers: scoring.py
+(token log-probabilities, perplexity, intervals), generation.py, attribution.py, distill.py; models.py holds the causal
+LMs' Models; generate.py is the command line that writes with a trained model.
+
+A task adds its data (read) and Models; its featurize turns {split: documents} into training examples and the layout
+(with `context` and `facts`).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import pandas as pd
+from pydantic import Field, create_model
+
+from finetune.config.params import Ensemble, Evaluate, Explain, Member
+from finetune.errors import UserError
+from finetune.families.task import Task
+
+
+class GenerativeEvaluate(Evaluate):
+    prompts: list[str] = Field(min_length=1)  # generated from in the report (a task gives its default)
+    max_new_tokens: int = Field(48, ge=1, le=4096)  # tokens generated per prompt
+    temperature: float = Field(0.8, ge=0, le=10)  # 0 = greedy
+    top_p: float = Field(0.95, gt=0, le=1)  # nucleus sampling: the smallest set of tokens holding this much probability
+    seed: int = 0  # each prompt's sampling is seeded: the same model gives the same generations
+
+
+class GenerativeExplain(Explain):
+    examples: int = Field(3, ge=0, le=1000)  # prompts explained: evaluate.prompts first, then seeded test windows
+    prompt_tokens: int = Field(24, ge=2, le=4096)  # test windows: prompt length; the continuation is generated greedily
+    continuation_tokens: int = Field(8, ge=1, le=512)  # tokens generated greedily, then attributed to the prompt
+    # layer_integrated_gradients: opt-in; on SmolLM2 its completeness gap stayed 15-34 nats at 8-64 steps (convergence_delta
+    # is reported) at 6-45x the cost of feature ablation
+    methods: list[Literal["feature_ablation", "layer_integrated_gradients"]] = ["feature_ablation"]
+    ig_steps: int = Field(16, ge=2, le=1000)  # layer_integrated_gradients: interpolation steps
+    faithfulness_k: int = Field(3, ge=1, le=100)  # delete the top-k attributed prompt tokens vs k random ones
+    random_draws: int = Field(5, ge=1, le=1000)  # random deletions averaged per example
+    seed: int = 0  # which test windows are explained, and the random deletions
+
+
+def ensemble_section(task_name: str) -> type[Ensemble]:
+    """Members are fine-tunes whose next-token distributions are mixed (ensemble.py): hard_vote and stacking mean nothing."""
+    member = create_model(f"Member[{task_name}]", __base__=Member, kind=(Literal["finetune"], "finetune"))
+    return create_model(f"Ensemble[{task_name}]", __base__=Ensemble, method=(Literal["auto", "best_member", "soft_vote", "weighted"], "auto"),
+                        members=(dict[str, member], {"seed1": member(train={"seed": 1})}))
+
+
+class GenerativeTask(Task):
+    family = "finetune.families.generative"
+    val_metrics = ("loss",)  # training selects on val loss: the only val metric of a generative model
+
+    @classmethod
+    def family_sections(cls) -> dict:
+        return {"evaluate": GenerativeEvaluate, "explain": GenerativeExplain, "ensemble": ensemble_section(cls.name)}
+
+    def features_for(self, params, prepared: dict[str, pd.DataFrame], label_map: dict) -> tuple[dict[str, pd.DataFrame], dict]:
+        """The prepared examples themselves: members and trials mix or compare next-token distributions on the SAME blocks,
+        so their model must share the tokenizer the blocks were made with (checked)."""
+        tokenizer = self.models.load_processor(self.models.source(params.train.model), params.train.trust_remote_code)
+        if len(tokenizer) != label_map["vocab_size"] or tokenizer.eos_token_id != label_map["eos_token_id"]:
+            raise UserError(f"train.model {params.train.model}: its tokenizer ({len(tokenizer)} tokens, EOS {tokenizer.eos_token_id}) is not "
+                            f"the one the blocks were made with ({label_map['vocab_size']} tokens, EOS {label_map['eos_token_id']}); members "
+                            "and search trials of a generative model must share the tokenizer")
+        return prepared, label_map

@@ -1,0 +1,88 @@
+"""Compressing a causal LM: int8 weights, and a student of half the decoder layers distilled from the teacher.
+
+- int8: finetune/compression/quantize.py (finetune/families/generative/compress.py calls it): every linear layer int8 (Llama's q/k/v/o/gate/up/down
+  projections and the LM head; GPT-2's Conv1D layers are turned into nn.Linear first), embedding tables int8
+  weight-only when compress.quantize.embeddings, activations quantized per token after SmoothQuant (per tensor, as the
+  classifiers do, one outlier token sets a whole block's scale: SmolLM2's perplexity roughly quadrupled). A head tied
+  to the embedding table gets its own int8 copy (the lookup and the matmul need different layouts), so the tie is not
+  kept. Saved as int8.safetensors + quantization.json, reloaded without pickle.
+- distill: finetune/compression/distill.py's student (every other decoder layer, ending with the top one; Llama's
+  model.layers, GPT-2's transformer.h), trained here on token blocks with, per predicted token,
+      alpha * CE(student, next token) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)).
+  The teacher's logits are computed per batch (teacher in eval, no grad), never stored: a vocabulary of 49k
+  floats per token would be ~200 kB a token on disk.
+Limits: a plain torch loop on one device (AdamW, weight decay 0.01, 10 % linear warm-up then linear decay,
+like finetune/compression/distill.py's Trainer run), no gradient accumulation or mixed precision; blocks are packed
+(no padding: every position is a real token).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
+
+from finetune.compression.distill import kd_loss
+from finetune.config.params import Distill
+
+
+def check_blocks(blocks: np.ndarray, model: nn.Module) -> None:
+    """Blocks must be a 2-D integer array of token ids the model knows, at least 2 tokens wide (else nothing is predicted)."""
+    vocabulary = model.config.vocab_size
+    if blocks.ndim != 2 or blocks.shape[1] < 2 or not np.issubdtype(blocks.dtype, np.integer) or len(blocks) == 0:
+        raise ValueError(f"token blocks must be a non-empty 2-D integer array at least 2 tokens wide, got {blocks.dtype} {blocks.shape}")
+    if blocks.min() < 0 or blocks.max() >= vocabulary:
+        raise ValueError(f"token ids must be in [0, {vocabulary - 1}] (the model's vocabulary), got [{blocks.min()}, {blocks.max()}]")
+
+
+def _batches(blocks: np.ndarray, batch_size: int, device: str):
+    for start in range(0, len(blocks), batch_size):
+        yield torch.as_tensor(blocks[start:start + batch_size], dtype=torch.long, device=device)
+
+
+def _next_token_loss(student: nn.Module, teacher: nn.Module, ids: torch.Tensor, temperature: float, alpha: float) -> torch.Tensor:
+    """kd_loss over every predicted token of the batch (the logits at position t predict token t + 1)."""
+    with torch.no_grad():
+        teacher_logits = teacher(input_ids=ids).logits[:, :-1]
+    logits = student(input_ids=ids).logits[:, :-1]
+    return kd_loss(logits.flatten(0, 1).float(), teacher_logits.flatten(0, 1).float(), ids[:, 1:].flatten(), temperature, alpha)
+
+
+def kl_to_teacher(teacher: nn.Module, student: nn.Module, blocks: np.ndarray, batch_size: int, device: str = "cpu") -> float:
+    """Mean KL(teacher || student) per predicted token at temperature 1, nats: how far the student's next-token
+    distributions are from the teacher's (0 = the same model)."""
+    check_blocks(blocks, teacher)
+    teacher.eval().to(device), student.eval().to(device)
+    total = 0.0
+    with torch.no_grad():
+        for ids in _batches(blocks, batch_size, device):
+            total += _next_token_loss(student, teacher, ids, temperature=1.0, alpha=0.0).item() * len(ids)
+    return total / len(blocks)  # every block predicts the same number of tokens: the mean of batch means is the token mean
+
+
+def distill(teacher: nn.Module, student: nn.Module, blocks: np.ndarray, config: Distill, seed: int, device: str = "cpu") -> dict:
+    """Train student in place on the teacher's next-token distributions over blocks (blocks x block_size token ids)
+    for config.epochs (a fraction is a share of the batches); returns facts for the report."""
+    check_blocks(blocks, teacher)
+    torch.manual_seed(seed)
+    order = np.random.default_rng(seed)
+    teacher.eval().to(device)
+    student.train().to(device)
+    per_epoch = math.ceil(len(blocks) / config.batch_size)
+    steps = max(1, round(config.epochs * per_epoch))
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=0.01)
+    schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(0.1 * steps), steps)
+    losses = []
+    for step in range(steps):
+        if step % per_epoch == 0:
+            batches = list(_batches(blocks[order.permutation(len(blocks))], config.batch_size, device))
+        loss = _next_token_loss(student, teacher, batches[step % per_epoch], config.temperature, config.alpha)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    student.eval()
+    return {"steps": steps, "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4)}

@@ -1,0 +1,99 @@
+"""Causal language models (any Hugging Face causal LM: Llama, GPT-2, Qwen...) as the generative family trains them:
+loaded in fp32 from safetensors, trained on packed token blocks whose labels are the inputs (the model shifts them:
+each position predicts the next token)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from finetune.errors import UserError
+from finetune.models.base import Models
+
+DROPOUT_NAMES = ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout")
+
+
+def context_length(config) -> int | None:
+    """Positions a model can attend over, from its config (None when the config does not say)."""
+    return next((value for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
+                 if isinstance(value := getattr(config, name, None), int)), None)
+
+
+class CausalLMs(Models):
+    def check(self, model: str) -> str | None:
+        if model.startswith("builtin:"):
+            return None if model in self.builtin else f"unknown builtin model {model!r}; expected one of {self.builtin}"
+        config = Path(model) / "config.json"
+        if not config.is_file():
+            return f"{model!r} is not a Hugging Face model directory (no config.json in it)"
+        architectures = json.loads(config.read_text()).get("architectures") or []
+        if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+            return (f"{model!r} is a {', '.join(architectures)}, not a causal language model (expected an architecture ending in "
+                    "ForCausalLM or LMHeadModel: a model with a next-token head)")
+        return None
+
+    def source(self, model: str) -> str:
+        return model
+
+    def load_processor(self, model_dir: str, trust_remote_code: bool):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        if tokenizer.eos_token_id is None:
+            raise UserError(f"the tokenizer of {model_dir} has no EOS token: documents could not be separated (set eos_token in its "
+                            "tokenizer_config.json)")
+        return tokenizer
+
+    def load_model(self, source: str, label_map: dict, train):
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(source, trust_remote_code=train.trust_remote_code)
+        if train.dropout is not None:
+            for name in DROPOUT_NAMES:
+                if hasattr(config, name):
+                    setattr(config, name, train.dropout)
+        return AutoModelForCausalLM.from_pretrained(source, config=config, use_safetensors=True, dtype=torch.float32,
+                                                    trust_remote_code=train.trust_remote_code)
+
+    def load_trained(self, model_dir: str, trust_remote_code: bool):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, dtype=torch.float32, trust_remote_code=trust_remote_code)
+
+    def save_trained(self, model, processor, folder: Path) -> None:
+        model.save_pretrained(str(folder))
+        processor.save_pretrained(str(folder))
+
+    def outline(self, train):
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(self.source(train.model), trust_remote_code=train.trust_remote_code)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=train.trust_remote_code)
+
+    def dataset(self, frame: pd.DataFrame, layout: dict, processor, augment=None, seed: int = 0):
+        return BlockDataset(frame)
+
+    def collator(self, processor):
+        from transformers import default_data_collator
+
+        return default_data_collator
+
+
+class BlockDataset:
+    """Packed blocks; the labels are the inputs (the model shifts them: each position predicts the next token)."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.blocks = np.stack(frame["input_ids"].to_numpy()) if len(frame) else np.zeros((0, 0), np.int64)
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, index: int) -> dict:
+        ids = self.blocks[index].astype(np.int64)
+        return {"input_ids": ids, "labels": ids}

@@ -1,0 +1,80 @@
+"""preprocess for generative models: documents cleaned, split by DOCUMENT, then featurized by the task (a causal LM:
+tokenized and packed into blocks).
+
+- Cleaning: the task's normalisation; empty documents and duplicates (whitespace-normalised, case-folded) are
+  dropped into data/quarantine/preprocess.csv with the reason.
+- Splits: data.split_column (or a builtin's own split) when there is one, else a seeded shuffle of the documents
+  cut by data.splits (at least one document per split). No document is in two splits.
+- Features: the task's featurize (causal LM: finetune/tasks/causal-lm/blocks.py), then evaluate.prompts checked against
+  the model's context, before any training.
+Writes data/prepared/{train,val,test}.parquet, label_map.json (the layout) and reports/preprocess.json (documents,
+tokens, blocks per split).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from finetune import paths
+from finetune.data.sources import INPUT, LABEL, SPLIT
+from finetune.data.tables import LINE, ROW
+from finetune.errors import UserError
+from finetune.io import write_json
+
+SPLITS = ("train", "val", "test")
+
+
+def split_documents(frame: pd.DataFrame, params) -> dict[str, pd.DataFrame]:
+    if SPLIT in frame:
+        parts = {name: frame[frame[SPLIT] == name] for name in SPLITS}
+    else:
+        if len(frame) < 3:
+            raise UserError(f"{len(frame)} document(s) after cleaning; splitting by document needs at least 3 (one each for "
+                            "train, val and test). Add documents, or cut a long one into several files")
+        order = np.random.default_rng(params.data.seed).permutation(len(frame))
+        splits = params.data.splits
+        n_test = max(1, round(splits.test * len(frame)))
+        n_val = max(1, round(splits.val * len(frame)))
+        chosen = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+        parts = {name: frame.iloc[np.sort(chosen[name])] for name in SPLITS}
+    for name, part in parts.items():
+        if part.empty:
+            raise UserError(f"the {name} split has no documents; check data.splits or data.split_column")
+    return parts
+
+
+def check_prompts(evaluate, tokenizer, context: int | None, model: str) -> None:
+    """evaluate.prompts the evaluate stage could not generate from, refused here, before any training (generate checks
+    again: a prompt edited later does not rerun preprocess). Tokenized as generate tokenizes them."""
+    for i, prompt in enumerate(evaluate.prompts):
+        tokens = len(tokenizer(prompt)["input_ids"])
+        if tokens == 0 or (context is not None and tokens + evaluate.max_new_tokens > context):
+            raise UserError(f"evaluate.prompts[{i}] {prompt[:60]!r} is {tokens} tokens; with evaluate.max_new_tokens {evaluate.max_new_tokens} "
+                            f"it must fit the context of {model} ({context} tokens) and hold at least one token")
+
+
+def run(task, params, frame: pd.DataFrame, folder: Path) -> tuple[dict, pd.DataFrame]:
+    normalized, problems = task.normalize(frame[INPUT], params.preprocess)
+    changed = int(normalized.ne(frame[INPUT]).sum())
+    frame[INPUT] = normalized
+    keys = task.duplicate_key(frame[INPUT])
+    problems = problems.where(problems != "", keys.duplicated().map({True: "duplicate document", False: ""}))
+    dropped, frame = frame[problems != ""].assign(problem=problems[problems != ""]), frame[problems == ""]
+    if frame.empty:
+        raise UserError(f"{paths.INGESTED}: no documents left after cleaning ({dict(Counter(dropped['problem']))}): the corpus is empty")
+    parts = split_documents(frame, params)
+    tables, layout = task.featurize(parts, params)
+    check_prompts(params.evaluate, task.models.load_processor(task.models.source(params.train.model), params.train.trust_remote_code),
+                  layout["context"], params.train.model)
+    summary = {"inputs_changed_by_normalization": changed, "dropped": dict(Counter(dropped["problem"])),
+               "block_size": layout["block_size"], "splits": layout["facts"],
+               "documents": {name: sorted(part[LABEL].astype(str))[:50] for name, part in parts.items()}}
+    for name, table in tables.items():
+        table.to_parquet(folder / f"{name}.parquet", index=False)
+    write_json(folder / "label_map.json", layout)
+    counts = {name: f"{f['documents']} docs, {f['blocks_kept']}/{f['blocks']} blocks" for name, f in layout["facts"].items()}
+    print(f"preprocess: {counts}; block_size {layout['block_size']}; dropped {summary['dropped']}")
+    return summary, dropped[[ROW, LINE, "problem"]].assign(document=dropped[LABEL], text=task.display(dropped))

@@ -1,0 +1,140 @@
+"""report for generative models (a causal LM): the sections of the report (the report stage writes the page).
+
+Sections: the headline (test perplexity of the fine-tuned vs the pretrained model on the same blocks, intervals and
+the paired verdict), generations of both models side by side with their diversity, the test blocks whose loss rose
+most, the ensemble, compression, explanations (prompt tokens shaded by attribution), training curves, data.
+Each section appears when its stage's outputs exist.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from finetune import paths
+from finetune.families.generative import scoring
+from finetune.io import read_json
+from finetune.reporting.html import esc, figure_img, shaded, table
+from finetune.reporting.plots import plt
+
+
+def _ppl(scores: dict, ci: dict | None = None) -> str:
+    interval = f" [{ci['perplexity']['low']:.2f}, {ci['perplexity']['high']:.2f}]" if ci else ""
+    return f"{scores['perplexity']:.2f}{interval}"
+
+
+def headline(params) -> str:
+    m = read_json(paths.METRICS)
+    rows = pd.DataFrame([
+        {"model": "fine-tuned", "test perplexity [95 % interval]": _ppl(m, m["ci95"]), "next-token accuracy": m["token_accuracy"], "tokens": m["tokens"]},
+        {"model": m["baseline"]["strategy"], "test perplexity [95 % interval]": _ppl(m["baseline"], m["baseline"]["ci95"]),
+         "next-token accuracy": m["baseline"]["token_accuracy"], "tokens": m["baseline"]["tokens"]},
+    ])
+    return (f"<p>Fine-tuned vs pretrained on the same {m['test_blocks']} test blocks of {m['block_size']} tokens: "
+            f"<b>{esc(scoring.describe(m['vs_baseline']))}</b>.</p>" + table(rows))
+
+
+def generations_section(params) -> str:
+    saved = read_json(paths.EVALUATION / "generations.json")
+    samples, settings, diversity = saved["samples"], saved["settings"], read_json(paths.METRICS)["generation"]
+    rows = pd.DataFrame([{"prompt": f"<pre>{esc(t['prompt'])}</pre>", **{name: f"<pre>{esc(samples[name][i]['continuation'])}</pre>" for name in samples}}
+                         for i, t in enumerate(samples["fine-tuned"])])
+    facts = pd.DataFrame([{"model": name, **values} for name, values in diversity.items()])
+    return (f"<p>Seeded sampling: temperature {settings['temperature']}, top_p {settings['top_p']}, {settings['max_new_tokens']} new tokens.</p>"
+            + table(rows, html_columns=("prompt", *samples)) + table(facts))
+
+
+def worst_blocks(params) -> str:
+    blocks = pd.read_csv(paths.EVALUATION / "blocks.csv")
+    blocks["change"] = blocks["loss"] - blocks["pretrained_loss"]
+    texts = pd.read_parquet(paths.PREPARED / "test.parquet", columns=["id", "input"])
+    worst = blocks.merge(texts, on="id").sort_values("change", ascending=False).head(params.report.worst_errors)
+    worst["input"] = worst["input"].map(lambda text: f"<pre>{esc(text)}</pre>")
+    return "<p>Test blocks whose loss rose most with fine-tuning (nats per token).</p>" + table(
+        worst[["document", "loss", "pretrained_loss", "change", "input"]], html_columns=("input",))
+
+
+def ensemble_section(params) -> str | None:
+    if not paths.ENSEMBLE_METRICS.exists():
+        return None
+    e = read_json(paths.ENSEMBLE_METRICS)
+    if "skipped" in e:
+        return f"<p>No ensemble: {esc(e['skipped'])}.</p>"
+    rows = [{"model": f"member {name}", "weight": e["weights"][name], "val perplexity": s["val"]["perplexity"],
+             "test perplexity [95 %]": _ppl(s["test"], s["ci95"])} for name, s in e["members"].items()]
+    rows += [{"model": f"ensemble: {method}", "weight": None, "val perplexity": s["val"]["perplexity"], "test perplexity [95 %]": _ppl(s["test"], s["ci95"])}
+             for method, s in e["methods"].items()]
+    best = e["vs_best_test_member"]
+    return (f"<p>Reported: <b>{esc(e['method'])}</b> ({esc(e['chosen_by'])}); weights {esc(e['weights_source'])}. Against the best member on "
+            f"test ({esc(best['member'])}): {esc(scoring.describe(best))}.</p>" + table(pd.DataFrame(rows)))
+
+
+def compress_section(params) -> str | None:
+    if not paths.COMPRESS_METRICS.exists():
+        return None
+    c = read_json(paths.COMPRESS_METRICS)
+    if "skipped" in c:
+        return f"<p>Nothing was compressed: {esc(c['skipped'])}.</p>"
+    rows = pd.DataFrame([{"model": name, "test perplexity [95 %]": _ppl(r, r["ci95"]), "MB": r["megabytes"], "tokens/s": r["tokens_per_second"],
+                          "speed-up": r["speedup"], "vs teacher": scoring.describe(r["vs_teacher"]) if "vs_teacher" in r else ""}
+                         for name, r in c["models"].items()])
+    skipped = "".join(f"<li>{esc(m)}: {esc(why)}</li>" for m, why in c["methods_skipped"].items())
+    return (f"<p>Teacher: {esc(c['teacher'])}; generation timed on {c['threads']} threads, batch 1, KV cache.</p>" + table(rows)
+            + (f"<ul>{skipped}</ul>" if skipped else ""))
+
+
+def explain_section(params) -> str | None:
+    if not paths.EXPLAIN_METRICS.exists():
+        return None
+    summary = read_json(paths.EXPLAIN_METRICS)
+    if "skipped" in summary:
+        return f"<p>No explanations: {esc(summary['skipped'])}.</p>"
+    examples = read_json(paths.EXPLAIN / "attributions.json")
+    faith = pd.DataFrame([{"method": m, **f} for m, f in summary["faithfulness"].items()])
+    views = "".join(f"<h3>{esc(method)}</h3>{attribution_html(e['prompt_tokens'], r['scores'], r['attributed'], e['continuation'])}"
+                    for e in examples for method, r in e["methods"].items())
+    return ("<p>Green prompt tokens make the generated (underlined) continuation more likely, red ones less. Deletion test: removing the "
+            "top-k attributed prompt tokens vs k random ones.</p>" + table(faith) + views)
+
+
+def attribution_html(tokens: list[str], scores: list[float], attributed: list[bool], continuation: str) -> str:
+    """The prompt, each token on a background shaded by its score (green: makes the continuation more likely, red:
+    less; opacity relative to this prompt's largest |score|; hover for the value in nats), a token left out (a leading
+    BOS) shown muted, then the continuation underlined in bold. Whitespace is kept as decoded."""
+    kept = [abs(score) for score, keep in zip(scores, attributed) if keep]
+    scale = max(kept, default=0) or 1.0
+    parts = [shaded(token, float(score), scale) if keep else f'<span class="muted">{esc(token)}</span>'
+             for token, score, keep in zip(tokens, scores, attributed)]
+    return f'<p style="white-space:pre-wrap">{"".join(parts)}<b style="text-decoration:underline">{esc(continuation)}</b></p>'
+
+
+def training_section(params) -> str:
+    train = read_json(paths.TRAIN_SUMMARY)
+    figure, axes = plt.subplots(figsize=(7, 3.4))
+    for folder in ("train", "eval"):
+        path = paths.TRAIN_LIVE / "plots" / "metrics" / folder / "loss.tsv"
+        if path.exists():
+            curve = pd.read_csv(path, sep="\t")
+            axes.plot(curve["step"], curve["loss"], marker="o" if folder == "eval" else None, label=f"{folder} loss")
+    axes.set_xlabel("step")
+    axes.legend()
+    image = figure_img(figure, "training loss")
+    plt.close(figure)
+    parameters = train["parameters"]
+    facts = pd.DataFrame([("strategy", parameters["strategy"]), ("trainable parameters", f"{parameters['trainable']:,} of {parameters['parameters']:,}"),
+                          ("steps", train["steps"]), ("best step", train["best_step"]), ("training time (s)", train["train_runtime_s"]),
+                          ("best val loss", train["val"].get("loss"))], columns=["", "value"])
+    return image + table(facts)
+
+
+def data_section(params) -> str:
+    prep = read_json(paths.PREPROCESS_SUMMARY)
+    rows = pd.DataFrame([{"split": name, **facts} for name, facts in prep["splits"].items()])
+    return f"<p>Dropped documents: {esc(prep['dropped'] or 'none')}.</p>" + table(rows)
+
+
+SECTIONS = [("Summary", headline), ("Generations", generations_section), ("Ensemble", ensemble_section), ("Compression", compress_section),
+            ("Explanations", explain_section), ("Training", training_section), ("Data", data_section),
+            ("Blocks that got worse", worst_blocks)]
+
+
+def run(task, params) -> list[tuple[str, str]]:
+    return [(title, html) for title, build in SECTIONS if (html := build(params)) is not None]

@@ -1,0 +1,55 @@
+"""The interface between training and a task's models: what `fit` (finetune/training/fit.py), search trials and the
+family stages need to load, build, feed and save a model, whatever it is (a text classifier, a CNN, a causal LM).
+
+A task holds one `Models` object (`task.models`); nothing outside it touches tokenizers, pixels or model heads.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+
+class Models(ABC):
+    builtin: ClassVar[tuple[str, ...]] = ()  # the `builtin:NAME` models this family ships (train.model)
+
+    @abstractmethod
+    def check(self, model: str) -> str | None:
+        """Why `train.model` cannot be loaded by this family (a builtin it does not ship, a folder of another kind), or None."""
+
+    @abstractmethod
+    def source(self, model: str) -> str:
+        """Where the pretrained weights `train.model` names are (a builtin resolved to its folder or file)."""
+
+    @abstractmethod
+    def load_processor(self, model_dir: str, trust_remote_code: bool) -> Any:
+        """What turns stored features into model inputs (tokenizer, image mean and std...), as saved with the model."""
+
+    @abstractmethod
+    def load_model(self, source: str, label_map: dict, train) -> Any:
+        """The pretrained model ready to fine-tune on label_map (a classifier: one output per label), train.dropout applied."""
+
+    @abstractmethod
+    def load_trained(self, model_dir: str, trust_remote_code: bool) -> Any:
+        """A fine-tuned model exactly as save_trained wrote it."""
+
+    @abstractmethod
+    def save_trained(self, model, processor, folder: Path) -> None:
+        """Weights as safetensors + everything load_trained and load_processor need."""
+
+    @abstractmethod
+    def outline(self, train) -> Any:
+        """The model's module tree without weights (meta device): checks of train.* against the model before any work."""
+
+    @abstractmethod
+    def dataset(self, frame, layout: dict, processor, augment=None, seed: int = 0) -> Any:
+        """A torch Dataset of feature dicts with `labels` from prepared rows; with `augment` (the preprocess settings)
+        the training set, augmented online where the task does that."""
+
+    @abstractmethod
+    def collator(self, processor) -> Callable[[list[dict]], dict]:
+        """Turns a list of dataset items into a batch."""
+
+    def batch_augmenter(self, preprocess, num_labels: int) -> Callable[[dict], dict] | None:
+        """Batch-level augmentation of training batches (MixUp/CutMix: labels become probabilities); None = none."""
+        return None

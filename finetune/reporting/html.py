@@ -1,0 +1,73 @@
+"""Small helpers to build the self-contained HTML report: every image is embedded as base64,
+no script, no stylesheet or font from the network."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import pandas as pd
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} h2{border-bottom:2px solid #e3e3e3;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em} th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
+th{background:#f5f5f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.cards{display:flex;gap:1em;flex-wrap:wrap} .card{border:1px solid #ddd;border-radius:8px;padding:.8em 1.2em;min-width:10em}
+.card b{font-size:1.6em;display:block} .good{color:#17803d} .bad{color:#b42318} .muted{color:#777;font-size:.9em}
+pre{background:#f7f7f7;padding:1em;overflow:auto} img{max-width:100%}
+"""
+
+
+def esc(value) -> str:
+    return html.escape(str(value))
+
+
+def number(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return esc(value)
+
+
+def table(frame: pd.DataFrame, html_columns: tuple[str, ...] = ()) -> str:
+    """An HTML table; values are escaped, except in `html_columns` (already HTML: a rendered example)."""
+    def cell(column, value) -> str:
+        if column in html_columns:
+            return f"<td>{value}</td>"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return f'<td class="num">{number(value)}</td>'
+        return f"<td>{esc(value)}</td>"
+
+    head = "".join(f"<th>{esc(c)}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(cell(c, v) for c, v in zip(frame.columns, row)) + "</tr>" for row in frame.itertuples(index=False))
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def png_bytes_img(data: bytes, alt: str) -> str:
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def png_file_img(path: Path, alt: str) -> str:
+    return png_bytes_img(Path(path).read_bytes(), alt)
+
+
+def figure_img(figure, alt: str) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return png_bytes_img(buffer.getvalue(), alt)
+
+
+def page(title: str, sections: list[tuple[str, str]]) -> str:
+    nav = " · ".join(f'<a href="#s{i}">{esc(name)}</a>' for i, (name, _) in enumerate(sections))
+    body = "".join(f'<h2 id="s{i}">{esc(name)}</h2>{content}' for i, (name, content) in enumerate(sections))
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1><p>{nav}</p>{body}</body></html>\n"
+    )
+
+
+def shaded(text: str, score: float, scale: float) -> str:
+    """text on a background shaded by score: green for, red against, opacity |score| / scale (the exact score is the hover title)."""
+    colour = "22,140,60" if score >= 0 else "200,40,40"
+    return f'<span title="{score:+.4f}" style="background:rgba({colour},{0.85 * abs(score) / scale:.2f})">{esc(text)}</span>'

@@ -1,0 +1,70 @@
+"""The image task's classical member: logistic regression on standardised pixels downscaled to size x size (grey, or RGB
+when any image has colour), the floor every fine-tune is judged against. Saved as safetensors + JSON, no pickle."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from finetune.config.params import Section
+from finetune.data.images import normalized_image, resized
+from finetune.families.classification import ClassicalMember
+
+
+class Pixels(Section):
+    """Logistic regression on standardised pixels downscaled to size x size (grey, or RGB when any image
+    has colour): the classical floor."""
+    size: int = Field(16, ge=4, le=128)
+    C: float = Field(0.05, gt=0, le=1e6)  # inverse L2 strength
+
+
+class PixelsModel:
+    def __init__(self, size: int, mode: str, mean: np.ndarray, scale: np.ndarray, regression):
+        self.size, self.mode, self.mean, self.scale, self.regression = size, mode, mean, scale, regression
+
+    @staticmethod
+    def features(images: list, size: int, mode: str) -> np.ndarray:
+        return np.stack([np.asarray(resized(image.convert(mode), size, "squash"), dtype=np.float32).ravel() / 255 for image in images])
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        x = self.features([normalized_image(v) for v in frame["input"]], self.size, self.mode)
+        return self.regression.predict_proba((x - self.mean) / self.scale)
+
+
+class PixelsMember(ClassicalMember):
+    kind = "pixels"
+    Settings = Pixels
+
+    def fit(self, frame: pd.DataFrame, settings: Pixels):
+        from sklearn.linear_model import LogisticRegression
+
+        images = [normalized_image(v) for v in frame["input"]]
+        mode = "RGB" if any(image.mode == "RGB" for image in images) else "L"
+        x = PixelsModel.features(images, settings.size, mode)
+        mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+        regression = LogisticRegression(C=settings.C, max_iter=3000).fit((x - mean) / scale, frame["label"].to_numpy())
+        return PixelsModel(settings.size, mode, mean, scale, regression)
+
+    def save(self, model: PixelsModel, folder: Path) -> None:
+        from safetensors.numpy import save_file
+
+        r = model.regression
+        save_file({"mean": model.mean, "scale": model.scale, "coef": np.ascontiguousarray(r.coef_), "intercept": r.intercept_,
+                   "classes": r.classes_}, folder / "pixels.safetensors")
+        (folder / "pixels.json").write_text(json.dumps({"size": model.size, "mode": model.mode}))
+
+    def load(self, folder: Path) -> PixelsModel:
+        from safetensors.numpy import load_file
+        from sklearn.linear_model import LogisticRegression
+
+        arrays = load_file(folder / "pixels.safetensors")
+        regression = LogisticRegression()
+        regression.coef_, regression.intercept_, regression.classes_ = arrays["coef"], arrays["intercept"], arrays["classes"]
+        saved = json.loads((folder / "pixels.json").read_text())
+        return PixelsModel(saved["size"], saved["mode"], arrays["mean"], arrays["scale"], regression)
+
+    def facts(self, model: PixelsModel) -> dict:
+        return {"features": len(model.mean)}

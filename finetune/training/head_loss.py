@@ -1,0 +1,88 @@
+"""The torch side of several heads (finetune/data/heads.py says what they are): the training loss, masked cross-entropy
+per head combined with fixed weights or learned uncertainty weights (Kendall, Gal & Cipolla 2018); and HeadView, one head
+of a trained model as a one-head classifier (what the explainers take)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from finetune.data.heads import IGNORE, Heads
+from finetune.errors import UserError
+
+# log-variances learn at this rate whatever train.learning_rate is: at a fine-tuning rate (5e-5) Adam would move
+# them ~0.015 in 300 steps, i.e. leave the weights where they started
+UNCERTAINTY_LR = 1e-2
+STATE_FILE = "head_weights.json"  # in each checkpoint: the learned log-variances, so a resumed run continues them
+
+
+class HeadLoss(nn.Module):
+    """The training loss of several heads: masked cross-entropy per head, combined with fixed or learned weights."""
+
+    def __init__(self, heads: Heads, weights: dict[str, float] | str, label_smoothing: float = 0.0):
+        super().__init__()
+        self.sizes, self.label_smoothing = heads.sizes, label_smoothing
+        self.uncertainty = weights == "uncertainty"
+        fixed = [1.0] * len(self.sizes) if self.uncertainty else [float(weights.get(head, 1.0)) for head in heads.classes]
+        self.register_buffer("weights", torch.tensor(fixed))
+        self.log_variance = nn.Parameter(torch.zeros(len(self.sizes)), requires_grad=self.uncertainty)
+
+    def per_head(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each head's mean cross-entropy over the rows that have its label (0 when none in the batch does)."""
+        losses = []
+        for i, chunk in enumerate(logits.float().split(self.sizes, dim=-1)):
+            target = labels[:, i]
+            total = F.cross_entropy(chunk, target, ignore_index=IGNORE, reduction="sum", label_smoothing=self.label_smoothing)
+            losses.append(total / (target != IGNORE).sum().clamp(min=1))
+        return torch.stack(losses)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        losses = self.per_head(logits, labels)
+        if self.uncertainty:
+            return (torch.exp(-self.log_variance) * losses + self.log_variance).sum()
+        return (self.weights * losses).sum()
+
+    def learned(self, heads) -> dict[str, dict[str, float]] | None:
+        """The learned weights exp(-s) and log-variances s per head, for train.json."""
+        if not self.uncertainty:
+            return None
+        values = self.log_variance.detach().cpu().tolist()
+        return {head: {"weight": round(float(np.exp(-s)), 4), "log_variance": round(s, 4)} for head, s in zip(heads, values)}
+
+    def save(self, folder: Path) -> None:
+        (folder / STATE_FILE).write_text(json.dumps(self.log_variance.detach().cpu().tolist()))
+
+    def load(self, folder: Path) -> None:
+        path = folder / STATE_FILE
+        if not path.is_file():
+            raise UserError(f"{folder} has no {STATE_FILE}: it was not written by a run of several heads with uncertainty weights; "
+                            "delete the checkpoint folder to start afresh")
+        with torch.no_grad():
+            self.log_variance.copy_(torch.tensor(json.loads(path.read_text())))
+
+
+class HeadView(nn.Module):
+    """A model of several heads seen through one head: forward returns the model's output with only that head's logits, and
+    every other attribute (embeddings, layers, config...) is the model's own, so an explainer written for one-head
+    classifiers (softmax over the logits, hooks on inner layers) explains that head."""
+
+    def __init__(self, model: nn.Module, heads: Heads, head: str):
+        super().__init__()
+        self.model = model
+        start = sum(heads.sizes[:list(heads.classes).index(head)])
+        self.outputs = slice(start, start + len(heads.classes[head]))
+
+    def forward(self, *args, **kwargs):
+        output = self.model(*args, **kwargs)
+        output.logits = output.logits[..., self.outputs]
+        return output
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.model, name)

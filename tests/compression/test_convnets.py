@@ -1,0 +1,191 @@
+"""compress on CNNs and a ViT: static int8 reloads from safetensors and agrees with fp32, channel pruning
+gives the expected shapes and reloads, the student drops the shape-keeping blocks and learns from the
+teacher, ONNX matches PyTorch, and what cannot apply is skipped with its reason."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from finetune import paths
+from finetune.compression import convnets as convnet_compress
+from finetune.compression.compressors import parameter_count
+from finetune.errors import UserError
+from finetune.families.classification.compress import compressor_for, feature_batches
+from finetune.io import read_json
+from finetune.tasks import get_task
+from stages import compress, ingest, preprocess, train
+from tests.support.data import write_image_folder
+from tests.support.params import load, tiny_image_params
+
+TASK = get_task("image-classification")
+EFFICIENTNET = "builtin:efficientnet-lite0"
+
+
+def _params(model=EFFICIENTNET, **compress_section):
+    section = {"teacher": "primary", "methods": ["int8", "prune", "distill"], "export": ["onnx"],
+               "quantize": {"calibration_batches": 2}, "prune": {"structure": "channels", "sparsity": 0.5, "recover_epochs": 1},
+               "distill": {"epochs": 2, "learning_rate": 1e-3, "batch_size": 16}, "latency": {"repeats": 3}}
+    for key, value in compress_section.items():
+        section[key] = value if not isinstance(value, dict) else {**section.get(key, {}), **value}
+    return load(tiny_image_params(model, compress=section, preprocess={"image_size": 32},
+                                  train={"epochs": 6, "batch_size": 8, "learning_rate": 3e-3}))
+
+
+@pytest.fixture(scope="module")
+def efficientnet_project(tmp_path_factory):
+    """30 generated images a class, EfficientNet-Lite0 (its real ImageNet weights) fine-tuned for 6 epochs at 32x32 (val accuracy 1.0)."""
+    import os
+
+    root = tmp_path_factory.mktemp("efficientnet")
+    write_image_folder(root / "data/raw/images", 30)
+    before = os.getcwd()
+    os.chdir(root)
+    try:
+        params = _params()
+        ingest.run(params)
+        preprocess.run(params)
+        train.run(params)
+    finally:
+        os.chdir(before)
+    return root
+
+
+@pytest.fixture(scope="module")
+def compressed(efficientnet_project, tmp_path_factory):
+    import os
+
+    root = tmp_path_factory.mktemp("efficientnet-compressed")
+    shutil.copytree(efficientnet_project, root, dirs_exist_ok=True)
+    before = os.getcwd()
+    os.chdir(root)
+    try:
+        yield root, compress.run(_params())
+    finally:
+        os.chdir(before)
+
+
+@pytest.fixture
+def efficientnet_workdir(efficientnet_project, workdir):
+    shutil.copytree(efficientnet_project, workdir, dirs_exist_ok=True)
+    return workdir
+
+
+def test_static_int8_reloads_from_safetensors_and_agrees_with_fp32(compressed):
+    root, result = compressed
+    folder = root / paths.COMPRESSED / "int8"
+    assert sorted(p.name for p in folder.iterdir()) == ["image_model.json", "image_processor.json", "int8.safetensors", "label_map.json"]
+    weights = load_file(folder / convnet_compress.WEIGHTS)
+    assert weights["_conv_stem.1.qweight"].dtype == torch.int8  # conv weights stored as int8, BatchNorm folded in
+    assert not any("_bn" in name for name in weights)
+    details, row = result["details"]["int8"], result["models"]["int8"]
+    assert details["calibration_images"] == 54 and "static" in details["scheme"]  # 2 batches of 32 asked, the 54 train images there are
+    assert row["size_ratio"] < 0.3  # measured 0.27: int8 weights + per-channel scales, fp32 biases
+    assert row["parameters"] == pytest.approx(result["models"]["teacher"]["parameters"], rel=0.02)  # folding drops BatchNorm's
+    assert row["agreement_with_teacher"] >= 0.9  # measured 1.0 on the 18 tiny test rows
+
+    model = convnet_compress.ConvNetCompressor(TASK.models).load_quantized(folder)
+    test = pd.read_parquet(root / paths.PREPARED / "test.parquet")
+    layout = read_json(root / paths.LABEL_MAP)
+    predicted = TASK.predict_proba(model, TASK.models.load_processor(str(folder), False), test, layout, 64).argmax(axis=1)
+    saved = pd.read_csv(root / paths.COMPRESS / "predictions.csv")
+    assert [layout["labels"][i] for i in predicted] == saved["int8_predicted"].tolist()
+
+
+def test_channel_pruning_halves_every_convolution_and_the_pruned_model_reloads(compressed):
+    root, result = compressed
+    teacher = TASK.models.load_trained(str(root / paths.MODEL), False)
+    pruned = TASK.models.load_trained(str(root / paths.COMPRESSED / "pruned"), False)
+    convs = {name: m for name, m in teacher.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    for name, module in pruned.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            assert module.out_channels == convs[name].out_channels - int(convs[name].out_channels * 0.5), name
+    assert pruned.net._conv_stem.out_channels == 16 and pruned.net._fc.in_features == 640 and pruned.net._fc.out_features == 3
+    details = result["details"]["prune"]
+    assert details["channels_removed"] == pytest.approx(0.5, abs=0.01)
+    assert result["models"]["prune"]["parameters"] == parameter_count(pruned) < 0.35 * parameter_count(teacher)
+    assert details["recovery"]["steps"] > 0
+
+
+def test_the_student_keeps_only_the_blocks_that_change_the_shape(compressed):
+    root, result = compressed
+    assert result["details"]["distill"]["layers_kept"] == [0, 1, 3, 5, 8, 11, 15]  # EfficientNet-Lite0: the first block of each stage
+    student = TASK.models.load_trained(str(root / paths.COMPRESSED / "distilled"), False)
+    assert len(student.net._blocks) == 7
+    assert result["models"]["distill"]["parameters"] < result["models"]["teacher"]["parameters"]
+
+
+def test_onnx_exports_match_pytorch(compressed):
+    root, result = compressed
+    for name in ("teacher", "int8", "prune", "distill"):
+        assert (root / paths.COMPRESSED / "onnx" / f"{name}.onnx").is_file() and result["models"][name]["onnx_latency_ms_batch_1"] > 0
+    for name in ("teacher", "prune", "distill"):
+        row = result["models"][name]
+        assert row["onnx_max_abs_probability_difference"] < 1e-5  # measured <= 7.2e-7
+        assert row["onnx_prediction_agreement"] == 1.0
+    # the int8 graph exports as QLinearConv & co: onnxruntime's int8 kernels round differently from torch's
+    assert result["models"]["int8"]["onnx_prediction_agreement"] >= 0.85  # measured 0.94 (max probability difference 0.33)
+    assert result["details"]["onnx"]["skipped"] == {}
+
+
+def test_distillation_lowers_the_students_kl_to_the_teacher(efficientnet_workdir):
+    from finetune.compression import distill
+    from finetune.config.params import Distill
+
+    params = _params()
+    processor = TASK.models.load_processor(str(paths.MODEL), False)
+    teacher = TASK.models.load_trained(str(paths.MODEL), False).eval()
+    train_split = pd.read_parquet(paths.PREPARED / "train.parquet")
+    layout = read_json(paths.LABEL_MAP)
+    batch = feature_batches(TASK, processor, train_split, layout, 32)
+    student, _ = compressor_for(teacher, TASK.models).student(teacher, params.compress, batch[0])
+
+    def kl() -> float:
+        p = TASK.predict_proba(teacher, processor, train_split, layout, 64)
+        q = TASK.predict_proba(student, processor, train_split, layout, 64)
+        return float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)))
+
+    before = kl()
+    logits = np.log(TASK.predict_proba(teacher, processor, train_split, layout, 64) + 1e-12)
+    distill.train_on_teacher(student, TASK.models.dataset(train_split, layout, processor), logits, TASK.models.collator(processor),
+                             Distill(alpha=0.0, learning_rate=3e-3, batch_size=8), 10, 0, "cpu", False, efficientnet_workdir / "work")
+    assert kl() < 0.5 * before
+
+
+def test_what_cannot_apply_is_skipped_with_its_reason(efficientnet_workdir):
+    train_rows = pd.read_parquet(paths.PREPARED / "train.parquet")
+    train_rows.head(20).to_parquet(paths.PREPARED / "train.parquet")  # too few images to calibrate
+    result = compress.run(_params(prune={"sparsity": 0.95}, export=[]))
+    assert result["details"]["skipped"] == {
+        "int8": "calibration data too small: 20 train images, static int8 needs at least 32 to estimate activation ranges",
+        "prune": "compress.prune.sparsity 0.95 would remove every channel of _blocks.0._project_conv (16 channels)"}
+    assert set(result["models"]) == {"teacher", "distill"}
+    assert not (paths.COMPRESSED / "int8").exists()
+    with pytest.raises(UserError, match=r"compress\.distill\.layers \[0, 15\] drops blocks \[1, 3, 5, 8, 11\], which change the feature"):
+        compress.run(_params(distill={"layers": [0, 15]}))
+
+
+def test_a_tiny_vit_takes_the_transformer_methods(workdir, tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    source = tmp_path / "vit"
+    torch.manual_seed(0)
+    ViTForImageClassification(ViTConfig(image_size=16, patch_size=4, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                        intermediate_size=32, num_labels=3)).save_pretrained(source)
+    (source / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": "ViTImageProcessor", "image_mean": [0.5] * 3,
+                                                                  "image_std": [0.5] * 3, "size": {"height": 16, "width": 16}}))
+    write_image_folder(workdir / "data/raw/images", 20)
+    params = _params(str(source), prune={"structure": "ffn_neurons"}, distill={"epochs": 1}, quantize={"calibration_batches": 1})
+    params = params.model_copy(update={"preprocess": params.preprocess.model_copy(update={"image_size": 16})})
+    ingest.run(params)
+    preprocess.run(params)
+    train.run(params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})}))
+    result = compress.run(params)
+    assert set(result["models"]) == {"teacher", "int8", "prune", "distill"}
+    assert "dynamic" in result["details"]["int8"]["scheme"]
+    assert result["details"]["prune"]["ffn_neurons_removed"] == 0.5
+    assert result["details"]["distill"]["layers_kept"] == [1]
+    assert result["models"]["prune"]["onnx_max_abs_probability_difference"] < 1e-4

@@ -1,0 +1,60 @@
+"""Tiny models built from a config at test time and saved, then loaded through the same from_pretrained path users use: a
+2-layer BERT, a 2-layer Llama or GPT-2 with a byte-level BPE tokenizer, a 2-stage Hugging Face ResNet."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.data import FILLER, LM_TEXT, WORDS
+
+
+def build_tiny_bert(folder: Path) -> None:
+    """A 2-layer BERT (hidden 32) with a word-level vocabulary of the words make_rows uses, saved to folder."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    letters = list("abcdefghijklmnopqrstuvwxyz0123456789")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w for ws in WORDS.values() for w in ws} | set(FILLER)),
+             *letters, *(f"##{c}" for c in letters), *".,!?@#'-"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+
+
+def build_tiny_causal_lm(folder: Path, architecture: str = "llama") -> None:
+    """A 2-layer causal LM (llama or gpt2, hidden 32) with a byte-level BPE tokenizer trained on LM_TEXT, whose EOS
+    (and BOS, PAD) is <|endoftext|>, saved to folder like a user's model."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([LM_TEXT] * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                   pad_token="<|endoftext|>")
+    fast.save_pretrained(folder)
+    size, eos = len(fast), fast.eos_token_id
+    torch.manual_seed(0)
+    if architecture == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=size, n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=eos, eos_token_id=eos))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                             num_key_value_heads=1, max_position_embeddings=128, bos_token_id=eos, eos_token_id=eos,
+                                             pad_token_id=eos, tie_word_embeddings=True))
+    model.save_pretrained(folder)
+
+
+def build_tiny_resnet(folder: Path) -> None:
+    """A 2-stage Hugging Face ResNet (BatchNorm in every block) and its image processor, saved to folder."""
+    import torch
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+    torch.manual_seed(0)
+    ResNetForImageClassification(config).save_pretrained(folder)
+    ConvNextImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25]).save_pretrained(folder)

@@ -1,0 +1,94 @@
+"""The causal-LM task end to end: the tiny LM project through `dvc repro` (tests/conftest.py: lm_repo), then read like a
+user would (dvc metrics, the saved models, the report), reruns, and a search over LM keys."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from finetune.families.generative.scoring import load_logprobs
+from tests.support.repos import copy_repo, planned, repro, set_param, sh
+
+STAGES = ["ingest", "preprocess", "train", "evaluate", "member@seed1", "ensemble", "compress", "explain", "report"]
+
+
+def test_every_stage_runs_once_and_dvc_agrees(lm_repo):
+    root, ran = lm_repo
+    assert sorted(ran) == sorted(STAGES)
+    assert repro(root) == []
+    assert sh(["dvc", "status"], root).stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_perplexity_comes_from_the_saved_token_log_probs_beside_the_pretrained_model(lm_repo):
+    root, _ = lm_repo
+    shown = next(iter(json.loads(sh(["dvc", "metrics", "show", "--json"], root).stdout).values()))["data"]
+    metrics = shown["reports/metrics.json"]["data"]
+    test = load_logprobs(root / "reports/evaluate/token_logprobs.safetensors")["test"]
+    assert metrics["perplexity"] == pytest.approx(math.exp(-test.astype(np.float64).mean()), rel=1e-5)
+    assert metrics["baseline"]["tokens"] == metrics["tokens"] == test.size  # the pretrained model on the same blocks
+    assert metrics["vs_baseline"]["perplexity"]["verdict"] == "better"  # fine-tuning learned the corpus
+    assert metrics["perplexity"] < metrics["baseline"]["perplexity"]
+    samples = json.loads((root / "reports/evaluate/generations.json").read_text())["samples"]
+    assert [s["prompt"] for s in samples["fine-tuned"]] == ["to be or", "the slings and"] and set(samples) == {"fine-tuned", "pretrained"}
+
+
+def test_generation_is_seeded_and_reproducible_from_the_saved_model(lm_repo):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune.families.generative.generation import generate
+
+    root, _ = lm_repo
+    saved = json.loads((root / "reports/evaluate/generations.json").read_text())
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(root / "models/model"), AutoTokenizer.from_pretrained(root / "models/model")
+    settings = saved["settings"]
+    again = generate(model, tokenizer, settings["prompts"][0], max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
+                     top_p=settings["top_p"], seed=settings["seed"])
+    assert again == saved["samples"]["fine-tuned"][0]["continuation"]
+
+
+def test_the_ensemble_mixture_is_no_worse_than_its_best_member_on_val(lm_repo):
+    root, _ = lm_repo
+    combined = json.loads((root / "reports/ensemble.json").read_text())
+    assert combined["method"] == "weighted" and set(combined["members"]) == {"primary", "seed1"}
+    best_val = min(m["val"]["perplexity"] for m in combined["members"].values())
+    assert combined["methods"]["weighted"]["val"]["perplexity"] <= best_val + 1e-6
+    assert sum(combined["weights"].values()) == pytest.approx(1)
+    assert combined["test"] == combined["methods"]["weighted"]["test"]
+
+
+def test_int8_reloads_from_disk_and_the_student_has_half_the_layers(lm_repo, monkeypatch):
+    from finetune.compression import quantize
+    from finetune.families.generative import scoring
+    from finetune.families.generative.scoring import load_blocks
+
+    root, _ = lm_repo
+    compressed = json.loads((root / "reports/compress.json").read_text())
+    assert set(compressed["models"]) == {"teacher", "int8", "distilled"} and compressed["methods_skipped"] == {}
+    monkeypatch.chdir(root)  # read only
+    reloaded = scoring.summarize(*scoring.token_scores(quantize.load(root / "models/compressed/int8"), load_blocks("test"), 8))
+    assert reloaded["perplexity"] == pytest.approx(compressed["models"]["int8"]["perplexity"], rel=1e-4)
+    assert compressed["models"]["int8"]["megabytes"] < compressed["models"]["teacher"]["megabytes"]
+    assert compressed["models"]["distilled"]["layers"] == [1]  # 2 layers: every other one, ending with the top one
+    assert all(m["tokens_per_second"] > 0 for m in compressed["models"].values())
+
+
+def test_explanations_score_every_prompt_token_and_the_report_shows_them(lm_repo):
+    root, _ = lm_repo
+    explained = json.loads((root / "reports/explain/attributions.json").read_text())
+    assert len(explained) == 2
+    for example in explained:
+        for method in ("feature_ablation", "layer_integrated_gradients"):
+            assert len(example["methods"][method]["scores"]) == len(example["prompt_tokens"])
+    page = (root / "reports/report.html").read_text()
+    for title in ("Summary", "Generations", "Ensemble", "Compression", "Explanations", "Training", "Data", "Params"):
+        assert f">{title}" in page
+
+
+def test_new_prompts_rerun_only_what_reads_them(lm_repo, tmp_path):
+    root = copy_repo(lm_repo[0], tmp_path / "copy")
+    set_param(root, "evaluate.prompts", ["to be"])
+    # ensemble reads reports/evaluate (whose token log-probs do not change): it reruns, in seconds; nothing trains again
+    assert planned(root) == {"evaluate", "ensemble", "compress", "explain", "report"}
+    sh(["git", "checkout", "params.yaml"], root)
+    set_param(root, "explain.ig_steps", 3)
+    assert planned(root) == {"explain", "report"}
