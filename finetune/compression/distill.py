@@ -4,7 +4,8 @@ The student is trained on   alpha * CE(student, true label)
                           + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)),
 the T^2 keeping the soft term's gradients on the scale of the hard one. Teacher logits are computed
 once, before training (they are data, not a second model in memory). The same loop recovers a
-pruned model's accuracy (torch.nn.utils.prune masks stay applied while it trains).
+pruned model's accuracy (torch.nn.utils.prune masks stay applied while it trains). After training, the running
+statistics of every BatchNorm are recomputed over the training rows (recalibrate_batchnorm says why).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim.swa_utils import update_bn
 from transformers import Trainer, TrainingArguments
 
 from finetune.config.params import Distill
@@ -106,7 +109,38 @@ def train_on_teacher(model: nn.Module, dataset: torch.utils.data.Dataset, teache
                                   temperature=config.temperature, alpha=config.alpha, sizes=sizes)
     result = trainer.train()
     shutil.rmtree(work_dir, ignore_errors=True)
+    recalibrated = recalibrate_batchnorm(model, dataset, collator, config.batch_size)
     model.to("cpu")
     return {"train_runtime_s": round(result.metrics["train_runtime"], 1), "train_loss": round(result.metrics["train_loss"], 4),
-            "steps": trainer.state.global_step}
+            "steps": trainer.state.global_step, **({"batchnorm_recalibrated": recalibrated} if recalibrated else {})}
 
+
+class _Keywords(nn.Module):
+    """The model called with a batch's features as keywords (update_bn passes one positional input)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: dict):
+        return self.model(**features)
+
+
+def recalibrate_batchnorm(model: nn.Module, dataset, collator, batch_size: int) -> int:
+    """Every BatchNorm's running statistics recomputed as the exact average over the training rows (torch.optim.swa_utils
+    .update_bn), the model then left in eval mode; returns how many layers. Why: a student (or a pruned net) no longer
+    computes the teacher's activations, but its BatchNorm layers start from the teacher's statistics, and a short training
+    at EfficientNet-Lite's momentum (0.01) barely moves them while it learns with each batch's own statistics; eval mode
+    then normalises with the stale ones. Seen on an AMD EPYC: ten epochs of distillation made the student's KL to its
+    teacher 0.56 -> 4.25 in eval mode; recalibrated, 0.12 (tests/compression/test_convnets.py)."""
+    norms = [module for module in model.modules() if isinstance(module, _BatchNorm)]
+    if not norms:
+        return 0
+    device = next(model.parameters()).device
+
+    def features(items: list[dict]) -> dict:
+        return {key: value.to(device) for key, value in collator(items).items() if key != "labels"}
+
+    update_bn(torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=features), _Keywords(model))
+    model.eval()
+    return len(norms)

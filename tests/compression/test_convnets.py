@@ -132,6 +132,9 @@ def test_onnx_exports_match_pytorch(compressed):
 
 
 def test_distillation_lowers_the_students_kl_to_the_teacher(efficientnet_workdir):
+    """Ten epochs at learning rate 3e-3 on batches of 8, BatchNorm in train mode: without recalibrating the running
+    statistics the student's KL went 0.56 -> 4.25 on an AMD EPYC (EfficientNet-Lite's momentum 0.01 leaves the teacher's
+    statistics in place while the student learns with each batch's own); recalibrated, 0.12 there."""
     from finetune.compression import distill
     from finetune.config.params import Distill
 
@@ -150,9 +153,35 @@ def test_distillation_lowers_the_students_kl_to_the_teacher(efficientnet_workdir
 
     before = kl()
     logits = np.log(TASK.predict_proba(teacher, processor, train_split, layout, 64) + 1e-12)
-    distill.train_on_teacher(student, TASK.models.dataset(train_split, layout, processor), logits, TASK.models.collator(processor),
-                             Distill(alpha=0.0, learning_rate=3e-3, batch_size=8), 10, 0, "cpu", False, efficientnet_workdir / "work")
+    trained = distill.train_on_teacher(student, TASK.models.dataset(train_split, layout, processor), logits, TASK.models.collator(processor),
+                                       Distill(alpha=0.0, learning_rate=3e-3, batch_size=8), 10, 0, "cpu", False, efficientnet_workdir / "work")
+    assert trained["batchnorm_recalibrated"] == sum(isinstance(m, torch.nn.BatchNorm2d) for m in student.modules()) > 0
+    assert not student.training  # left in eval mode, as scoring uses it
     assert kl() < 0.5 * before
+
+
+def test_recalibration_makes_the_running_statistics_those_of_the_training_rows():
+    """What recalibrate_batchnorm promises, exactly: after it, eval mode normalises with the training rows' own
+    statistics (their exact average over batches), whatever the statistics held before."""
+    from finetune.compression.distill import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4, momentum=0.01))
+    model[1].running_mean.fill_(100.0)  # stale: another network's statistics
+    rows = [{"x": torch.randn(3) * 2 + 1} for _ in range(64)]
+
+    class Keywords(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            return self.inner(x)
+
+    assert recalibrate_batchnorm(Keywords(), rows, lambda items: {"x": torch.stack([i["x"] for i in items])}, 16) == 1
+    with torch.no_grad():
+        hidden = model[0](torch.stack([r["x"] for r in rows]))
+    assert torch.allclose(model[1].running_mean, hidden.mean(dim=0), atol=1e-5)  # 4 equal batches: the mean of batch means
 
 
 def test_what_cannot_apply_is_skipped_with_its_reason(efficientnet_workdir):
