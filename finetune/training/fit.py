@@ -107,14 +107,23 @@ class EpochClock(TrainerCallback):
 
 
 def _trim_live_history(live_dir: Path, last_step: int) -> None:
-    """A killed run may have logged steps after its last checkpoint; drop them before resuming."""
+    """A killed run may have logged steps after its last checkpoint, or died writing a file: drop those steps, a torn last
+    row and a torn summary (dvclive writes metrics.json again at the next log) before resuming."""
     for tsv in live_dir.glob("plots/metrics/**/*.tsv"):
         with tsv.open() as f:
             rows = list(csv.reader(f, delimiter="\t"))
+        if not rows or "step" not in rows[0]:
+            tsv.unlink()
+            continue
         step = rows[0].index("step")
-        kept = [rows[0]] + [r for r in rows[1:] if int(r[step]) <= last_step]
+        kept = [rows[0]] + [r for r in rows[1:] if len(r) == len(rows[0]) and r[step].isdigit() and int(r[step]) <= last_step]
         with tsv.open("w", newline="") as f:
             csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
+    summary = live_dir / "metrics.json"
+    try:
+        json.loads(summary.read_text()) if summary.exists() else None
+    except ValueError:
+        summary.unlink()
 
 
 def _scores(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -212,9 +221,9 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
     train_set = models.dataset(splits["train"], label_map, processor, params.preprocess, seed=train.seed)
     callbacks = [EpochClock(train_set)]
     if writer:
-        live = Live(str(run_dir / "live"), resume=resume is not None, dvcyaml=None, save_dvc_exp=False, report=None)
-        if resume:
+        if resume:  # before dvclive reads its files back
             _trim_live_history(run_dir / "live", int(resume.name.split("-")[1]))
+        live = Live(str(run_dir / "live"), resume=resume is not None, dvcyaml=None, save_dvc_exp=False, report=None)
         callbacks.append(LiveLogger(live))
     if train.early_stopping.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=train.early_stopping.patience))
