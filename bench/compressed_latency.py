@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore")
 
 from finetune import paths  # noqa: E402
-from finetune.config.params import PRIMARY, load_params  # noqa: E402
+from finetune.config.params import load_params
+from finetune.config.sections import PRIMARY  # noqa: E402
 from finetune.families.classification.compress import FOLDERS, LATENCY_BATCHES, latencies_ms  # noqa: E402
 from finetune.io import read_json  # noqa: E402
 from finetune.tasks import get_task  # noqa: E402

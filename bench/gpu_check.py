@@ -161,7 +161,8 @@ def compare(name: str, folder: Path, params_of) -> list[str]:
 
 def tiny_params_of(task: str, root: Path):
     """Dry run: params of a tiny model (built from a config) on a few dozen generated rows, as the tests make them."""
-    from tests.support import data, models, params as support_params
+    from tests.support import data, models
+    from tests.support import params as support_params
 
     def params_of():
         model = root / f"tiny-{task}"

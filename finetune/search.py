@@ -21,6 +21,8 @@ Limits: `python -m flows.search` owns its study: run it while no worker runs, or
 again) their running trials. A worker cannot tell a dead worker's trial from a live one's: what a killed
 worker left RUNNING stays so until `python -m flows.search` re-queues it. SQLite is for processes on one
 machine (file locks over NFS are unreliable); across machines use a server database or journal:PATH.
+Over 400 lines: one study's whole life (storage, plan, claims, trials, results) is one protocol between processes on
+several machines; split, its invariants (who re-queues what, when a plan is final) would span files.
 """
 from __future__ import annotations
 
@@ -45,7 +47,8 @@ from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 from finetune import paths
-from finetune.config.params import Params, Search, masked_url
+from finetune.config.params import Params
+from finetune.config.sections import Search, masked_url
 from finetune.errors import UserError
 from finetune.io import atomic_path, read_json, write_json
 from finetune.tasks import get_task

@@ -35,7 +35,8 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from finetune import search  # noqa: E402
-from finetune.config.params import Params, load_params, masked_url  # noqa: E402
+from finetune.config.params import Params, load_params
+from finetune.config.sections import masked_url  # noqa: E402
 from finetune.errors import UserError  # noqa: E402
 from flows.pipeline import Resources  # noqa: E402
 

@@ -17,7 +17,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from finetune import paths
-from finetune.config.params import Params, label_columns
+from finetune.config.params import Params
+from finetune.config.sections import label_columns
 from finetune.data import heads
 from finetune.data.sources import CONFIDENCE, INPUT, LABEL, ORIGIN, SPLIT
 from finetune.data.tables import LINE, ROW, BadRow

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 from transformers.utils import is_torch_tf32_available
 
 from finetune import paths
-from finetune.config.params import Speed
+from finetune.config.sections import Speed
 from finetune.errors import UserError
 from finetune.io import read_json
 from finetune.tasks import get_task

@@ -13,7 +13,7 @@ from typing import Callable
 
 from torch import nn
 
-from finetune.config.params import Compress
+from finetune.config.sections import Compress
 from finetune.errors import Unsupported, UserError
 
 

@@ -21,7 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import update_bn
 from transformers import Trainer, TrainingArguments
 
-from finetune.config.params import Distill
+from finetune.config.sections import Distill
 from finetune.data.heads import IGNORE
 from finetune.models import anatomy
 

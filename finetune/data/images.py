@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from finetune.config.params import Section
+from finetune.config.sections import Section
 from finetune.data.heads import target
 from finetune.paths import RAW_DATA, outside
 

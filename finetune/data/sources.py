@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from finetune.config.params import Data, label_columns
+from finetune.config.sections import Data, label_columns
 from finetune.data.heads import encode
 from finetune.data.tables import LINE, ROW, BadRow, read_table
 from finetune.errors import UserError

@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from finetune.config.params import Section
+from finetune.config.sections import Section
 from finetune.data.sources import Source
 from finetune.models.base import Models
 

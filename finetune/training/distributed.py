@@ -44,7 +44,8 @@ from pathlib import Path
 import pandas as pd
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from finetune.config.params import Params, Train, params_class
+from finetune.config.params import Params, params_class
+from finetune.config.sections import Train
 from finetune.errors import UserError
 from finetune.io import read_json, write_json
 

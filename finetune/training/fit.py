@@ -29,7 +29,8 @@ from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArgumen
 from transformers.utils import is_torch_tf32_available
 
 from finetune import paths
-from finetune.config.params import Params, Speed
+from finetune.config.params import Params
+from finetune.config.sections import Speed
 from finetune.data.heads import Heads, head_metrics
 from finetune.errors import UserError
 from finetune.io import atomic_path, write_json

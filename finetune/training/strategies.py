@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from transformers import Trainer, TrainerCallback
 
-from finetune.config.params import Train
+from finetune.config.sections import Train
 from finetune.errors import UserError
 from finetune.models import anatomy
 from finetune.training.head_loss import UNCERTAINTY_LR

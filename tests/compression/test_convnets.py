@@ -136,7 +136,7 @@ def test_distillation_lowers_the_students_kl_to_the_teacher(efficientnet_workdir
     statistics the student's KL went 0.56 -> 4.25 on an AMD EPYC (EfficientNet-Lite's momentum 0.01 leaves the teacher's
     statistics in place while the student learns with each batch's own); recalibrated, 0.12 there."""
     from finetune.compression import distill
-    from finetune.config.params import Distill
+    from finetune.config.sections import Distill
 
     params = _params()
     processor = TASK.models.load_processor(str(paths.MODEL), False)

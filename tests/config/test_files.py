@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from finetune.config.files import field_comments, render
-from finetune.config.params import Train, load_params, params_class, parse_params
+from finetune.config.params import load_params, params_class, parse_params
+from finetune.config.sections import Train
 from tests.support.repos import PROJECT, sh
 
 CONFIGS = sorted(path.stem for path in (PROJECT / "configs").glob("*.yaml"))
@@ -44,7 +45,7 @@ def test_comments_come_from_the_schema_source():
 
 
 def test_a_task_section_must_extend_the_shared_one():
-    from finetune.config.params import Section
+    from finetune.config.sections import Section
     from finetune.tasks import get_task
 
     class Elsewhere(Section):

@@ -158,7 +158,7 @@ def test_an_unknown_strategy_names_the_key(tiny_model, workdir):
 def test_a_model_whose_layers_cannot_be_found_trains_full_but_refuses_layer_wise_settings(workdir):
     from transformers import AlbertConfig, AlbertForSequenceClassification
 
-    from finetune.config.params import Train
+    from finetune.config.sections import Train
     from finetune.training.strategies import apply_strategy, describe
 
     config = AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,

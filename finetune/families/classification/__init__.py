@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, create_model, model_validator
 
-from finetune.config.params import Ensemble, Evaluate, Explain, Member, Section
+from finetune.config.sections import Ensemble, Evaluate, Explain, Member, Section
 from finetune.data.heads import Heads
 from finetune.errors import Unsupported
 from finetune.families.task import Task

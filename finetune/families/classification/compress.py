@@ -45,7 +45,7 @@ from finetune import paths
 from finetune.compression import compressors, distill, onnx_export
 from finetune.compression.compressors import Compressor, TransformerCompressor
 from finetune.compression.convnets import ConvNetCompressor
-from finetune.config.params import PRIMARY
+from finetune.config.sections import PRIMARY
 from finetune.data.heads import Heads, pooled
 from finetune.errors import Unsupported, UserError
 from finetune.families.classification import probabilities

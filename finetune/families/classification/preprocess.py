@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from finetune.config.params import Params, label_columns
+from finetune.config.params import Params
+from finetune.config.sections import label_columns
 from finetune.data import heads
 from finetune.data.sources import INPUT, LABEL, SPLIT
 from finetune.data.tables import LINE, ROW

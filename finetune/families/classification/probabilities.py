@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from finetune import paths
-from finetune.config.params import PRIMARY
+from finetune.config.sections import PRIMARY
 from finetune.data.heads import each_head
 from finetune.errors import UserError
 from finetune.io import write_table

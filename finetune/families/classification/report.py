@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from finetune import paths
-from finetune.config.params import PRIMARY
+from finetune.config.sections import PRIMARY
 from finetune.io import read_json
 from finetune.reporting.html import esc, figure_img, png_file_img, table
 from finetune.reporting.plots import plt

@@ -18,7 +18,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import Field, create_model
 
-from finetune.config.params import Ensemble, Evaluate, Explain, Member
+from finetune.config.sections import Ensemble, Evaluate, Explain, Member
 from finetune.errors import UserError
 from finetune.families.task import Task
 

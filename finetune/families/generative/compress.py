@@ -19,7 +19,7 @@ import torch
 from finetune import paths
 from finetune.compression import quantize
 from finetune.compression.distill import make_student, student_layers
-from finetune.config.params import PRIMARY
+from finetune.config.sections import PRIMARY
 from finetune.errors import UserError
 from finetune.families.generative import scoring
 from finetune.families.generative.distill import distill

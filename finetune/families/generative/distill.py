@@ -25,7 +25,7 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from finetune.compression.distill import kd_loss
-from finetune.config.params import Distill
+from finetune.config.sections import Distill
 
 
 def check_blocks(blocks: np.ndarray, model: nn.Module) -> None:

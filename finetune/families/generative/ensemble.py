@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from finetune import paths
-from finetune.config.params import PRIMARY
+from finetune.config.sections import PRIMARY
 from finetune.errors import UserError
 from finetune.families.generative import scoring
 from finetune.io import write_table

@@ -21,7 +21,7 @@ from typing import Callable, ClassVar
 import pandas as pd
 from pydantic import Field
 
-from finetune.config.params import Data, Preprocess, SplitName
+from finetune.config.sections import Data, Preprocess, SplitName
 from finetune.data.sources import INPUT, LABEL, ORIGIN, SPLIT, Source, package_dir
 from finetune.data.tables import LINE, ROW, BadRow, read_table
 from finetune.errors import UserError

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from finetune.config.params import Compress, Data, Distill, EarlyStopping, Preprocess, Prune, Train
+from finetune.config.sections import Compress, Data, Distill, EarlyStopping, Preprocess, Prune, Train
 from finetune.data.images import ImageAugment, check_images, normalized_image, resized, thumbnail
 from finetune.data.sources import ORIGIN, Source
 from finetune.families.classification import ClassificationTask, ClassifierExplain

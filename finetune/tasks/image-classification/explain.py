@@ -265,7 +265,7 @@ class PixelExplainer:
         same images. A low value means the compressed model decides for other reasons."""
         from scipy.stats import spearmanr
 
-        from finetune.config.params import PRIMARY
+        from finetune.config.sections import PRIMARY
 
         if not paths.COMPRESS_METRICS.exists() or not read_json(paths.COMPRESS_METRICS).get("models"):
             return {}

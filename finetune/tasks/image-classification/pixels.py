@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from finetune.config.params import Section
+from finetune.config.sections import Section
 from finetune.data.images import normalized_image, resized
 from finetune.families.classification import ClassicalMember
 

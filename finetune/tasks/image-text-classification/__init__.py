@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from finetune.config.params import Data, Preprocess, Section, Train
+from finetune.config.sections import Data, Preprocess, Section, Train
 from finetune.data.features import FeatureDataset
 from finetune.data.images import ImageAugment, ImageDataset, check_images, normalized_image, pixel_array, resized, thumbnail
 from finetune.data.sources import LABEL, ORIGIN, SPLIT, Source, numbered, package_dir, read_user_table

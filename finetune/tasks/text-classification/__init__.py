@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-from finetune.config.params import Data, Preprocess, Section
+from finetune.config.sections import Data, Preprocess, Section
 from finetune.data.features import FeatureDataset
 from finetune.data.sources import Source, read_user_table
 from finetune.errors import UserError

@@ -138,7 +138,7 @@ class TokenExplainer:
         from scipy.stats import spearmanr
 
         from finetune import paths
-        from finetune.config.params import PRIMARY
+        from finetune.config.sections import PRIMARY
         from finetune.io import read_json
 
         if not paths.COMPRESS_METRICS.exists() or not read_json(paths.COMPRESS_METRICS).get("models"):

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from finetune import paths
 from finetune.compression import distill, prune, quantize
-from finetune.config.params import Distill
+from finetune.config.sections import Distill
 from finetune.errors import UserError
 from finetune.tasks import get_task
 from stages import compress

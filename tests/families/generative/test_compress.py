@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 from transformers.pytorch_utils import Conv1D
 
 from finetune.compression import distill, quantize
-from finetune.config.params import Distill
+from finetune.config.sections import Distill
 from finetune.data.sources import package_dir
 from finetune.families.classification.compress import weights_size_mb
 from finetune.families.generative import distill as compress

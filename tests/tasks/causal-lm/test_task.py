@@ -142,7 +142,7 @@ def test_accumulation_and_checkpointing_reach_the_trainer(workdir, tiny_causal_l
 
 @pytest.mark.parametrize("strategy, trained", [("linear_probe", {"lm_head", "model.norm", "model.embed_tokens"}), ("lora", {"lora_"})])
 def test_strategies_train_what_they_say_on_a_causal_lm(tiny_causal_lm, strategy, trained):
-    from finetune.config.params import Train
+    from finetune.config.sections import Train
     from finetune.training.strategies import apply_strategy
 
     train = Train.model_construct(model=str(tiny_causal_lm), strategy=strategy)  # a model outside a project: not validated

@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from finetune import paths
-from finetune.config.params import Train
+from finetune.config.sections import Train
 from finetune.errors import UserError
 from finetune.io import read_json
 from finetune.tasks import get_task
