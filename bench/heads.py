@@ -27,11 +27,11 @@ def params(labels: dict, epochs: float, weights) -> dict:
     raw = yaml.safe_load((ROOT / "configs/image.yaml").read_text())
     raw["data"] |= {"source": "builtin:easy-vqa-shapes", "max_rows": None, **labels}
     # shapes can sit anywhere and colours are the point: no crop, no flip, no colour jitter
-    raw["preprocess"]["augment"] |= {"random_resized_crop": None, "horizontal_flip": False}
-    raw["train"] |= {"epochs": epochs, "head_weights": weights if "label_columns" in labels else None}
+    raw.setdefault("preprocess", {}).setdefault("augment", {}).update(random_resized_crop=None, horizontal_flip=False)
+    raw.setdefault("train", {}).update(epochs=epochs, head_weights=weights if "label_columns" in labels else None)
     if "label_columns" in labels:  # not ensembled yet (the single-task runs keep the config's members: never trained here)
         raw["ensemble"]["members"] = {}
-        raw["compress"]["teacher"] = "primary"
+        raw.setdefault("compress", {})["teacher"] = "primary"
     return raw
 
 

@@ -1,6 +1,7 @@
 """A scratch copy of this commit as its own git + DVC project, for benchmarks that run the real pipeline."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -8,9 +9,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from finetune.config.files import render  # noqa: E402
+from finetune.config.params import parse_params  # noqa: E402
+
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 
 
@@ -19,7 +23,8 @@ def project(params: dict, keep: Path | None, prefix: str) -> Path:
     work = keep or Path(tempfile.mkdtemp(prefix=prefix))
     work.mkdir(parents=True, exist_ok=True)
     subprocess.run(f"git -C {ROOT} archive HEAD | tar -x -C {work}", shell=True, check=True)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with contextlib.chdir(work):  # every key spelled out, as tools/use_config.py writes it: DVC reads each key it tracks
+        (work / "params.yaml").write_text(render(parse_params(params)))
     return work
 
 

@@ -116,12 +116,13 @@ def lm_repo(tmp_path_factory, tiny_causal_lm) -> tuple[Path, list[str]]:
     """The tiny causal-LM project (6 generated documents, the tiny Llama, LoRA) run once through `dvc repro`, committed:
     (root, the stages that ran). READ ONLY: a test that changes it copies it first (copy_repo)."""
     from tests.support.data import write_lm_corpus
-    from tests.support.params import tiny_lm_params
+    from tests.support.params import render_params, tiny_lm_params
     from tests.support.repos import commit, git_repo, repro, write_project
 
     def build(root: Path) -> list[str]:
         write_project(root, tiny_lm_params(tiny_causal_lm))
         write_lm_corpus(root)
+        render_params(root)  # configs/lm.yaml holds only what differs: DVC reads every key from the rendered params.yaml
         git_repo(root)
         ran = repro(root)
         commit(root, "first run")

@@ -160,9 +160,9 @@ def test_a_new_task_is_one_folder_and_runs_the_whole_dag(text_repo_snapshot, tin
     sh(["git", "checkout", "finetune"], root)
 
     # back to the text task (and its data folder): every result comes back from DVC's run cache, nothing runs
+    sh([sys.executable, "tools/use_config.py", "tiny-text"], root)
     shutil.rmtree(root / "finetune/tasks/numbers")
     (root / "data/raw/numbers.csv").unlink()
-    sh([sys.executable, "tools/use_config.py", "tiny-text"], root)
     assert yaml.safe_load((root / "params.yaml").read_text()) == yaml.safe_load(text_params)  # the same values, its own header
     assert not (root / "models/members/seed2").exists()
     assert repro(root) == []
