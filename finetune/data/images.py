@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import warnings
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -14,8 +13,8 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from finetune.config.sections import Section
+from finetune.data.files import read_input_file
 from finetune.data.heads import target
-from finetune.paths import RAW_DATA, outside
 
 
 class ImageAugment(Section):
@@ -50,12 +49,7 @@ def check_images(inputs: pd.Series, data) -> tuple[pd.Series, pd.Series]:
             elif not value:
                 raise ValueError("no image path")
             else:
-                path = Path(value)
-                if elsewhere := outside(path, RAW_DATA):
-                    raise ValueError(elsewhere)
-                if not path.is_file():
-                    raise ValueError(f"file not found: {value}")
-                content = path.read_bytes()
+                content = read_input_file(value)  # confined to data/raw, a regular file, not too large
             image = _open(content, data.max_image_pixels)
             if max(image.size) > data.max_image_side:
                 image = normalized_image(content)

@@ -22,6 +22,7 @@ import pandas as pd
 from pydantic import Field
 
 from finetune.config.sections import Data, Preprocess, SplitName
+from finetune.data.files import read_input_file
 from finetune.data.sources import INPUT, LABEL, ORIGIN, SPLIT, Source, package_dir
 from finetune.data.tables import LINE, ROW, BadRow, read_table
 from finetune.errors import UserError
@@ -80,7 +81,7 @@ class CausalLM(GenerativeTask):
         if path.is_dir():
             files = sorted(p for p in path.rglob("*.txt") if not any(part.startswith(".") for part in p.relative_to(path).parts))
             read = set(files)
-            hidden = sum(1 for p in path.rglob("*") if p.is_file() and p not in read)
+            hidden = sum(1 for p in path.rglob("*") if not p.is_dir() and p not in read)
             source = _documents(files, path, f"{path} ({len(files)} .txt files)", lambda p: str(p.relative_to(path)))
             source.ignored = {"files not ending in .txt, or hidden": hidden} if hidden else {}
             if not files:
@@ -120,13 +121,17 @@ class CausalLM(GenerativeTask):
 
 
 def _documents(files: list[Path], root: Path, origin: str, name: Callable[[Path], str]) -> Source:
-    """One row per file; a file that is not UTF-8 is a bad row naming it."""
+    """One row per file, read through finetune/data/files.py (inside root, a regular file, not too large); a file that is
+    refused there or is not UTF-8 is a bad row naming it."""
     rows, bad = [], []
     for number, path in enumerate(files, start=1):
         try:
-            rows.append({INPUT: path.read_text(encoding="utf-8"), LABEL: name(path), ROW: number, LINE: None, ORIGIN: str(path)})
+            text = read_input_file(path, root).decode("utf-8")
+            rows.append({INPUT: text, LABEL: name(path), ROW: number, LINE: None, ORIGIN: str(path)})
         except UnicodeDecodeError as error:
             bad.append(BadRow(number, None, f"{path} is not UTF-8 text ({error.reason} at byte {error.start})", str(path)))
+        except ValueError as error:
+            bad.append(BadRow(number, None, str(error), str(path)))
     return Source(pd.DataFrame(rows, columns=[INPUT, LABEL, ROW, LINE, ORIGIN]), bad, origin)
 
 

@@ -153,3 +153,33 @@ def test_strategies_train_what_they_say_on_a_causal_lm(tiny_causal_lm, strategy,
         assert model.get_output_embeddings().weight.requires_grad and not model.model.layers[0].mlp.up_proj.weight.requires_grad
     if strategy == "lora":  # adapters only: the tied LM head / embeddings stay as they are
         assert not any("embed_tokens" in name or "lm_head" in name for name in names)
+
+
+def test_a_folder_of_documents_reads_only_regular_files_inside_data_raw(workdir, tiny_causal_lm, tmp_path_factory, monkeypatch):
+    """Links out of data/raw (a system file, a secret beside the project), a FIFO (it would block the read forever), a
+    link to /dev/zero (it would never end) and a file over the size limit are bad rows naming the reason; the secret's
+    text never reaches data/ingested.parquet (which `make push` uploads). Before the fix, /etc/hostname and the secret
+    were read as documents and the FIFO hung ingest."""
+    import os
+
+    from finetune.data import files
+
+    corpus = write_lm_corpus(workdir)
+    secret = tmp_path_factory.mktemp("elsewhere") / "secret.txt"
+    secret.write_text("password=hunter2\n")
+    (corpus / "hostname.txt").symlink_to("/etc/hostname")
+    (corpus / "secret.txt").symlink_to(secret)
+    (corpus / "zero.txt").symlink_to("/dev/zero")
+    os.mkfifo(corpus / "pipe.txt")
+    (corpus / "big.txt").write_text("word " * 1000)
+    monkeypatch.setattr(files, "MAX_INPUT_BYTES", 4000)  # the big file is 5,000 bytes: over this limit
+    run_stages("ingest", params=load(tiny_lm_params(tiny_causal_lm, data={"on_bad_rows": "skip"})))
+    ingested = pd.read_parquet("data/ingested.parquet")
+    assert sorted(ingested["label"]) == [f"doc{i}.txt" for i in range(6)]
+    assert not ingested["input"].str.contains("hunter2").any()
+    quarantined = pd.read_csv("data/quarantine/ingest.csv")
+    problems = dict(zip(quarantined["content"].map(lambda path: Path(path).name), quarantined["problem"]))
+    assert "is outside data/raw/" in problems["hostname.txt"] and "is outside data/raw/" in problems["secret.txt"]
+    assert "is outside data/raw/" in problems["zero.txt"]  # /dev/zero: outside first; never opened
+    assert "is not a regular file" in problems["pipe.txt"]
+    assert "one input file may hold at most 4,000" in problems["big.txt"]
