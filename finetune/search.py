@@ -262,6 +262,9 @@ def run_trial(params: Params, number: int) -> dict:
     study = optuna.load_study(study_name=search.study, storage=storage(search), pruner=_pruner(search))
     frozen = study.trials[number]
     trial = optuna.trial.Trial(study, frozen._trial_id)
+    if unknown := sorted(set(frozen.params) - set(search.space)):  # a shared storage is data: it may set nothing else
+        raise UserError(f"trial {number} of study {search.study!r} sets {unknown}, outside search.space ({sorted(search.space)}); "
+                        "refusing to train it")
     trial_params = params.with_values(frozen.params)
     if not paths.LABEL_MAP.exists():
         raise UserError(f"{paths.PREPARED} is missing: run `dvc repro preprocess` before searching")
@@ -401,30 +404,20 @@ def _write_results(study: optuna.Study, search: Search) -> None:
 
 
 def apply_best(params_file: Path = paths.PARAMS) -> dict:
-    """Write reports/search/summary.json's best values into params.yaml, comments and order kept."""
-    from ruamel.yaml import YAML
-
+    """Write reports/search/summary.json's best values into params.yaml (finetune/config/files.py set_values: validated,
+    comments and order kept, atomically). Only keys of search.space may be written: summary.json is shared through git,
+    and a crafted one must not set trust_remote_code, data.source or search.storage."""
+    from finetune.config.files import set_values
     from finetune.config.params import load_params
 
     summary_file = RESULTS / "summary.json"
     if not summary_file.exists() or not read_json(summary_file)["best"]:
         raise UserError(f"{summary_file} has no completed trial yet: run `python -m flows.search` first")
     best = read_json(summary_file)["best"]["params"]
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    document = yaml.load(params_file.read_text(encoding="utf-8"))
-    before = params_file.read_text(encoding="utf-8")
-    for key, value in best.items():
-        *parents, last = key.split(".")
-        node = document
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    with params_file.open("w", encoding="utf-8") as f:
-        yaml.dump(document, f)
-    try:
-        load_params(params_file)
-    except UserError:
-        params_file.write_text(before, encoding="utf-8")  # loses nothing: the file is as it was
-        raise
+    space = load_params(params_file).search.space
+    outside = sorted(set(best) - set(space)) if isinstance(best, dict) else [repr(best)]
+    if outside:
+        raise UserError(f"{summary_file}: its best values set {outside}, outside search.space ({sorted(space)}); only the "
+                        "searched keys are written")
+    set_values(params_file, best, f"{summary_file}'s best values")
     return best

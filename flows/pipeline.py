@@ -53,7 +53,6 @@ from prefect.futures import as_completed  # noqa: E402
 from prefect.states import Completed  # noqa: E402
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner  # noqa: E402
 
-from finetune.config.params import parse_params  # noqa: E402
 from finetune.errors import UserError  # noqa: E402
 
 
@@ -82,48 +81,22 @@ def with_upstream(graph: dict[str, set[str]], target: str | None) -> dict[str, s
 
 
 def apply_overrides(root: Path, overrides: list[str], write: bool = True) -> None:
-    """Validate `key=value` overrides against the schema, then write them into params.yaml: a round trip
-    that keeps its comments and layout (ruamel), written atomically. Refused: anything the schema refuses,
-    and turning trust_remote_code on (it runs code shipped with a model: only params.yaml itself may)."""
+    """Validate `key=value` overrides against the schema, then write them into params.yaml (finetune/config/files.py
+    set_values: comments and layout kept, written atomically; turning trust_remote_code on is refused)."""
     if not overrides:
         return
-    from ruamel.yaml import YAML
+    from finetune.config.files import set_values
 
-    from finetune.config.params import read_yaml
-    from finetune.io import atomic_path
-
-    path = root / "params.yaml"
-    before = read_yaml(path)  # UTF-8, no aliases, a mapping
-    yaml_rt = YAML()
-    yaml_rt.preserve_quotes = True
-    document = yaml_rt.load(path.read_text(encoding="utf-8"))
+    values = {}
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or not key:
             raise UserError(f"-S {override!r}: expected key=value, e.g. -S train.learning_rate=3e-5")
-        node = document
-        *parents, last = key.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise UserError(f"-S {key}: {part!r} is not a section of params.yaml")
-            node = node[part]
         try:
-            node[last] = yaml.safe_load(value)
+            values[key] = yaml.safe_load(value)
         except yaml.YAMLError as error:
             raise UserError(f"-S {key}: {value!r} is not a YAML value ({error})") from None
-    raw = json.loads(json.dumps(document))  # plain dicts and lists, as DVC and the schema read the file
-    with contextlib.chdir(root):  # params paths are relative to the project root
-        params = parse_params(raw, f"params.yaml with -S {' '.join(overrides)}")  # raises before anything runs
-        trusted = parse_params(before, str(path))
-    if _trusts_remote_code(params) and not _trusts_remote_code(trusted):
-        raise UserError("-S: trust_remote_code runs code shipped with a model; turn it on in params.yaml itself, not from -S or the UI")
-    if write:
-        with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
-            yaml_rt.dump(document, f)
-
-
-def _trusts_remote_code(params) -> bool:
-    return params.train.trust_remote_code or any(params.for_member(name).train.trust_remote_code for name in params.ensemble.members)
+    set_values(root / "params.yaml", values, f"-S {' '.join(overrides)}", write=write)
 
 
 class RunLock:
@@ -238,7 +211,6 @@ def run_stage(root: Path, name: str, force: bool, resources: Resources):
 
 
 def publish_artifacts(root: Path) -> None:
-    import json
 
     metrics, combined = root / "reports/metrics.json", root / "reports/ensemble.json"
     if metrics.exists():

@@ -1,6 +1,7 @@
 """finetune/search.py: what each sampler proposes, resuming, pruning with real tiny trainings, apply-best, workers
 sharing a study (in threads here; as processes in tests/flows/test_search_workers.py)."""
 import itertools
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import optuna
@@ -134,6 +135,39 @@ def test_apply_best_writes_the_values_and_keeps_the_comments(workdir, tiny_model
     text = (workdir / "params.yaml").read_text()
     assert "# my notes" in text and "# keep this seed" in text
     assert load_params(workdir / "params.yaml").train.learning_rate == 2e-3
+
+
+def test_apply_best_writes_only_searched_keys_and_never_trust_remote_code(workdir, tiny_model):
+    """summary.json is shared through git: a crafted one wrote trust_remote_code, data.source and search.storage into
+    params.yaml before (and `make best` then ran dvc repro)."""
+    params_dict = tiny_params(tiny_model)
+    params_dict["search"] = {"study": "s", "method": "grid", "space": {"train.learning_rate": {"choice": [1e-3, 2e-3]},
+                                                                      "train.trust_remote_code": {"choice": [False, True]}}}
+    write_params(workdir, params_dict)
+    before = (workdir / "params.yaml").read_text()
+    summary = workdir / "reports/search/summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps({"best": {"params": {"train.learning_rate": 2e-3, "data.source": "/etc/passwd"}}}))
+    with pytest.raises(UserError, match=r"values set \['data.source'\], outside search.space"):
+        search.apply_best(workdir / "params.yaml")
+    summary.write_text(json.dumps({"best": {"params": {"train.trust_remote_code": True}}}))  # even a searched key
+    with pytest.raises(UserError, match="trust_remote_code runs code shipped with a model; turn it on in params.yaml itself"):
+        search.apply_best(workdir / "params.yaml")
+    assert (workdir / "params.yaml").read_text() == before  # nothing written
+
+
+def test_a_trial_whose_stored_values_leave_the_space_is_refused_before_training(workdir, tiny_model):
+    """A shared study storage is data: a trial recorded there with trust_remote_code (or any key outside search.space)
+    trained with it before."""
+    from optuna.distributions import CategoricalDistribution
+
+    write_params(workdir, tiny_params(tiny_model))
+    params = load_params(workdir / "params.yaml")
+    study = optuna.create_study(study_name=params.search.study, storage=search.storage(params.search), direction="maximize")
+    study.add_trial(optuna.trial.create_trial(params={"train.trust_remote_code": True}, state=optuna.trial.TrialState.RUNNING,
+                                              distributions={"train.trust_remote_code": CategoricalDistribution([False, True])}))
+    with pytest.raises(UserError, match=r"trial 0 of study 'tiny' sets \['train.trust_remote_code'\], outside search.space"):
+        search.run_trial(params, 0)
 
 
 def test_apply_best_without_a_search_says_so(workdir, tiny_model):
