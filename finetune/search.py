@@ -65,7 +65,25 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def storage_url(search: Search) -> str:
+    """The storage's URL as printed: without a password (search.storage never holds one)."""
     return search.storage or f"sqlite:///{STUDIES / search.study}.db"
+
+
+def _with_password(url: str, search: Search) -> str:
+    """The URL to connect with: the password of search.storage_password_env's variable put in, only in memory."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    if not search.storage_password_env:
+        return url
+    password = os.environ.get(search.storage_password_env)
+    if password is None:
+        raise UserError(f"search.storage_password_env {search.storage_password_env}: that environment variable is not set")
+    parts = urlsplit(url)
+    user, _, host = parts.netloc.rpartition("@")
+    if not user:
+        raise UserError(f"search.storage {masked_url(url)}: name the user (USER@HOST) to connect with the password of "
+                        f"{search.storage_password_env}")
+    return urlunsplit((parts.scheme, f"{user}:{quote(password, safe='')}@{host}", parts.path, parts.query, parts.fragment))
 
 
 def storage(search: Search) -> optuna.storages.BaseStorage:
@@ -87,7 +105,7 @@ def storage(search: Search) -> optuna.storages.BaseStorage:
     engine = {"connect_args": {"isolation_level": None, "timeout": 60}} if sqlite else None
     for attempt in range(3):
         try:
-            store = optuna.storages.RDBStorage(url, engine_kwargs=engine)
+            store = optuna.storages.RDBStorage(_with_password(url, search), engine_kwargs=engine)
             break
         except ImportError as error:
             raise UserError(f"search.storage {masked_url(url)} needs a database driver that is not installed ({error.__cause__ or error}); "

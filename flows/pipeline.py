@@ -96,7 +96,7 @@ def apply_overrides(root: Path, overrides: list[str], write: bool = True) -> Non
             values[key] = yaml.safe_load(value)
         except yaml.YAMLError as error:
             raise UserError(f"-S {key}: {value!r} is not a YAML value ({error})") from None
-    set_values(root / "params.yaml", values, f"-S {' '.join(overrides)}", write=write)
+    set_values(root / "params.yaml", values, f"-S {' '.join(values)}", write=write)  # the keys: a value may be a credential
 
 
 class RunLock:

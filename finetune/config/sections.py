@@ -354,9 +354,44 @@ SEARCHABLE_SECTIONS = ("train", "preprocess")
 STORAGE_FORMS = re.compile(r"sqlite:///(?!:memory:).+|(postgresql|mysql)(\+\w+)?://.+|journal:.+")
 
 
+SECRET_QUERY_KEYS = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)  # query parameters that hold a credential
+
+
+def _split_credentials(url: str) -> tuple[str, str, str, str]:
+    """(scheme://, user, password or None, the rest: host, path, query). A password may hold `/` and `@` (unencoded,
+    as people type them): the credentials end at the LAST `@` before the query, not at urllib's first `/`."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return "", "", None, url
+    head = rest.split("?", 1)[0]
+    if "@" not in head:
+        return scheme + separator, "", None, rest
+    at = head.rindex("@")
+    user, colon, password = rest[:at].partition(":")
+    return scheme + separator, user, password if colon else None, rest[at + 1:]
+
+
+def url_secrets(url: str) -> list[str]:
+    """Where a URL holds a credential: its password (user:PASSWORD@), query parameters such as ?password= or &sslkey=."""
+    from urllib.parse import parse_qsl
+
+    _, _, password, rest = _split_credentials(url)
+    query = rest.partition("?")[2]
+    found = ["the password after user:"] if password is not None else []
+    return found + [f"the query parameter {key}" for key, _ in parse_qsl(query, keep_blank_values=True) if SECRET_QUERY_KEYS.search(key)]
+
+
 def masked_url(url: str) -> str:
-    """The URL with its password hidden, for logs and errors."""
-    return re.sub(r"(?<=://)([^/:@]*):[^/]*@", r"\1:***@", url)
+    """The URL with every credential hidden (url_secrets), for anything printed or written: logs, errors, the report."""
+    from urllib.parse import parse_qsl, urlencode
+
+    scheme, user, password, rest = _split_credentials(url)
+    where, question, query = rest.partition("?")
+    if question:
+        query = urlencode([(key, "***" if SECRET_QUERY_KEYS.search(key) else value) for key, value in parse_qsl(query, keep_blank_values=True)],
+                          safe="*/")
+    credentials = f"{user}:***@" if password is not None else (f"{user}@" if user else "")
+    return f"{scheme}{credentials}{where}{question}{query}"
 
 
 class Search(Section):
@@ -367,8 +402,12 @@ class Search(Section):
     concurrency: int = Field(1, ge=1, le=1024)  # trials at once (`python -m flows.search`); each gets cores // concurrency threads
     pruner: Pruner = Pruner()
     study: str = Field("search", pattern=r"^[A-Za-z0-9_-]+$", max_length=100)  # stored in .cache/search/STUDY.db: rerun to resume
-    # null = .cache/search/STUDY.db; or an Optuna storage that `python -m flows.search --worker` processes share (STORAGE_FORMS)
+    # null = .cache/search/STUDY.db; or an Optuna storage that `python -m flows.search --worker` processes share (STORAGE_FORMS),
+    # never with its password: params.yaml is tracked by git and shown in the report (storage_password_env)
     storage: str | None = None
+    # the environment variable holding the database's password (e.g. FINETUNE_SEARCH_PASSWORD); put into the URL when
+    # the storage is opened, never written anywhere
+    storage_password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     space: dict[str, Dimension] = {"train.learning_rate": Dimension(log_uniform=(1e-5, 2e-4))}
 
     @model_validator(mode="after")
@@ -385,8 +424,12 @@ class Search(Section):
         # a model validator, not a field one: a field error would echo the value, password included
         if self.storage is not None and not STORAGE_FORMS.fullmatch(self.storage):
             raise ValueError(f"search.storage {masked_url(self.storage)[:ECHO_LIMIT]!r} is not a storage this project opens; expected null "
-                             "(.cache/search/STUDY.db), sqlite:///PATH.db, postgresql://USER:PASSWORD@HOST/DB, mysql://USER:PASSWORD@HOST/DB "
+                             "(.cache/search/STUDY.db), sqlite:///PATH.db, postgresql://USER@HOST/DB, mysql://USER@HOST/DB "
                              "(optionally +driver, e.g. mysql+pymysql://) or journal:PATH (an Optuna journal file, fit for NFS-like shared folders)")
+        if self.storage is not None and (secrets := url_secrets(self.storage)):
+            raise ValueError(f"search.storage {masked_url(self.storage)[:ECHO_LIMIT]!r} holds {' and '.join(secrets)}: params.yaml is tracked by "
+                             "git and shown in the report; put the password in an environment variable and name it in "
+                             "search.storage_password_env (or use the driver's own: PGPASSWORD / ~/.pgpass, ~/.my.cnf)")
         return self
 
     @model_validator(mode="after")

@@ -62,9 +62,10 @@ def test_a_storage_optuna_cannot_share_is_refused_without_echoing_a_password(wor
     assert "s3cret" not in str(error.value)
 
 
-def test_a_missing_database_driver_is_named(workdir, tiny_model):
-    _write(workdir, tiny_model, method="random", storage="postgresql://user:s3cret@127.0.0.1:9/search")
+def test_a_missing_database_driver_is_named(workdir, tiny_model, monkeypatch):
+    _write(workdir, tiny_model, method="random", storage="postgresql://user@127.0.0.1:9/search", storage_password_env="SEARCH_PW")
+    monkeypatch.setenv("SEARCH_PW", "s3cret")
     params = load_params(workdir / "params.yaml")
-    with pytest.raises(UserError, match=r"search.storage postgresql://user:\*\*\*@127.0.0.1:9/search needs a database driver .*No module named 'psycopg'") as error:
+    with pytest.raises(UserError, match=r"search.storage postgresql://user@127.0.0.1:9/search needs a database driver .*No module named 'psycopg'") as error:
         search.storage(params.search)
     assert "s3cret" not in str(error.value)
