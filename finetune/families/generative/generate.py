@@ -40,7 +40,7 @@ def load(model_dir: str, trust_remote_code: bool):
         raise UserError(f"model directory {model_dir} does not exist")
     try:
         model, info = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, output_loading_info=True,
-                                                           trust_remote_code=trust_remote_code)
+                                                           trust_remote_code=trust_remote_code, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:  # no config/weights/tokenizer files, or an architecture with no LM head
         first_line = str(error).strip().partition("\n")[0]  # an unknown architecture's error goes on to list 200 others

@@ -37,8 +37,8 @@ def generate(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature:
     min_new_tokens keeps generating past EOS up to that many tokens (for timing at a fixed length)."""
     if max_new_tokens < 1:
         raise UserError(f"max_new_tokens is {max_new_tokens}: expected a whole number >= 1")
-    if temperature < 0:
-        raise UserError(f"temperature is {temperature}: expected >= 0 (0 = greedy)")
+    if not temperature >= 0:  # written so that NaN fails too (NaN < 0 is False)
+        raise UserError(f"temperature is {temperature}: expected a number >= 0 (0 = greedy)")
     if not 0 < top_p <= 1:
         raise UserError(f"top_p is {top_p}: expected a number in (0, 1]")
     if prompt_lookup < 0:

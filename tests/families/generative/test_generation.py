@@ -2,11 +2,14 @@
 that memorised LM_TEXT, so greedy decoding has a known right answer)."""
 from __future__ import annotations
 
+import argparse
 import copy
 import logging
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,6 +107,8 @@ def test_prompt_longer_than_context_refused(lm):
 
 @pytest.mark.parametrize("settings, message", [({"max_new_tokens": 0}, "max_new_tokens is 0"),
                                                ({"temperature": -0.5}, "temperature is -0.5"),
+                                               ({"temperature": float("nan")}, "temperature is nan"),
+                                               ({"top_p": float("nan")}, "top_p is nan"),
                                                ({"top_p": 0.0}, "top_p is 0.0"), ({"top_p": 1.5}, "top_p is 1.5"),
                                                ({"prompt_lookup": -1}, "prompt_lookup is -1"), ({"prompt": ""}, "the prompt is empty")])
 def test_bad_settings_and_empty_prompt_refused(lm, settings, message):
@@ -178,9 +183,20 @@ def test_cli_streams_the_seeded_continuation(lm, tiny_causal_lm):
     assert 1 <= count <= 12
 
 
-@pytest.mark.parametrize("which, message", [("missing", "does not exist"), ("bert", "holds no causal-LM head")])
-def test_cli_refuses_a_directory_without_a_causal_lm(tmp_path, tiny_model, which, message):
-    folder = tmp_path / "nowhere" if which == "missing" else tiny_model
+def pickled_weights(tmp_path, tiny_causal_lm) -> Path:
+    """The tiny LM with its weights as pytorch_model.bin: a pickle that runs code when unpickled without weights_only."""
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_causal_lm, folder)
+    (folder / "model.safetensors").unlink()
+    torch.save({"payload": argparse.Namespace(command="echo owned")}, folder / "pytorch_model.bin")
+    return folder
+
+
+@pytest.mark.parametrize("which, message", [("missing", "does not exist"), ("bert", "holds no causal-LM head"),
+                                            ("pickle", "model.safetensors")])
+def test_cli_refuses_a_directory_without_a_causal_lm(tmp_path, tiny_model, tiny_causal_lm, which, message):
+    """Each refusal is one line naming the folder; a pickle is never opened (it raised UnpicklingError's traceback)."""
+    folder = {"missing": tmp_path / "nowhere", "bert": tiny_model}.get(which) or pickled_weights(tmp_path, tiny_causal_lm)
     done = cli("--model", str(folder), PROMPT)
     assert done.returncode == 2 and done.stdout == ""
     last = done.stderr.strip().splitlines()[-1]  # torch may log import-time warnings (torchao's) before it
