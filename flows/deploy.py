@@ -1,6 +1,7 @@
 """Deploy the pipeline flow to a Prefect process work pool, so nightly runs execute on worker machines.
 
-    python -m flows.deploy [--source PATH|GIT_URL] [--branch B] [--workdir DIR] [--pool finetune] [--name nightly]
+    python -m flows.deploy [--source PATH|GIT_URL] [--branch B] [--workdir DIR] [--git-token-env NAME]
+                           [--pool finetune] [--name nightly]
                            [--cron "0 2 * * *"] [--timezone UTC] [--concurrency 2] [-S key=value ...]
     # then, on each machine that should run it, from the project's venv (`make worker` does this):
     prefect worker start --pool finetune
@@ -21,6 +22,10 @@ accepting the credentials) before anything is created. The source is where a wor
   process worker's per-run temporary folder, removed after the run, unless --workdir names a folder on the
   worker machines (created if missing) where the clone and its DVC cache are kept: later runs fetch and
   `git reset --keep`; where that refuses (a run's dvc.lock against a newer pushed one) Prefect re-clones.
+  A private https repository: never put its token in the URL (the deployment's pull step stores the URL, readable
+  by anyone with Prefect API access; such a URL is refused). --git-token-env NAME names an environment variable
+  holding the token, read here for the clone that deploys and, in the pull step as `{{ $NAME }}`, from each
+  worker's environment at run time; or give the worker machines a git credential helper or an SSH key.
 The flow runs with the worker's interpreter: start the worker from the project's venv (its bin first on PATH,
 so the pull step's `dvc` and dvc.yaml's `python` are the venv's). Runs get telemetry off and the hub offline
 (job variables `env`). The deployment's concurrency limit is 1: a run due while another is active waits
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -97,18 +103,41 @@ def is_git_url(source: str) -> bool:
     return parsed.scheme in ("git", "ssh", "http", "https", "file") or source.endswith(".git")
 
 
+def check_git_source(source: str, branch: str | None, token_env: str | None) -> None:
+    """Refuse what git would take as an option, and credentials in the URL (it is stored in the pull step)."""
+    for name, value in (("--source", source), ("--branch", branch)):
+        if value and value.startswith("-"):
+            raise UserError(f"{name} {value!r} starts with '-': git would read it as an option")
+    parsed = urlparse(source)
+    if parsed.password is not None or (parsed.username is not None and parsed.scheme in ("http", "https")):
+        shown = f"{parsed.scheme}://***@{parsed.netloc.rpartition('@')[2]}{parsed.path}"
+        raise UserError(f"--source {shown}: credentials in a git URL would be "
+                        "stored in the deployment (readable through the Prefect API); remove them and pass --git-token-env "
+                        "NAME (an environment variable holding the token, on this machine and the workers)")
+    if token_env is None:
+        return
+    if parsed.scheme != "https":
+        raise UserError(f"--git-token-env applies to an https git source; {source} is not one (ssh uses the workers' keys)")
+    if not token_env.isidentifier() or not os.environ.get(token_env):
+        raise UserError(f"--git-token-env {token_env}: expected the name of a set environment variable holding the token")
+
+
 class DvcPulledGitRepository(GitRepository):
     """A git source: cloned (in `keep_in` when given, so the clone and its DVC cache outlive the run), then
-    `dvc pull` restores what the team pushed to the DVC remote."""
+    `dvc pull` restores what the team pushed to the DVC remote. A token (token_env) clones here from this
+    process's environment; the pull step holds only the variable's name."""
 
-    def __init__(self, url: str, branch: str | None, keep_in: str | None):
-        super().__init__(url, branch=branch)
-        self.keep_in = keep_in
+    def __init__(self, url: str, branch: str | None, keep_in: str | None, token_env: str | None = None):
+        credentials = {"access_token": os.environ[token_env]} if token_env else None
+        super().__init__(url, branch=branch, credentials=credentials)
+        self.keep_in, self.token_env = keep_in, token_env
 
     def to_pull_step(self) -> list[dict]:
         steps = "prefect.deployments.steps"
-        clone = super().to_pull_step()
+        clone = GitRepository(self._url, branch=self._branch).to_pull_step()  # without the token's value
         clone[f"{steps}.git_clone"]["id"] = "clone"
+        if self.token_env:
+            clone[f"{steps}.git_clone"]["access_token"] = f"{{{{ ${self.token_env} }}}}"  # Prefect reads it from the worker's env
         # the clone's folder stays the run's working directory: this step neither returns nor enters another
         restore = {f"{steps}.run_shell_script": {"script": "dvc pull --run-cache --allow-missing", "directory": "{{ clone.directory }}"}}
         if not self.keep_in:
@@ -120,20 +149,21 @@ class DvcPulledGitRepository(GitRepository):
         return [*keep, clone, restore]
 
 
-def storage(source: str, branch: str | None, workdir: str | None):
+def storage(source: str, branch: str | None, workdir: str | None, token_env: str | None = None):
     """Prefect runner storage for the source: a local project folder, or a git repository (see the module doc)."""
     if not is_git_url(source):
         root = Path(source).expanduser().resolve()
         missing = [name for name in ("dvc.yaml", ENTRYPOINT.split(":")[0]) if not (root / name).is_file()]
         if missing:
             raise UserError(f"--source {source}: not the project (no {', '.join(missing)} in {root}); expected its folder or a git URL")
-        for name, value in (("--branch", branch), ("--workdir", workdir)):
+        for name, value in (("--branch", branch), ("--workdir", workdir), ("--git-token-env", token_env)):
             if value:
                 raise UserError(f"{name} applies to a git source only (a local source runs in its own folder)")
         return LocalStorage(str(root))
+    check_git_source(source, branch, token_env)
     if workdir and not Path(workdir).is_absolute():
         raise UserError(f"--workdir {workdir}: expected an absolute path (it names a folder on the worker machines)")
-    return DvcPulledGitRepository(source, branch, workdir)
+    return DvcPulledGitRepository(source, branch, workdir, token_env)
 
 
 def schedule(cron: str, timezone: str):
@@ -150,13 +180,14 @@ def schedule(cron: str, timezone: str):
 
 
 def deploy(source: str, pool: str, name: str, cron: str, timezone: str = "UTC", concurrency: int = 2,
-           overrides: list[str] | None = None, branch: str | None = None, workdir: str | None = None):
+           overrides: list[str] | None = None, branch: str | None = None, workdir: str | None = None,
+           token_env: str | None = None):
     """Validate everything, ensure the pool, deploy; the deployment's id."""
     from prefect import Flow
 
     if concurrency < 1:
         raise UserError(f"--concurrency {concurrency}: expected 1 or more")
-    runner_storage = storage(source, branch, workdir)
+    runner_storage = storage(source, branch, workdir, token_env)
     git = is_git_url(source)
     # -S is checked against the local project: the source folder, or the checkout deploying a git source
     apply_overrides(Path.cwd() if git else runner_storage.destination, overrides or [], write=False)
@@ -164,8 +195,9 @@ def deploy(source: str, pool: str, name: str, cron: str, timezone: str = "UTC", 
     parameters = {"concurrency": concurrency, **({"overrides": overrides} if overrides else {})}
     try:  # a git source is cloned here, to read the flow's parameters
         flow = Flow.from_source(source=runner_storage, entrypoint=ENTRYPOINT)
-    except RuntimeError as error:
-        raise UserError(f"--source {source}: {error}") from None
+    except RuntimeError as error:  # Prefect's message hides credentials already; the token is masked again regardless
+        message = str(error).replace(os.environ[token_env], "***") if token_env else str(error)
+        raise UserError(f"--source {source}: {message}") from None
     with connected_client() as client:
         created = ensure_pool(client, pool)
     print(f"work pool {pool!r}: {'created' if created else 'exists'} (type process)")
@@ -180,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", default=".", help="the project folder (same path on the workers) or its git URL (default: %(default)s)")
     parser.add_argument("--branch", help="a git source's branch (default: the remote's default branch)")
     parser.add_argument("--workdir", help="a git source: folder on the worker machines where the clone is kept between runs")
+    parser.add_argument("--git-token-env", metavar="NAME", help="an https git source: the environment variable holding its "
+                        "token, here and on the workers (never the token in the URL)")
     parser.add_argument("--pool", default="finetune", help="process work pool, created if missing (default: %(default)s)")
     parser.add_argument("--name", default="nightly", help="deployment name (default: %(default)s)")
     parser.add_argument("--cron", default="0 2 * * *", help="schedule (default: %(default)s)")
@@ -190,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         deployment_id = deploy(args.source, args.pool, args.name, args.cron, args.timezone, args.concurrency, args.overrides,
-                               args.branch, args.workdir)
+                               args.branch, args.workdir, args.git_token_env)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -2,6 +2,7 @@
 import contextlib
 import http.server
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from finetune.errors import UserError
-from flows.deploy import RUN_ENV, deploy, ensure_pool, main
+from flows.deploy import RUN_ENV, deploy, ensure_pool, main, storage
 from tests.support.data import make_rows
 from tests.support.params import tiny_params
 from tests.support.repos import commit, git_repo, sh, tool_env, write_project
@@ -190,3 +191,37 @@ def test_bad_input_is_refused_before_anything_is_created(tmp_path, tiny_model, p
     with pytest.raises(SystemExit) as exit_:  # the command line: one line, no traceback
         main(["--source", str(root), "--cron", "every night"])
     assert exit_.value.code == 2 and capsys.readouterr().err.startswith("error: --cron 'every night' --timezone 'UTC': ")
+
+
+@pytest.mark.parametrize("source, branch, message", [
+    ("--upload-pack=touch /tmp/owned.git", None, "--source '--upload-pack=touch /tmp/owned.git' starts with '-'"),
+    ("https://example.com/team/finetune.git", "--orphan", "--branch '--orphan' starts with '-'"),
+    ("https://ghp_s3cret@github.com/team/finetune.git", None, "--source https://\\*\\*\\*@github.com/team/finetune.git: credentials"),
+    ("https://ci:ghp_s3cret@github.com/team/finetune.git", None, "--source https://\\*\\*\\*@github.com/team/finetune.git: credentials"),
+    ("ssh://git:s3cret@example.com/finetune.git", None, "--source ssh://\\*\\*\\*@example.com/finetune.git: credentials"),
+])
+def test_a_git_source_read_as_an_option_or_holding_a_token_is_refused(source, branch, message):
+    """Both reached git and the deployment before: an option to `git clone`, a token stored in the pull step."""
+    with pytest.raises(UserError, match=message) as refused:
+        storage(source, branch, None)
+    assert "s3cret" not in str(refused.value)
+
+
+def test_a_token_reaches_the_clone_from_an_environment_variable_never_the_deployment(monkeypatch):
+    from prefect.utilities.templating import apply_values
+
+    url = "https://github.com/team/finetune.git"
+    monkeypatch.setenv("FINETUNE_GIT_TOKEN", "ghp_s3cret")
+    repository = storage(url, None, "/srv/runs", "FINETUNE_GIT_TOKEN")
+    steps = repository.to_pull_step()
+    assert "ghp_s3cret" not in json.dumps(steps)
+    clone = next(step["prefect.deployments.steps.git_clone"] for step in steps if "prefect.deployments.steps.git_clone" in step)
+    assert clone["repository"] == url
+    assert "ghp_s3cret@github.com" in repository._repository_url_with_credentials  # this machine's clone, to deploy
+    monkeypatch.setenv("FINETUNE_GIT_TOKEN", "ghp_w0rker")  # a worker's environment: a run's pull step resolves it so
+    assert apply_values(clone, os.environ)["access_token"] == "ghp_w0rker"
+    monkeypatch.delenv("FINETUNE_GIT_TOKEN")
+    with pytest.raises(UserError, match="--git-token-env FINETUNE_GIT_TOKEN: expected the name of a set environment variable"):
+        storage(url, None, None, "FINETUNE_GIT_TOKEN")
+    with pytest.raises(UserError, match="--git-token-env applies to an https git source"):
+        storage("ssh://git@example.com/finetune.git", None, None, "FINETUNE_GIT_TOKEN")
