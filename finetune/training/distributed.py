@@ -3,9 +3,9 @@ batch_size rows of every step and the gradients are averaged, so one step sees b
 
 - `launch` (called by fit.py's fit, so the train stage, finetune members and search trials all get
   it): hands the run's inputs over through files in .cache/checkpoints/<fingerprint>-ddp/ (params as JSON,
-  splits as parquet, the label map), runs `torchrun --standalone --nproc_per_node N -m finetune.training.distributed
-  FOLDER`, streams the ranks' output, and returns the summary rank 0 wrote. A failure is raised with the
-  ranks' last stderr lines (a rank's UserError as that UserError).
+  splits as parquet, the label map), runs torchrun (`--standalone` on 127.0.0.1 only, see loopback_torchrun)
+  `--nproc_per_node N -m finetune.training.distributed FOLDER`, streams the ranks' output, and returns the summary
+  rank 0 wrote. A failure is raised with the ranks' last stderr lines (a rank's UserError as that UserError).
 - Every rank runs the same `fit` on the same inputs; only rank 0 writes (model, curves, summary, checkpoints:
   the Trainer and transformers' save_pretrained write from global rank 0; each rank adds its RNG state to a
   checkpoint).
@@ -50,6 +50,8 @@ from finetune.errors import UserError
 from finetune.io import read_json, write_json
 
 TORCHRUN_ARGS = "FINETUNE_TORCHRUN_ARGS"
+# --standalone (one node, a fresh rendezvous) with every address on loopback; loopback_torchrun binds the stores there
+LOOPBACK = ["--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--nnodes", "1", "--local-addr", "127.0.0.1"]
 TAIL_LINES = 25
 
 
@@ -64,13 +66,13 @@ def writes_outputs() -> bool:
 
 
 def _rendezvous() -> tuple[list[str], str]:
-    """torchrun's options for where the ranks meet, and a name for this node's inputs folder (nodes sharing the project
-    each hand over their own)."""
+    """TORCHRUN_ARGS's options for where the ranks meet (none on one machine: LOOPBACK), and a name for this node's
+    inputs folder (nodes sharing the project each hand over their own)."""
     options = shlex.split(os.environ.get(TORCHRUN_ARGS, ""))
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--node_rank", "--node-rank", default="0")
     node = parser.parse_known_args(options)[0].node_rank
-    return options or ["--standalone"], "" if node == "0" else f"-node{node}"
+    return options, "" if node == "0" else f"-node{node}"
 
 
 def launches(train: Train) -> bool:
@@ -98,7 +100,8 @@ def launch(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dic
         threads = max(1, torch.get_num_threads() // processes)
         print(f"{run_name}: {processes} processes x batch {params.train.batch_size} = global batch {processes * params.train.batch_size}"
               f" per node, {threads} threads each; learning rate {params.train.learning_rate:g} as set (not rescaled)")
-        command = [sys.executable, "-m", "torch.distributed.run", *rendezvous, "--nproc_per_node", str(processes), "-m", __name__, str(folder)]
+        torchrun = ["torch.distributed.run", *rendezvous] if rendezvous else [__name__, "--loopback-torchrun", *LOOPBACK]
+        command = [sys.executable, "-m", *torchrun, "--nproc_per_node", str(processes), "-m", __name__, str(folder)]
         code = str(Path(__file__).resolve().parents[2])  # the ranks import this very code, whatever the working directory
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join(filter(None, [code, os.environ.get("PYTHONPATH")]))}
@@ -151,5 +154,31 @@ def main(folder: Path) -> None:
         write_json(folder / "summary.json", summary)
 
 
+def loopback_torchrun(argv: list[str]) -> None:
+    """torchrun whose TCP stores listen on 127.0.0.1 only. torch binds a store's server to every interface whatever
+    host it is given (--standalone's rendezvous store listened on *:PORT while a run trained, open to anyone on the
+    network; a store accepts any client), and a listening socket handed over as master_listen_fd is the one way to
+    choose its address, so the agent's stores are made that way. Multi-node runs (TORCHRUN_ARGS) use plain torchrun."""
+    import socket
+    import uuid
+
+    import torch.distributed as dist
+    from torch.distributed import run
+    from torch.distributed.elastic.rendezvous import c10d_rendezvous_backend
+
+    class LoopbackStore(dist.TCPStore):
+        def __init__(self, host_name, port, world_size=None, is_master=False, *args, **kwargs):
+            if is_master and kwargs.get("master_listen_fd") is None:
+                listener = socket.create_server(("127.0.0.1", port))
+                host_name, port, kwargs["master_listen_fd"] = "127.0.0.1", listener.getsockname()[1], listener.detach()
+            super().__init__(host_name, port, world_size, is_master, *args, **kwargs)
+
+    dist.TCPStore = c10d_rendezvous_backend.TCPStore = LoopbackStore  # the names the agent's store factories call
+    run.main(["--rdzv-id", uuid.uuid4().hex, *argv])
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if sys.argv[1] == "--loopback-torchrun":
+        loopback_torchrun(sys.argv[2:])
+    else:
+        main(Path(sys.argv[1]))

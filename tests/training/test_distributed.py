@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from finetune.errors import UserError
 from finetune.tasks import get_task
+from finetune.training.distributed import LOOPBACK
 from stages import ingest, preprocess, train
 from tests.support.data import make_rows
 from tests.support.params import load, tiny_params
@@ -148,3 +149,29 @@ def test_processes_are_validated_and_what_cannot_cross_processes_is_refused(work
     with pytest.raises(UserError, match="search.pruner.enabled with train.processes 2"):
         run_search(params, runner=lambda number: {})
     assert not (workdir / ".cache").exists() and not (workdir / "model").exists()  # refused before any study, checkpoint or model
+
+
+PROBE = """
+import json, os, sys
+import psutil
+import torch.distributed as dist
+dist.init_process_group("gloo")
+if dist.get_rank() == 0:  # the agent (torchrun) hosts the stores; the ranks' own listeners are gloo's
+    processes = [psutil.Process(os.getppid()), psutil.Process()]
+    listening = [c.laddr.ip for p in processes for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+    open(sys.argv[1], "w").write(json.dumps(listening))
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_one_machine_ranks_meet_on_loopback_only(tmp_path):
+    """~7 s: the launcher fit uses on one machine listens on 127.0.0.1 only (plain `torchrun --standalone` listened on
+    every interface, '::'), and the ranks still meet through it."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    torchrun = ["-m", "finetune.training.distributed", "--loopback-torchrun", *LOOPBACK, "--nproc_per_node", "2"]
+    done = subprocess.run([sys.executable, *torchrun, str(tmp_path / "probe.py"), str(tmp_path / "found.json")],
+                          env=tool_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    addresses = json.loads((tmp_path / "found.json").read_text())
+    assert len(addresses) >= 2 and set(addresses) == {"127.0.0.1"}, addresses  # the rendezvous store and gloo's, at least
