@@ -14,10 +14,12 @@ import codecs
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from finetune.errors import UserError
@@ -145,9 +147,33 @@ def read_table(path: Path, columns: dict[str, str]) -> tuple[pd.DataFrame, list[
         wanted = "; ".join(f"{key} = {name!r}" for key, name in missing.items())
         raise UserError(f"{path}: missing column(s) {wanted}; columns found: {found}")
     kept = frame[[*columns.values(), ROW, LINE]].copy()
+    unusable = {}  # {row: its first unusable cell}
+    for name in columns.values():
+        for row, line, cell in zip(kept[ROW], kept[LINE], kept[name]):
+            what = _not_one_value(cell)
+            if what and row not in unusable:
+                unusable[row] = BadRow(row, line, f"column {name!r} holds {what}; expected a text or a number", _shown(cell))
+    if unusable:
+        kept = kept[~kept[ROW].isin(unusable)]
     for name in columns.values():
         kept[name] = kept[name].map(_as_text)
-    return kept, bad
+    return kept, sorted([*bad, *unusable.values()], key=lambda bad_row: bad_row.row)
+
+
+def _not_one_value(cell) -> str:
+    """What a JSONL or Parquet cell holds instead of one text or number ('' if it is one): a list, an object or an
+    infinite number would otherwise become a class (or a text) named after its Python repr."""
+    if isinstance(cell, dict):
+        return "a JSON object"
+    if isinstance(cell, (list, tuple, np.ndarray)):
+        return "a list"
+    if isinstance(cell, float) and math.isinf(cell):
+        return "an infinite number"
+    return ""
+
+
+def _shown(cell) -> str:
+    return printable(str(cell.tolist() if isinstance(cell, np.ndarray) else cell))[:200]
 
 
 def _as_text(value) -> str | None:

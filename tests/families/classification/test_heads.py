@@ -243,3 +243,24 @@ def test_the_old_key_of_head_weights_is_refused_with_the_new_one(workdir, tiny_m
         load(params)
     assert "train.task_weights: renamed to train.head_weights" in str(error.value)
     assert "ensemble.members.seed1.train.task_weights: renamed to train.head_weights" in str(error.value)
+
+
+def test_labels_that_are_lists_objects_or_infinite_are_quarantined_not_classes(workdir, tiny_model):
+    """A JSONL head label [1, 2], {"a": 1} or Infinity became the classes "[1, 2]", "{'a': 1}" and "inf"."""
+    rows = multitask_rows(30)
+    records = rows.to_dict("records")
+    records[0]["length"], records[1]["sentiment"], records[2]["length"] = [1, 2], {"a": 1}, float("inf")
+    (workdir / "data/raw").mkdir(parents=True)
+    (workdir / "data/raw/tiny.jsonl").write_text("\n".join(json.dumps(record) for record in records))  # inf as Infinity
+    params = multitask_params(tiny_model)
+    params["data"] |= {"source": "data/raw/tiny.jsonl", "on_bad_rows": "skip"}
+    run_stages("ingest", params=load(params))
+    summary = json.loads((workdir / "reports/ingest.json").read_text())
+    quarantine = pd.read_csv(workdir / "data/quarantine/ingest.csv")
+    assert quarantine["source_row"].tolist() == [1, 2, 3]
+    assert quarantine["problem"].tolist() == ["column 'length' holds a list; expected a text or a number",
+                                              "column 'sentiment' holds a JSON object; expected a text or a number",
+                                              "column 'length' holds an infinite number; expected a text or a number"]
+    assert quarantine["content"].tolist() == ["[1, 2]", "{'a': 1}", "inf"]
+    assert summary["rows_read"] == 30 and summary["rows_kept"] == 27
+    assert set(summary["labels"]["length"]) == {"short", "long"} and set(summary["labels"]["sentiment"]) == {"negative", "neutral", "positive"}
