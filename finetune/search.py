@@ -86,6 +86,26 @@ def _with_password(url: str, search: Search) -> str:
     return urlunsplit((parts.scheme, f"{user}:{quote(password, safe='')}@{host}", parts.path, parts.query, parts.fragment))
 
 
+def _check_journal(path: Path, url: str) -> None:
+    """An existing journal:PATH must be a file whose first line is an Optuna journal record ({"op_code": ...}).
+    Optuna tolerates an unparsable LAST line (a write in progress), so a file of something else (a SQLite
+    database, a text) would be read as an empty journal, appended to, and fail later mid-search."""
+    if not path.exists():
+        return  # created on first use
+    problem = "" if path.is_file() else "not a regular file"
+    if not problem:
+        with path.open("rb") as journal:
+            first = journal.readline(2**20)
+        try:  # a first line without its newline may be a worker writing it now: it must start as a record does
+            record = json.loads(first) if first.endswith(b"\n") or not first.startswith(b"{") else {"op_code": None}
+            problem = "" if isinstance(record, dict) and "op_code" in record else "its first line is not a journal record"
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            problem = "its first line is not JSON"
+    if problem:
+        raise UserError(f"search.storage {url}: not an Optuna journal file ({problem}); name a new file (created on first use) "
+                        "or the journal the study's workers share")
+
+
 def storage(search: Search) -> optuna.storages.BaseStorage:
     """`search.storage` opened: journal:PATH as a JournalStorage on a JournalFileBackend (append-only file with a
     symlink lock, fit for NFS), every other URL as an RDBStorage (SQLite, PostgreSQL, MySQL through SQLAlchemy)."""
@@ -95,6 +115,7 @@ def storage(search: Search) -> optuna.storages.BaseStorage:
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
+        _check_journal(path, url)
         return JournalStorage(JournalFileBackend(str(path)))
     sqlite = url.startswith("sqlite:///")
     if sqlite:

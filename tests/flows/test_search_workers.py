@@ -1,6 +1,7 @@
 """`python -m flows.search --worker`: processes started at the same moment share one study through search.storage
 (an Optuna journal file) and split its plan: every planned trial runs once, none more, none twice. Bad storages are
 refused naming search.storage, never echoing a password. (Workers sharing a SQLite file: tests/test_search.py.)"""
+import contextlib
 import itertools
 import json
 import subprocess
@@ -60,6 +61,27 @@ def test_a_storage_optuna_cannot_share_is_refused_without_echoing_a_password(wor
     with pytest.raises(UserError, match="search.storage .* is not a storage this project opens; expected null") as error:
         load_params(workdir / "params.yaml")
     assert "s3cret" not in str(error.value)
+
+
+@pytest.mark.parametrize("content, problem", [("not a journal\n", "its first line is not JSON"), ("sqlite", "its first line is not JSON"),
+                                              ('{"study": 1}\n', "its first line is not a journal record"), ("[1]\n", "not a journal record"),
+                                              (None, "not a regular file")])
+def test_a_journal_storage_that_is_not_a_journal_is_one_line(workdir, tiny_model, content, problem):
+    """It was Optuna's JSONDecodeError, UnicodeDecodeError or IsADirectoryError traceback, or (a file of one line: Optuna
+    skips a torn last line) the file read as an empty journal and appended to."""
+    _write(workdir, tiny_model, method="random", storage="journal:shared/search.journal")
+    target = workdir / "shared/search.journal"
+    target.parent.mkdir()
+    if content == "sqlite":  # a SQLite database named as the journal
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(target)) as database:
+            database.execute("CREATE TABLE studies (name TEXT)")
+            database.commit()
+    else:
+        target.mkdir() if content is None else target.write_text(content)
+    with pytest.raises(UserError, match=f"search.storage journal:shared/search.journal: not an Optuna journal file \\(.*{problem}"):
+        search.storage(load_params(workdir / "params.yaml").search)
 
 
 def test_a_missing_database_driver_is_named(workdir, tiny_model, monkeypatch):
