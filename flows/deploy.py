@@ -1,14 +1,15 @@
 """Deploy the pipeline flow to a Prefect process work pool, so nightly runs execute on worker machines.
 
     python -m flows.deploy [--source PATH|GIT_URL] [--branch B] [--workdir DIR] [--git-token-env NAME]
-                           [--pool finetune] [--name nightly]
+                           [--pool finetune] [--name nightly] [--dask-address tcp://HOST:8786 ...] [--allow-unauthenticated]
                            [--cron "0 2 * * *"] [--timezone UTC] [--concurrency 2] [-S key=value ...]
     # then, on each machine that should run it, from the project's venv (`make worker` does this):
     prefect worker start --pool finetune
 
 Against the server PREFECT_API_URL names (PREFECT_API_AUTH_STRING for its basic auth), this creates the
-`process` work pool if it is missing (idempotent; a pool of that name and another type is an error) and
-deploys `finetune-pipeline` FROM SOURCE (no image is built, nothing is pushed to a registry), with the cron
+`process` work pool if it is missing (idempotent; a pool of that name and another type is an error) with a
+LOCKED job template (locked_job_template: a run's job variables cannot change the command, working directory or
+environment a worker starts it with; an existing pool's template is replaced by it) and deploys `finetune-pipeline` FROM SOURCE (no image is built, nothing is pushed to a registry), with the cron
 schedule and the run parameters (concurrency; -S overrides, validated by the params schema now and written
 to the run's params.yaml by each run, as `python -m flows.pipeline -S` does). Deploying again with the same
 name updates the deployment. Everything is checked (source, cron, time zone, -S, the server answering and
@@ -26,10 +27,16 @@ accepting the credentials) before anything is created. The source is where a wor
   by anyone with Prefect API access; such a URL is refused). --git-token-env NAME names an environment variable
   holding the token, read here for the clone that deploys and, in the pull step as `{{ $NAME }}`, from each
   worker's environment at run time; or give the worker machines a git credential helper or an SSH key.
+Trust: anyone who can use the Prefect API can run code on every worker (edit a deployment's pull steps or the
+pool's template; open-source Prefect has no per-user permissions), so a server without authentication is refused
+unless --allow-unauthenticated (then warned about). The locked template closes the one route a run's own
+parameters opened; dask_address (where a run sends its stages) must be one --dask-address allowed.
 The flow runs with the worker's interpreter: start the worker from the project's venv (its bin first on PATH,
 so the pull step's `dvc` and dvc.yaml's `python` are the venv's). Runs get telemetry off and the hub offline
 (job variables `env`). The deployment's concurrency limit is 1: a run due while another is active waits
 (AwaitingConcurrencySlot) for it, whichever worker takes it; a run is taken by exactly one worker.
+The pull steps are not checked at run start: they run before any of the flow's code, so such a check could
+only ever report an edit after it ran.
 Limits: a git source's results stay in the worker's clone (and the Prefect UI's artifacts); publishing them
 is `make push` there.
 """
@@ -38,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -47,7 +55,7 @@ from finetune.errors import UserError
 from flows.ui import TELEMETRY_OFF
 
 # isort: off
-from flows.pipeline import apply_overrides  # before prefect: it turns telemetry off, and `import prefect` starts its analytics
+from flows.pipeline import DASK_ALLOWED, apply_overrides  # before prefect: it turns telemetry off, and `import prefect` starts its analytics
 from prefect.runner.storage import GitRepository, LocalStorage
 # isort: on
 
@@ -56,10 +64,11 @@ RUN_ENV = {**TELEMETRY_OFF, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "
 
 
 @contextlib.contextmanager
-def connected_client():
+def connected_client(allow_unauthenticated: bool = False):
     """A sync client of the configured server, checked. Without PREFECT_API_URL Prefect would start a throwaway
-    local server and deploy into it, so that is an error, as are a server that does not answer and one that
-    refuses the credentials (its /health needs none, so that is not the probe)."""
+    local server and deploy into it, so that is an error, as are a server that does not answer, one that
+    refuses the credentials (its /health needs none, so that is not the probe) and, unless allowed, one that
+    answers without any (see the module doc: its users can run code on the workers)."""
     import httpx
     from prefect.client.orchestration import get_client
     from prefect.exceptions import PrefectHTTPStatusError
@@ -77,24 +86,48 @@ def connected_client():
             raise UserError(f"the Prefect API at {url} refused the request ({status} {error.response.reason_phrase}); {hint}") from None
         except (httpx.HTTPError, OSError) as error:
             raise UserError(f"the Prefect API at {url} does not answer ({type(error).__name__}: {error}); is the server up?") from None
+        if httpx.get(f"{url.rstrip('/')}/hello", timeout=30).status_code != 401:  # the same request without credentials
+            unauthenticated = (f"the Prefect API at {url} answers without authentication: anyone who can reach it can run any "
+                               "command on every worker of this pool (through a deployment's pull steps or the pool's job template)")
+            if not allow_unauthenticated:
+                raise UserError(f"{unauthenticated}. Start the server with PREFECT_SERVER_API_AUTH_STRING (and give the same "
+                                "string as PREFECT_API_AUTH_STRING here and on the workers), or pass --allow-unauthenticated "
+                                "where only trusted users can reach it")
+            print(f"WARNING: {unauthenticated}; deploying anyway (--allow-unauthenticated)", file=sys.stderr)
         yield client
 
 
-def ensure_pool(client, name: str) -> bool:
-    """Create the process work pool `name` unless it exists; True if created."""
-    from prefect.client.schemas.actions import WorkPoolCreate
+def locked_job_template(dask_addresses: list[str]) -> dict:
+    """Prefect's process job template with the command, working directory and environment fixed rather than job
+    variables: with the default template a flow run created through the API could set `command` (any shell command
+    on the worker), `working_dir` and `env`. Left variable: the process's name, labels and output streaming. The
+    environment: telemetry off, the hub offline, and the Dask schedulers a run may use (DASK_ALLOWED)."""
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    template["job_configuration"] |= {"command": None, "working_dir": None, "env": {**RUN_ENV, DASK_ALLOWED: " ".join(dask_addresses)}}
+    for name in ("command", "working_dir", "env"):
+        del template["variables"]["properties"][name]
+    return template
+
+
+def ensure_pool(client, name: str, template: dict) -> str:
+    """The process work pool `name` with this job template: 'created', 'locked' (its template replaced) or 'exists'."""
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
     from prefect.workers.process import ProcessWorker
 
     try:
         pool = client.read_work_pool(name)
     except ObjectNotFound:
-        client.create_work_pool(WorkPoolCreate(name=name, type=ProcessWorker.type,
-                                               base_job_template=ProcessWorker.get_default_base_job_template()))
-        return True
+        client.create_work_pool(WorkPoolCreate(name=name, type=ProcessWorker.type, base_job_template=template))
+        return "created"
     if pool.type != ProcessWorker.type:
         raise UserError(f"work pool {name!r} exists with type {pool.type!r}; expected {ProcessWorker.type!r} (pass another --pool)")
-    return False
+    if pool.base_job_template != template:
+        client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
+        return "locked"
+    return "exists"
 
 
 def is_git_url(source: str) -> bool:
@@ -181,12 +214,15 @@ def schedule(cron: str, timezone: str):
 
 def deploy(source: str, pool: str, name: str, cron: str, timezone: str = "UTC", concurrency: int = 2,
            overrides: list[str] | None = None, branch: str | None = None, workdir: str | None = None,
-           token_env: str | None = None):
+           token_env: str | None = None, dask_addresses: list[str] | None = None, allow_unauthenticated: bool = False):
     """Validate everything, ensure the pool, deploy; the deployment's id."""
     from prefect import Flow
 
     if concurrency < 1:
         raise UserError(f"--concurrency {concurrency}: expected 1 or more")
+    for address in dask_addresses or []:
+        if not re.fullmatch(r"(tcp|tls)://[\w.\-\[\]:]+", address):
+            raise UserError(f"--dask-address {address!r}: expected a Dask scheduler address, tcp://HOST:PORT or tls://HOST:PORT")
     runner_storage = storage(source, branch, workdir, token_env)
     git = is_git_url(source)
     # -S is checked against the local project: the source folder, or the checkout deploying a git source
@@ -198,12 +234,11 @@ def deploy(source: str, pool: str, name: str, cron: str, timezone: str = "UTC", 
     except RuntimeError as error:  # Prefect's message hides credentials already; the token is masked again regardless
         message = str(error).replace(os.environ[token_env], "***") if token_env else str(error)
         raise UserError(f"--source {source}: {message}") from None
-    with connected_client() as client:
-        created = ensure_pool(client, pool)
-    print(f"work pool {pool!r}: {'created' if created else 'exists'} (type process)")
-    return flow.deploy(name=name, work_pool_name=pool, schedules=[when], parameters=parameters, job_variables={"env": RUN_ENV},
-                       concurrency_limit=1, build=False, push=False, print_next_steps=False,
-                       ignore_warnings=True)  # its one warning recommends .serve for local development
+    with connected_client(allow_unauthenticated) as client:
+        state = ensure_pool(client, pool, locked_job_template(dask_addresses or []))
+    print(f"work pool {pool!r}: {state} (type process, locked job template)")
+    return flow.deploy(name=name, work_pool_name=pool, schedules=[when], parameters=parameters, concurrency_limit=1,
+                       build=False, push=False, print_next_steps=False, ignore_warnings=True)  # its one warning recommends .serve for local development
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,12 +254,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cron", default="0 2 * * *", help="schedule (default: %(default)s)")
     parser.add_argument("--timezone", default="UTC", help="the cron's IANA time zone (default: %(default)s)")
     parser.add_argument("--concurrency", type=int, default=2, help="the flow's concurrency parameter (default: %(default)s)")
+    parser.add_argument("--dask-address", dest="dask_addresses", action="append", default=[], metavar="tcp://HOST:8786",
+                        help="a Dask scheduler the pool's runs may send their stages to (the flow's dask_address); repeatable")
+    parser.add_argument("--allow-unauthenticated", action="store_true",
+                        help="deploy to a Prefect server without authentication (anyone reaching it can run commands on the workers)")
     parser.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a param override every run applies (validated now by the params schema)")
     args = parser.parse_args(argv)
     try:
         deployment_id = deploy(args.source, args.pool, args.name, args.cron, args.timezone, args.concurrency, args.overrides,
-                               args.branch, args.workdir, args.git_token_env)
+                               args.branch, args.workdir, args.git_token_env, args.dask_addresses, args.allow_unauthenticated)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -55,6 +55,10 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner  # noqa: E402
 
 from finetune.errors import UserError  # noqa: E402
 
+# in a deployed run: the Dask schedulers its dask_address may name (space-separated), fixed by the work pool's job
+# template (flows/deploy.py --dask-address); a run's parameter could otherwise send the stages to any scheduler
+DASK_ALLOWED = "FINETUNE_DASK_ADDRESSES"
+
 
 def stage_graph(root: Path) -> dict[str, set[str]]:
     """{stage name: names of the stages it depends on}, from DVC's graph of dvc.yaml."""
@@ -267,9 +271,14 @@ def stage_runner(kind: str, concurrency: int, dask_address: str | None = None):
     if concurrency < 1:
         raise UserError(f"concurrency {concurrency}: expected 1 or more")
     if dask_address:
+        from prefect.runtime import deployment
         from prefect.settings import PREFECT_API_URL
         from prefect_dask import DaskTaskRunner
 
+        allowed = os.environ.get(DASK_ALLOWED, "").split()
+        if deployment.id and dask_address not in allowed:
+            raise UserError(f"dask_address {dask_address!r} is not a scheduler this deployment's work pool allows ({' '.join(allowed) or 'none'}); "
+                            f"deploy with --dask-address {dask_address} to allow it")
         if not PREFECT_API_URL.value():
             raise UserError(f"dask_address {dask_address!r}: the workers report to the Prefect API, so it must be a server they "
                             "can reach: set PREFECT_API_URL (without it this run would use a temporary server inside this process)")

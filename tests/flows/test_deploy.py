@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from finetune.errors import UserError
-from flows.deploy import RUN_ENV, deploy, ensure_pool, main, storage
+from flows.deploy import RUN_ENV, connected_client, deploy, ensure_pool, locked_job_template, main, storage
 from tests.support.data import make_rows
 from tests.support.params import tiny_params
 from tests.support.repos import commit, git_repo, sh, tool_env, write_project
@@ -64,30 +64,37 @@ def _states(flow_run_id) -> dict[str, str]:
     return {run.name: run.state.name for run in runs}
 
 
-def test_a_worker_runs_the_deployed_pipeline_in_the_project(tmp_path, tiny_model, prefect_harness):
+def test_a_worker_runs_the_deployed_pipeline_in_the_project_whatever_the_run_asks(tmp_path, tiny_model, prefect_harness):
     """~30-45 s (busy 2-core box): deploy from the project's folder, trigger a run, a real worker process picks
-    it up and runs `dvc repro`'s stages in that folder (the worker itself starts elsewhere)."""
+    it up and runs `dvc repro`'s stages in that folder (the worker itself starts elsewhere). The run is created as
+    an attacker with API access would: job variables replacing the command and the working directory (with
+    Prefect's default template the worker ran that command: `id` wrote uid=0(root)); the locked template ignores them."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
     root = _project(tmp_path / "project", tiny_model)
     pool, worker_name = f"finetune-{uuid.uuid4().hex[:8]}", "test-worker"
-    deployment_id = deploy(str(root), pool, "nightly", cron="0 3 * * *", concurrency=1)
-    assert deploy(str(root), pool, "nightly", cron="0 3 * * *", concurrency=1) == deployment_id  # idempotent: updated in place
+    deployment_id = deploy(str(root), pool, "nightly", cron="0 3 * * *", concurrency=1, allow_unauthenticated=True)
+    assert deploy(str(root), pool, "nightly", cron="0 3 * * *", concurrency=1, allow_unauthenticated=True) == deployment_id  # updated in place
     with get_client(sync_client=True) as client:
-        assert client.read_work_pool(pool).type == "process"
+        work_pool = client.read_work_pool(pool)
         deployment = client.read_deployment(deployment_id)
+    assert work_pool.type == "process" and work_pool.base_job_template == locked_job_template([])
+    assert work_pool.base_job_template["job_configuration"]["env"] == {**RUN_ENV, "FINETUNE_DASK_ADDRESSES": ""}
     assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(root.resolve())}}]
     assert deployment.schedules[0].schedule.cron == "0 3 * * *" and deployment.parameters == {"concurrency": 1}
-    assert deployment.job_variables["env"] == RUN_ENV and deployment.entrypoint == "flows/pipeline.py:pipeline"
+    assert deployment.entrypoint == "flows/pipeline.py:pipeline"
 
-    flow_run = run_deployment(deployment_id, timeout=0)  # scheduled now; nothing runs it but a worker
-    started = time.time()
+    owned = tmp_path / "owned"
     (tmp_path / "elsewhere").mkdir()
+    flow_run = run_deployment(deployment_id, timeout=0,  # scheduled now; nothing runs it but a worker
+                              job_variables={"command": f"sh -c 'id > {owned}'", "working_dir": str(tmp_path / "elsewhere")})
+    started = time.time()
     output = _run_worker(pool, worker_name, tmp_path / "elsewhere")
     elapsed = time.time() - started
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run.id)
+    assert not owned.exists()
     assert flow_run.state.is_completed(), output[-4000:]
     assert flow_run.work_pool_name == pool and f"Worker '{worker_name}' submitting flow run '{flow_run.id}'" in output, output[-4000:]
     assert _states(flow_run.id) == {"ingest": "Completed", "preprocess": "Completed"}
@@ -117,7 +124,7 @@ def test_a_git_source_is_cloned_on_the_worker_and_restored_from_the_dvc_remote(t
 
     pool = f"finetune-{uuid.uuid4().hex[:8]}"
     workdir = tmp_path / "runs"
-    deployment_id = deploy(f"file://{tmp_path}/origin.git", pool, "nightly", cron="0 3 * * *", workdir=str(workdir))
+    deployment_id = deploy(f"file://{tmp_path}/origin.git", pool, "nightly", cron="0 3 * * *", workdir=str(workdir), allow_unauthenticated=True)
     flow_run = run_deployment(deployment_id, timeout=0)
     output = _run_worker(pool, "git-worker", tmp_path)
     with get_client(sync_client=True) as client:
@@ -129,12 +136,15 @@ def test_a_git_source_is_cloned_on_the_worker_and_restored_from_the_dvc_remote(t
 
 
 @contextlib.contextmanager
-def _refusing_server():
-    """A stand-in for a server with PREFECT_SERVER_API_AUTH_STRING set, answering as it does to a client without
-    the right string: /health 200 (probes need no credentials), everything else 401."""
+def _refusing_server(auth_string: str | None = None):
+    """A stand-in for a server with PREFECT_SERVER_API_AUTH_STRING set, answering as it does: /health 200 (probes
+    need no credentials), everything else 200 with the right basic auth (auth_string), else 401."""
+    import base64
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            ok = self.path == "/api/health"
+            authorized = auth_string and self.headers.get("Authorization") == f"Basic {base64.b64encode(auth_string.encode()).decode()}"
+            ok = self.path == "/api/health" or bool(authorized)
             body = b"true" if ok else json.dumps({"exception_message": "Unauthorized"}).encode()
             self.send_response(200 if ok else 401)
             self.send_header("Content-Type", "application/json")
@@ -158,7 +168,8 @@ def _refusing_server():
 def test_bad_input_is_refused_before_anything_is_created(tmp_path, tiny_model, prefect_harness, capsys):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from prefect.workers.process import ProcessWorker
 
     root = write_project(tmp_path / "project", tiny_params(tiny_model), make_rows(30))
     pool = f"finetune-{uuid.uuid4().hex[:8]}"
@@ -171,14 +182,21 @@ def test_bad_input_is_refused_before_anything_is_created(tmp_path, tiny_model, p
         ({"source": "file:///srv/git/finetune.git", "workdir": "runs"}, "--workdir runs: expected an absolute path"),
         ({"concurrency": 0}, "--concurrency 0: expected 1 or more"),
         ({"source": "file:///nowhere/origin.git"}, "--source file:///nowhere/origin.git: Failed to clone repository"),
+        ({"dask_addresses": ["tcp://ok:8786", "http://evil"]}, "--dask-address 'http://evil': expected a Dask scheduler address"),
+        ({"allow_unauthenticated": False}, "answers without authentication: anyone who can reach it can run any command"),
     ):
         with pytest.raises(UserError, match=message):
-            deploy(**{"source": str(root), "pool": pool, "name": "nightly", "cron": "0 2 * * *", **kwargs})
+            deploy(**{"source": str(root), "pool": pool, "name": "nightly", "cron": "0 2 * * *", "allow_unauthenticated": True, **kwargs})
     with get_client(sync_client=True) as client:
         assert pool not in {p.name for p in client.read_work_pools()}  # nothing was created
         client.create_work_pool(WorkPoolCreate(name=pool, type="kubernetes"))
         with pytest.raises(UserError, match=f"work pool '{pool}' exists with type 'kubernetes'; expected 'process'"):
-            ensure_pool(client, pool)
+            ensure_pool(client, pool, locked_job_template([]))
+        default = f"{pool}-default"  # a pool made with Prefect's default template (an earlier deploy, or by hand) is locked
+        client.create_work_pool(WorkPoolCreate(name=default, type="process", base_job_template=ProcessWorker.get_default_base_job_template()))
+        assert ensure_pool(client, default, locked_job_template(["tcp://10.0.0.5:8786"])) == "locked"
+        assert client.read_work_pool(default).base_job_template["job_configuration"]["env"]["FINETUNE_DASK_ADDRESSES"] == "tcp://10.0.0.5:8786"
+        assert ensure_pool(client, default, locked_job_template(["tcp://10.0.0.5:8786"])) == "exists"
 
     unreachable = "http://127.0.0.1:9/api"  # the discard port: nothing listens
     with temporary_settings({PREFECT_API_URL: unreachable}), pytest.raises(UserError, match=f"the Prefect API at {unreachable} does not answer"):
@@ -186,6 +204,13 @@ def test_bad_input_is_refused_before_anything_is_created(tmp_path, tiny_model, p
     refused = "refused the request \\(401 Unauthorized\\); PREFECT_API_AUTH_STRING must be the server's"
     with _refusing_server() as url, temporary_settings({PREFECT_API_URL: url}), pytest.raises(UserError, match=refused):
         deploy(str(root), pool, "nightly", "0 2 * * *")
+    with _refusing_server("admin:pass") as url, temporary_settings({PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: "admin:pass"}), \
+            connected_client() as client:  # a server with authentication: accepted, no warning
+        assert client.hello().status_code == 200
+    assert "WARNING" not in capsys.readouterr().err
+    with connected_client(allow_unauthenticated=True):  # the harness answers anyone: allowed on request, loudly
+        pass
+    assert capsys.readouterr().err.startswith(f"WARNING: the Prefect API at {PREFECT_API_URL.value()} answers without authentication")
     with temporary_settings({PREFECT_API_URL: None}), pytest.raises(UserError, match="PREFECT_API_URL is not set"):
         deploy(str(root), pool, "nightly", "0 2 * * *")
     with pytest.raises(SystemExit) as exit_:  # the command line: one line, no traceback

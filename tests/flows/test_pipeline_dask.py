@@ -97,3 +97,16 @@ def test_an_unreachable_scheduler_stops_the_run_before_any_work(tmp_path, prefec
     with temporary_settings(updates={PREFECT_API_URL: None}), pytest.raises(UserError, match="the workers report to the Prefect API"), \
             pipeline.stage_runner("dask", 2, "tcp://127.0.0.1:8786"):
         pass
+
+
+def test_a_deployed_run_sends_its_stages_only_to_a_scheduler_the_pool_allows(monkeypatch, prefect_harness):
+    """A run created through the API could name any dask_address: the stages (and the project's data) went to it."""
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", "6a1f3d3e-0d4e-4a8e-9a53-3b1c1ed2c0de")  # as inside a deployed run
+    monkeypatch.setenv(pipeline.DASK_ALLOWED, "tcp://10.0.0.5:8786")
+    with pytest.raises(UserError, match=r"dask_address 'tcp://evil:8786' is not a scheduler this deployment's work pool allows "
+                                        r"\(tcp://10.0.0.5:8786\); deploy with --dask-address tcp://evil:8786"), \
+            pipeline.stage_runner("dask", 2, "tcp://evil:8786"):
+        pass
+    monkeypatch.delenv(pipeline.DASK_ALLOWED)
+    with pytest.raises(UserError, match=r"work pool allows \(none\)"), pipeline.stage_runner("dask", 2, "tcp://10.0.0.5:8786"):
+        pass
