@@ -87,8 +87,9 @@ def run(params: Params) -> dict:
     frame = _refuse(frame.assign(**{INPUT: stored}), problems, shown, bad)
     if bad and data.on_bad_rows == "error":
         first = sorted(bad, key=lambda b: b.row)[0]
+        line = "" if first.line is None else f" (line {first.line})"  # a folder's documents have no lines
         raise UserError(
-            f"{source.origin} row {first.row} (line {first.line}): {first.problem}; {len(bad)} bad row(s) in all. "
+            f"{source.origin} row {first.row}{line}: {first.problem}; {len(bad)} bad row(s) in all. "
             "Fix the file, or set data.on_bad_rows: skip to drop them into data/quarantine/ingest.csv"
         )
 

@@ -1,5 +1,6 @@
 """Property-based fuzzing (Hypothesis) of what users hand us: ingest, given random bytes and random CSV / TSV /
-JSONL structures (quotes, newlines, NULs, huge fields, duplicate or empty headers, mixed encodings, BOMs),
+JSONL structures (quotes, newlines, NULs, huge fields, duplicate or empty headers, mixed encodings, BOMs) or a
+causal LM's folder of documents (random names and bytes, hidden files, nested folders, links in and out, FIFOs),
 and the params schema, given random values anywhere. Neither ever raises anything but a UserError (one clear
 line from the CLI, no traceback), and a failed ingest leaves no output behind.
 
@@ -17,7 +18,7 @@ from finetune import paths
 from finetune.config.params import parse_params
 from finetune.errors import UserError
 from stages import ingest
-from tests.support.params import tiny_params
+from tests.support.params import tiny_lm_params, tiny_params
 
 settings.register_profile("default", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.register_profile("long", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -91,6 +92,46 @@ def test_ingest_never_crashes_on_any_table(fuzz_dir, file, on_bad_rows):
 @given(data=st.binary(max_size=300), suffix=st.sampled_from([".csv", ".tsv", ".jsonl", ".parquet"]))
 def test_ingest_never_crashes_on_random_bytes(fuzz_dir, data, suffix):
     _ingest(fuzz_dir, suffix, data, "skip")
+
+
+NAMES = st.text(alphabet=string.ascii_letters + "._- ", min_size=1, max_size=8).filter(lambda name: name not in (".", ".."))
+ENTRIES = st.tuples(st.lists(NAMES, min_size=1, max_size=3), st.sampled_from([".txt", ".txt", ".md", ""]),
+                    st.one_of(st.binary(max_size=200), TEXTS.map(str.encode), st.sampled_from(["link-out", "link-in", "dangling", "fifo", "dir"])))
+
+
+@given(entries=st.lists(ENTRIES, max_size=6), on_bad_rows=st.sampled_from(["skip", "error"]))
+def test_causal_lm_ingest_never_crashes_on_any_folder(fuzz_dir, entries, on_bad_rows):
+    import shutil
+
+    corpus = fuzz_dir / "data/raw/corpus"
+    shutil.rmtree(fuzz_dir / "data", ignore_errors=True)
+    paths.INGEST_SUMMARY.unlink(missing_ok=True)
+    corpus.mkdir(parents=True)
+    for parts, suffix, content in entries:
+        path = corpus.joinpath(*parts[:-1], parts[-1] + suffix)
+        if path.exists() or path.is_symlink() or any(parent.is_file() or parent.is_symlink() for parent in path.parents if corpus in parent.parents):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif content == "fifo":
+            os.mkfifo(path)
+        elif content == "dir":
+            path.mkdir()
+        else:
+            path.symlink_to({"link-out": "/etc/hostname", "link-in": fuzz_dir / "models/pretrained/tiny/config.json", "dangling": corpus / "gone"}[content])
+    params = parse_params(tiny_lm_params("models/pretrained/tiny", data={"on_bad_rows": on_bad_rows}))
+    try:
+        summary = ingest.run(params)
+    except UserError as error:
+        assert "data/raw/corpus" in str(error) or "data." in str(error), error
+        assert "line None" not in str(error)
+        assert not paths.INGESTED.exists() and not paths.INGEST_SUMMARY.exists()
+        return
+    quarantine = pd.read_csv(paths.QUARANTINE / "ingest.csv")
+    assert (quarantine["problem"].str.len() > 0).all()
+    assert summary["rows_read"] == summary["rows_kept"] + sum(summary["dropped"].values())
+    assert not pd.read_parquet(paths.INGESTED)["input"].str.contains(open("/etc/hostname").read().strip() or "\0", regex=False).any()
 
 
 VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
