@@ -109,7 +109,8 @@ def test_causal_lm_ingest_never_crashes_on_any_folder(fuzz_dir, entries, on_bad_
     corpus.mkdir(parents=True)
     for parts, suffix, content in entries:
         path = corpus.joinpath(*parts[:-1], parts[-1] + suffix)
-        if path.exists() or path.is_symlink() or any(parent.is_file() or parent.is_symlink() for parent in path.parents if corpus in parent.parents):
+        taken = [path, *(parent for parent in path.parents if corpus in parent.parents)]  # itself, or a parent as a non-folder
+        if path.exists() or any(place.is_symlink() or (place.exists() and not place.is_dir()) for place in taken):
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, bytes):
