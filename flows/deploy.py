@@ -9,7 +9,8 @@
 Against the server PREFECT_API_URL names (PREFECT_API_AUTH_STRING for its basic auth), this creates the
 `process` work pool if it is missing (idempotent; a pool of that name and another type is an error) with a
 LOCKED job template (locked_job_template: a run's job variables cannot change the command, working directory or
-environment a worker starts it with; an existing pool's template is replaced by it) and deploys `finetune-pipeline` FROM SOURCE (no image is built, nothing is pushed to a registry), with the cron
+environment a worker starts it with; an existing pool's template is replaced by it) and deploys
+`finetune-pipeline` FROM SOURCE (no image is built, nothing is pushed to a registry), with the cron
 schedule and the run parameters (concurrency; -S overrides, validated by the params schema now and written
 to the run's params.yaml by each run, as `python -m flows.pipeline -S` does). Deploying again with the same
 name updates the deployment. Everything is checked (source, cron, time zone, -S, the server answering and
@@ -33,7 +34,7 @@ unless --allow-unauthenticated (then warned about). The locked template closes t
 parameters opened; dask_address (where a run sends its stages) must be one --dask-address allowed.
 The flow runs with the worker's interpreter: start the worker from the project's venv (its bin first on PATH,
 so the pull step's `dvc` and dvc.yaml's `python` are the venv's). Runs get telemetry off and the hub offline
-(job variables `env`). The deployment's concurrency limit is 1: a run due while another is active waits
+(the pool template's fixed environment). The deployment's concurrency limit is 1: a run due while another is active waits
 (AwaitingConcurrencySlot) for it, whichever worker takes it; a run is taken by exactly one worker.
 The pull steps are not checked at run start: they run before any of the flow's code, so such a check could
 only ever report an edit after it ran.
