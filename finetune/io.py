@@ -59,10 +59,12 @@ def read_json(path: Path | str):
 
 
 def write_table(path: Path | str, frame: pd.DataFrame) -> None:
-    """Parquet or CSV by suffix. CSV is written with every field quoted so texts holding bare
+    """Parquet, JSON lines (.jsonl) or CSV by suffix. CSV is written with every field quoted so texts holding bare
     carriage returns or delimiters survive a round trip."""
     with atomic_path(path) as tmp:
         if Path(path).suffix == ".parquet":
             frame.to_parquet(tmp, index=False)
+        elif Path(path).suffix == ".jsonl":
+            frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
         else:
             frame.to_csv(tmp, index=False, quoting=1, lineterminator="\n")

@@ -12,6 +12,9 @@ PREPARED = Path("data/prepared")
 LABEL_MAP = PREPARED / "label_map.json"
 
 MODEL = Path("models/model")
+# in every trained model's folder, beside label_map.json: the task and the params it was trained with, so `finetune
+# predict` reads, normalizes and featurizes new rows exactly as training did wherever the folder is copied
+TRAINED_WITH = "pipeline.json"
 CHECKPOINTS = Path(".cache/checkpoints")  # resumable Trainer checkpoints, one folder per run fingerprint
 
 REPORTS = Path("reports")

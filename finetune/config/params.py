@@ -294,3 +294,24 @@ def read_yaml(path: Path) -> dict:
 def load_params(path: Path | str = "params.yaml") -> Params:
     path = Path(path)
     return parse_params(read_yaml(path), str(path))
+
+
+def trained_params(record: dict, model: str, origin: str) -> Params:
+    """The params a trained model's pipeline.json (`record`) holds, as predicting with it needs them: preprocess validated
+    by the task's schema (featurize reads all of it); data and train as recorded, unvalidated (data.source may be gone on
+    the machine that predicts; only the input columns and image limits are read), with train.model replaced by `model`,
+    the trained folder whose processor featurize reads."""
+    from finetune.tasks import task_names
+
+    task = record.get("task") if isinstance(record, dict) else None
+    saved = record.get("params") if isinstance(record, dict) else None
+    if task not in task_names() or not isinstance(saved, dict) or not all(isinstance(saved.get(s), dict) for s in ("data", "preprocess", "train")):
+        raise UserError(f"{origin} is not a trained model's record (expected the task, one of {task_names()}, and its params)")
+    schema = params_class(task)
+    section = {name: field.annotation for name, field in schema.model_fields.items()}
+    try:
+        preprocess = section["preprocess"].model_validate(saved["preprocess"])
+    except ValidationError as error:
+        raise UserError(f"{origin}: its preprocess settings do not fit this version's schema:\n  {_problems(error)}") from None
+    return schema.model_construct(task=task, data=section["data"].model_construct(**saved["data"]), preprocess=preprocess,
+                                  train=section["train"].model_construct(**{**saved["train"], "model": model}))

@@ -33,17 +33,17 @@ def package_dir(package: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
-def read_user_table(data: Data, input_column: str, input_key: str, also: dict[str, str] | None = None) -> Source:
+def read_user_table(data: Data, input_column: str, input_key: str, also: dict[str, str] | None = None, labelled: bool = True) -> Source:
     """data.source's rows with the standard columns: input (the column data.<input_key> names), label (with
     data.label_columns: every head's label in one JSON object, finetune/data/heads.py), confidence and split when configured,
     source_row, source_line, origin ("row N"); and the columns `also` names ({param key: column}, e.g. a second input)
-    under their own names."""
-    heads = label_columns(data)
-    labels = {f"label_columns.{head}": column for head, column in heads.items()} or {"label_column": data.label_column}
+    under their own names. Not `labelled` (new rows to predict): the inputs only, whatever label columns data names."""
+    heads = label_columns(data) if labelled else {}
+    labels = {f"label_columns.{head}": column for head, column in heads.items()} or ({"label_column": data.label_column} if labelled else {})
     columns = {input_key: input_column, **(also or {}), **labels}
-    renames = {input_column: INPUT} | ({} if heads else {data.label_column: LABEL})
+    renames = {input_column: INPUT} | ({} if heads or not labelled else {data.label_column: LABEL})
     for key, standard in (("confidence_column", CONFIDENCE), ("split_column", SPLIT)):
-        if getattr(data, key):
+        if labelled and getattr(data, key):
             columns[key] = getattr(data, key)
             renames[getattr(data, key)] = standard
     frame, bad = read_table(Path(data.source), columns)

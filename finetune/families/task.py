@@ -14,6 +14,7 @@ The public surface, all of it (a family adds the hooks its modules call, documen
     read, check_inputs, display                          ingest: rows from data.source, each input checked, shown
     preprocess, evaluate, member, ensemble,              the stage verbs: the family's module of that name
     compress, explain, report
+    read_unlabelled, predictor                           predict: new rows from a user's file, a trained model's predictions
     features_for                                         a trial's or member's features (search, member, compress)
     normalize, duplicate_key, featurize, render          what every family's modules ask of the task's inputs
 """
@@ -60,6 +61,14 @@ class Task(ABC):
         """(stored form of each input, its problem or ""); ingest quarantines the rows with a problem (or stops)."""
         return inputs, pd.Series("", index=inputs.index)
 
+    def read_unlabelled(self, path: Path, data) -> Source:
+        """Rows to predict from a file or folder the user names (`finetune predict --input`), read with the trained
+        model's data settings (its input columns): `input`, `source_row`, `source_line`, `origin`, and no label. Files
+        an input points to (images) are read here, confined to the table's or folder's own folder."""
+        from finetune.errors import Unsupported
+
+        raise Unsupported(f"the {self.name} task cannot read new rows to predict yet")
+
     def display(self, frame: pd.DataFrame) -> pd.Series:
         """One string per row that identifies an example in CSV outputs (quarantine, misclassified.csv...)."""
         return frame["input"].astype(str)
@@ -97,6 +106,11 @@ class Task(ABC):
         """The report's (title, HTML) sections from the other stages' outputs (the report stage adds the params)."""
         return self._verb("report")(self, params)
 
+    def predictor(self, model_dir: Path, trust_remote_code: bool = False):
+        """The trained model in model_dir, ready to predict new rows: an object with `predict(path, batch_size)` ->
+        finetune.inference.Predicted (finetune/families/<family>/predict.py)."""
+        return self._verb("predict")(self, model_dir, trust_remote_code)
+
     # -- features of another recipe (members, search trials, compress teachers) --------------------
     @abstractmethod
     def features_for(self, params, prepared: dict[str, pd.DataFrame], label_map: dict) -> tuple[dict[str, pd.DataFrame], dict]:
@@ -112,10 +126,13 @@ class Task(ABC):
         """Normalized inputs with equal keys count as the same example (duplicates, split leakage)."""
 
     @abstractmethod
-    def featurize(self, parts: dict[str, pd.DataFrame], params) -> tuple[dict[str, pd.DataFrame], dict]:
+    def featurize(self, parts: dict[str, pd.DataFrame], params, trained: dict | None = None) -> tuple[dict[str, pd.DataFrame], dict]:
         """{split: id, input, label (a name)} -> (the tables with the model's features, the layout for label_map.json: at
         least {"features": [feature columns]}). Classifiers add `augmented` (and augmented copies of train rows where the
-        task augments offline); a generative task turns documents into training examples (the causal LM's blocks)."""
+        task augments offline); a generative task turns documents into training examples (the causal LM's blocks).
+        `trained`: predict's call, with a trained model's layout (label_map.json) and one part of new rows (no label):
+        every choice the layout records (text: max_length; images: channels) is taken from it, never derived from the rows,
+        so a row gets exactly the features it got in training."""
 
     @abstractmethod
     def render(self, value) -> str:

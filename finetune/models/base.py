@@ -37,6 +37,10 @@ class Models(ABC):
     def save_trained(self, model, processor, folder: Path) -> None:
         """Weights as safetensors + everything load_trained and load_processor need."""
 
+    def trained_source(self, model_dir: Path) -> str:
+        """The `train.model` value under which `source` and featurize find a TRAINED model's processor (predict): its folder."""
+        return str(model_dir)
+
     @abstractmethod
     def outline(self, train) -> Any:
         """The model's module tree without weights (meta device): checks of train.* against the model before any work."""

@@ -112,7 +112,7 @@ def _set_dropout(net, p: float) -> None:
 def check_image_size(source: str, size: int, trust_remote_code: bool) -> None:
     """A Hugging Face model with position embeddings (ViT, DeiT, BEiT...) reads only the image size it was
     built for; CNNs (ResNet, ConvNeXt, EfficientNet) read any size."""
-    if not Path(source).is_dir():
+    if not (Path(source) / "config.json").is_file():  # a weights file, or a trained torchvision / EfficientNet folder
         return
     import inspect
 

@@ -267,6 +267,7 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
             recorded = {key: value for key, value in json.loads(args.to_json_string()).items() if key != "output_dir"}
             (folder / "training_args.json").write_text(json.dumps(recorded, indent=2, sort_keys=True))
             write_json(folder / "label_map.json", label_map)
+            write_json(folder / paths.TRAINED_WITH, {"task": task.name, "params": params.model_dump(mode="json")})
         with atomic_path(live_dir) as folder:
             shutil.copytree(run_dir / "live", folder)
         shutil.rmtree(run_dir)  # finished: the checkpoints are no longer needed to resume

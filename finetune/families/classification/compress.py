@@ -114,7 +114,8 @@ def weights_size_mb(folder: Path) -> float:
 
 def save_model(task, model: nn.Module, processor, teacher_dir: Path, folder: Path) -> None:
     task.models.save_trained(model, processor, folder)
-    shutil.copy(teacher_dir / "label_map.json", folder / "label_map.json")
+    for name in ("label_map.json", paths.TRAINED_WITH):  # what predict needs besides the weights
+        shutil.copy(teacher_dir / name, folder / name)
 
 
 def feature_batches(task, processor, frame: pd.DataFrame, layout: dict, size: int) -> list[dict]:

@@ -107,7 +107,11 @@ class CausalLM(GenerativeTask):
     def duplicate_key(self, inputs: pd.Series) -> pd.Series:
         return inputs.map(lambda text: _SPACES.sub(" ", str(text)).strip().casefold())
 
-    def featurize(self, parts: dict[str, pd.DataFrame], params) -> tuple[dict[str, pd.DataFrame], dict]:
+    def read_unlabelled(self, path: Path, data: LMData) -> Source:
+        """Texts to score: a folder of .txt files (one document each) or a table's data.text_column, as `read` reads them."""
+        return self.read(data.model_copy(update={"source": str(path), "label_column": None, "split_column": None}))
+
+    def featurize(self, parts: dict[str, pd.DataFrame], params, trained: dict | None = None) -> tuple[dict[str, pd.DataFrame], dict]:
         from .blocks import pack
 
         return pack(self.models, parts, params)

@@ -99,6 +99,9 @@ class ImageClassification(ClassificationTask):
     def read(self, data: ImageData) -> Source:
         return sources.read(data)
 
+    def read_unlabelled(self, path, data: ImageData) -> Source:
+        return sources.unlabelled(path, data)
+
     def check_inputs(self, inputs: pd.Series, data: ImageData) -> tuple[pd.Series, pd.Series]:
         return check_images(inputs, data)
 
@@ -111,12 +114,14 @@ class ImageClassification(ClassificationTask):
             return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
         return inputs.map(key)
 
-    def featurize(self, parts: dict[str, pd.DataFrame], params) -> tuple[dict[str, pd.DataFrame], dict]:
-        """Each image decoded once, resized to image_size and stored as uint8 bytes; one channel when every image is grey."""
+    def featurize(self, parts: dict[str, pd.DataFrame], params, trained: dict | None = None) -> tuple[dict[str, pd.DataFrame], dict]:
+        """Each image decoded once, resized to image_size and stored as uint8 bytes; one channel when every image is grey
+        (predicting: as many as the trained model reads)."""
         prep = params.preprocess
         check_image_size(self.models.source(params.train.model), prep.image_size, params.train.trust_remote_code)
         decoded = {name: [normalized_image(v) for v in part["input"]] for name, part in parts.items()}
         channels = 1 if all(image.mode == "L" for images in decoded.values() for image in images) else 3
+        channels = trained["pixels"]["channels"] if trained else channels
         tables = {}
         for name, part in parts.items():
             images = decoded[name]

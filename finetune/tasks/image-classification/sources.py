@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from finetune.data.files import read_input_file
 from finetune.data.images import png_bytes
 from finetune.data.sources import LABEL, ORIGIN, SPLIT, Source, chosen_labels, numbered, package_dir, read_user_table
 from finetune.data.tables import LINE, ROW, BadRow
@@ -134,3 +135,42 @@ def read(data) -> Source:
     if data.source in BUILTINS:
         return BUILTINS[data.source](data)
     return _image_folder(data) if Path(data.source).is_dir() else _image_table(data)
+
+
+def _loaded(frame: pd.DataFrame, bad: list[BadRow], root: Path, path_of) -> pd.DataFrame:
+    """Rows whose input becomes the bytes of the file path_of(input) names, read confined to root; a file that cannot be
+    read moves to `bad` with the reason."""
+    kept = []
+    for index, value in frame["input"].items():
+        path = path_of(value)
+        try:
+            if not path:
+                raise ValueError("no image path")
+            frame.at[index, "input"] = read_input_file(root / path if not Path(path).is_absolute() else path, root)
+            kept.append(index)
+        except ValueError as error:
+            bad.append(BadRow(frame.at[index, ROW], frame.at[index, LINE], str(error), str(frame.at[index, ORIGIN])))
+    return frame.loc[kept]
+
+
+def unlabelled(path: Path, data) -> Source:
+    """Images to predict: every image file under a folder (any depth; hidden ones ignored and counted), or a table's
+    data.image_column of paths relative to the table's folder. Each file is read here, confined to that folder."""
+    if path.is_dir():
+        rows, bad, hidden = [], [], 0
+        for file in sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink()):
+            if _hidden(file, path):
+                hidden += 1
+                continue
+            number = len(rows) + len(bad) + 1
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                bad.append(BadRow(number, number, f"not an image file ({file.suffix or 'no extension'})", str(file)))
+            else:
+                rows.append({"input": str(file.relative_to(path)), ROW: number, LINE: number, ORIGIN: str(file)})
+        frame = pd.DataFrame(rows, columns=["input", ROW, LINE, ORIGIN]).astype({"input": object})
+        return Source(_loaded(frame, bad, path, lambda value: value), bad, str(path), {"hidden files or folders": hidden} if hidden else {})
+    source = read_user_table(data.model_copy(update={"source": str(path)}), data.image_column, "image_column", labelled=False)
+    frame = source.frame.astype({"input": object})
+    frame[ORIGIN] = frame["input"].fillna("")
+    source.frame = _loaded(frame, source.bad, path.parent, lambda value: value or "")
+    return source

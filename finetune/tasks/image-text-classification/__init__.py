@@ -187,6 +187,9 @@ class ImageTextModels(Models):
                 return f"{side} model {part!r}: {problem}"
         return None
 
+    def trained_source(self, model_dir: Path) -> str:
+        return f"{model_dir}{PAIR}{Path(model_dir) / 'text'}"  # the folder holds both encoders' processors, the tokenizer in text/
+
     def source(self, model: str) -> str:
         image, text = _parts(model)
         return f"{IMAGES.source(image)}{PAIR}{TEXTS.source(text)}"
@@ -263,6 +266,26 @@ class ImageTextClassification(ClassificationTask):
     def read(self, data: ImageTextData) -> Source:
         return _easy_vqa(data) if data.source == "builtin:easy-vqa" else _table(data)
 
+    def read_unlabelled(self, path: Path, data: ImageTextData) -> Source:
+        """A table of image paths (relative to its folder, read here confined to it) and texts."""
+        from finetune.data.files import read_input_file
+        from finetune.data.tables import LINE, ROW, BadRow
+
+        source = read_user_table(data.model_copy(update={"source": str(path)}), data.image_column, "image_column",
+                                 also={"text_column": data.text_column}, labelled=False)
+        frame, kept = source.frame, []
+        inputs = []
+        for index, image, text in zip(frame.index, frame["input"].fillna(""), frame.pop(data.text_column).fillna("")):
+            try:
+                if not image:
+                    raise ValueError("no image path")
+                inputs.append({"image": read_input_file(path.parent / image, path.parent), "text": text})
+                kept.append(index)
+            except ValueError as error:
+                source.bad.append(BadRow(frame.at[index, ROW], frame.at[index, LINE], str(error), image))
+        source.frame = frame.loc[kept].assign(input=inputs) if kept else frame.iloc[:0].assign(input=[])
+        return source
+
     def check_inputs(self, inputs: pd.Series, data: ImageTextData) -> tuple[pd.Series, pd.Series]:
         """The image checked and stored as the image task does; the text kept as it is (preprocess normalises it)."""
         images, problems = check_images(inputs.map(lambda value: value["image"]), data)
@@ -279,7 +302,8 @@ class ImageTextClassification(ClassificationTask):
             return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes() + value["text"].casefold().encode()).hexdigest()
         return inputs.map(key)
 
-    def featurize(self, parts: dict[str, pd.DataFrame], params) -> tuple[dict[str, pd.DataFrame], dict]:
+    def featurize(self, parts: dict[str, pd.DataFrame], params, trained: dict | None = None) -> tuple[dict[str, pd.DataFrame], dict]:
+        """Pixels (always RGB) and tokens at preprocess.max_length, both recorded in the params a trained model keeps."""
         prep, train = params.preprocess, params.train
         image_source, text_source = _parts(self.models.source(train.model))
         check_image_size(image_source, prep.image_size, train.trust_remote_code)

@@ -138,6 +138,9 @@ class TextClassification(ClassificationTask):
             return BUILTINS[data.source](data)
         return read_user_table(data, data.text_column, "text_column")
 
+    def read_unlabelled(self, path: Path, data: TextData) -> Source:
+        return read_user_table(data.model_copy(update={"source": str(path)}), data.text_column, "text_column", labelled=False)
+
     def normalize(self, inputs: pd.Series, preprocess: TextPreprocess) -> tuple[pd.Series, pd.Series]:
         """Entities decoded, URLs and @mentions replaced (placeholders as in TweetEval's preprocessing, Barbieri et
         al. 2020) per preprocess.clean; bare \r, tabs and newlines inside a text become single spaces."""
@@ -174,11 +177,12 @@ class TextClassification(ClassificationTask):
                 copies.append(" ".join(words))
         return pd.Series(copies, dtype=object)
 
-    def featurize(self, parts: dict[str, pd.DataFrame], params) -> tuple[dict[str, pd.DataFrame], dict]:
-        """Augmented copies of train (offline: `preprocess.augment.copies` per row), then the model's tokenizer."""
+    def featurize(self, parts: dict[str, pd.DataFrame], params, trained: dict | None = None) -> tuple[dict[str, pd.DataFrame], dict]:
+        """Augmented copies of train (offline: `preprocess.augment.copies` per row), then the model's tokenizer at max_length
+        (a trained model's own, predicting)."""
         prep = params.preprocess
         parts = {name: part.assign(augmented=False) for name, part in parts.items()}
-        if prep.augment.copies:
+        if prep.augment.copies and "train" in parts:
             train = parts["train"]
             copies = pd.concat([train] * prep.augment.copies)  # same order as augment's output
             copies["input"] = self.augment(train["input"], prep.augment).to_numpy()
@@ -187,8 +191,12 @@ class TextClassification(ClassificationTask):
         source = self.models.source(params.train.model)
         tokenizer = self.models.load_processor(source, params.train.trust_remote_code)
         lengths = {name: [len(ids) for ids in tokenizer(part["input"].tolist(), truncation=False)["input_ids"]] for name, part in parts.items()}
-        original = ~parts["train"]["augmented"].to_numpy()
-        max_length, facts = tokens.max_length(prep, np.asarray(lengths["train"])[original], tokens.context(source, tokenizer, params.train.trust_remote_code))
+        if trained:
+            max_length, facts = trained["max_length"], trained.get("facts", {})
+        else:
+            original = ~parts["train"]["augmented"].to_numpy()
+            max_length, facts = tokens.max_length(prep, np.asarray(lengths["train"])[original],
+                                                   tokens.context(source, tokenizer, params.train.trust_remote_code))
         special = tokenizer.num_special_tokens_to_add()
         if prep.long_texts == "chunks" and not 0 <= prep.stride < max_length - special:
             raise UserError(f"preprocess.stride {prep.stride}: windows of max_length {max_length} tokens ({special} of them special) "
