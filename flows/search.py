@@ -18,7 +18,6 @@ re-queues them.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -115,14 +114,9 @@ def work(params: Params, params_file: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--apply-best", action="store_true", help="write the best trial's values into params.yaml")
-    parser.add_argument("--no-repro", action="store_true", help="with --apply-best: do not run `dvc repro` afterwards")
-    parser.add_argument("--worker", action="store_true", help="join search.storage's study and run trials nobody has taken")
-    parser.add_argument("--trial", type=int, help=argparse.SUPPRESS)  # internal: one trial, in this process
-    args = parser.parse_args(argv)
+    from flows.cli import search_arguments
+
+    args = search_arguments().parse_args(argv)
     try:
         if args.apply_best:
             best = search.apply_best(Path(args.params))

@@ -175,7 +175,7 @@ def image_text_repo(tmp_path_factory, tiny_image_model, tiny_model) -> tuple[Pat
 LONGEST_FIRST = ("tests/tasks/text-classification/test_pipeline.py", "tests/tasks/image-classification/test_pipeline.py",
                  "tests/tasks/causal-lm/test_pipeline.py", "tests/tasks/image-text-classification/test_pipeline.py",
                  "tests/flows/test_pipeline.py::test_flow_gives",
-                 "tests/tasks/test_registry.py", "tests/flows/test_search.py", "tests/test_cli.py", "tests/test_gpu.py::test_the_gpu_check",
+                 "tests/tasks/test_registry.py", "tests/flows/test_search.py", "tests/flows/test_cli.py", "tests/test_gpu.py::test_the_gpu_check",
                  "tests/training/test_distributed.py", "tests/stages/test_train.py", "tests/test_team_sharing.py::test_teammates",
                  "tests/flows/test_pipeline_dask.py::test_dask_runs", "tests/test_team_sharing.py::test_a_queued",
                  "tests/flows/test_search_workers.py", "tests/flows/test_deploy.py::test_a_")  # ~28-35 s on a busy 2-core box

@@ -17,7 +17,6 @@ from finetune.config.params import trained_params
 from finetune.data.heads import Heads
 from finetune.data.sources import INPUT
 from finetune.data.tables import LINE, ROW, BadRow
-from finetune.errors import UserError
 from finetune.io import read_json
 
 INT8_WEIGHTS = "int8.safetensors"  # what the compress stage's int8 folders hold instead of model.safetensors
@@ -73,7 +72,7 @@ class ClassifierPredictor:
         bad += [BadRow(frame.at[i, ROW], frame.at[i, LINE], problems[i], str(shown[i])[:200]) for i in frame.index[refused]]
         frame, shown = frame.assign(**{INPUT: normalized})[~refused].reset_index(drop=True), shown[~refused].reset_index(drop=True)
         if frame.empty:
-            raise UserError(f"{path}: no row could be predicted ({len(bad)} refused; the rejects say why)" if bad else f"{path}: no rows to predict")
+            return pd.DataFrame({"row": [], "shown": []}), frame, bad
         tables, _ = task.featurize({"predict": frame.assign(id=frame.index)[["id", INPUT]]}, params, trained=self.layout)
         return tables["predict"].assign(row=frame[ROW].to_numpy(), shown=shown.to_numpy()), frame, bad
 
@@ -81,6 +80,9 @@ class ClassifierPredictor:
         from finetune.inference import Predicted
 
         table, _, bad = self.prepare(path)
+        if table.empty:
+            return Predicted(pd.concat([table, prediction_columns(np.zeros((0, len(self.layout["labels"]))), self.layout)], axis=1)
+                             .rename(columns={"shown": "input"}), bad)
         # batches of similar lengths pad less (a sequential loader keeps this order, then it is undone)
         order = np.argsort(table["input_ids"].map(len).to_numpy(), kind="stable") if "input_ids" in table else np.arange(len(table))
         sorted_probs = self.task.predict_proba(self.model, self.processor, table.iloc[order].reset_index(drop=True), self.layout,

@@ -17,25 +17,28 @@ import sys
 import time
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
-from transformers.utils import logging
-
 from finetune.errors import UserError
-from finetune.families.generative.generation import generate
 
 
-class CountingStreamer(TextStreamer):
-    """TextStreamer that also counts the new tokens (model.generate hands it the prompt first, then each token)."""
-    new_tokens = 0
+def counting_streamer(tokenizer):
+    """A TextStreamer that also counts the new tokens (model.generate hands it the prompt first, then each token)."""
+    from transformers import TextStreamer
 
-    def put(self, value):
-        if not self.next_tokens_are_prompt:
-            self.new_tokens += value.numel()
-        super().put(value)
+    class CountingStreamer(TextStreamer):
+        new_tokens = 0
+
+        def put(self, value):
+            if not self.next_tokens_are_prompt:
+                self.new_tokens += value.numel()
+            super().put(value)
+
+    return CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
 def load(model_dir: str, trust_remote_code: bool):
     """(model in eval mode, tokenizer) from model_dir, refusing a directory without a complete causal-LM."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     if not Path(model_dir).is_dir():
         raise UserError(f"model directory {model_dir} does not exist")
     try:
@@ -72,10 +75,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from transformers.utils import logging
+
+    from finetune.families.generative.generation import generate
+
     logging.disable_progress_bar()  # the "Loading weights" bar would interleave with the streamed text
     logging.set_verbosity_error()  # a load report of missing weights becomes our one-line error instead
     model, tokenizer = load(args.model, args.trust_remote_code)
-    streamer = CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = counting_streamer(tokenizer)
     start = time.perf_counter()
     generate(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
              top_p=args.top_p, seed=args.seed, streamer=streamer, prompt_lookup=args.prompt_lookup)

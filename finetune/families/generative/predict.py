@@ -20,7 +20,6 @@ from finetune import paths
 from finetune.config.params import trained_params
 from finetune.data.sources import INPUT
 from finetune.data.tables import LINE, ROW, BadRow
-from finetune.errors import UserError
 from finetune.io import read_json
 
 
@@ -76,10 +75,8 @@ class LanguageModelScorer:
         refused = problems != ""
         bad += [BadRow(frame.at[i, ROW], frame.at[i, LINE], problems[i], str(frame.at[i, INPUT])[:200]) for i in frame.index[refused]]
         frame, texts = frame[~refused].reset_index(drop=True), texts[~refused].tolist()
-        if frame.empty:
-            raise UserError(f"{path}: no text could be scored ({len(bad)} refused; the rejects say why)" if bad else f"{path}: no texts to score")
         windows, owners = self.windows(texts)
-        sums, counts = self.scores(windows, batch_size or self.params.train.eval_batch_size)
+        sums, counts = self.scores(windows, batch_size or self.params.train.eval_batch_size) if windows else (np.zeros(0), np.zeros(0))
         log_likelihood = np.bincount(owners, weights=sums, minlength=len(texts))
         tokens = np.bincount(owners, weights=counts, minlength=len(texts)).astype(int)
         loss = -log_likelihood / np.maximum(tokens, 1)
