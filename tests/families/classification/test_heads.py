@@ -264,3 +264,22 @@ def test_labels_that_are_lists_objects_or_infinite_are_quarantined_not_classes(w
     assert quarantine["content"].tolist() == ["[1, 2]", "{'a': 1}", "inf"]
     assert summary["rows_read"] == 30 and summary["rows_kept"] == 27
     assert set(summary["labels"]["length"]) == {"short", "long"} and set(summary["labels"]["sentiment"]) == {"negative", "neutral", "positive"}
+
+
+def test_predict_and_serve_give_every_head_its_label_and_probabilities(multitask_project, tmp_path):
+    from finetune import inference
+    from tests.support.predicting import evaluated, served
+
+    root = multitask_project
+    predictor = inference.load(root / "models/model")
+    table = predictor.predict(root / "data/raw/tiny.csv").table
+    heads = {"sentiment": ["negative", "neutral", "positive"], "length": ["long", "short"]}
+    assert list(table.columns) == ["row", "input", *(c for head, classes in heads.items() for c in [head, *(f"{head}.prob_{n}" for n in classes)])]
+    prepared = pd.read_parquet(root / paths.PREPARED / "test.parquet").assign(row=lambda t: t["origin"].str.removeprefix("row ").astype(int))
+    for head in heads:
+        saved = evaluated(root, head)  # only the test rows that have this head's label
+        rows = prepared.set_index("id").loc[saved.index, "row"]
+        ours = table.set_index("row").loc[rows].filter(like=f"{head}.prob_").to_numpy()
+        assert abs(ours - saved.to_numpy()).max() < 1e-4
+    answer = served(predictor, [{"text": table["input"][0]}])["predictions"][0]
+    assert (answer["sentiment"], answer["length"]) == (table["sentiment"][0], table["length"][0])

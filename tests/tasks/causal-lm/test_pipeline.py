@@ -92,3 +92,30 @@ def test_new_prompts_rerun_only_what_reads_them(lm_repo, tmp_path):
     sh(["git", "checkout", "params.yaml"], root)
     set_param(root, "explain.ig_steps", 3)
     assert planned(root) == {"explain", "report"}
+
+
+def test_new_documents_are_scored_per_document_as_the_model_itself_scores_them(lm_repo, tmp_path):
+    import pandas as pd
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune import inference
+    from tests.support.predicting import served
+
+    root, _ = lm_repo
+    documents = {path.name: path.read_text() for path in sorted((root / "data/raw/corpus").glob("*.txt"))}
+    pd.DataFrame({"text": [*documents.values(), "\n \n"]}).to_csv(tmp_path / "docs.csv", index=False)
+    predictor = inference.load(root / "models/model")
+    result = predictor.predict(tmp_path / "docs.csv")
+    assert [(b.row, b.problem) for b in result.bad] == [(len(documents) + 1, "empty document")]
+    # the same loss from Hugging Face's own: each block_size window of the document's tokens + EOS, first token unscored
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(root / "models/model"), AutoTokenizer.from_pretrained(root / "models/model")
+    ids = [*tokenizer(next(iter(documents.values())).strip("\n"), add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    windows = [torch.tensor([ids[start:start + 32]]) for start in range(0, len(ids), 32) if len(ids[start:start + 32]) > 1]
+    with torch.inference_mode():
+        total = sum(model(input_ids=w, labels=w).loss.item() * (w.shape[1] - 1) for w in windows)
+    first = result.table.iloc[0]
+    assert first["tokens"] == len(ids) - len(windows)
+    assert first["loss"] == pytest.approx(total / first["tokens"], abs=1e-4) and first["perplexity"] == pytest.approx(math.exp(first["loss"]))
+    answer = served(predictor, [{"text": next(iter(documents.values()))}])
+    assert answer["predictions"][0]["loss"] == pytest.approx(first["loss"], abs=1e-5)

@@ -2,6 +2,8 @@
 tests/conftest.py: image_repo), then read like a user would (dvc metrics, the report), and a
 hyper-parameter search over image keys."""
 import json
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -85,3 +87,28 @@ def test_a_search_over_image_keys_trains_real_trials(image_repo, tiny_image_mode
     trials = sorted(study.trials, key=lambda t: t.params["preprocess.image_size"])
     assert [t.params["preprocess.image_size"] for t in trials] == [8, 16] and all(t.value is not None for t in trials)
     assert max(t.value for t in trials) > 0.6  # the features were rebuilt at each size (8x8 still shows the colour)
+
+
+def test_new_images_predict_as_evaluated_and_serve_the_same(image_repo, tmp_path):
+    from finetune import inference
+    from tests.support.predicting import b64, evaluated, served
+
+    root, _ = image_repo
+    prepared = pd.read_parquet(root / "data/prepared/test.parquet")
+    folder = tmp_path / "new"  # the test images in nested folders (no class folders needed), a text file and a broken image
+    for origin in prepared["origin"]:
+        target = folder / Path(origin).relative_to("data/raw/images")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / origin, target)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n and nothing else")
+    predictor = inference.load(root / "models/model")
+    result = predictor.predict(folder)
+    problems = {Path(b.content).name: b.problem for b in result.bad}
+    assert problems["notes.txt"] == "not an image file (.txt)" and set(problems) == {"notes.txt", "broken.png"}
+    assert problems["broken.png"].startswith(("truncated or corrupt image", "not an image of a format read here")), problems
+    table = result.table.assign(origin=lambda t: [str(Path("data/raw/images") / Path(p).relative_to(folder)) for p in t["input"]])
+    expected = evaluated(root).loc[prepared.set_index("origin").loc[table["origin"], "id"]].to_numpy()
+    assert abs(table.filter(like="prob_").to_numpy() - expected).max() < 1e-4  # the same pixels, other batches
+    answer = served(predictor, [{"image": b64(folder / Path(origin).relative_to("data/raw/images"))} for origin in table["origin"][:3]])
+    assert [row["label"] for row in answer["predictions"]] == table["label"][:3].tolist()

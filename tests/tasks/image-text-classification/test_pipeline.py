@@ -1,6 +1,7 @@
 """The image + text task end to end: the tiny project (tests/conftest.py: image_text_repo) through `dvc repro`, the
 fused model beside its image-only and text-only members, then read like a user would (dvc metrics, the report)."""
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -38,3 +39,24 @@ def test_a_fusion_change_retrains_the_primary_and_its_members_but_not_the_data(i
     root = copy_repo(image_text_repo[0], tmp_path / "copy")
     set_param(root, "train.fusion", "concat")
     assert planned(root) == {"train", "evaluate", "member@image_only", "member@text_only", "ensemble", "compress", "explain", "report"}
+
+
+def test_new_pairs_predict_as_evaluated_and_serve_the_same(image_text_repo, tmp_path):
+    from finetune import inference
+    from tests.support.predicting import b64, evaluated, served
+
+    root, _ = image_text_repo
+    table = pd.read_csv(root / "data/raw/vqa/pairs.csv").drop(columns="label")  # new rows: no label
+    table.loc[len(table)] = {"image": "../../../../etc/hostname", "text": "is there a red square?"}  # outside the table's folder
+    table.to_csv(tmp_path / "pairs.csv", index=False)
+    shutil.copytree(root / "data/raw/vqa/images", tmp_path / "images")  # image paths are relative to the table's folder
+    predictor = inference.load(root / "models/model")
+    result = predictor.predict(tmp_path / "pairs.csv")
+    assert [(b.row, "outside" in b.problem) for b in result.bad] == [(len(table), True)]
+    prepared = pd.read_parquet(root / "data/prepared/test.parquet")
+    rows = prepared["origin"].str.removeprefix("row ").astype(int)
+    predicted = result.table.set_index("row").loc[rows]
+    assert abs(predicted.filter(like="prob_").to_numpy() - evaluated(root).loc[prepared["id"]].to_numpy()).max() < 1e-4
+    first = table.iloc[rows.iloc[0] - 1]
+    answer = served(predictor, [{"image": b64(root / "data/raw/vqa" / first["image"]), "text": first["text"]}])
+    assert answer["predictions"][0]["label"] == predicted["label"].iloc[0]
