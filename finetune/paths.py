@@ -32,6 +32,7 @@ MEMBER_SUMMARIES = Path("reports/member_summaries")  # per member NAME.json: sco
 PRIMARY_PROBABILITIES = EVALUATION / "probabilities.parquet"  # the train stage's model as a member
 ENSEMBLE_METRICS = REPORTS / "ensemble.json"
 ENSEMBLE = REPORTS / "ensemble"  # predictions.csv, changes.csv, confusion.png, stacker.json
+ENSEMBLE_MODEL = Path("models/ensemble")  # what `finetune predict --model models/ensemble` applies: members, temperatures, weights, stacker
 
 COMPRESSED = Path("models/compressed")  # one folder per compress method: int8/, pruned/, distilled/
 COMPRESS_METRICS = REPORTS / "compress.json"

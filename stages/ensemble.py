@@ -3,8 +3,8 @@
 Members: the train stage's model ("primary", when ensemble.include_primary) and every entry of ensemble.members. The
 task's family combines them (finetune/families/<family>/ensemble.py): classifiers' class probabilities, calibrated and
 combined by every method (best member, votes, weights and stacking fitted on val only; `auto` picks by cross-fitted val
-scores); generative models' next-token distributions mixed with weights fitted on val. Writes reports/ensemble.json and
-reports/ensemble/.
+scores); generative models' next-token distributions mixed with weights fitted on val. Writes reports/ensemble.json,
+reports/ensemble/ and models/ensemble/ (what `finetune predict --model models/ensemble` applies to new rows).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from finetune.tasks import get_task
 
 
 def run(params: Params) -> dict:
-    return produce("ensemble", partial(get_task(params.task).ensemble, params), (paths.ENSEMBLE,), paths.ENSEMBLE_METRICS)
+    return produce("ensemble", partial(get_task(params.task).ensemble, params), (paths.ENSEMBLE, paths.ENSEMBLE_MODEL), paths.ENSEMBLE_METRICS)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,8 @@ def test_outputs_match_the_paths_the_code_writes():
         for kind in ("outs", "metrics"):
             for out in stage.get(kind, []):
                 declared.add((next(iter(out)) if isinstance(out, dict) else out).replace("/${key}.json", "").replace("/${key}", ""))
-    written = {paths.MEMBER_MODELS, paths.MEMBER_REPORTS, paths.MEMBER_SUMMARIES, paths.ENSEMBLE, paths.ENSEMBLE_METRICS, paths.INGESTED,
+    written = {paths.MEMBER_MODELS, paths.MEMBER_REPORTS, paths.MEMBER_SUMMARIES, paths.ENSEMBLE, paths.ENSEMBLE_MODEL, paths.ENSEMBLE_METRICS,
+               paths.INGESTED,
                paths.QUARANTINE / "ingest.csv", paths.QUARANTINE / "preprocess.csv", paths.PREPARED, paths.MODEL, paths.INGEST_SUMMARY,
                paths.PREPROCESS_SUMMARY, paths.TRAIN_SUMMARY, paths.TRAIN_LIVE, paths.METRICS, paths.EVALUATION, paths.REPORT_HTML,
                paths.COMPRESSED, paths.COMPRESS, paths.COMPRESS_METRICS, paths.EXPLAIN, paths.EXPLAIN_METRICS}

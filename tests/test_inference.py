@@ -94,3 +94,20 @@ def test_compressed_and_member_models_predict_too(project, tmp_path):
         assert np.allclose(probs.sum(axis=1), 1, atol=1e-5) and len(out) == len(prepared)
         if folder.name == "int8":  # int8 keeps the teacher's decisions on nearly every row (compress.json: agreement)
             assert (out["label"] == decisions).mean() >= 0.8
+
+
+def ensemble_matches_its_stage(root, tmp_path) -> str:
+    """Predict the test rows with models/ensemble: the ensemble stage's own test probabilities (reports/ensemble/
+    predictions.csv) come back, row by row. Returns the method applied."""
+    table, prepared = new_rows(root, tmp_path)
+    table.to_csv(tmp_path / "new.csv", index=False)
+    out = inference.load(root / "models/ensemble").predict(tmp_path / "new.csv").table
+    staged = pd.read_csv(root / "reports/ensemble/predictions.csv").set_index("id").loc[prepared["id"]]
+    assert (out["label"].to_numpy() == staged["predicted"].astype(str).to_numpy()).all()
+    # members' probabilities recomputed in other batches (~1e-6 apart), then the same calibration and combination
+    assert np.abs(out.filter(like="prob_").to_numpy() - staged.filter(like="prob_").to_numpy()).max() < 1e-4
+    return json.loads((root / "models/ensemble/ensemble.json").read_text())["heads"][""]["method"]
+
+
+def test_the_ensemble_is_an_artifact_that_predicts_what_its_stage_did(project, tmp_path):
+    assert ensemble_matches_its_stage(project, tmp_path) == json.loads((project / "reports/ensemble.json").read_text())["method"]

@@ -90,9 +90,10 @@ class Task(ABC):
         """Train ensemble member `name` into model_folder, its predictions into reports_folder: its summary."""
         return self._verb("member")(self, params, name, model_folder, reports_folder)
 
-    def ensemble(self, params, folder: Path) -> dict:
-        """Combine the members' saved predictions, files into folder (reports/ensemble/): the metrics."""
-        return self._verb("ensemble")(self, params, folder)
+    def ensemble(self, params, folder: Path, model_folder: Path) -> dict:
+        """Combine the members' saved predictions, files into folder (reports/ensemble/) and what predicting with the
+        ensemble needs into model_folder (models/ensemble/): the metrics."""
+        return self._verb("ensemble")(self, params, folder, model_folder)
 
     def compress(self, params, model_folder: Path, reports_folder: Path) -> dict:
         """Smaller models of the best fine-tuned one into model_folder, scored against it (files in reports_folder): the metrics."""

@@ -16,23 +16,28 @@ Every member and method's test scores carry a bootstrap 95 % interval (`ci95`), 
 compared with each member on the same test rows (`vs_members`: paired bootstrap, finetune/scoring/uncertainty.py).
 Writes reports/ensemble.json (metrics of every member and method, the fitted weights and
 temperatures) and reports/ensemble/: predictions.csv, changes.csv (test rows where the ensemble
-fixed or broke a member's prediction), confusion.png, stacker.json.
+fixed or broke a member's prediction), confusion.png, stacker.json; and models/ensemble/: ensemble.json (the members'
+folders and everything fitted), what `finetune predict --model models/ensemble` applies to new rows (predict.py).
 Several heads (data.label_columns, finetune/data/heads.py): every member's probabilities of each head are ensembled on
 their own (the rows that have that head's label), each head's files in reports/ensemble/<head>/, its metrics under
 `heads` in ensemble.json beside the means over the heads (`accuracy`, `f1_macro`).
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from finetune import paths
+from finetune.config.sections import PRIMARY
 from finetune.data.heads import Heads, combined
 from finetune.families.classification import combining
 from finetune.families.classification.probabilities import SPLITS, MemberProbabilities, load_members
 from finetune.io import read_json, write_json, write_table
+
+ENSEMBLE_SPEC = "ensemble.json"
 from finetune.reporting.plots import confusion_png
 from finetune.scoring import metrics, uncertainty
 
@@ -62,7 +67,8 @@ def combine(params, members: list[MemberProbabilities]) -> tuple[dict[str, dict[
         "weights": dict(zip(names, map(float, fitted.weights))),
         "weights_source": source,
         "stacker": {"classes": members[0].classes, "features": [f"log p({c}) of {n}" for n in names for c in members[0].classes],
-                    "coef": fitted.stacker.coef_.tolist(), "intercept": fitted.stacker.intercept_.tolist()},
+                    "coef": fitted.stacker.coef_.tolist(), "intercept": fitted.stacker.intercept_.tolist(),
+                    "fitted_classes": fitted.stacker.classes_.tolist()},  # the class indices val held (a missing one gets 0)
     }
 
 
@@ -123,7 +129,9 @@ def _ensemble(params, members: list[MemberProbabilities], test: pd.DataFrame, sh
     changes = _changes(members, predicted, shown, column)
     result["changes"] = {m.name: {effect: int(((changes["member"] == m.name) & (changes["effect"] == effect)).sum())
                                   for effect in ("fixed", "broke")} for m in members}
-    return result, {"predictions": rows, "changes": changes, "stacker": fitted["stacker"], "classes": classes}
+    applied = {"method": method, "members": [m.name for m in members], "classes": classes,
+               **{key: fitted[key] for key in ("best_member", "temperatures", "weights", "stacker")}}
+    return result, {"predictions": rows, "changes": changes, "stacker": fitted["stacker"], "classes": classes, "applied": applied}
 
 
 def _write(folder, result: dict, files: dict) -> None:
@@ -141,15 +149,28 @@ def _line(result: dict) -> str:
             f"{best_test['name']}: {best_test['f1_macro']:.4f}")
 
 
-def run(task, params, folder: Path) -> dict:
+def _save_model(params, applied: dict, folder: Path) -> None:
+    """models/ensemble/: ensemble.json (each member's folder, relative to this one, and everything fitted, per head), and
+    the pipeline.json and label_map.json the train stage's model has: new rows are read and prepared as that model's were
+    (its features feed the classical members, as data/prepared did; predict.py EnsemblePredictor)."""
+    members = {name: {"kind": "finetune" if name == PRIMARY else params.ensemble.members[name].kind,
+                      "folder": "../model" if name == PRIMARY else f"../members/{name}"} for name in params.ensemble.names()}
+    write_json(folder / ENSEMBLE_SPEC, {"prepared_by": "../model", "members": members, "heads": applied})
+    write_json(folder / paths.TRAINED_WITH, {"task": params.task, "params": params.model_dump(mode="json")})  # as train wrote it
+    shutil.copy(paths.LABEL_MAP, folder / "label_map.json")
+
+
+def run(task, params, folder: Path, model_folder: Path) -> dict:
     test = pd.read_parquet(paths.PREPARED / "test.parquet")
     shown = task.display(test).set_axis(test["id"])
     heads = list(Heads.of(read_json(paths.LABEL_MAP)).classes) or [None]
-    results = {}
+    results, applied = {}, {}
     for head in heads:  # each head's members (their probabilities of that head, on the rows that have its label) alone
         results[head], files = _ensemble(params, load_members(params.ensemble.names(), head), test, shown, task.display_name)
         out = folder / head if head else folder
         out.mkdir(exist_ok=True)
         _write(out, results[head], files)
+        applied[head or ""] = files["applied"]
         print(f"ensemble{' ' + head if head else ''} ({results[head]['method']}): {_line(results[head])}")
+    _save_model(params, applied, model_folder)
     return combined(results)

@@ -17,6 +17,9 @@ from finetune.config.params import trained_params
 from finetune.data.heads import Heads
 from finetune.data.sources import INPUT
 from finetune.data.tables import LINE, ROW, BadRow
+from finetune.errors import UserError
+from finetune.families.classification import combining
+from finetune.families.classification.ensemble import ENSEMBLE_SPEC
 from finetune.io import read_json
 
 INT8_WEIGHTS = "int8.safetensors"  # what the compress stage's int8 folders hold instead of model.safetensors
@@ -76,23 +79,90 @@ class ClassifierPredictor:
         tables, _ = task.featurize({"predict": frame.assign(id=frame.index)[["id", INPUT]]}, params, trained=self.layout)
         return tables["predict"].assign(row=frame[ROW].to_numpy(), shown=shown.to_numpy()), frame, bad
 
-    def predict(self, path: Path, batch_size: int | None = None):
-        from finetune.inference import Predicted
-
+    def probabilities(self, path: Path, batch_size: int | None = None) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
+        """(the featurized rows, their class probabilities (several heads side by side), the refused rows)."""
         table, _, bad = self.prepare(path)
         if table.empty:
-            return Predicted(pd.concat([table, prediction_columns(np.zeros((0, len(self.layout["labels"]))), self.layout)], axis=1)
-                             .rename(columns={"shown": "input"}), bad)
+            return table, np.zeros((0, len(self.layout["labels"]))), bad
         # batches of similar lengths pad less (a sequential loader keeps this order, then it is undone)
         order = np.argsort(table["input_ids"].map(len).to_numpy(), kind="stable") if "input_ids" in table else np.arange(len(table))
         sorted_probs = self.task.predict_proba(self.model, self.processor, table.iloc[order].reset_index(drop=True), self.layout,
                                                batch_size or self.params.train.eval_batch_size)
         probs = np.empty_like(sorted_probs)
         probs[order] = sorted_probs
-        predictions = pd.concat([pd.DataFrame({"row": table["row"].to_numpy(), "input": table["shown"].to_numpy()}),
-                                 prediction_columns(probs, self.layout)], axis=1)
-        return Predicted(predictions, bad)
+        return table, probs, bad
+
+    def predict(self, path: Path, batch_size: int | None = None):
+        table, probs, bad = self.probabilities(path, batch_size)
+        return predicted(table, probs, self.layout, bad)
 
 
-def run(task, model_dir: Path, trust_remote_code: bool) -> ClassifierPredictor:
+def predicted(table: pd.DataFrame, probs: np.ndarray, label_map: dict, bad: list[BadRow]):
+    from finetune.inference import Predicted
+
+    rows = pd.DataFrame({"row": table["row"].to_numpy(), "input": table["shown"].to_numpy()})
+    return Predicted(pd.concat([rows, prediction_columns(probs, label_map)], axis=1), bad)
+
+
+class EnsemblePredictor:
+    """models/ensemble (the ensemble stage's ensemble.json): every member predicts the rows (a fine-tuned one through its
+    own folder and features, a classical one on the features of the train stage's model, as in the member stage), then
+    each head's members are calibrated and combined with what the ensemble stage fitted on val, by its chosen method
+    (finetune/families/classification/combining.py: the very functions that scored it)."""
+
+    def __init__(self, task, folder: Path, trust_remote_code: bool):
+        self.task, self.spec = task, read_json(folder / ENSEMBLE_SPEC)
+        self.base = ClassifierPredictor(task, (folder / self.spec["prepared_by"]).resolve(), trust_remote_code)
+        self.members = {}
+        for name, member in self.spec["members"].items():
+            where = (folder / member["folder"]).resolve()
+            if not where.is_dir():
+                raise UserError(f"{folder}/{ENSEMBLE_SPEC}: member {name!r} should be in {where}, which does not exist; the ensemble "
+                                "predicts with its members' folders beside it (copy models/ as a whole)")
+            if member["kind"] == "finetune":
+                self.members[name] = where if where == self.base.model_dir else ClassifierPredictor(task, where, trust_remote_code)
+            else:
+                heads = [head for head in self.spec["heads"] if head]
+                self.members[name] = {head: task.classical.load(where / head if head else where) for head in heads or [""]}
+
+    @property
+    def data(self):
+        return self.base.data
+
+    def predict(self, path: Path, batch_size: int | None = None):
+        table, base_probs, bad = self.base.probabilities(path, batch_size)
+        heads = Heads.of(self.base.layout)
+        per_head = {}  # {member: {head: probabilities}}
+        for name, member in self.members.items():
+            if isinstance(member, dict):  # classical: one model per head, on the base's prepared rows
+                per_head[name] = {head: model.predict_proba(table) if len(table) else np.zeros((0, 0)) for head, model in member.items()}
+                continue
+            rows, probs, _ = (table, base_probs, []) if isinstance(member, Path) else member.probabilities(path, batch_size)
+            if not np.array_equal(rows["row"].to_numpy(), table["row"].to_numpy()):
+                raise UserError(f"ensemble member {name!r} refused other rows of {path} than the train stage's model; predict with "
+                                "each member's folder to see which")
+            per_head[name] = heads.columns(probs) if heads.multi else {"": probs}
+        combined = []
+        for head, applied in self.spec["heads"].items():
+            members = [per_head[name][head] for name in applied["members"]]
+            combined.append(combining.predict(fitted(applied), members)[applied["method"]] if len(table) else
+                            np.zeros((0, len(applied["classes"]))))
+        return predicted(table, np.concatenate(combined, axis=1), self.base.layout, bad)
+
+
+def fitted(applied: dict) -> combining.Fitted:
+    """What the ensemble stage fitted for one head, from its ensemble.json entry."""
+    from sklearn.linear_model import LogisticRegression
+
+    names = applied["members"]
+    stacker = LogisticRegression()
+    stacker.coef_, stacker.intercept_ = np.asarray(applied["stacker"]["coef"]), np.asarray(applied["stacker"]["intercept"])
+    stacker.classes_ = np.asarray(applied["stacker"]["fitted_classes"])
+    return combining.Fitted(np.asarray([applied["temperatures"][n] for n in names]), np.asarray([applied["weights"][n] for n in names]),
+                            stacker, names.index(applied["best_member"]))
+
+
+def run(task, model_dir: Path, trust_remote_code: bool) -> ClassifierPredictor | EnsemblePredictor:
+    if (model_dir / ENSEMBLE_SPEC).is_file():
+        return EnsemblePredictor(task, model_dir, trust_remote_code)
     return ClassifierPredictor(task, model_dir, trust_remote_code)

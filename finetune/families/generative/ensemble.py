@@ -39,7 +39,9 @@ def mixture_weights(probs: np.ndarray, iterations: int = 500, tolerance: float =
     return max(candidates, key=lambda w: np.log(probs @ w).mean())
 
 
-def run(task, params, folder: Path) -> dict:
+def run(task, params, folder: Path, model_folder: Path) -> dict:
+    (model_folder / "README.txt").write_text("ensemble: a mixture of causal LMs' next-token distributions is scored here, not saved "
+                                             "as a model; predict with each member's folder (models/model, models/members/NAME)\n")
     config = params.ensemble
     names = config.names()
     files = {name: paths.EVALUATION / scoring.LOGPROBS if name == PRIMARY else paths.MEMBER_REPORTS / name / scoring.LOGPROBS for name in names}

@@ -283,3 +283,9 @@ def test_predict_and_serve_give_every_head_its_label_and_probabilities(multitask
         assert abs(ours - saved.to_numpy()).max() < 1e-4
     answer = served(predictor, [{"text": table["input"][0]}])["predictions"][0]
     assert (answer["sentiment"], answer["length"]) == (table["sentiment"][0], table["length"][0])
+    ensembled = inference.load(root / "models/ensemble").predict(root / "data/raw/tiny.csv").table.set_index("row")
+    for head in heads:  # each head's ensemble (primary + that head's TF-IDF) gives its stage's test predictions back
+        staged = pd.read_csv(root / "reports/ensemble" / head / "predictions.csv")
+        rows = prepared.set_index("id").loc[staged["id"], "row"]
+        assert (ensembled.loc[rows, head].to_numpy() == staged["predicted"].astype(str).to_numpy()).all()
+        assert abs(ensembled.loc[rows].filter(like=f"{head}.prob_").to_numpy() - staged.filter(like="prob_").to_numpy()).max() < 1e-4

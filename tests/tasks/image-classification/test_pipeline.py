@@ -112,3 +112,7 @@ def test_new_images_predict_as_evaluated_and_serve_the_same(image_repo, tmp_path
     assert abs(table.filter(like="prob_").to_numpy() - expected).max() < 1e-4  # the same pixels, other batches
     answer = served(predictor, [{"image": b64(folder / Path(origin).relative_to("data/raw/images"))} for origin in table["origin"][:3]])
     assert [row["label"] for row in answer["predictions"]] == table["label"][:3].tolist()
+    ensembled = inference.load(root / "models/ensemble").predict(folder).table  # primary + seed1 + the pixels regression
+    staged = pd.read_csv(root / "reports/ensemble/predictions.csv").set_index("id").loc[prepared.set_index("origin").loc[table["origin"], "id"]]
+    assert (ensembled["label"].to_numpy() == staged["predicted"].astype(str).to_numpy()).all()
+    assert abs(ensembled.filter(like="prob_").to_numpy() - staged.filter(like="prob_").to_numpy()).max() < 1e-4

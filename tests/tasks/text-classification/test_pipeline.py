@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.support.import_graph import STAGES as STAGE_NAMES
+from tests.test_inference import ensemble_matches_its_stage
 from tests.support.import_graph import stage_code
 from tests.support.repos import PROJECT, copy_repo, planned, repro, set_param, sh
 
@@ -51,11 +52,12 @@ def test_learning_rate_change_reruns_train_and_what_follows_only(repo):
     sh(["git", "checkout", "params.yaml"], root)
 
 
-def test_changing_the_ensemble_method_reruns_only_the_ensemble_and_report(repo):
+def test_changing_the_ensemble_method_reruns_only_the_ensemble_and_report(repo, tmp_path):
     root, _ = repo
     set_param(root, "ensemble.method", "stacking")
     assert repro(root) == ["ensemble", "report"]
     assert json.loads((root / "reports/ensemble.json").read_text())["method"] == "stacking"
+    assert ensemble_matches_its_stage(root, tmp_path) == "stacking"  # models/ensemble applies the refitted stacker
 
 
 def test_changing_compress_params_reruns_only_compress_and_what_reads_it(repo):
