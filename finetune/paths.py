@@ -16,6 +16,7 @@ MODEL = Path("models/model")
 # predict` reads, normalizes and featurizes new rows exactly as training did wherever the folder is copied
 TRAINED_WITH = "pipeline.json"
 CHECKPOINTS = Path(".cache/checkpoints")  # resumable Trainer checkpoints, one folder per run fingerprint
+TENSORBOARD = Path(".cache/tensorboard")  # train.report_to: tensorboard, one folder per run (`tensorboard --logdir .cache/tensorboard`)
 
 REPORTS = Path("reports")
 INGEST_SUMMARY = REPORTS / "ingest.json"

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from finetune.paths import PRETRAINED, RAW_DATA, outside
 
@@ -166,6 +166,9 @@ class Speed(Section):
     # resumed mid-epoch would not see the same batches; dynamic padding already drops most padding of short texts)
 
 
+REPORT_TO = ("tensorboard", "mlflow", "wandb")  # train.report_to: Trainer integrations a team may already run
+
+
 class Train(Section):
     model: str  # builtin:NAME or a local model under models/pretrained/ (nothing is downloaded)
     trust_remote_code: bool = False  # run code shipped with a model: only params.yaml itself may turn it on (never -S or the UI)
@@ -181,6 +184,9 @@ class Train(Section):
     dropout: float | None = Field(None, ge=0, lt=1)  # overrides the model's dropout
     eval_steps: int | None = Field(None, ge=1, le=10_000_000)  # None: evaluate (and checkpoint) once per epoch
     logging_steps: int = Field(10, ge=1, le=10_000_000)  # steps between logged training losses (dvclive curves)
+    # also send the curves to (dvclive always gets them): tensorboard (.cache/tensorboard/RUN) | mlflow (MLFLOW_TRACKING_URI,
+    # default ./mlruns) | wandb (offline unless WANDB_MODE is set); [] = none. Each needs its package installed
+    report_to: list[Literal[REPORT_TO]] = []
     early_stopping: EarlyStopping = EarlyStopping()
     seed: int = 42  # weights of the new head, dropout, batch order: the same seed gives the same model
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA (bf16 where supported) if present, else CPU | cpu | cuda
@@ -200,6 +206,19 @@ class Train(Section):
     # several heads (data.label_columns): {head: weight} of each head's loss (unnamed heads: 1) | uncertainty (learned, Kendall
     # et al. 2018: finetune/data/heads.py); null = 1 each
     head_weights: dict[str, Annotated[float, Field(gt=0, le=1e6)]] | Literal["uncertainty"] | None = None
+
+    @field_validator("report_to")
+    @classmethod
+    def _installed(cls, value):
+        import importlib.util
+
+        missing = [name for name in value if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} not installed in this environment (pip install {' '.join(missing)}), so the "
+                             "Trainer could not report there")
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists one twice: {value}")
+        return value
 
     @model_validator(mode="after")
     def _model_fits_the_task(self, info: ValidationInfo):

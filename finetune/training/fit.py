@@ -18,14 +18,17 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from dvclive import Live
-from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, PrinterCallback, TrainerCallback, TrainingArguments, set_seed
 from transformers.utils import is_torch_tf32_available
 
 from finetune import paths
@@ -95,6 +98,20 @@ class LiveLogger(TrainerCallback):
                 name = key.replace("eval_", "eval/") if key.startswith("eval_") else f"train/{key}"
                 self.live.log_metric(name, value)
         self.live.make_summary()
+
+
+class EvaluationLines(TrainerCallback):
+    """Without a terminal (logs, CI, a Prefect worker): one line per evaluation, where the progress bar would be."""
+
+    def __init__(self, run_name: str):
+        self.run_name, self.started = run_name, time.monotonic()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if state.is_world_process_zero:
+            scores = ", ".join(f"{key.removeprefix('eval_')} {value:.4g}" for key, value in (metrics or {}).items()
+                               if isinstance(value, float) and not key.endswith(("_runtime", "_per_second")))
+            print(f"{self.run_name}: step {state.global_step}/{state.max_steps}, epoch {state.epoch or 0:.2f}, "
+                  f"{time.monotonic() - self.started:.0f} s: val {scores}", flush=True)
 
 
 class EpochClock(TrainerCallback):
@@ -202,8 +219,9 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
         data_seed=train.seed,
         use_cpu=device == "cpu",
         bf16=bf16,
-        report_to="none",
-        disable_tqdm=True,
+        report_to=train.report_to or "none",
+        run_name=run_name,  # the run's name in MLflow / W&B
+        disable_tqdm=not sys.stderr.isatty(),  # a progress bar on a terminal; in logs one line per evaluation (EvaluationLines)
         dataloader_num_workers=speed["dataloader_workers"],
         torch_compile=speed["compile"],
         # CUDA only: elsewhere these keep their defaults, so a CPU run's recorded training_args.json is unchanged too
@@ -220,7 +238,11 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
     if head_loss is not None and augmenter is not None:
         raise UserError("preprocess.augment mixup/cutmix mix the labels of one head; with data.label_columns (several) set them to 0")
     train_set = models.dataset(splits["train"], label_map, processor, params.preprocess, seed=train.seed)
-    callbacks = [EpochClock(train_set)]
+    callbacks = [EpochClock(train_set)] + ([EvaluationLines(run_name)] if args.disable_tqdm else [])
+    if "tensorboard" in train.report_to:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(paths.TENSORBOARD / run_name.replace(" ", "-"))
+    if "wandb" in train.report_to:
+        os.environ.setdefault("WANDB_MODE", "offline")  # nothing leaves the machine unless the user says so
     if writer:
         if resume:  # before dvclive reads its files back
             _trim_live_history(run_dir / "live", int(resume.name.split("-")[1]))
@@ -246,6 +268,8 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
         batch_augmenter=augmenter,
         head_loss=head_loss,
     )
+    if args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)  # it prints every logged loss; EvaluationLines prints each evaluation
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if writer:
         live.end()
@@ -264,7 +288,8 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
                 models.save_trained(trainer.model, processor, folder)
             # without output_dir: it names the run's fingerprint folder, which hashes the code, so any code edit
             # changed this file (and the model folder's DVC hash) even when the weights came out identical
-            recorded = {key: value for key, value in json.loads(args.to_json_string()).items() if key != "output_dir"}
+            # (nor disable_tqdm: whether stderr was a terminal)
+            recorded = {key: value for key, value in json.loads(args.to_json_string()).items() if key not in ("output_dir", "disable_tqdm")}
             (folder / "training_args.json").write_text(json.dumps(recorded, indent=2, sort_keys=True))
             write_json(folder / "label_map.json", label_map)
             write_json(folder / paths.TRAINED_WITH, {"task": task.name, "params": params.model_dump(mode="json")})

@@ -54,6 +54,24 @@ def test_metrics_are_logged_with_dvclive_per_step_without_a_dvc_yaml(workdir, ti
     assert not list(workdir.rglob("dvc.yaml"))  # dvclive must never write (or rewrite) a dvc.yaml
 
 
+def test_curves_also_go_to_tensorboard_and_logs_get_one_line_per_evaluation(workdir, tiny_model, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train.run(_prepared(workdir, tiny_model, train={"report_to": ["tensorboard"], "epochs": 3}))
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train: step")]
+    assert [line.split(",")[0] for line in printed] == ["train: step 12/36", "train: step 24/36", "train: step 36/36", "train: step 36/36"]
+    assert " val loss " in printed[0] and " f1_macro " in printed[0]  # the three epochs' evaluations, then the best model's
+    events = EventAccumulator(str(next((workdir / ".cache/tensorboard/train").rglob("events.out.tfevents.*")).parent)).Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == [5, 10, 15, 20, 25, 30, 35]
+    recorded = json.loads((workdir / "models/model/training_args.json").read_text())
+    assert recorded["report_to"] == ["tensorboard"] and "disable_tqdm" not in recorded  # a terminal does not change the model folder
+
+
+def test_report_to_an_integration_that_is_not_installed_is_refused(workdir, tiny_model):
+    with pytest.raises(UserError, match=r"train.report_to: .*wandb not installed in this environment \(pip install wandb\)"):
+        load(tiny_params(tiny_model, train={"report_to": ["wandb"]}))
+
+
 def test_early_stopping_stops_and_restores_the_best_checkpoint(workdir, tiny_model):
     params = _prepared(workdir, tiny_model, train={"learning_rate": 1e-9, "epochs": 20, "early_stopping": {"patience": 2, "metric": "loss"}})
     summary = train.run(params)

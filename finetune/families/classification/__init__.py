@@ -19,6 +19,7 @@ A hook that does not apply raises finetune.errors.Unsupported with the reason.
 """
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -115,6 +116,7 @@ class ClassificationTask(Task):
         """Class probabilities in the frame's own row order (a sequential loader, never length-grouped); with several
         heads each head's, side by side (finetune/data/heads.py)."""
         import torch
+        from tqdm.auto import tqdm
 
         heads = Heads.of(layout)
         model.eval()
@@ -123,7 +125,7 @@ class ClassificationTask(Task):
                                              collate_fn=self.models.collator(processor))
         chunks = []
         with torch.inference_mode():
-            for batch in loader:
+            for batch in tqdm(loader, desc="predicting", unit="batch", leave=False, disable=not sys.stderr.isatty()):
                 batch.pop("labels", None)
                 logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
                 chunks.append(heads.softmax(logits.float()).cpu().numpy())
