@@ -77,13 +77,15 @@ def train_model(work: Path) -> Path:
 
 
 def tweets(rows: int) -> list[str]:
-    """`rows` real tweets: a seeded sample of builtin:tweets' readable, non-empty texts (repeated if it has fewer)."""
+    """`rows` real tweets: a seeded sample of builtin:tweets' readable, non-empty texts (repeated if it has fewer), each
+    one's whitespace runs made single spaces (as predict's normalization does anyway): a bare \r inside a text would
+    otherwise end a row when pandas reads the CSV back, and ours and HF's would see different rows."""
     from finetune.config.params import load_params
     from finetune.tasks import get_task
 
     params = load_params(ROOT / "params.yaml")
     frame = get_task(params.task).read(params.data).frame
-    texts = frame["input"].dropna().astype(str)
+    texts = frame["input"].dropna().astype(str).str.replace(r"\s+", " ", regex=True).str.strip()
     texts = texts[texts.str.strip() != ""].reset_index(drop=True)
     picked = texts.sample(n=min(rows, len(texts)), random_state=0).tolist()
     return (picked * (rows // len(picked) + 1))[:rows]
@@ -177,7 +179,7 @@ def main() -> None:
 
     from finetune.inference import load
 
-    total = time.perf_counter()
+    total, load_before = time.perf_counter(), os.getloadavg()[0]
     work = args.keep or Path(tempfile.mkdtemp(prefix="predict-serve-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -196,8 +198,8 @@ def main() -> None:
 
         predictor = load(model)
         predicted = predictor.predict(csv, batch_size=BATCH)
-        if len(predicted.table) != len(texts):
-            print(f"note: {len(texts) - len(predicted.table)} of {len(texts)} rows rejected by predict: {predicted.rejects.head(3).to_dict('records')}")
+        if len(predicted.table) != len(texts) or predicted.bad:
+            sys.exit(f"predict returned {len(predicted.table)} rows ({len(predicted.bad)} rejected) for {len(texts)} texts")
         rows = len(predicted.table)
         ours = rows / timed(lambda: predictor.predict(csv, batch_size=BATCH))
         hf_pipe = pipeline("text-classification", model=str(model), batch_size=BATCH, truncation=True, max_length=64)
@@ -235,7 +237,8 @@ def main() -> None:
             profile.runcall(predictor.predict, csv, BATCH)
             print(f"\ncProfile of one predictor.predict({len(texts)} rows, batch {BATCH}), top 15 cumulative:")
             pstats.Stats(profile, stream=sys.stdout).sort_stats("cumulative").print_stats(15)
-        print(f"total {time.perf_counter() - total:.0f} s")
+        print(f"total {time.perf_counter() - total:.0f} s; 1-min load average {load_before:.2f} at the start, "
+              f"{os.getloadavg()[0]:.2f} at the end ({os.cpu_count()} CPUs)")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

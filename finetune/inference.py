@@ -36,8 +36,12 @@ class Predicted:
         return pd.DataFrame(rows, columns=REJECT_COLUMNS)
 
 
-def load(model_dir: str | Path, trust_remote_code: bool = False):
-    """The predictor of a trained model folder (the task's family's: predict(path, batch_size) -> Predicted)."""
+BACKENDS = ("torch", "onnx")
+
+
+def load(model_dir: str | Path, trust_remote_code: bool = False, backend: str = "torch"):
+    """The predictor of a trained model folder (the task's family's: predict(path, batch_size) -> Predicted); backend onnx
+    runs the folder's model.onnx (finetune export --onnx) with onnxruntime instead of PyTorch."""
     from finetune.tasks import get_task
 
     folder = Path(model_dir)
@@ -52,7 +56,7 @@ def load(model_dir: str | Path, trust_remote_code: bool = False):
         task_name = read_json(record)["task"]
     except (ValueError, KeyError, TypeError):
         raise UserError(f"{record} is not a trained model's record (a JSON object naming the task)") from None
-    return get_task(task_name).predictor(folder, trust_remote_code)
+    return get_task(task_name).predictor(folder, trust_remote_code, backend)
 
 
 def check_output(path: Path, what: str) -> None:
@@ -61,7 +65,7 @@ def check_output(path: Path, what: str) -> None:
 
 
 def predict_file(model_dir: str | Path, input_path: str | Path, output: str | Path, rejects: str | Path | None = None,
-                 batch_size: int | None = None, trust_remote_code: bool = False) -> dict:
+                 batch_size: int | None = None, trust_remote_code: bool = False, backend: str = "torch") -> dict:
     """Predict every row of input_path into output (and its rejects, by default OUTPUT.rejects.csv beside it): a summary."""
     input_path, output = Path(input_path), Path(output)
     rejects = Path(rejects) if rejects else output.with_name(f"{output.stem}.rejects.csv")
@@ -71,7 +75,7 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output: str | Pa
         raise UserError(f"--input {input_path}: no such file or folder")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: expected at least 1")
-    predictor = load(model_dir, trust_remote_code)
+    predictor = load(model_dir, trust_remote_code, backend)
     start = time.perf_counter()
     result = predictor.predict(input_path, batch_size)
     seconds = time.perf_counter() - start

@@ -78,11 +78,19 @@ def predict(argv: list[str]) -> None:
     parser.add_argument("--output", required=True, help="where the predictions go: .csv, .jsonl or .parquet")
     parser.add_argument("--rejects", help="where the rows that could not be predicted go, with the reason (default: OUTPUT.rejects.csv)")
     parser.add_argument("--batch-size", type=int, help="rows per forward pass (default: the model's train.eval_batch_size)")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="onnx: the folder's model.onnx on onnxruntime (finetune export --onnx) (default: %(default)s)")
     parser.add_argument("--trust-remote-code", action="store_true", help="run modelling code shipped in the model folder")
     args = parser.parse_args(argv)
     from finetune.inference import predict_file
 
-    predict_file(args.model, args.input, args.output, args.rejects, args.batch_size, args.trust_remote_code)
+    predict_file(args.model, args.input, args.output, args.rejects, args.batch_size, args.trust_remote_code, args.backend)
+
+
+def export(argv: list[str]) -> None:
+    from finetune import export as module
+
+    module.main(argv)
 
 
 def generate(argv: list[str]) -> None:
@@ -179,6 +187,7 @@ COMMANDS = {
     "config": (config, "Switch params.yaml to configs/NAME.yaml, or save it as one (--save)."),
     "predict": (predict, "Predict a table or folder of new rows with a trained model, rejects named with their reason."),
     "generate": (generate, "Continue a prompt with a trained causal LM, streaming the text."),
+    "export": (export, "Copy a trained model into a shareable folder with its model card, and --onnx a checked ONNX graph."),
     "serve": (serve, "Serve a trained model over HTTP on 127.0.0.1 (POST /predict, GET /health)."),
     "results": (results, "Show the last run's headline numbers, one line per stage."),
     "search": (search, "Search hyper-parameters (params.yaml's search) as a Prefect flow; --apply-best writes the best."),

@@ -111,3 +111,31 @@ def ensemble_matches_its_stage(root, tmp_path) -> str:
 
 def test_the_ensemble_is_an_artifact_that_predicts_what_its_stage_did(project, tmp_path):
     assert ensemble_matches_its_stage(project, tmp_path) == json.loads((project / "reports/ensemble.json").read_text())["method"]
+
+
+def test_export_writes_a_model_card_from_the_reports_and_a_checked_onnx_graph(project, tmp_path, monkeypatch):
+    from transformers import pipeline
+
+    from finetune.export import export
+
+    monkeypatch.chdir(project)  # the project's reports and prepared test split; the export goes to tmp_path
+    summary = export("models/model", tmp_path / "shared", onnx=True)
+    onnx = summary["onnx"]
+    assert onnx["agreement"] == 1.0 and onnx["max_probability_difference"] < 1e-4  # one graph, two runtimes: float rounding
+    card = (tmp_path / "shared/README.md").read_text()
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-classification\n")
+    assert f"| accuracy | {metrics['accuracy']:.4f} (95 % interval {metrics['ci95']['accuracy']['low']:.4f} to" in card
+    assert f"| accuracy | {metrics['baseline']['accuracy']:.4f}" in card and "majority class" in card
+    assert "at commit `" in card and "## Intended use and limits" in card
+    table, _ = new_rows(project, tmp_path)
+    table.to_csv(tmp_path / "new.csv", index=False)
+    torch_out = inference.load(tmp_path / "shared").predict(tmp_path / "new.csv").table
+    onnx_out = inference.load(tmp_path / "shared", backend="onnx").predict(tmp_path / "new.csv").table
+    assert (onnx_out["label"] == torch_out["label"]).all()
+    assert np.abs(onnx_out.filter(like="prob_").to_numpy() - torch_out.filter(like="prob_").to_numpy()).max() < 1e-4
+    assert pipeline("text-classification", model=str(tmp_path / "shared"))(table["text"][0])[0]["label"] == torch_out["label"][0]
+    with pytest.raises(UserError, match="exists; choose a new folder or pass --force"):
+        export("models/model", tmp_path / "shared")
+    with pytest.raises(UserError, match="--backend onnx: no model.onnx in"):
+        inference.load(project / "models/model", backend="onnx")

@@ -107,10 +107,10 @@ class Task(ABC):
         """The report's (title, HTML) sections from the other stages' outputs (the report stage adds the params)."""
         return self._verb("report")(self, params)
 
-    def predictor(self, model_dir: Path, trust_remote_code: bool = False):
+    def predictor(self, model_dir: Path, trust_remote_code: bool = False, backend: str = "torch"):
         """The trained model in model_dir, ready to predict new rows: an object with `predict(path, batch_size)` ->
-        finetune.inference.Predicted (finetune/families/<family>/predict.py)."""
-        return self._verb("predict")(self, model_dir, trust_remote_code)
+        finetune.inference.Predicted (finetune/families/<family>/predict.py); backend onnx: its model.onnx (finetune export)."""
+        return self._verb("predict")(self, model_dir, trust_remote_code, backend)
 
     # -- features of another recipe (members, search trials, compress teachers) --------------------
     @abstractmethod

@@ -8,6 +8,7 @@ a pruned or distilled model, an int8 one (its compressor reloads it).
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -23,9 +24,36 @@ from finetune.families.classification.ensemble import ENSEMBLE_SPEC
 from finetune.io import read_json
 
 INT8_WEIGHTS = "int8.safetensors"  # what the compress stage's int8 folders hold instead of model.safetensors
+ONNX_MODEL = "model.onnx"  # what `finetune export --onnx` adds to an exported folder
 
 
-def load_model(task, model_dir: Path, trust_remote_code: bool):
+class OnnxModel:
+    """An exported model.onnx (finetune export --onnx) behind what predict_proba calls: model(**features).logits."""
+
+    def __init__(self, path: Path):
+        import torch
+
+        from finetune.compression import onnx_export
+
+        self.run = onnx_export.runner(onnx_export.session(path, torch.get_num_threads()))
+
+    def eval(self):
+        return self
+
+    def parameters(self):
+        return iter(())
+
+    def __call__(self, **features):
+        import torch
+
+        return SimpleNamespace(logits=torch.from_numpy(self.run(features)))
+
+
+def load_model(task, model_dir: Path, trust_remote_code: bool, backend: str = "torch"):
+    if backend == "onnx":
+        if not (model_dir / ONNX_MODEL).is_file():
+            raise UserError(f"--backend onnx: no {ONNX_MODEL} in {model_dir}; make one with `finetune export --model ... --onnx`")
+        return OnnxModel(model_dir / ONNX_MODEL)
     if (model_dir / INT8_WEIGHTS).is_file():
         from finetune.compression.compressors import TransformerCompressor
         from finetune.compression.convnets import ConvNetCompressor
@@ -50,13 +78,13 @@ def prediction_columns(probs: np.ndarray, label_map: dict) -> pd.DataFrame:
 
 
 class ClassifierPredictor:
-    def __init__(self, task, model_dir: Path, trust_remote_code: bool):
+    def __init__(self, task, model_dir: Path, trust_remote_code: bool, backend: str = "torch"):
         self.task, self.model_dir = task, model_dir
         self.layout = read_json(model_dir / "label_map.json")
         self.params = trained_params(read_json(model_dir / paths.TRAINED_WITH), task.models.trained_source(model_dir),
                                      str(model_dir / paths.TRAINED_WITH))
         self.processor = task.models.load_processor(str(model_dir), trust_remote_code)
-        self.model = load_model(task, model_dir, trust_remote_code)
+        self.model = load_model(task, model_dir, trust_remote_code, backend)
 
     @property
     def data(self):
@@ -162,7 +190,9 @@ def fitted(applied: dict) -> combining.Fitted:
                             stacker, names.index(applied["best_member"]))
 
 
-def run(task, model_dir: Path, trust_remote_code: bool) -> ClassifierPredictor | EnsemblePredictor:
+def run(task, model_dir: Path, trust_remote_code: bool, backend: str = "torch") -> ClassifierPredictor | EnsemblePredictor:
     if (model_dir / ENSEMBLE_SPEC).is_file():
+        if backend != "torch":
+            raise UserError(f"--backend {backend}: an ensemble predicts through its members' folders, with PyTorch")
         return EnsemblePredictor(task, model_dir, trust_remote_code)
-    return ClassifierPredictor(task, model_dir, trust_remote_code)
+    return ClassifierPredictor(task, model_dir, trust_remote_code, backend)

@@ -20,6 +20,7 @@ from finetune import paths
 from finetune.config.params import trained_params
 from finetune.data.sources import INPUT
 from finetune.data.tables import LINE, ROW, BadRow
+from finetune.errors import UserError
 from finetune.io import read_json
 
 
@@ -85,5 +86,7 @@ class LanguageModelScorer:
         return Predicted(table, bad)
 
 
-def run(task, model_dir: Path, trust_remote_code: bool) -> LanguageModelScorer:
+def run(task, model_dir: Path, trust_remote_code: bool, backend: str = "torch") -> LanguageModelScorer:
+    if backend != "torch":
+        raise UserError(f"--backend {backend}: a causal LM scores with PyTorch only")
     return LanguageModelScorer(task, model_dir, trust_remote_code)

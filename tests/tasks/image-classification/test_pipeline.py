@@ -116,3 +116,19 @@ def test_new_images_predict_as_evaluated_and_serve_the_same(image_repo, tmp_path
     staged = pd.read_csv(root / "reports/ensemble/predictions.csv").set_index("id").loc[prepared.set_index("origin").loc[table["origin"], "id"]]
     assert (ensembled["label"].to_numpy() == staged["predicted"].astype(str).to_numpy()).all()
     assert abs(ensembled.filter(like="prob_").to_numpy() - staged.filter(like="prob_").to_numpy()).max() < 1e-4
+
+
+def test_an_exported_image_model_predicts_the_same_with_onnx(image_repo, tmp_path, monkeypatch):
+    from finetune import inference
+    from finetune.export import export
+
+    root, _ = image_repo
+    monkeypatch.chdir(root)
+    checked = export("models/model", tmp_path / "shared", onnx=True)["onnx"]
+    assert checked["agreement"] == 1.0 and checked["max_probability_difference"] < 1e-4
+    card = (tmp_path / "shared/README.md").read_text()
+    assert "pipeline_tag: image-classification" in card and "library_name: finetune-pipeline" in card  # a torchvision net, not HF's
+    images = root / "data/raw/images"
+    torch_out = inference.load(tmp_path / "shared").predict(images).table
+    onnx_out = inference.load(tmp_path / "shared", backend="onnx").predict(images).table
+    assert (onnx_out["label"] == torch_out["label"]).all()
