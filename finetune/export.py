@@ -3,11 +3,13 @@
 The folder is copied whole (weights as safetensors, the tokenizer or image settings, label_map.json, pipeline.json: it
 predicts anywhere with `finetune predict`, and a text classifier loads in Hugging Face's `pipeline("text-classification")`),
 with a model card, README.md (finetune/reporting/card.py: data, parameters, test scores with intervals, baseline, intended
-use and limits, the commit), written from the project's reports. `--onnx` adds model.onnx (onnxruntime), self-contained
+use and limits, the commit), written from the project's reports, and what other libraries need to load it (a Hugging Face
+image model: preprocessor_config.json for pipeline("image-classification")). `--onnx` adds model.onnx (onnxruntime), self-contained
 beside the same tokenizer / image settings, and checks it against PyTorch on the prepared test split: the agreement of
 their labels and the largest probability difference go into the card and the output. Image classifiers trained from a
-torchvision or EfficientNet-Lite checkpoint are not Hugging Face models: `pipeline("image-classification")` loads only those
-fine-tuned from a Hugging Face image directory (ViT, ConvNeXt...); every kind predicts through `finetune predict`.
+torchvision or EfficientNet-Lite checkpoint are not transformers models: `pipeline("image-classification")` loads only those
+fine-tuned from a Hugging Face image directory (ViT, ConvNeXt, ResNet...); the card says which, and every kind predicts
+through `finetune predict`.
 """
 from __future__ import annotations
 
@@ -69,8 +71,9 @@ def export(model_dir: str | Path, target: str | Path, onnx: bool = False, force:
         raise UserError(f"--to {target} is inside the model folder {folder}")
     with atomic_path(target) as temporary:
         shutil.copytree(folder, temporary)
+        not_portable = predictor.task.models.make_portable(temporary, predictor.params)
         checked = onnx_check(predictor, temporary) if onnx else None
-        (temporary / "README.md").write_text(card(folder, paths.REPORTS, checked), encoding="utf-8")
+        (temporary / "README.md").write_text(card(folder, paths.REPORTS, checked, not_portable), encoding="utf-8")
     summary = {"folder": str(target), **({"onnx": checked} if checked else {})}
     shown = (f"; model.onnx agrees with PyTorch on {100 * checked['agreement']:.2f} % of {checked['rows']} test rows, probabilities "
              f"at most {checked['max_probability_difference']:.2e} apart" if checked else "")

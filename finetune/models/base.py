@@ -41,6 +41,11 @@ class Models(ABC):
         """The `train.model` value under which `source` and featurize find a TRAINED model's processor (predict): its folder."""
         return str(model_dir)
 
+    def make_portable(self, folder: Path, params) -> str | None:
+        """Add what lets other libraries load a trained folder (finetune export), or say why they cannot: None when nothing
+        is needed (a Hugging Face text classifier loads in transformers' pipeline() as it is)."""
+        return None
+
     @abstractmethod
     def outline(self, train) -> Any:
         """The model's module tree without weights (meta device): checks of train.* against the model before any work."""

@@ -255,6 +255,24 @@ class ImageModels(Models):
             (folder / SPEC).write_text(json.dumps(model.spec, indent=2))
         processor.save_pretrained(folder)
 
+    def make_portable(self, folder: Path, params) -> str | None:
+        """A Hugging Face image model gets preprocessor_config.json, so transformers' pipeline("image-classification") loads
+        it: resize as preprocess.resize (bicubic), scale to [0, 1], the model's mean and std, grey images as RGB. Its
+        resizing rounds sizes its own way, so a few borderline images may differ from `finetune predict` (which repeats
+        training's preprocessing exactly). torchvision and EfficientNet-Lite nets are not transformers models."""
+        if not (folder / "config.json").is_file():
+            return ("a torchvision / EfficientNet-Lite net, not a transformers model: pipeline(\"image-classification\") cannot load it; "
+                    "`finetune predict` does")
+        processor, size = ImageProcessor.load(folder), params.preprocess.image_size
+        common = {"do_resize": True, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                  "image_mean": processor.mean, "image_std": processor.std, "do_convert_rgb": True}
+        config = ({"image_processor_type": "ViTImageProcessor", "size": {"height": size, "width": size}, **common}
+                  if params.preprocess.resize == "squash" else
+                  {"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": size}, "do_center_crop": True,
+                   "crop_size": {"height": size, "width": size}, **common})
+        (folder / "preprocessor_config.json").write_text(json.dumps(config, indent=2))
+        return None
+
     def outline(self, train):
         import torch
 

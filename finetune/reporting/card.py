@@ -49,7 +49,7 @@ def _score_lines(scores: dict) -> list[str]:
     return lines
 
 
-def card(folder: Path, reports: Path, onnx: dict | None = None) -> str:
+def card(folder: Path, reports: Path, onnx: dict | None = None, not_portable: str | None = None) -> str:
     saved = _read(folder / "pipeline.json")
     task, params = saved["task"], saved["params"]
     data, train, labels = params["data"], params["train"], _read(folder / "label_map.json").get("labels", [])
@@ -88,7 +88,9 @@ def card(folder: Path, reports: Path, onnx: dict | None = None) -> str:
               + ("The label set is fixed: an input of another class still gets one of these labels. " if labels else "")
               + "Check the report's most confident errors before relying on it.", "",
               "## How to use", "", "```", f"finetune predict --model {folder.name} --input new.csv --output predictions.csv", "```"]
-    if task == "text-classification":
-        lines += ["", "or, without this pipeline (no input normalisation: pass cleaned texts):", "", "```python",
-                  "from transformers import pipeline", f"classify = pipeline(\"text-classification\", model=\"{folder.name}\")", "```"]
+    if not_portable:
+        lines += ["", f"Other libraries: {not_portable}."]
+    elif task in PIPELINE_TAGS and labels:
+        lines += ["", "or with transformers alone (without this pipeline's input normalisation and checks):", "", "```python",
+                  "from transformers import pipeline", f"classify = pipeline(\"{PIPELINE_TAGS[task]}\", model=\"{folder.name}\")", "```"]
     return "\n".join(lines) + "\n"
