@@ -1,6 +1,10 @@
 """The last run's headline numbers, one short line per stage (`finetune results`): each stage's top-level numbers, a
 score with its 95 % interval where it has one, the baseline's, and each compressed model's. `dvc metrics show` lists every
-nested number of every metrics file instead (hundreds of columns); the files keep them all."""
+nested number of every metrics file instead (294 columns on the text run); the files keep them all.
+
+Why the metrics files stay as they are: moving the details out of dvc.yaml's `metrics` would make them plain outputs, and
+a `cache: false` plain output switches off DVC's run cache for its stage; cached, they would leave git. Which of the two
+(runs a teammate can restore vs numbers readable in git) belongs to the team-sharing design (README "Team sharing")."""
 from __future__ import annotations
 
 import json
@@ -41,3 +45,4 @@ def headlines(reports: Path) -> list[str]:
     lines = [headline(name, json.loads((reports / f"{name}.json").read_text(encoding="utf-8")))
              for name in STAGES if (reports / f"{name}.json").is_file()]
     return lines or [f"no results in {reports}/ yet: run the pipeline (finetune run)"]
+
