@@ -10,8 +10,8 @@ dvc.yaml is; predict, generate and serve need only a model folder.
 from __future__ import annotations
 
 import argparse
-import os
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +32,7 @@ def _project(argv: list[str] = ()) -> None:
 
 
 def _call(args: list[str]) -> None:
-    done = subprocess.run(args)
+    done = subprocess.run(args, check=False)
     if done.returncode:
         sys.exit(done.returncode)
 

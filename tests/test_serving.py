@@ -48,7 +48,7 @@ def server(text_repo_snapshot, tmp_path):
 
 
 def test_the_server_predicts_what_predict_does(server, tmp_path):
-    root, url, port = server
+    root, url, _ = server
     assert httpx.get(f"{url}/health").json() == {"status": "ok", "task": "text-classification", "model": str(root / "models/model"),
                                                   "inputs": {"text": "text"}}
     texts = pd.read_csv(root / "data/raw/tiny.csv")["text"].head(32).tolist()

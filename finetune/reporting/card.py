@@ -33,7 +33,7 @@ def test_scores(folder: Path, reports: Path) -> tuple[str, dict]:
 def commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=False).stdout.strip()
         return f"{sha}{' (with uncommitted changes)' if dirty else ''}"
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
@@ -79,14 +79,14 @@ def card(folder: Path, reports: Path, onnx: dict | None = None, not_portable: st
     else:
         lines.append("No test scores were found for this folder in the project's reports/.")
     if onnx:
-        lines += ["", "## ONNX", "", f"`model.onnx` beside the weights (onnxruntime, CPU): on the {onnx['rows']} test rows it gives the same "
-                  f"label as PyTorch on {100 * onnx['agreement']:.2f} % of them, probabilities at most {onnx['max_probability_difference']:.2e} apart."]
-    lines += ["", "## Intended use and limits", "",
-              f"Predicts {'the label of' if labels else 'the next tokens of'} new inputs like the training data (`{data['source']}`), read and "
-              "preprocessed exactly as in training (`finetune predict` applies `pipeline.json`'s settings). The scores above hold for data "
-              "like the test split; other sources, languages, image styles or label definitions need their own test. "
+        lines += ["", "## ONNX", "", (f"`model.onnx` beside the weights (onnxruntime, CPU): on the {onnx['rows']} test rows it gives the same "
+                  f"label as PyTorch on {100 * onnx['agreement']:.2f} % of them, probabilities at most {onnx['max_probability_difference']:.2e} apart.")]
+    limits = (f"Predicts {'the label of' if labels else 'the next tokens of'} new inputs like the training data (`{data['source']}`), read "
+              "and preprocessed exactly as in training (`finetune predict` applies `pipeline.json`'s settings). The scores above hold for "
+              "data like the test split; other sources, languages, image styles or label definitions need their own test. "
               + ("The label set is fixed: an input of another class still gets one of these labels. " if labels else "")
-              + "Check the report's most confident errors before relying on it.", "",
+              + "Check the report's most confident errors before relying on it.")
+    lines += ["", "## Intended use and limits", "", limits, "",
               "## How to use", "", "```", f"finetune predict --model {folder.name} --input new.csv --output predictions.csv", "```"]
     if not_portable:
         lines += ["", f"Other libraries: {not_portable}."]

@@ -17,7 +17,7 @@ FINETUNE = Path(sys.executable).parent / "finetune"
 
 
 def finetune(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(FINETUNE), *map(str, args)], cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=600)
+    return subprocess.run([str(FINETUNE), *map(str, args)], cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=600, check=False)
 
 
 def test_every_command_has_help_and_none_imports_torch_to_give_it(tmp_path):
@@ -33,7 +33,7 @@ def test_every_command_has_help_and_none_imports_torch_to_give_it(tmp_path):
              "    try: cli.main([name, '--help'])\n"
              "    except SystemExit: pass\n"
              "print(sorted(m for m in ('torch', 'transformers', 'pandas', 'prefect', 'dvc') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT, capture_output=True, text=True, env=tool_env())
+    done = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT, capture_output=True, text=True, env=tool_env(), check=False)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
 
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from tests.support.import_graph import STAGES as STAGE_NAMES
-from tests.test_inference import ensemble_matches_its_stage
 from tests.support.import_graph import stage_code
 from tests.support.repos import PROJECT, copy_repo, planned, repro, set_param, sh
+from tests.test_inference import ensemble_matches_its_stage
 
 ALL_STAGES = ["ingest", "preprocess", "train", "evaluate", "member@tfidf", "ensemble", "compress", "explain", "report"]
 
