@@ -1,8 +1,8 @@
 """Prediction throughput of a trained text classifier: our `finetune predict` path vs Hugging Face's pipeline, and
 `finetune serve` over HTTP.
 
-Measures, in one run (these machines are noisy: each timing is warmed up once, then taken 3 times and the median kept;
-every ratio compares numbers measured one after the other in this command):
+Measures, in one run (these machines are noisy: each timing is warmed up once, then taken 3 times and the median kept,
+the two runs of an in-process comparison taking turns; every ratio compares numbers measured in this command):
   1. predict : `finetune.inference.load(model).predict(csv, batch_size=32)` on N real tweets (a seeded sample of
                builtin:tweets written to a CSV with a `text` column), rows/s, vs the reference
                `transformers.pipeline("text-classification", model=MODEL, batch_size=32, truncation=True, max_length=64)`
@@ -91,15 +91,18 @@ def tweets(rows: int) -> list[str]:
     return (picked * (rows // len(picked) + 1))[:rows]
 
 
-def timed(fn, repeats: int = REPEATS) -> float:
-    """Median seconds of `repeats` calls, after one warm-up call."""
-    fn()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def timed(runs: dict, repeats: int = REPEATS) -> dict:
+    """{name: median seconds of `repeats` calls}, after one warm-up call each; the runs take turns in every repeat, so a
+    slow spell of a shared machine slows each of them alike instead of one of them."""
+    for fn in runs.values():
         fn()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+    seconds = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in seconds.items()}
 
 
 def free_port() -> int:
@@ -110,8 +113,8 @@ def free_port() -> int:
 
 def start_server(model: Path, port: int, threads: int, log: Path) -> subprocess.Popen:
     env = {**ENV, "OMP_NUM_THREADS": str(threads)}  # the same thread count as the in-process runs (torch's default here)
-    server = subprocess.Popen([str(Path(sys.executable).parent / "finetune"), "serve", "--model", str(model), "--port", str(port)],
-                              env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    command = [str(Path(sys.executable).parent / "finetune"), "serve", "--model", str(model), "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     import httpx
 
     deadline = time.monotonic() + 180
@@ -200,16 +203,17 @@ def main() -> None:
         predicted = predictor.predict(csv, batch_size=BATCH)
         if len(predicted.table) != len(texts) or predicted.bad:
             sys.exit(f"predict returned {len(predicted.table)} rows ({len(predicted.bad)} rejected) for {len(texts)} texts")
-        rows = len(predicted.table)
-        ours = rows / timed(lambda: predictor.predict(csv, batch_size=BATCH))
         hf_pipe = pipeline("text-classification", model=str(model), batch_size=BATCH, truncation=True, max_length=64)
         assert torch.get_num_threads() == threads, "the pipeline changed torch's thread count"
-        hf = len(texts) / timed(lambda: hf_pipe(texts))
-        ours_served = len(served) / timed(lambda: predictor.predict(served_csv, batch_size=BATCH))
-        ours_calls = len(served) / timed(lambda: [predictor.predict(path, batch_size=BATCH) for path in small])
+        seconds = timed({"ours": lambda: predictor.predict(csv, batch_size=BATCH), "hf": lambda: hf_pipe(texts)})
+        ours, hf = len(texts) / seconds["ours"], len(texts) / seconds["hf"]
+        seconds = timed({"one": lambda: predictor.predict(served_csv, batch_size=BATCH),
+                         "calls": lambda: [predictor.predict(path, batch_size=BATCH) for path in small]})
+        ours_served, ours_calls = len(served) / seconds["one"], len(served) / seconds["calls"]
         tokens = [len(ids) for ids in hf_pipe.tokenizer(texts, truncation=True, max_length=64)["input_ids"]]
-        print(f"{len(texts)} tweets ({len(set(texts))} distinct), tokens per text mean {np.mean(tokens):.1f} / max {max(tokens)}, "
-              f"{threads} torch threads (in-process and server), batch {BATCH}, median of {REPEATS} after a warm-up")
+        print(f"{len(texts)} tweets ({len(set(texts))} distinct), tokens per text mean {np.mean(tokens):.1f} / "
+              f"max {max(tokens)}, {threads} torch threads (in-process and server), batch {BATCH}, "
+              f"median of {REPEATS} after a warm-up, ours and HF taking turns")
         print(f"predict  ours {ours:7.1f} rows/s | HF pipeline {hf:7.1f} rows/s | ours/HF {ours / hf:.2f}x")
 
         served_results = serve(model, free_port(), threads, work / "serve.log", served)
@@ -221,14 +225,14 @@ def main() -> None:
               f"({ours_served:.1f} rows/s), {b32 / ours_calls:.2f}x {SERVE_BATCHES} calls of {BATCH} ({ours_calls:.1f} rows/s)")
 
         print()
-        print(f"| measurement | rows/s | reference | reference rows/s | ratio |")
-        print(f"|---|---|---|---|---|")
+        print("| measurement | rows/s | reference | reference rows/s | ratio |")
+        print("|---|---|---|---|---|")
         print(f"| predict, {len(texts)} rows, batch {BATCH} | {ours:.1f} | HF pipeline | {hf:.1f} | {ours / hf:.2f}x |")
         for size, r in served_results.items():
             print(f"| serve, {SERVE_ONE if size == 1 else SERVE_BATCHES} requests of {size} row(s) (p50 {r['p50']:.1f} ms, "
                   f"p95 {r['p95']:.1f} ms, {r['requests_s']:.1f} req/s) | {r['rows_s']:.1f} | "
-                  + (f"in-process predict, same {len(served)} rows, one call | {ours_served:.1f} | {r['rows_s'] / ours_served:.2f}x |"
-                     if size == BATCH else "- | - | - |"))
+                  + (f"in-process predict, same {len(served)} rows, one call | {ours_served:.1f} | "
+                     f"{r['rows_s'] / ours_served:.2f}x |" if size == BATCH else "- | - | - |"))
         print(f"| in-process predict, {SERVE_BATCHES} calls of {BATCH} rows | {ours_calls:.1f} | in-process, one call | "
               f"{ours_served:.1f} | {ours_calls / ours_served:.2f}x |")
 
