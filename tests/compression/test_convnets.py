@@ -77,7 +77,8 @@ def efficientnet_workdir(efficientnet_project, workdir):
 def test_static_int8_reloads_from_safetensors_and_agrees_with_fp32(compressed):
     root, result = compressed
     folder = root / paths.COMPRESSED / "int8"
-    assert sorted(p.name for p in folder.iterdir()) == ["image_model.json", "image_processor.json", "int8.safetensors", "label_map.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["image_model.json", "image_processor.json", "int8.safetensors", "label_map.json",
+                                                         "pipeline.json"]  # predict reads it
     weights = load_file(folder / convnet_compress.WEIGHTS)
     assert weights["_conv_stem.1.qweight"].dtype == torch.int8  # conv weights stored as int8, BatchNorm folded in
     assert not any("_bn" in name for name in weights)
