@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import sys
 import warnings
 from typing import Literal
 
@@ -40,11 +41,13 @@ class ImageAugment(Section):
 
 
 def check_images(inputs: pd.Series, data) -> tuple[pd.Series, pd.Series]:
-    """Each image decoded in full; stored as its bytes (downscaled PNG when larger than data.max_image_side)."""
+    """Each image decoded in full; stored as its bytes (downscaled PNG when larger than data.max_image_side). A progress
+    bar on a terminal: 70,000 Fashion-MNIST images take about a minute."""
     from PIL import Image
+    from tqdm.auto import tqdm
 
     stored, problems = [], []
-    for value in inputs:
+    for value in tqdm(inputs, desc="checking images", unit="image", leave=False, disable=not sys.stderr.isatty()):
         problem, content = "", None
         try:
             if isinstance(value, bytes):

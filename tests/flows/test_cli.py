@@ -1,6 +1,7 @@
 """The `finetune` console script, run for real as `make setup` installs it (pip install -e .): every command answers
 --help without loading the heavy libraries, predict and results work on the session's tiny text project, mistakes exit 2
 with one line, and the package builds into a wheel that carries the task folders."""
+import re
 import shutil
 import subprocess
 import sys
@@ -84,3 +85,20 @@ def test_the_wheel_carries_every_task_folder_and_the_command(tmp_path):
     assert {"stages/train.py", "flows/cli.py", "finetune/inference.py"} <= set(names)
     entry_points = next(name for name in names if name.endswith("entry_points.txt"))
     assert "finetune = flows.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_config_export_and_generate_through_the_command(text_repo_snapshot, lm_repo, tmp_path):
+    root = copy_repo(text_repo_snapshot[0], tmp_path / "repo")
+    refused = finetune("config", "image", cwd=root)  # the run's params are in no configs/ file: switching would lose them
+    assert refused.returncode == 2 and "save them first" in refused.stderr
+    assert finetune("config", "--save", "tiny", cwd=root).returncode == 0
+    switched = finetune("config", "image", cwd=root)
+    assert switched.returncode == 0 and "task: image-classification" in (root / "params.yaml").read_text(), switched.stderr
+    assert finetune("config", "tiny", cwd=root).returncode == 0 and "task: text-classification" in (root / "params.yaml").read_text()
+    exported = finetune("export", "--model", "models/model", "--to", tmp_path / "shared", cwd=root)
+    assert exported.returncode == 0 and "model card README.md" in exported.stdout, exported.stderr
+    assert (tmp_path / "shared/README.md").is_file() and (tmp_path / "shared/pipeline.json").is_file()
+    again = finetune("export", "--model", "models/model", "--to", tmp_path / "shared", cwd=root)
+    assert again.returncode == 2 and "exists; choose a new folder or pass --force" in again.stderr
+    generated = finetune("generate", "--model", lm_repo[0] / "models/model", "--max-new-tokens", "5", "--temperature", "0", "to be", cwd=tmp_path)
+    assert generated.returncode == 0 and re.search(r"\d new tokens in", generated.stderr), generated.stderr
