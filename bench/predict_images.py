@@ -16,11 +16,10 @@ the loops taking turns in every repeat; every ratio compares numbers measured in
   largest probability difference; where one predictor.predict call spends its time (cProfile: read files, the
   ingest-style check, featurize, the network, how often an image is decoded), and cProfile's top 15 cumulative when
   ours is much slower (ratio < 0.8) or with --profile.
-The model is a throwaway: the project's code is copied into a temporary folder, `tools/use_config.py image` writes its
-params.yaml (the image task's default config: builtin:fashion-mnist + builtin:efficientnet-lite0 at 64 pixels; when
-/usr/share/datasets/fashion-mnist is missing, data.source builtin:digits instead, said in the output), data.max_rows is
-set to {train: 600, test: 200} and train.epochs to 0.2, and the real stages run there (`python -m
-stages.ingest|preprocess|train`, about 30 s on 2 cores); its weights' quality is irrelevant to throughput. The N
+The model is a throwaway: a scratch copy of this commit (bench/scratch.py) runs `dvc repro train` with configs/image.yaml
+(builtin:fashion-mnist + builtin:efficientnet-lite0 at 64 pixels; when /usr/share/datasets/fashion-mnist is missing,
+data.source builtin:digits instead, said in the output), data.max_rows {train: 600, test: 200} and train.epochs 0.2
+(about 30 s on 2 cores); its weights' quality is irrelevant to throughput. The N
 images are the ingested rows' PNG bytes (data/ingested.parquet's `input`), in a seeded order, repeated to reach N.
 
     python bench/predict_images.py [--images 1000] [--keep DIR] [--profile]     # ~6 min on 2 cores (the network dominates)
@@ -36,7 +35,6 @@ import cProfile  # noqa: E402
 import pstats  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -45,16 +43,14 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import scratch  # noqa: E402  bench/scratch.py (this script's folder is on sys.path)
 import yaml  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = scratch.ROOT
 warnings.filterwarnings("ignore")
 
-COPIED = ("stages", "finetune", "flows", "tools", "configs", "dvc.yaml", "params.yaml", "requirements-assets.txt", ".dvcignore")
 BATCH, REPEATS, SLOW = 64, 3, 0.8
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 # the functions of one predictor.predict call whose cumulative time says where it goes (file:function, as cProfile names them)
 STEPS = (("read files (read_unlabelled)", "sources.py", "unlabelled"),
          ("ingest-style check (check_images)", "images.py", "check_images"),
@@ -68,41 +64,22 @@ STEPS = (("read files (read_unlabelled)", "sources.py", "unlabelled"),
 
 
 def train_model(work: Path) -> tuple[Path, dict]:
-    """The real ingest, preprocess and train stages in a copy of the project, with the image config on 600 train images for
-    0.2 epochs: (models/model, the params it was trained with)."""
+    """`dvc repro train` (the real ingest, preprocess and train stages) in a scratch copy of this commit (bench/scratch.py):
+    the image config on 600 train images for 0.2 epochs. (models/model, the params it was trained with)."""
     model = work / "models/model"
     if (model / "pipeline.json").is_file():
         print(f"model: reusing {model}")
         return model, yaml.safe_load((work / "params.yaml").read_text())
-    for name in COPIED:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
-        else:
-            shutil.copy2(source, work / name)
-    for folder in ("data/raw", "models/pretrained", "reports"):
-        (work / folder).mkdir(parents=True, exist_ok=True)
-    # --force: this copy's params.yaml is a throwaway (the real project's may hold unsaved edits)
-    done = subprocess.run([sys.executable, "tools/use_config.py", "image", "--force"], cwd=work, env=ENV,
-                          capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"tools/use_config.py image failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    if params["data"]["source"] == "builtin:fashion-mnist" and not (FASHION_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
+    params = yaml.safe_load((ROOT / "configs/image.yaml").read_text())
+    source = params.get("data", {}).get("source", "builtin:fashion-mnist")
+    if source == "builtin:fashion-mnist" and not (FASHION_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
         print(f"data: {FASHION_MNIST} not found, so data.source builtin:digits instead of builtin:fashion-mnist")
-        params["data"]["source"] = "builtin:digits"
+        source = "builtin:digits"
     # a builtin with its own train/test split takes max_rows per split (val is carved from train); digits has none
-    params["data"]["max_rows"] = 600 if params["data"]["source"] == "builtin:digits" else {"train": 600, "val": None, "test": 200}
-    params["train"]["epochs"] = 0.2
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for stage in ("ingest", "preprocess", "train"):
-        start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--params", "params.yaml"], cwd=work, env=ENV,
-                              capture_output=True, text=True)
-        if done.returncode:
-            sys.exit(f"stages.{stage} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        print(f"model: stages.{stage} {time.perf_counter() - start:.0f} s")
-    return model, params
+    params.setdefault("data", {}).update(source=source, max_rows=600 if source == "builtin:digits" else {"train": 600, "val": None, "test": 200})
+    params.setdefault("train", {})["epochs"] = 0.2
+    scratch.repro(scratch.project(params, work, "predict-images-"), "train")
+    return model, yaml.safe_load((work / "params.yaml").read_text())
 
 
 def write_images(work: Path, count: int) -> tuple[Path, list[Path], int]:
@@ -120,18 +97,9 @@ def write_images(work: Path, count: int) -> tuple[Path, list[Path], int]:
     return folder, sorted(files), min(count, len(picked))
 
 
-def timed(runs: dict, repeats: int = REPEATS) -> dict:
-    """{name: seconds of each of `repeats` calls}, after one warm-up call each; the runs take turns in every repeat, so a
-    slow spell of a shared machine slows each of them alike instead of one of them."""
-    for fn in runs.values():
-        fn()
-    seconds = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
+def timed(runs: dict) -> dict:
+    """{name: seconds of each of REPEATS calls, the runs taking turns}."""
+    return scratch.taking_turns(runs, REPEATS)
 
 
 def reference_loop(predictor, batch: int, channels_last: bool = False):

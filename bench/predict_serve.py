@@ -11,9 +11,9 @@ the two runs of an in-process comparison taking turns; every ratio compares numb
                called sequentially with httpx: 200 requests of 1 row, then 30 requests of 32 rows; requests/s, rows/s,
                p50 / p95 latency (ms); ratio of serve rows/s at batch 32 to in-process predict rows/s on the same
                960 rows (one call, batch 32), and to 30 in-process predict calls of 32 rows (the per-call cost without HTTP).
-The model is a throwaway: the project's code and params.yaml (the default text config, builtin:tweets + builtin:minilm)
-are copied into a temporary folder and the real stages run there (`python -m stages.ingest|preprocess|train`) with
-data.max_rows 600 and train.epochs 0.2 (about a minute on 2 cores); its weights' quality is irrelevant to throughput.
+The model is a throwaway: a scratch copy of this commit (bench/scratch.py) runs `dvc repro train` with the project's
+params.yaml (the default text config, builtin:tweets + builtin:minilm), data.max_rows 600 and train.epochs 0.2 (about a
+minute on 2 cores); its weights' quality is irrelevant to throughput.
 
     python bench/predict_serve.py [--rows 2000] [--keep DIR] [--profile]     # ~5 min on 2 cores
 """
@@ -38,41 +38,25 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import scratch  # noqa: E402  bench/scratch.py (this script's folder is on sys.path)
 import yaml  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = scratch.ROOT
 warnings.filterwarnings("ignore")
 
-COPIED = ("stages", "finetune", "flows", "tools", "configs", "dvc.yaml", "params.yaml", "requirements-assets.txt", ".dvcignore")
 BATCH, REPEATS, SERVE_ONE, SERVE_BATCHES = 32, 3, 200, 30
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 def train_model(work: Path) -> Path:
-    """The real ingest, preprocess and train stages in a copy of the project, on 600 tweets for 0.2 epochs: models/model."""
+    """`dvc repro train` (the real ingest, preprocess and train stages) in a scratch copy of this commit (bench/scratch.py):
+    the default text params on 600 tweets for 0.2 epochs. models/model."""
     model = work / "models/model"
     if (model / "pipeline.json").is_file():
         print(f"model: reusing {model}")
         return model
-    for name in COPIED:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
-        else:
-            shutil.copy2(source, work / name)
-    for folder in ("data/raw", "models/pretrained", "reports"):
-        (work / folder).mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["max_rows"], params["train"]["epochs"] = 600, 0.2
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for stage in ("ingest", "preprocess", "train"):
-        start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--params", "params.yaml"], cwd=work, env=ENV,
-                              capture_output=True, text=True)
-        if done.returncode:
-            sys.exit(f"stages.{stage} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        print(f"model: stages.{stage} {time.perf_counter() - start:.0f} s")
+    scratch.repro(scratch.project(params, work, "predict-serve-"), "train")
     return model
 
 
@@ -91,18 +75,9 @@ def tweets(rows: int) -> list[str]:
     return (picked * (rows // len(picked) + 1))[:rows]
 
 
-def timed(runs: dict, repeats: int = REPEATS) -> dict:
-    """{name: median seconds of `repeats` calls}, after one warm-up call each; the runs take turns in every repeat, so a
-    slow spell of a shared machine slows each of them alike instead of one of them."""
-    for fn in runs.values():
-        fn()
-    seconds = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in seconds.items()}
+def timed(runs: dict) -> dict:
+    """{name: median seconds of REPEATS calls, the runs taking turns}."""
+    return {name: statistics.median(values) for name, values in scratch.taking_turns(runs, REPEATS).items()}
 
 
 def free_port() -> int:
@@ -112,7 +87,7 @@ def free_port() -> int:
 
 
 def start_server(model: Path, port: int, threads: int, log: Path) -> subprocess.Popen:
-    env = {**ENV, "OMP_NUM_THREADS": str(threads)}  # the same thread count as the in-process runs (torch's default here)
+    env = {**scratch.ENV, "OMP_NUM_THREADS": str(threads)}  # the same thread count as the in-process runs (torch's default here)
     command = [str(Path(sys.executable).parent / "finetune"), "serve", "--model", str(model), "--port", str(port)]
     server = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     import httpx

@@ -1,4 +1,5 @@
-"""A scratch copy of this commit as its own git + DVC project, for benchmarks that run the real pipeline."""
+"""What benchmarks that run the real pipeline share: a scratch copy of this commit as its own git + DVC project, and
+timing several runs in turn."""
 from __future__ import annotations
 
 import contextlib
@@ -36,4 +37,18 @@ def repro(work: Path, *targets: str) -> float:
     subprocess.run(["dvc", "repro", *targets], cwd=work, check=True, env=ENV)
     seconds = time.perf_counter() - start
     print(f"dvc repro {' '.join(targets)}: {seconds:.0f} s")
+    return seconds
+
+
+def taking_turns(runs: dict, repeats: int) -> dict[str, list[float]]:
+    """{name: seconds of each of `repeats` calls}, after one warm-up call each; the runs take turns in every repeat, so a
+    slow spell of a shared machine slows each of them alike instead of one of them."""
+    for run in runs.values():
+        run()
+    seconds = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
     return seconds
