@@ -26,6 +26,9 @@ TRAIN_LIVE = REPORTS / "train_live"  # dvclive: per-step training curves
 METRICS = REPORTS / "metrics.json"
 EVALUATION = REPORTS / "evaluate"
 REPORT_HTML = REPORTS / "report.html"
+# every picture the run drew, gathered by the report stage: dvc.yaml declares this folder (and dvclive's curves) as its
+# plots, so `dvc plots show` renders what THIS run made; a declared file a task never writes would fail to load
+PLOTS = REPORTS / "plots"
 
 MEMBER_MODELS = Path("models/members")  # one fine-tuned model per ensemble member
 MEMBER_REPORTS = Path("reports/members")  # per member: probabilities.parquet, live/ (the ensemble's input)

@@ -94,7 +94,7 @@ def test_outputs_match_the_paths_the_code_writes():
     written = {paths.MEMBER_MODELS, paths.MEMBER_REPORTS, paths.MEMBER_SUMMARIES, paths.ENSEMBLE, paths.ENSEMBLE_MODEL, paths.ENSEMBLE_METRICS,
                paths.INGESTED,
                paths.QUARANTINE / "ingest.csv", paths.QUARANTINE / "preprocess.csv", paths.PREPARED, paths.MODEL, paths.INGEST_SUMMARY,
-               paths.PREPROCESS_SUMMARY, paths.TRAIN_SUMMARY, paths.TRAIN_LIVE, paths.METRICS, paths.EVALUATION, paths.REPORT_HTML,
+               paths.PREPROCESS_SUMMARY, paths.TRAIN_SUMMARY, paths.TRAIN_LIVE, paths.METRICS, paths.EVALUATION, paths.REPORT_HTML, paths.PLOTS,
                paths.COMPRESSED, paths.COMPRESS, paths.COMPRESS_METRICS, paths.EXPLAIN, paths.EXPLAIN_METRICS}
     assert {str(p) for p in written} == declared
 

@@ -74,6 +74,22 @@ def repro(root: Path, *args: str) -> list[str]:
     return re.findall(r"Running stage '([\w@-]+)'", done.stdout)
 
 
+def plots_page(root: Path, out: Path) -> str:
+    """`dvc plots show` like a user: it must render every picture the run drew (reports/plots/) and every curve dvclive
+    logged, offline, and fail to load nothing (DVC then still exits 0, so its message is what tells)."""
+    done = sh(["dvc", "plots", "show", "-o", str(out)], root)
+    assert "failed to load" not in done.stdout + done.stderr, done.stdout + done.stderr
+    page = (out / "index.html").read_text()
+    assert "<script src=" not in page and "cdn.jsdelivr" not in page  # the libraries are inlined (tools/plots_template.py)
+    pictures = sorted((root / "reports/plots").rglob("*.png"))
+    curves = sorted((root / "reports/train_live/plots/metrics").rglob("*.tsv"))
+    assert curves, "the train stage logged no curve"
+    for picture in pictures:
+        assert "_".join(picture.relative_to(root).with_suffix("").parts) in page, picture
+    assert page.count("vegaEmbed('#") == len(curves)
+    return page
+
+
 def set_param(root: Path, dotted: str, value) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
     *parents, last = dotted.split(".")

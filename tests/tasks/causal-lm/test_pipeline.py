@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from finetune.families.generative.scoring import load_logprobs
-from tests.support.repos import copy_repo, planned, repro, set_param, sh
+from tests.support.repos import copy_repo, planned, plots_page, repro, set_param, sh
 
 STAGES = ["ingest", "preprocess", "train", "evaluate", "member@seed1", "ensemble", "compress", "explain", "report"]
 
@@ -119,3 +119,7 @@ def test_new_documents_are_scored_per_document_as_the_model_itself_scores_them(l
     assert first["loss"] == pytest.approx(total / first["tokens"], abs=1e-4) and first["perplexity"] == pytest.approx(math.exp(first["loss"]))
     answer = served(predictor, [{"text": next(iter(documents.values()))}])
     assert answer["predictions"][0]["loss"] == pytest.approx(first["loss"], abs=1e-5)
+
+
+def test_dvc_plots_show_renders_every_picture_and_curve_of_the_run(tmp_path, lm_repo):
+    plots_page(lm_repo[0], tmp_path / "plots")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.support.params import placed, tiny_image_params
-from tests.support.repos import copy_repo, repro, set_param, sh
+from tests.support.repos import copy_repo, plots_page, repro, set_param, sh
 
 
 def test_the_flow_runs_every_stage_of_the_image_dag_and_dvc_agrees(image_repo):
@@ -139,3 +139,7 @@ def test_an_exported_image_model_predicts_the_same_with_onnx(image_repo, tmp_pat
     theirs = [classify(Image.open(path))[0]["label"] for path in torch_out["input"]]
     # its own resizing rounds differently (16 px from 12 px images here): the labels nearly always agree
     assert (torch_out["label"] == theirs).mean() >= 0.9
+
+
+def test_dvc_plots_show_renders_every_picture_and_curve_of_the_run(tmp_path, image_repo):
+    plots_page(image_repo[0], tmp_path / "plots")

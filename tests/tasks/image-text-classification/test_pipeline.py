@@ -6,7 +6,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from tests.support.repos import copy_repo, planned, set_param, sh
+from tests.support.repos import copy_repo, planned, plots_page, set_param, sh
 
 
 def test_dvc_repro_runs_the_fused_model_its_unimodal_members_and_the_ensemble(image_text_repo):
@@ -60,3 +60,7 @@ def test_new_pairs_predict_as_evaluated_and_serve_the_same(image_text_repo, tmp_
     first = table.iloc[rows.iloc[0] - 1]
     answer = served(predictor, [{"image": b64(root / "data/raw/vqa" / first["image"]), "text": first["text"]}])
     assert answer["predictions"][0]["label"] == predicted["label"].iloc[0]
+
+
+def test_dvc_plots_show_renders_every_picture_and_curve_of_the_run(tmp_path, image_text_repo):
+    plots_page(image_text_repo[0], tmp_path / "plots")

@@ -11,7 +11,7 @@ import yaml
 
 from tests.support.import_graph import STAGES as STAGE_NAMES
 from tests.support.import_graph import stage_code
-from tests.support.repos import PROJECT, copy_repo, planned, repro, set_param, sh
+from tests.support.repos import PROJECT, copy_repo, planned, plots_page, repro, set_param, sh
 from tests.test_inference import ensemble_matches_its_stage
 
 ALL_STAGES = ["ingest", "preprocess", "train", "evaluate", "member@tfidf", "ensemble", "compress", "explain", "report"]
@@ -126,14 +126,13 @@ def test_the_repo_config_turns_telemetry_off():
     assert "analytics = false" in config and "check_update = false" in config
 
 
-def test_plots_render_without_any_network(repo):
+def test_plots_render_every_picture_and_curve_without_any_network(repo, tmp_path):
     root, _ = repo
-    sh(["dvc", "plots", "show", "-o", "plots_out"], root)
-    page = (root / "plots_out/index.html").read_text()
-    assert "<script src=" not in page and "cdn.jsdelivr" not in page
+    page = plots_page(root, tmp_path / "plots")
     assert "window.vegaEmbed" in page  # the libraries are inlined
-    assert page.count("vegaEmbed('#") >= 3  # confusion matrix, loss, validation scores
-    assert "confusion.png" in page
+    for picture in ("evaluate_confusion", "ensemble_confusion", "compress_tradeoff"):
+        assert f"reports_plots_{picture}" in page
+    assert page.count("vegaEmbed('#") >= 4  # train and val loss, val accuracy and macro F1
 
 
 def test_adding_a_member_trains_only_that_member_and_removing_one_trains_nothing(repo):
