@@ -1,5 +1,5 @@
 # `make setup` installs everything (the `finetune` command included); `make pipeline` and `make test` are the two commands
-# a user needs (README.md). Every other target is a thin wrapper of a `finetune` command: `make help` lists them.
+# a user needs (README.md, docs/getting-started.md). Every other target is a thin wrapper of a `finetune` command: `make help` lists them.
 VENV := .venv
 PYTHON ?= python3
 # The venv's bin first on PATH: dvc.yaml's `python -m stages.X` must find this interpreter.
@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: help setup pipeline test bench clean ui search best push pull worker results
+.PHONY: help setup pipeline test bench clean ui search best push pull worker results docs
 
 help:  # this list
 	@grep -E '^[a-z]+:.*#' Makefile | sed -E 's/^([a-z]+):[^#]*# */  make \1\t/' | expand -t 18
@@ -38,10 +38,10 @@ pipeline: setup  # run the pipeline; CONFIG=image (or any configs/NAME.yaml) swi
 
 # 2 xdist workers; loadgroup hands tests out one at a time as workers free up, longest first (tests/conftest.py); plain
 # load pre-assigns a quarter of the suite round-robin
-test: setup  # the whole test suite (README "Tests")
+test: setup  # the whole test suite, the docs build (mkdocs --strict) included (docs/testing.md)
 	python -m pytest -n 2 --dist loadgroup tests
 
-push: setup  # share with the team (README "Team sharing"): data first, so no teammate gets a commit whose data is not in the remote
+push: setup  # share with the team (docs/team-sharing.md): data first, so no teammate gets a commit whose data is not in the remote
 	finetune push
 
 pull: setup  # get the team's runs: git first (the pulled dvc.lock names the data); outputs nobody pushed are a warning
@@ -53,8 +53,12 @@ search: setup  # params.yaml's `search` as a Prefect flow (resumes a stopped stu
 best: setup  # the last search's best values into params.yaml, then dvc repro
 	finetune search --apply-best
 
-results: setup  # the last run's headline numbers, one line per stage
-	finetune results
+results: setup  # the docs' results pages and the README's results table, from the committed runs in docs/results/
+	finetune results --pages
+
+docs: setup  # the docs site into site/ (the architecture pictures redrawn from the code first)
+	python tools/docs_pictures.py
+	mkdocs build --strict
 
 bench: setup  # the training throughput benchmark (bench/ holds the others)
 	python bench/train_throughput.py
@@ -63,7 +67,7 @@ clean:  # pipeline outputs only (DVC's cache keeps them: `dvc checkout` brings t
 	rm -rf .cache reports/evaluate reports/report.html data/ingested.parquet data/prepared data/quarantine models/model \
 		models/members reports/members reports/ensemble
 
-worker: setup  # run deployed pipeline runs on this machine (README "Nightly runs on worker machines"); POOL=finetune
+worker: setup  # run deployed pipeline runs on this machine (docs/scale-out.md); POOL=finetune
 	finetune worker --pool $(or $(POOL),finetune)
 
 ui: setup  # Prefect UI on 127.0.0.1:4200 + the pipeline served with a nightly cron; Ctrl-C stops both

@@ -1,4 +1,4 @@
-"""Members vs ensemble methods on the last pipeline run, as a Markdown table for BENCHMARKS.md.
+"""Members vs ensemble methods on the last pipeline run, as a Markdown table for docs/benchmarks/ensembles.md.
 
     make pipeline && python bench/ensemble_table.py
 

@@ -5,7 +5,7 @@ and the params schema, given random values anywhere. Neither ever raises anythin
 line from the CLI, no traceback), and a failed ingest leaves no output behind.
 
 `make test` runs a few hundred examples; `HYPOTHESIS_PROFILE=long python -m pytest tests/test_fuzz.py`
-runs 10,000 per test (README, Reliability)."""
+runs 10,000 per test (docs/reliability.md)."""
 import os
 import string
 

@@ -1,4 +1,4 @@
-"""Team sharing (README "Team sharing"): one person trains and runs `make push`; teammates `make pull` and get the
+"""Team sharing (docs/team-sharing.md): one person trains and runs `make push`; teammates `make pull` and get the
 results without retraining. Offline: a bare git repo stands in for the git host and a local folder for the DVC
 remote (S3 and the like behave the same through DVC's plugins), both in the test's temp dir. Clone A is a copy of
 the session's tiny text run (text_repo_snapshot); B and C are `git clone`s with no DVC cache. The real Makefile
@@ -108,7 +108,7 @@ def test_the_pre_push_check_names_an_output_missing_from_the_cache(team, tmp_pat
 
 
 def test_a_queued_grid_of_experiments_runs_and_is_shared(team, tmp_path):
-    """README "Experiments": a grid queued with `dvc exp run --queue`, run with `--run-all`; each experiment reruns
+    """docs/team-sharing.md "Experiments": a grid queued with `dvc exp run --queue`, run with `--run-all`; each experiment reruns
     only the stages its params feed (the rest come from the run cache), and `dvc exp push`/`pull` share one."""
     a, origin, remote = team
     sh(["git", "push", "-q"], a)

@@ -108,7 +108,7 @@ def test_lora_saves_a_merged_model_that_predicts_like_the_unmerged_adapter(train
     unmerged_model = PeftModel.from_pretrained(base, str(paths.MODEL / "adapter"))
     unmerged = task.predict_proba(unmerged_model, processor, test, layout, 64)
     assert merged == pytest.approx(unmerged, abs=1e-5)
-    # (the tiny model's random encoder learns little with frozen embeddings; LoRA's quality is in BENCHMARKS.md)
+    # (the tiny model's random encoder learns little with frozen embeddings; LoRA's quality is in docs/benchmarks/strategies-search.md)
 
 
 def test_layer_lr_decay_and_sgd_reach_the_optimizer(trained_workdir, tiny_model):
