@@ -50,7 +50,7 @@ def _tool(script: str, argv: list[str]) -> None:
 
 def run(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="finetune run", description="Run the pipeline: `dvc repro`, so only what changed reruns "
-                                     "(README \"Reruns\"); with --flow, the same DAG as a Prefect flow run.")
+                                     "(docs/stages.md); with --flow, the same DAG as a Prefect flow run.")
     parser.add_argument("stage", nargs="?", help="a dvc.yaml stage: run it and what it needs (default: every stage)")
     parser.add_argument("--config", metavar="NAME", help="switch params.yaml to configs/NAME.yaml first (text, image, lm...)")
     parser.add_argument("--force-config", action="store_true", help="with --config: overwrite params.yaml even if it holds unsaved edits")
@@ -141,8 +141,8 @@ def deploy(argv: list[str]) -> None:
 
 
 def worker(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="finetune worker", description="Run deployed pipeline runs on this machine (README "
-                                     "\"Nightly runs on worker machines\").")
+    parser = argparse.ArgumentParser(prog="finetune worker", description="Run deployed pipeline runs on this machine "
+                                     "(docs/scale-out.md).")
     parser.add_argument("--pool", default="finetune", help="the work pool `finetune deploy` created (default: %(default)s)")
     args = parser.parse_args(argv)
     _project()
@@ -150,7 +150,7 @@ def worker(argv: list[str]) -> None:
 
 
 def push(argv: list[str]) -> None:
-    argparse.ArgumentParser(prog="finetune push", description="Share with the team (README \"Team sharing\"): check that every "
+    argparse.ArgumentParser(prog="finetune push", description="Share with the team (docs/team-sharing.md): check that every "
                             "output dvc.lock records is in the cache, push the data and the run cache, then git.").parse_args(argv)
     _project()
     _call([sys.executable, "tools/check_push.py"])
@@ -174,8 +174,16 @@ def config(argv: list[str]) -> None:
 def results(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="finetune results", description="Show the headline numbers of the last run, one line per "
                                      "stage (`dvc metrics show` lists every nested number, hundreds of columns wide).")
-    parser.parse_args(argv)
+    parser.add_argument("--pages", action="store_true", help="instead: render the docs' results pages and the README's results "
+                        "table from the committed runs in docs/results/ (tools/record_run.py records one)")
+    args = parser.parse_args(argv)
     _project()
+    if args.pages:
+        from finetune.reporting.results_pages import write
+
+        for path in write(Path.cwd()):
+            print(f"wrote {path.relative_to(Path.cwd())}")
+        return
     from finetune.reporting.headlines import headlines
 
     for line in headlines(Path("reports")):

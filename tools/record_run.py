@@ -2,7 +2,8 @@
 switches params.yaml to configs/image.yaml, runs `dvc repro` (timing every stage from DVC's own "Running stage" lines)
 and copies what the run wrote that git would otherwise never see into docs/results/image/: the metrics JSONs, dvc.lock
 and params.yaml, the training curves (dvclive's TSVs), every PNG under reports/ and the HTML report, plus run.json (the
-commit, the machine, the stage times). `finetune results --pages` renders the docs' results pages from those folders.
+commit, the machine, the stage times). `finetune results --pages` renders the docs' results pages from those folders;
+`--adopt` then makes the default config's recorded run the checkout's own (dvc.lock, params.yaml, the tracked metrics).
 
 The run must start from a clean checkout of a commit (the recorded commit is what produced the numbers) and every stage
 must run: a stage DVC skipped or restored from its run cache would make the stage times lie, so it is an error.
@@ -74,12 +75,28 @@ def keep(root: Path, out: Path) -> None:
             shutil.copy2(source, target)
 
 
+def adopt(out: Path, root: Path = ROOT) -> None:
+    """Make a recorded run this checkout's: its dvc.lock, params.yaml and git-tracked metrics (dvc.yaml's `cache: false`
+    files), so the default config's committed lock and metrics are its recorded run (tests/test_dvc_lock.py)."""
+    for stale in (root / "reports" / "member_summaries").glob("*.json"):
+        stale.unlink()
+    for source in [out / "dvc.lock", out / "params.yaml", *(out / "reports").glob("*.json"), *(out / "reports").glob("member_summaries/*.json")]:
+        target = root / source.relative_to(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="a file of configs/ without .yaml")
     parser.add_argument("--root", type=Path, default=ROOT, help="the project checkout to run in (default: this one)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results", help="where CONFIG's folder goes")
+    parser.add_argument("--adopt", action="store_true", help="run nothing: copy CONFIG's recorded dvc.lock, params.yaml and "
+                        "metrics into this checkout (the default config's committed run)")
     args = parser.parse_args(argv)
+    if args.adopt:
+        adopt(args.out / args.config)
+        return
     root = args.root.resolve()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "finetune", "stages", "dvc.yaml", "configs"], cwd=root,

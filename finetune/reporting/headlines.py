@@ -4,7 +4,7 @@ nested number of every metrics file instead (294 columns on the text run); the f
 
 Why the metrics files stay as they are: moving the details out of dvc.yaml's `metrics` would make them plain outputs, and
 a `cache: false` plain output switches off DVC's run cache for its stage; cached, they would leave git. Which of the two
-(runs a teammate can restore vs numbers readable in git) belongs to the team-sharing design (README "Team sharing")."""
+(runs a teammate can restore vs numbers readable in git) belongs to the team-sharing design (docs/team-sharing.md)."""
 from __future__ import annotations
 
 import json
