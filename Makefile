@@ -11,6 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export NO_MKDOCS_2_WARNING := 1  # mkdocs-material prints an end-of-life notice with a URL on every build
 
 .PHONY: help setup pipeline test bench clean ui search best push pull worker results docs
 

@@ -67,7 +67,8 @@ def keep(root: Path, out: Path) -> None:
         shutil.rmtree(out)
     reports = root / "reports"
     wanted = [root / "dvc.lock", root / "params.yaml", *reports.glob("*.json"), *reports.glob("member_summaries/*.json"),
-              *reports.glob("train_live/plots/metrics/**/*.tsv"), *reports.rglob("*.png"), reports / "report.html"]
+              *reports.glob("train_live/plots/metrics/**/*.tsv"), reports / "report.html",
+              *(p for p in reports.rglob("*.png") if not p.is_relative_to(reports / "plots"))]  # plots/ holds copies of these
     for source in wanted:
         if source.is_file():
             target = out / source.relative_to(root)
