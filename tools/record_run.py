@@ -61,6 +61,20 @@ def timed_repro(root: Path) -> tuple[dict[str, float], float]:
     return stages, round(finished - started, 1)
 
 
+def prune_lock(folder: Path) -> None:
+    """Drop the dvc.lock entries of ensemble members this run's params do not have: DVC never removes a foreach item's
+    entry when the item goes, so a checkout that ran other configs keeps their members' entries (with their code and
+    data versions) in its lock."""
+    import yaml
+
+    lock = yaml.safe_load((folder / "dvc.lock").read_text(encoding="utf-8"))
+    members = set((yaml.safe_load((folder / "params.yaml").read_text(encoding="utf-8")).get("ensemble") or {}).get("members") or {})
+    stale = [name for name in lock["stages"] if name.startswith("member@") and name.split("@", 1)[1] not in members]
+    for name in stale:
+        del lock["stages"][name]
+    (folder / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False, width=1000), encoding="utf-8")
+
+
 def keep(root: Path, out: Path) -> None:
     """What git would not see of the run: ignored outputs and DVC-cached folders, copied as plain files."""
     if out.exists():
@@ -74,6 +88,7 @@ def keep(root: Path, out: Path) -> None:
             target = out / source.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+    prune_lock(out)
 
 
 def adopt(out: Path, root: Path = ROOT) -> None:

@@ -131,7 +131,7 @@ def _compression(compress: dict) -> list[str]:
             for name, row in models.items()]
     note = "; ".join(part for part in (f"teacher: {compress['teacher']}" if "teacher" in compress else "",
                                        f"{compress['threads']} threads" if "threads" in compress else "",
-                                       f"{compress['test_rows']} test rows" if "test_rows" in compress else "") if part)
+                                       f"{_number(compress['test_rows'])} test rows" if "test_rows" in compress else "") if part)
     return ["## Compression", "", f"{note[:1].upper()}{note[1:]}.", "",
             *_table(["model", *(title for _, title in columns), "vs teacher (paired test)"], rows)]
 
@@ -243,7 +243,9 @@ def index(results: Path) -> str:
         "# Results", "", GENERATED.format(config="*"), "",
         "Each shipped config's latest committed run: `python tools/record_run.py CONFIG` ran `dvc repro` from nothing in a "
         "clean checkout and kept what git would not see (metrics, plots, the HTML report) in docs/results/CONFIG/; "
-        "`finetune results --pages` rendered these pages from it. Scores are on each config's test split.", "",
+        "`finetune results --pages` rendered these pages from it. Scores are on each config's test split. A clone has "
+        "these numbers, plots and reports without running anything; the trained models themselves are DVC outputs, shared "
+        "through a team remote ([team sharing](../team-sharing.md)).", "",
         *_table(["config", "task", "data", "test score [95 % interval]", "baseline", "ensemble", "whole run", "commit"],
                 [[f"[{row['config']}]({row['config']}.md)", row["task"], row["data"], row["scores"], row["baseline"], row["ensemble"],
                   row["time"], row["commit"]] for row in map(summary, runs(results))]),
