@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 from finetune import paths
 from finetune.config.params import Params
 from finetune.config.sections import label_columns
-from finetune.data import heads
+from finetune.data import heads, labels
 from finetune.data.sources import CONFIDENCE, INPUT, LABEL, ORIGIN, SPLIT
 from finetune.data.tables import LINE, ROW, BadRow
 from finetune.errors import UserError
@@ -100,11 +100,12 @@ def run(params: Params) -> dict:
         dropped[f"confidence below {data.min_confidence} or missing"] = int(low.sum())
         frame = frame[~low]
     if data.keep_labels is not None:
-        unknown = sorted(set(data.keep_labels) - set(frame[LABEL]))
+        wanted = [labels.name(value) for value in data.keep_labels]
+        unknown = sorted(set(wanted) - set(frame[LABEL]))
         if unknown:
             found = ", ".join(sorted(frame[LABEL].unique()))
             raise UserError(f"data.keep_labels: {unknown} not found in {source.origin}; labels found: {found}")
-        other = ~frame[LABEL].isin(data.keep_labels)
+        other = ~frame[LABEL].isin(wanted)
         dropped["label not in keep_labels"] = int(other.sum())
         frame = frame[~other]
     if data.max_rows is not None:
@@ -126,6 +127,7 @@ def run(params: Params) -> dict:
     }
     with write_outputs(paths.INGESTED, paths.QUARANTINE / "ingest.csv", paths.INGEST_SUMMARY) as (ingested, quarantined, report):
         write_table(ingested, frame[columns].reset_index(drop=True))
+        labels.write_kinds(ingested, source.kinds)  # what the labels were, for predict to answer in the same kind
         write_table(quarantined, quarantine)
         write_json(report, summary)
     print(f"ingest: kept {len(frame)} of {rows_read} rows from {source.origin}; dropped {summary['dropped']}")

@@ -79,7 +79,7 @@ class Data(Section):
     # name); replaces label_column. null = one label
     label_columns: list[str] | dict[str, str] | None = None
     split_column: str | None = None  # optional column of train/val/test to use instead of a random split
-    keep_labels: list[str] | None = None  # only these labels; null keeps every label
+    keep_labels: list[str | int | float | bool] | None = None  # only these labels (as the data writes them: 7, "007", true); null keeps every label
     confidence_column: str | None = None  # optional column of each row's label confidence (0..1)
     min_confidence: float | None = Field(None, ge=0, le=1)  # drop rows whose confidence is below this (or missing); null = keep all
     # a seeded, stratified sample: of the whole table (a number) or of each split the data comes with

@@ -24,6 +24,7 @@ class Source:
     bad: list[BadRow]
     origin: str
     ignored: dict[str, int] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)  # {head or "label": what its values were}; {} = texts (labels.py)
 
 
 def package_dir(package: str) -> Path:
@@ -46,13 +47,15 @@ def read_user_table(data: Data, input_column: str, input_key: str, also: dict[st
         if labelled and getattr(data, key):
             columns[key] = getattr(data, key)
             renames[getattr(data, key)] = standard
-    frame, bad = read_table(Path(data.source), columns)
+    label_of = heads or ({LABEL: data.label_column} if labelled else {})  # {head: its column}
+    frame, bad, kinds = read_table(Path(data.source), columns, labels=tuple(label_of.values()))
+    kinds = {head: kinds[column] for head, column in label_of.items()}
     if heads:  # the label columns become one JSON label (a head's column may itself be called "label")
         labels = encode(frame, heads)
         frame = frame.drop(columns=[c for c in heads.values() if c not in (input_column, *(also or {}).values())]).assign(**{LABEL: labels})
     frame = frame.rename(columns=renames)
     frame[ORIGIN] = "row " + frame[ROW].astype(str)
-    return Source(frame, bad, data.source)
+    return Source(frame, bad, data.source, kinds=kinds)
 
 
 def chosen_labels(frame: pd.DataFrame, data: Data, origin: str) -> pd.DataFrame:

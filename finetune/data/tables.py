@@ -18,10 +18,12 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from finetune.data import labels as label_kinds
 from finetune.errors import UserError
 
 _UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes kept by errors="surrogateescape"
@@ -114,7 +116,8 @@ def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[BadRow]]:
             bad.append(BadRow(row_number, line_number, "expected a JSON object per line", line))
             continue
         records.append({**record, ROW: row_number, LINE: line_number})
-    return pd.DataFrame(records), bad
+    frame = pd.DataFrame(records, dtype=object)  # each cell keeps its JSON type: ints with a gap stay ints, not floats
+    return (frame.astype({ROW: int, LINE: int}) if records else frame), bad
 
 
 def _read_parquet(path: Path) -> tuple[pd.DataFrame, list[BadRow]]:
@@ -137,9 +140,15 @@ READERS = {
 }
 
 
-def read_table(path: Path, columns: dict[str, str]) -> tuple[pd.DataFrame, list[BadRow]]:
-    """Read `path` and keep `columns` ({param key: column name}), returning (rows, bad rows).
-    Every value is a string (labels may be ints in the file; they become "0", "1", ...)."""
+class Table(NamedTuple):
+    frame: pd.DataFrame  # the kept columns, every value a text (or None)
+    bad: list[BadRow]
+    kinds: dict[str, str]  # {label column: the kind of value it held (finetune/data/labels.py)}
+
+
+def read_table(path: Path, columns: dict[str, str], labels: tuple[str, ...] = ()) -> Table:
+    """Read `path` and keep `columns` ({param key: column name}). Every value becomes a text (JSONL/Parquet labels 7, 1.0,
+    true become "7", "1", "True"); what the `labels` columns held is their kind, refused when one column mixes kinds."""
     frame, bad = READERS[path.suffix.lower()](path)
     missing = {key: name for key, name in columns.items() if name not in frame.columns}
     if missing:
@@ -155,9 +164,10 @@ def read_table(path: Path, columns: dict[str, str]) -> tuple[pd.DataFrame, list[
                 unusable[row] = BadRow(row, line, f"column {name!r} holds {what}; expected a text or a number", _shown(cell))
     if unusable:
         kept = kept[~kept[ROW].isin(unusable)]
+    kinds = {column: label_kinds.kind_of(kept[column], kept[ROW], column, str(path)) for column in labels}
     for name in columns.values():
         kept[name] = kept[name].map(_as_text)
-    return kept, sorted([*bad, *unusable.values()], key=lambda bad_row: bad_row.row)
+    return Table(kept, sorted([*bad, *unusable.values()], key=lambda bad_row: bad_row.row), kinds)
 
 
 def _not_one_value(cell) -> str:
@@ -179,6 +189,4 @@ def _shown(cell) -> str:
 def _as_text(value) -> str | None:
     if value is None or (isinstance(value, float) and value != value):
         return None
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # a label column read as floats (1.0) stays "1"
-    return str(value)
+    return label_kinds.name(value)  # a label column read as floats (1.0) stays "1"

@@ -19,6 +19,7 @@ import pandas as pd
 
 from finetune import paths
 from finetune.data.heads import Heads, each_head
+from finetune.data.labels import read_labelled_csv
 from finetune.errors import UserError
 from finetune.io import read_json, write_json
 from finetune.training.head_loss import HeadView
@@ -60,7 +61,7 @@ def run(task, params, folder: Path) -> dict:
     for head in each_head(label_map, test["label"], np.zeros((len(test), 0))):
         rows = test[head.labelled].reset_index(drop=True)
         predictions_file = head.folder(paths.EVALUATION) / "predictions.csv"
-        predictions = pd.read_csv(predictions_file, dtype={"actual": str, "predicted": str})  # labels are names: "007", "9"
+        predictions = read_labelled_csv(predictions_file)  # class names as written: "007", "9", "N/A"
         if predictions["id"].tolist() != rows["id"].tolist():
             raise UserError(f"{predictions_file} does not list the prepared test rows; rerun evaluate (dvc repro evaluate)")
         chosen = select_examples(predictions, params.explain.examples, params.explain.seed)

@@ -15,8 +15,9 @@ import pandas as pd
 
 from finetune import paths
 from finetune.config.params import trained_params
+from finetune.data import labels
 from finetune.data.heads import Heads
-from finetune.data.sources import INPUT
+from finetune.data.sources import INPUT, LABEL
 from finetune.data.tables import LINE, ROW, BadRow
 from finetune.errors import UserError
 from finetune.families.classification import combining
@@ -69,10 +70,12 @@ def prediction_columns(probs: np.ndarray, label_map: dict) -> pd.DataFrame:
     heads = Heads.of(label_map)
     blocks = heads.columns(probs) if heads.multi else {None: probs}
     classes = heads.classes if heads.multi else {None: label_map["labels"]}
+    kinds = label_map.get("kinds", {})
     columns = {}
     for head, block in blocks.items():
         prefix = f"{head}." if head else ""
-        columns[head or "label"] = [classes[head][i] for i in block.argmax(axis=1)]
+        # the user's own values: 7 where the data held the number 7 (label_map `kinds`, finetune/data/labels.py)
+        columns[head or LABEL] = labels.values([classes[head][i] for i in block.argmax(axis=1)], kinds.get(head or LABEL, labels.TEXT))
         columns |= {f"{prefix}prob_{name}": block[:, i] for i, name in enumerate(classes[head])}
     return pd.DataFrame(columns)
 

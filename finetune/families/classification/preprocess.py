@@ -14,15 +14,18 @@ needs labels in every split and is checked like one label; label_map.json gets `
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from finetune import paths
 from finetune.config.params import Params
 from finetune.config.sections import label_columns
 from finetune.data import heads
+from finetune.data.labels import read_kinds
 from finetune.data.sources import INPUT, LABEL, SPLIT
 from finetune.data.tables import LINE, ROW
 from finetune.errors import UserError
@@ -30,12 +33,13 @@ from finetune.families.classification.features import featurize
 from finetune.io import write_json
 
 SPLITS = ("train", "val", "test")
+NUMERAL = re.compile(r"-?\d+(\.\d+)?")
 
 
 def _label_order(labels) -> list[str]:
     labels = sorted(set(labels))
-    if all(label.lstrip("-").isdigit() for label in labels):
-        return sorted(labels, key=int)  # integer labels keep their numeric order: "2" before "10"
+    if all(NUMERAL.fullmatch(label) for label in labels):
+        return sorted(labels, key=float)  # numbers keep their numeric order: "2" before "10", "2.5" before "10"
     return labels
 
 
@@ -124,6 +128,7 @@ def run(task, params: Params, frame: pd.DataFrame, folder: Path) -> tuple[dict, 
     assert not overlap, f"leakage check failed: {len(overlap)} inputs in train and val/test"
 
     tables, label_map = featurize(task, params, {name: part.reset_index(names="id") for name, part in parts.items()}, labels)
+    label_map["kinds"] = read_kinds(paths.INGESTED)  # what the names were in the data (finetune/data/labels.py), for predict
     summary = {"inputs_changed_by_normalization": changed, "dropped": dict(Counter(dropped["problem"])),
                **({"features": label_map["facts"]} if "facts" in label_map else {}), "splits": {}, "labels": labels}
     for name, table in tables.items():

@@ -13,6 +13,7 @@ import pandas as pd
 
 from finetune import paths
 from finetune.config.sections import PRIMARY
+from finetune.data.labels import read_labelled_csv
 from finetune.io import read_json
 from finetune.reporting.html import esc, figure_img, png_file_img, table
 from finetune.reporting.plots import plt
@@ -140,7 +141,7 @@ def data_section(task, params) -> str:
 def errors_section(task, params) -> str:
     parts = []
     for suffix, _, folder in _heads():
-        wrong = pd.read_csv(folder / "misclassified.csv").head(params.report.worst_errors)
+        wrong = read_labelled_csv(folder / "misclassified.csv").head(params.report.worst_errors)
         if wrong.empty:
             parts.append(f"<p>No test example was misclassified{esc(suffix)}.</p>")
             continue
@@ -179,7 +180,7 @@ def _ensemble_head(task, params, result: dict, folder: Path, suffix: str) -> str
     rows += [{"": f"{'→ ' if name == result['method'] else ''}method {name}", **_scores(scores),
               "cross-fitted val macro F1 ± SE": f"{crossed[name]['f1_macro']:.3f} ± {crossed[name]['standard_error']:.3f}"}
              for name, scores in result["methods"].items()]
-    changes = pd.read_csv(folder / "changes.csv")
+    changes = read_labelled_csv(folder / "changes.csv")
     examples = changes[changes["member"] == best["name"]].groupby("effect").head(params.report.worst_errors)
     examples = examples.assign(example=_rendered(task, examples["id"]))
     return (

