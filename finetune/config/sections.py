@@ -140,7 +140,9 @@ class Data(Section):
 
 class EarlyStopping(Section):
     metric: str = "f1_macro"  # a val metric of the task (checked by Params), or with label_columns <head>.f1_macro / <head>.accuracy
-    patience: int = Field(2, ge=0, le=10_000)  # evaluations without improvement before stopping; 0 = never stop early
+    # evaluations without improvement before stopping; 0 = never stop early; null = from the number of evaluations (none up to 4,
+    # then a quarter of them, at least 3: finetune/training/schedule.py)
+    patience: int | None = Field(None, ge=0, le=10_000)
 
 
 STRATEGIES = ("full", "partial", "linear_probe", "gradual_unfreeze", "lora")
@@ -172,7 +174,9 @@ REPORT_TO = ("tensorboard", "mlflow", "wandb")  # train.report_to: Trainer integ
 class Train(Section):
     model: str  # builtin:NAME or a local model under models/pretrained/ (nothing is downloaded)
     trust_remote_code: bool = False  # run code shipped with a model: only params.yaml itself may turn it on (never -S or the UI)
-    epochs: float = Field(3, gt=0, le=10_000)  # passes over the train split (fractions allowed)
+    # passes over the train split (fractions allowed); null = 3, or more on a small split: enough for min_steps (finetune/training/schedule.py)
+    epochs: float | None = Field(None, gt=0, le=10_000)
+    min_steps: int = Field(400, ge=0, le=10_000_000)  # epochs null: the fewest optimizer steps a run gets (at most 100 epochs)
     batch_size: int = Field(32, ge=1, le=65_536)  # rows per step (per process)
     gradient_accumulation_steps: int = Field(1, ge=1, le=65_536)  # batches per optimizer step: an effective batch of batch_size x this
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30 % more time

@@ -86,6 +86,7 @@ def _training(train: dict) -> list[str]:
     rows = [["device", str(train.get("device", "-"))], ["strategy", str(parameters.get("strategy", "-"))],
             ["trainable parameters", f"{_number(parameters.get('trainable', '-'))} of {_number(parameters.get('parameters', '-'))}"],
             ["steps (epochs)", f"{_number(train.get('steps', '-'))} ({train.get('epochs', '-'):g})"],
+            *([["how long, and why", train["schedule"]["why"]]] if "schedule" in train else []),
             ["best step (kept)", f"{_number(train.get('best_step', '-'))}{', stopped early' if train.get('stopped_early') else ''}"],
             ["training time", _duration(train["train_runtime_s"]) if "train_runtime_s" in train else "-"],
             ["samples/s", _number(train.get("train_samples_per_second", "-"))]]

@@ -40,7 +40,8 @@ from finetune.io import atomic_path, write_json
 from finetune.scoring import metrics
 from finetune.training import distributed
 from finetune.training.head_loss import HeadLoss
-from finetune.training.strategies import GradualUnfreeze, StrategyTrainer, apply_strategy, describe
+from finetune.training.schedule import plan
+from finetune.training.strategies import GradualUnfreeze, StrategyTrainer, apply_strategy, describe, has_batchnorm
 
 
 def resolve_device(choice: str) -> tuple[str, bool]:
@@ -192,13 +193,15 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
           f"({100 * parameters['trainable_share']:.2f} %); peak learning rates: {rates}")
     if device == "cuda":
         print(f"{run_name}: on {torch.cuda.get_device_name()}, {'bf16' if bf16 else 'fp32'}; speed settings {speed}")
-    steps = {"eval_strategy": "steps", "eval_steps": train.eval_steps, "save_strategy": "steps", "save_steps": train.eval_steps}
-    if train.eval_steps is None:
+    schedule = plan(train, len(splits["train"]), int(os.environ.get("WORLD_SIZE", "1")), drop_last=has_batchnorm(model))  # torchrun sets WORLD_SIZE
+    print(f"{run_name}: {schedule.steps} optimizer steps: {schedule.why}")
+    steps = {"eval_strategy": "steps", "eval_steps": schedule.eval_steps, "save_strategy": "steps", "save_steps": schedule.eval_steps}
+    if schedule.eval_steps is None:
         steps = {"eval_strategy": "epoch", "save_strategy": "epoch"}
     metric = train.early_stopping.metric
     args = TrainingArguments(
         output_dir=str(run_dir),
-        num_train_epochs=train.epochs,
+        num_train_epochs=schedule.epochs,
         per_device_train_batch_size=train.batch_size,
         per_device_eval_batch_size=train.eval_batch_size,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
@@ -248,8 +251,8 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
             _trim_live_history(run_dir / "live", int(resume.name.split("-")[1]))
         live = Live(str(run_dir / "live"), resume=resume is not None, dvcyaml=None, save_dvc_exp=False, report=None)
         callbacks.append(LiveLogger(live))
-    if train.early_stopping.patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=train.early_stopping.patience))
+    if schedule.patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=schedule.patience))
     if train.strategy == "gradual_unfreeze":
         callbacks.append(GradualUnfreeze(model, train))
     callbacks += extra_callbacks
@@ -301,6 +304,7 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
         "bf16": bf16,
         "speed": speed,
         "resumed": resume is not None,
+        "schedule": schedule.as_dict(),
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0, 3),
         "best_step": trainer.state.best_global_step,

@@ -188,6 +188,15 @@ class GradualUnfreeze(TrainerCallback):
             self.unfrozen = wanted
 
 
+def batchnorms(model) -> list[_BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, _BatchNorm)]
+
+
+def has_batchnorm(model) -> bool:
+    """Whether training drops each epoch's last incomplete batch (StrategyTrainer.get_train_dataloader)."""
+    return bool(batchnorms(model))
+
+
 class StrategyTrainer(Trainer):
     """Trainer with per-layer-group learning rates, AdamW or SGD, the L1 penalty, batch-level
     augmentation (soft labels from MixUp/CutMix get a soft cross-entropy) and BatchNorm bookkeeping.
@@ -201,7 +210,7 @@ class StrategyTrainer(Trainer):
         self.head_loss = head_loss  # several heads (head_loss.py): their combined loss, maybe with learned weights
         self.fused = {"fused": True} if fused_optimizer else {}  # CUDA only (finetune.training.speed_settings)
         self.small_batches = 0
-        self.norms = [m for m in self.model.modules() if isinstance(m, _BatchNorm)]
+        self.norms = batchnorms(self.model)
         for module in self.norms:
             module.register_forward_pre_hook(self._count_small_batch)
 

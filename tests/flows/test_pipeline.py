@@ -1,6 +1,7 @@
 """The Prefect flow runs dvc.yaml's DAG through DVC: same lock, same cache, concurrent branches."""
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -94,14 +95,28 @@ def test_flow_and_dvc_repro_write_the_same_lock(tmp_path, prefect_harness):
     assert (roots[0] / "dvc.lock").read_text() == (roots[1] / "dvc.lock").read_text()
 
 
+STAMP = """import json, pathlib, sys, time
+out, me, other = sys.argv[1:4]
+marks = pathlib.Path("marks")
+marks.mkdir(exist_ok=True)
+start = time.time()
+(marks / me).touch()
+if sys.argv[4:] == ["fail"]:
+    sys.exit(f"boom: {me} cannot read its input")
+while not (marks / other).exists() and time.time() - start < 120:  # meet the other stage: only stages running at once do
+    time.sleep(0.05)
+json.dump([start, time.time(), (marks / other).exists()], open(out, "w"))
+"""
+
+
 def _toy_project(root, fail_b: bool):
-    """a and b are independent (each records when it ran); c needs both."""
-    stamp = "import json,sys,time; s=time.time(); time.sleep(1.5); json.dump([s, time.time()], open(sys.argv[1], 'w'))"
-    b_cmd = f'{sys.executable} -c "import sys; sys.exit(\'boom: b cannot read its input\')"' if fail_b else \
-        f'{sys.executable} -c "{stamp}" b.json'
-    stages = {"a": {"cmd": f'{sys.executable} -c "{stamp}" a.json', "outs": ["a.json"]},
-              "b": {"cmd": b_cmd, "outs": ["b.json"]},
-              "c": {"cmd": f'{sys.executable} -c "{stamp}" c.json', "deps": ["a.json", "b.json"], "outs": ["c.json"]}}
+    """a and b are independent: each records when it ran and waits (up to 2 min) to see the other one start, which only
+    stages running at the same time do however slow the machine; c needs both."""
+    (root / "stamp.py").write_text(STAMP)
+    stamp = f"{sys.executable} stamp.py"
+    stages = {"a": {"cmd": f"{stamp} a.json a b", "outs": ["a.json"]},
+              "b": {"cmd": f"{stamp} b.json b a" + (" fail" if fail_b else ""), "outs": ["b.json"]},
+              "c": {"cmd": f"{stamp} c.json c c", "deps": ["a.json", "b.json"], "outs": ["c.json"]}}
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
 
 
@@ -124,9 +139,10 @@ def test_independent_stages_overlap_and_failures_stop_downstream(tmp_path, prefe
 
     (root / "a.json").unlink()
     (root / "b.json").unlink()
+    shutil.rmtree(root / "marks")
     run_flow(root)
     a, b, c = (json.loads((root / f"{name}.json").read_text()) for name in "abc")
-    assert a[0] < b[1] and b[0] < a[1]  # a and b ran at the same time
+    assert a[2] and b[2] and a[0] < b[1] and b[0] < a[1]  # a and b ran at the same time: each saw the other start
     assert c[0] >= max(a[1], b[1])  # c only after both
 
 

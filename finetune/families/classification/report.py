@@ -97,6 +97,7 @@ def training_section(task, params) -> str:
     facts = pd.DataFrame(
         [
             *strategy,
+            *((("how long, and why", train["schedule"]["why"]),) if "schedule" in train else ()),
             ("best step (restored)", train["best_step"]),
             ("stopped early", train["stopped_early"]),
             ("resumed from a checkpoint", train["resumed"]),

@@ -120,7 +120,8 @@ def training_section(params) -> str:
     plt.close(figure)
     parameters = train["parameters"]
     facts = pd.DataFrame([("strategy", parameters["strategy"]), ("trainable parameters", f"{parameters['trainable']:,} of {parameters['parameters']:,}"),
-                          ("steps", train["steps"]), ("best step", train["best_step"]), ("training time (s)", train["train_runtime_s"]),
+                          ("steps", train["steps"]), *((("how long, and why", train["schedule"]["why"]),) if "schedule" in train else ()),
+                          ("best step", train["best_step"]), ("training time (s)", train["train_runtime_s"]),
                           ("best val loss", train["val"].get("loss"))], columns=["", "value"])
     return image + table(facts)
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from finetune.config.sections import Compress, Data, Distill, EarlyStopping, Preprocess, Prune, Train
+from finetune.config.sections import Compress, Data, Distill, Preprocess, Prune, Train
 from finetune.data.images import ImageAugment, check_images, normalized_image, resized, thumbnail
 from finetune.data.sources import ORIGIN, Source
 from finetune.families.classification import ClassificationTask, ClassifierExplain
@@ -61,14 +61,13 @@ class ImagePreprocess(Preprocess):
 
 class ImageTrain(Train):
     """The recipe that fine-tunes a pretrained CNN at 64 pixels well on CPU (BENCHMARKS.md "Images"): a larger batch and
-    learning rate than a transformer's, a short warm-up, cosine decay, every epoch trained."""
+    learning rate than a transformer's, a short warm-up, cosine decay; how long follows from the split (schedule.py)."""
     batch_size: int = Field(64, ge=1, le=65_536)
     eval_batch_size: int = Field(256, ge=1, le=65_536)
     learning_rate: float = Field(1e-3, gt=0, lt=1)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine", "polynomial"] = "cosine"
     logging_steps: int = Field(20, ge=1, le=10_000_000)
-    early_stopping: EarlyStopping = EarlyStopping(patience=0)  # 0 = train all epochs
 
 
 class ImageCompress(Compress):
