@@ -52,3 +52,20 @@ def taking_turns(runs: dict, repeats: int) -> dict[str, list[float]]:
             run()
             seconds[name].append(time.perf_counter() - start)
     return seconds
+
+
+def train_and_evaluate(prefix: str, raw: dict, then=None) -> dict:
+    """ingest -> preprocess -> train (timed) -> evaluate of the params `raw` in this process, in a new temporary folder;
+    then(params), if given, runs there too. {"train": train.json, "seconds": training, "evaluate": metrics, "then": ...}."""
+    from stages import evaluate, ingest, preprocess, train
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    with contextlib.chdir(folder):
+        checked = parse_params(raw)
+        ingest.run(checked)
+        preprocess.run(checked)
+        start = time.perf_counter()
+        summary = train.run(checked)
+        seconds = time.perf_counter() - start
+        result = evaluate.run(checked)
+        return {"train": summary, "seconds": seconds, "evaluate": result, "then": then(checked) if then else None}

@@ -16,14 +16,10 @@ Prints each variant's test accuracy (bootstrap 95 % interval), its steps and epo
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
-import time
 from pathlib import Path
 
+import scratch  # bench/scratch.py (this script's folder is on sys.path)
 import yaml
-
-from finetune.config.params import parse_params
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
@@ -47,24 +43,12 @@ def params(source: str, max_rows, variant: dict) -> dict:
 
 
 def run(name: str, raw: dict) -> dict:
-    from stages import evaluate, ingest, member, preprocess, train
+    from stages import member
 
-    folder = Path(tempfile.mkdtemp(prefix=f"small-images-{name}-"))
-    before = os.getcwd()
-    os.chdir(folder)
-    try:
-        checked = parse_params(raw)
-        ingest.run(checked)
-        preprocess.run(checked)
-        start = time.perf_counter()
-        summary = train.run(checked)
-        seconds = time.perf_counter() - start
-        result = evaluate.run(checked)
-        pixels = member.run(checked, "pixels")
-    finally:
-        os.chdir(before)
-    return {"seconds": seconds, "steps": summary["steps"], "epochs": summary["epochs"], "accuracy": result["accuracy"],
-            "ci95": result["ci95"]["accuracy"], "test_rows": result["test_rows"], "pixels": pixels["test"]["accuracy"]}
+    done = scratch.train_and_evaluate(f"small-images-{name}-", raw, then=lambda checked: member.run(checked, "pixels"))
+    result = done["evaluate"]
+    return {"seconds": done["seconds"], "steps": done["train"]["steps"], "epochs": done["train"]["epochs"], "accuracy": result["accuracy"],
+            "ci95": result["ci95"]["accuracy"], "test_rows": result["test_rows"], "pixels": done["then"]["test"]["accuracy"]}
 
 
 def main() -> None:
