@@ -123,7 +123,8 @@ def run(params: Params) -> dict:
         "rows_kept": len(frame),
         "dropped": {reason: n for reason, n in dropped.items() if n},
         **({"ignored": source.ignored} if source.ignored else {}),
-        "labels": heads.label_counts(frame[LABEL]) if several else frame[LABEL].value_counts().sort_index().to_dict(),
+        **({"labels": heads.label_counts(frame[LABEL]) if several else frame[LABEL].value_counts().sort_index().to_dict()}
+           if task.has_labels else {"documents": len(frame)}),
     }
     with write_outputs(paths.INGESTED, paths.QUARANTINE / "ingest.csv", paths.INGEST_SUMMARY) as (ingested, quarantined, report):
         write_table(ingested, frame[columns].reset_index(drop=True))

@@ -39,6 +39,7 @@ class Task(ABC):
     # the family's, updated by the task's own: the schema of a task is these, composed (params_class)
     sections: ClassVar[dict[str, type[Section]]] = {}
     val_metrics: ClassVar[tuple[str, ...]] = ("loss",)  # what training and search select on, on val; the first is the default
+    has_labels: ClassVar[bool] = True  # rows carry classes, counted by ingest; False: `label` only names the row's document
     models: Models  # everything training needs to load, feed and save this task's models
 
     def __init_subclass__(cls, **kwargs):

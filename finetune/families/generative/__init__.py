@@ -13,7 +13,7 @@ A task adds its data (read) and Models; its featurize turns {split: documents} i
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import pandas as pd
 from pydantic import Field, create_model
@@ -24,7 +24,11 @@ from finetune.families.task import Task
 
 
 class GenerativeEvaluate(Evaluate):
-    prompts: list[str] = Field(min_length=1)  # generated from in the report (a task gives its default)
+    # generated from in the report; auto: the opening prompt_tokens tokens of `auto_prompts` held-out test documents
+    # (seeded; preprocess picks them and says which in reports/preprocess.json), so generations start from this corpus
+    prompts: Annotated[list[str], Field(min_length=1)] | Literal["auto"] = "auto"
+    auto_prompts: int = Field(3, ge=1, le=100)  # prompts: auto: how many test documents give one
+    prompt_tokens: int = Field(16, ge=1, le=64)  # prompts: auto: tokens of each document's opening (preprocess keeps 64)
     max_new_tokens: int = Field(48, ge=1, le=4096)  # tokens generated per prompt
     temperature: float = Field(0.8, ge=0, le=10)  # 0 = greedy
     top_p: float = Field(0.95, gt=0, le=1)  # nucleus sampling: the smallest set of tokens holding this much probability
@@ -54,6 +58,7 @@ def ensemble_section(task_name: str) -> type[Ensemble]:
 class GenerativeTask(Task):
     family = "finetune.families.generative"
     val_metrics = ("loss",)  # training selects on val loss: the only val metric of a generative model
+    has_labels = False  # a document's name is no class: ingest counts documents, not "row 7: 1" labels (issue 39)
 
     @classmethod
     def family_sections(cls) -> dict:

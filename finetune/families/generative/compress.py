@@ -23,7 +23,7 @@ from finetune.config.sections import PRIMARY
 from finetune.errors import UserError
 from finetune.families.generative import scoring
 from finetune.families.generative.distill import distill
-from finetune.families.generative.generation import forced_run, timed
+from finetune.families.generative.generation import forced_run, prompts, timed
 from finetune.io import read_json, write_table
 
 CALIBRATION_BLOCKS, SMOOTHING_ALPHA = 8, 0.6  # bench/lm_int8.py measured these on SmolLM2-135M
@@ -76,7 +76,7 @@ def run(task, params, folder: Path, reports: Path) -> dict:
         models["distilled"] = task.models.load_trained(str(folder / "distilled"), False)
         facts["distilled"] = {"megabytes": folder_megabytes(folder / "distilled"), "layers": layers, **trained}
     scored = {model_name: scoring.token_scores(model, test, params.train.eval_batch_size) for model_name, model in models.items()}
-    prompt, new_tokens = params.evaluate.prompts[0], params.evaluate.max_new_tokens
+    prompt, new_tokens = prompts(params.evaluate, tokenizer)[0]["prompt"], params.evaluate.max_new_tokens
     speed = timed({model_name: forced_run(model, tokenizer, prompt, new_tokens) for model_name, model in models.items()},
                   new_tokens, config.latency.repeats)
     result = {"teacher": name, "threads": torch.get_num_threads(), "methods_skipped": {m: SKIPPED[m] for m in config.methods if m in SKIPPED},

@@ -3,7 +3,7 @@
 Test (and val) perplexity, loss and next-token accuracy of the fine-tuned model AND of the untouched pretrained model
 on the same blocks (the baseline, as the majority class is for a classifier), each with a bootstrap 95 % interval
 over blocks and the paired comparison (scoring.py); generations of both for evaluate.prompts (seeded
-sampling) with distinct-1/2 and the 4-gram repetition rate. Writes reports/metrics.json and reports/evaluate/
+sampling; `auto`: openings of test documents, generation.prompts) with distinct-1/2 and the 4-gram repetition rate. Writes reports/metrics.json and reports/evaluate/
 (generations.json; blocks.csv: every test block's loss under both models; token_logprobs.safetensors: each val and
 test token's log-probability, this model's input to the ensemble).
 """
@@ -20,14 +20,14 @@ from finetune.io import write_json, write_table
 
 
 def generations(model, tokenizer, settings) -> list[dict]:
-    from finetune.families.generative.generation import generate
+    from finetune.families.generative.generation import generate, prompts
 
     rows = []
-    for prompt in settings.prompts:
+    for chosen in prompts(settings, tokenizer):
         start = time.perf_counter()
-        text = generate(model, tokenizer, prompt, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+        text = generate(model, tokenizer, chosen["prompt"], max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                         top_p=settings.top_p, seed=settings.seed)
-        rows.append({"prompt": prompt, "continuation": text, "seconds": round(time.perf_counter() - start, 2)})
+        rows.append({**chosen, "continuation": text, "seconds": round(time.perf_counter() - start, 2)})
     return rows
 
 

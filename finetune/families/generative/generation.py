@@ -16,6 +16,9 @@
   a prompt whose tokens plus max_new_tokens do not fit the model's context, and out-of-range settings.
 - `distinct_n`, `repetition_rate`: diversity of generated texts over whitespace tokens (definitions in their docstrings).
 - `forced_run` + `timed`: greedy decoding speed at a forced length, models timed in turns, the median of a few rounds.
+- `prompts`: what evaluate, explain and compress generate from: evaluate.prompts, or with `auto` the openings of
+  held-out test documents that preprocess kept in the layout (`openings`), so a corpus of Python docs is not prompted
+  with "ROMEO." (issue 39).
 Limits: no batching, no beam search; a model whose config names no context length is not length-checked.
 """
 from __future__ import annotations
@@ -24,11 +27,14 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import transformers
 
+from finetune import paths
 from finetune.errors import UserError
 from finetune.families.generative.models import context_length
+from finetune.io import read_json
 
 
 def generate(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature: float, top_p: float, seed: int,
@@ -116,3 +122,15 @@ def forced_run(model, tokenizer, prompt: str, max_new_tokens: int) -> Callable[[
     flattered; tokenizing and decoding included), batch 1, KV cache: one contender for `timed`."""
     return lambda: generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, seed=0,
                             min_new_tokens=max_new_tokens)
+
+
+def prompts(evaluate, tokenizer) -> list[dict[str, str]]:
+    """[{"prompt", "from"}]: evaluate.prompts, or with `auto` the first evaluate.prompt_tokens tokens of
+    evaluate.auto_prompts test documents drawn with evaluate.seed (kept in their split order) from the layout's openings."""
+    if evaluate.prompts != "auto":
+        return [{"prompt": prompt, "from": f"evaluate.prompts[{i}]"} for i, prompt in enumerate(evaluate.prompts)]
+    openings = read_json(paths.LABEL_MAP)["openings"]
+    drawn = np.random.default_rng(evaluate.seed).choice(len(openings), size=min(evaluate.auto_prompts, len(openings)), replace=False)
+    # a cut through a multi-byte character decodes to U+FFFD: left out
+    return [{"prompt": tokenizer.decode(openings[i][1][:evaluate.prompt_tokens]).rstrip("\ufffd"),
+             "from": f"the opening of test document {openings[i][0]}"} for i in sorted(drawn)]

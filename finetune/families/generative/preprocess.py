@@ -6,7 +6,8 @@ tokenized and packed into blocks).
 - Splits: data.split_column (or a builtin's own split) when there is one, else a seeded shuffle of the documents
   cut by data.splits (at least one document per split). No document is in two splits.
 - Features: the task's featurize (causal LM: finetune/tasks/causal-lm/blocks.py), then evaluate.prompts checked against
-  the model's context, before any training.
+  the model's context, before any training; the first OPENING_TOKENS tokens of every test document kept in the layout
+  (`openings`), where evaluate.prompts `auto` draws its prompts from.
 Writes data/prepared/{train,val,test}.parquet, label_map.json (the layout) and reports/preprocess.json (documents,
 tokens, blocks per split).
 """
@@ -25,6 +26,14 @@ from finetune.errors import UserError
 from finetune.io import write_json
 
 SPLITS = ("train", "val", "test")
+OPENING_TOKENS = 64  # evaluate.prompt_tokens' upper bound
+
+
+def openings(test: pd.DataFrame, tokenizer) -> list[tuple[str, list[int]]]:
+    """(document, its first OPENING_TOKENS tokens) of each test document; only its start is tokenized (a token holds at
+    most a few characters: 16 a token is ample)."""
+    return [(str(name), tokenizer(str(text)[:16 * OPENING_TOKENS], add_special_tokens=False)["input_ids"][:OPENING_TOKENS])
+            for name, text in zip(test[LABEL], test[INPUT])]
 
 
 def split_documents(frame: pd.DataFrame, params) -> dict[str, pd.DataFrame]:
@@ -49,7 +58,7 @@ def split_documents(frame: pd.DataFrame, params) -> dict[str, pd.DataFrame]:
 def check_prompts(evaluate, tokenizer, context: int | None, model: str) -> None:
     """evaluate.prompts the evaluate stage could not generate from, refused here, before any training (generate checks
     again: a prompt edited later does not rerun preprocess). Tokenized as generate tokenizes them."""
-    for i, prompt in enumerate(evaluate.prompts):
+    for i, prompt in enumerate([] if evaluate.prompts == "auto" else evaluate.prompts):  # auto: openings fit by construction
         tokens = len(tokenizer(prompt)["input_ids"])
         if tokens == 0 or (context is not None and tokens + evaluate.max_new_tokens > context):
             raise UserError(f"evaluate.prompts[{i}] {prompt[:60]!r} is {tokens} tokens; with evaluate.max_new_tokens {evaluate.max_new_tokens} "
@@ -67,8 +76,9 @@ def run(task, params, frame: pd.DataFrame, folder: Path) -> tuple[dict, pd.DataF
         raise UserError(f"{paths.INGESTED}: no documents left after cleaning ({dict(Counter(dropped['problem']))}): the corpus is empty")
     parts = split_documents(frame, params)
     tables, layout = task.featurize(parts, params)
-    check_prompts(params.evaluate, task.models.load_processor(task.models.source(params.train.model), params.train.trust_remote_code),
-                  layout["context"], params.train.model)
+    tokenizer = task.models.load_processor(task.models.source(params.train.model), params.train.trust_remote_code)
+    check_prompts(params.evaluate, tokenizer, layout["context"], params.train.model)
+    layout["openings"] = openings(parts["test"], tokenizer)
     summary = {"inputs_changed_by_normalization": changed, "dropped": dict(Counter(dropped["problem"])),
                "block_size": layout["block_size"], "splits": layout["facts"],
                "documents": {name: sorted(part[LABEL].astype(str))[:50] for name, part in parts.items()}}

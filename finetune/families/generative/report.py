@@ -35,7 +35,7 @@ def headline(params) -> str:
 def generations_section(params) -> str:
     saved = read_json(paths.EVALUATION / "generations.json")
     samples, settings, diversity = saved["samples"], saved["settings"], read_json(paths.METRICS)["generation"]
-    rows = pd.DataFrame([{"prompt": f"<pre>{esc(t['prompt'])}</pre>", **{name: f"<pre>{esc(samples[name][i]['continuation'])}</pre>" for name in samples}}
+    rows = pd.DataFrame([{"prompt": f"<pre>{esc(t['prompt'])}</pre>", "from": esc(t["from"]), **{name: f"<pre>{esc(samples[name][i]['continuation'])}</pre>" for name in samples}}
                          for i, t in enumerate(samples["fine-tuned"])])
     facts = pd.DataFrame([{"model": name, **values} for name, values in diversity.items()])
     return (f"<p>Seeded sampling: temperature {settings['temperature']}, top_p {settings['top_p']}, {settings['max_new_tokens']} new tokens.</p>"
@@ -46,9 +46,13 @@ def worst_blocks(params) -> str:
     blocks = pd.read_csv(paths.EVALUATION / "blocks.csv")
     blocks["change"] = blocks["loss"] - blocks["pretrained_loss"]
     texts = pd.read_parquet(paths.PREPARED / "test.parquet", columns=["id", "input"])
-    worst = blocks.merge(texts, on="id").sort_values("change", ascending=False).head(params.report.worst_errors)
+    worse = blocks[blocks["change"] > 0]
+    if worse.empty:
+        return f"<p>None: fine-tuning lowered the loss of every one of the {len(blocks)} test blocks.</p>"
+    worst = worse.merge(texts, on="id").sort_values("change", ascending=False).head(params.report.worst_errors)
     worst["input"] = worst["input"].map(lambda text: f"<pre>{esc(text)}</pre>")
-    return "<p>Test blocks whose loss rose most with fine-tuning (nats per token).</p>" + table(
+    return (f"<p>{len(worse)} of {len(blocks)} test blocks got worse with fine-tuning; the {len(worst)} whose loss rose most "
+            "(nats per token).</p>") + table(
         worst[["document", "loss", "pretrained_loss", "change", "input"]], html_columns=("input",))
 
 
@@ -88,11 +92,16 @@ def explain_section(params) -> str | None:
     if "skipped" in summary:
         return f"<p>No explanations: {esc(summary['skipped'])}.</p>"
     examples = read_json(paths.EXPLAIN / "attributions.json")
-    faith = pd.DataFrame([{"method": m, **f} for m, f in summary["faithfulness"].items()])
-    views = "".join(f"<h3>{esc(method)}</h3>{attribution_html(e['prompt_tokens'], r['scores'], r['attributed'], e['continuation'])}"
+    faith = pd.DataFrame([{"method": m, **{k: f[k] for k in ("top_beats_random_share", "mean_top_drop", "mean_random_drop")},
+                           "top minus random [95 %]": "" if f["difference"] is None else f"{f['difference']:.3f}"
+                                                       + (f" [{f['ci95']['low']:.3f}, {f['ci95']['high']:.3f}]" if f["ci95"] else "")}
+                          for m, f in summary["faithfulness"].items()])
+    verdicts = "".join(f"<li><b>{esc(m)}</b>: {esc(f['verdict'])}</li>" for m, f in summary["faithfulness"].items())
+    views = "".join(f"<h3>{esc(method)}{'' if summary['faithfulness'][method]['faithful'] else ' (not shown faithful)'}</h3>"
+                    f"{attribution_html(e['prompt_tokens'], r['scores'], r['attributed'], e['continuation'])}"
                     for e in examples for method, r in e["methods"].items())
     return ("<p>Green prompt tokens make the generated (underlined) continuation more likely, red ones less. Deletion test: removing the "
-            "top-k attributed prompt tokens vs k random ones.</p>" + table(faith) + views)
+            f"top-k attributed prompt tokens vs k random ones, over {summary['examples']} prompts:</p><ul>{verdicts}</ul>" + table(faith) + views)
 
 
 def attribution_html(tokens: list[str], scores: list[float], attributed: list[bool], continuation: str) -> str:

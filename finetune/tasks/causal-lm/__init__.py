@@ -8,7 +8,7 @@ Preprocess: newlines normalised, duplicates dropped, each split's documents toke
 and packed into preprocess.block_size blocks (blocks.py; no block spans two splits), optionally a seeded sample of them.
 Model: builtin:smollm2-135m (SmolLM2-135M-Instruct, builtin.py) or a local model directory; LoRA is the usual strategy
 (configs/lm.yaml). Everything else is the generative family's (finetune/families/generative/): perplexity and next-token
-accuracy beside the untouched pretrained model, generations for fixed prompts; members' next-token distributions mixed;
+accuracy beside the untouched pretrained model, generations from the openings of test documents (or evaluate.prompts); members' next-token distributions mixed;
 int8 and a distilled student; prompt-token attributions of generated continuations.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from finetune.data.files import read_input_file
 from finetune.data.sources import INPUT, LABEL, ORIGIN, SPLIT, Source, package_dir
 from finetune.data.tables import LINE, ROW, BadRow, read_table
 from finetune.errors import UserError
-from finetune.families.generative import GenerativeEvaluate, GenerativeTask
+from finetune.families.generative import GenerativeTask
 from finetune.families.generative.models import CausalLMs
 
 SHAKESPEARE = "builtin:shakespeare"
@@ -50,10 +50,6 @@ class LMPreprocess(Preprocess):
     max_blocks: dict[SplitName, int | None] = {"train": 480, "val": 48, "test": 96}
 
 
-class LMEvaluate(GenerativeEvaluate):
-    prompts: list[str] = Field(["ROMEO.\n", "KING HENRY.\nNow, lords,", "First Citizen.\nWhat say you to"], min_length=1)  # generated from
-
-
 class Models(CausalLMs):
     builtin = ("builtin:smollm2-135m",)
 
@@ -67,7 +63,7 @@ class Models(CausalLMs):
 
 class CausalLM(GenerativeTask):
     name = "causal-lm"
-    sections = {"data": LMData, "preprocess": LMPreprocess, "evaluate": LMEvaluate}
+    sections = {"data": LMData, "preprocess": LMPreprocess}
     models = Models()
 
     # -- data --------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from finetune.families.generative.scoring import load_logprobs
@@ -84,6 +85,41 @@ def test_explanations_score_every_prompt_token_and_the_report_shows_them(lm_repo
         assert f">{title}" in page
 
 
+def test_ingest_counts_documents_not_labels_and_explanations_carry_a_verdict(lm_repo):
+    root, _ = lm_repo
+    ingest = json.loads((root / "reports/ingest.json").read_text())
+    assert "labels" not in ingest and ingest["documents"] == ingest["rows_kept"] == 6  # a document's name is no class
+    faithfulness = json.loads((root / "reports/explain.json").read_text())["faithfulness"]
+    page = (root / "reports/report.html").read_text()
+    for method, found in faithfulness.items():
+        differences = [e["methods"][method]["faithfulness"] for e in json.loads((root / "reports/explain/attributions.json").read_text())]
+        assert found["difference"] == pytest.approx(np.mean([d["top_drop"] - d["random_drop"] for d in differences]))
+        assert found["faithful"] is (found["ci95"] is not None and found["ci95"]["low"] > 0)
+        assert found["verdict"] in page
+    blocks = pd.read_csv(root / "reports/evaluate/blocks.csv")
+    worse = int((blocks["loss"] > blocks["pretrained_loss"]).sum())
+    assert (f"{worse} of {len(blocks)} test blocks got worse" if worse else "None: fine-tuning lowered the loss of every one") in page
+
+
+def test_auto_prompts_are_the_openings_of_test_documents(lm_repo, tmp_path):
+    from transformers import AutoTokenizer
+
+    root = copy_repo(lm_repo[0], tmp_path / "copy")
+    for key, value in (("prompts", "auto"), ("auto_prompts", 2), ("prompt_tokens", 4)):
+        set_param(root, f"evaluate.{key}", value)
+    assert planned(root) == {"evaluate", "ensemble", "compress", "explain", "report"}  # preprocess kept every test opening
+    sh(["dvc", "repro", "evaluate"], root)
+    tokenizer = AutoTokenizer.from_pretrained(root / "models/model")
+    test_documents = json.loads((root / "reports/preprocess.json").read_text())["documents"]["test"]
+    samples = json.loads((root / "reports/evaluate/generations.json").read_text())["samples"]["fine-tuned"]
+    assert len(samples) == min(2, len(test_documents))
+    for sample in samples:
+        document = sample["from"].removeprefix("the opening of test document ")
+        assert document in test_documents
+        text = (root / "data/raw/corpus" / document).read_text().strip("\n")
+        assert sample["prompt"] == tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:4])
+
+
 def test_new_prompts_rerun_only_what_reads_them(lm_repo, tmp_path):
     root = copy_repo(lm_repo[0], tmp_path / "copy")
     set_param(root, "evaluate.prompts", ["to be"])
@@ -95,7 +131,6 @@ def test_new_prompts_rerun_only_what_reads_them(lm_repo, tmp_path):
 
 
 def test_new_documents_are_scored_per_document_as_the_model_itself_scores_them(lm_repo, tmp_path):
-    import pandas as pd
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
