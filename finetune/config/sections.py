@@ -204,6 +204,15 @@ class Train(Section):
     layer_lr_decay: float = Field(1.0, gt=0, le=1)  # each layer group down gets this factor more; 1 = one learning rate
     l1: float = Field(0.0, ge=0, le=1)  # l1 * sum|w| of the trained weight matrices, added to the training loss
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # share of each target spread over the other classes
+    # imbalanced classes (classifiers with one head; finetune/training/losses.py): cross_entropy | weighted_cross_entropy
+    # (each row's loss times its class's weight) | focal ((1 - p)^focal_gamma: rows already right weigh less)
+    loss: Literal["cross_entropy", "weighted_cross_entropy", "focal"] = "cross_entropy"
+    # weighted_cross_entropy / focal: balanced (train rows / (classes x rows of the class)) | {label: weight} (others 1);
+    # null = balanced for weighted_cross_entropy, none for focal
+    class_weights: dict[str | int | float | bool, Annotated[float, Field(gt=0, le=1e6)]] | Literal["balanced"] | None = None
+    focal_gamma: float = Field(2.0, ge=0, le=10)  # focal: the exponent of (1 - p); 0 = cross-entropy
+    # the train split's classes resampled (seeded) to the largest class's rows | the smallest's; val and test keep their mix
+    balance: Literal["none", "oversample", "undersample"] = "none"
     optimizer: Literal["adamw", "sgd"] = "adamw"  # adamw | sgd
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
     batchnorm: Literal["train", "freeze"] = "train"  # BatchNorm of TRAINED blocks: update running stats | keep them (frozen blocks always keep them)

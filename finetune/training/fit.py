@@ -38,7 +38,7 @@ from finetune.data.heads import Heads, head_metrics
 from finetune.errors import UserError
 from finetune.io import atomic_path, write_json
 from finetune.scoring import metrics
-from finetune.training import distributed
+from finetune.training import distributed, losses
 from finetune.training.head_loss import HeadLoss
 from finetune.training.schedule import plan
 from finetune.training.strategies import GradualUnfreeze, StrategyTrainer, apply_strategy, describe, has_batchnorm
@@ -183,6 +183,20 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
     elif run_dir.exists() and writer:
         shutil.rmtree(run_dir)  # a run killed before its first checkpoint: nothing to keep
 
+    heads = Heads.of(label_map)
+    imbalance = train.loss != "cross_entropy" or train.class_weights is not None or train.balance != "none"
+    if imbalance and (heads.multi or not task.has_labels):
+        raise UserError(f"train.loss {train.loss}, train.class_weights and train.balance are for classifiers with one head; "
+                        f"{'data.label_columns names several' if heads.multi else f'the {task.name} task has no classes'}: "
+                        "use train.loss cross_entropy, class_weights null, balance none")
+    train_rows, balancing = losses.balanced(splits["train"], train.balance, train.seed)
+    splits = {**splits, "train": train_rows}
+    if balancing:
+        print(f"{run_name}: train.balance {train.balance}: {balancing['rows_before']} -> {balancing['rows_after']} train rows, "
+              f"{balancing['rows_per_class']} per class")
+    classes = label_map["labels"] if imbalance else []
+    weights = losses.class_weights(train, np.bincount(splits["train"]["label"], minlength=len(classes)), classes) if imbalance else None
+
     set_seed(train.seed)  # before the model: the new classifier head is drawn from this seed
     source = models.source(train.model)
     processor = models.load_processor(source, train.trust_remote_code)
@@ -235,7 +249,6 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
         # loss and gradients came out doubled with 2 processes
         **({"ddp_backend": "nccl" if device == "cuda" else "gloo", "average_tokens_across_devices": False} if distributed.in_rank() else {}),
     )
-    heads = Heads.of(label_map)
     head_loss = HeadLoss(heads, train.head_weights or {}, train.label_smoothing).to(args.device) if heads.multi else None
     augmenter = models.batch_augmenter(params.preprocess, len(label_map.get("labels", [])))
     if head_loss is not None and augmenter is not None:
@@ -270,6 +283,7 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
         fused_optimizer=speed["fused_optimizer"],
         batch_augmenter=augmenter,
         head_loss=head_loss,
+        class_weights=weights,
     )
     if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # it prints every logged loss; EvaluationLines prints each evaluation
@@ -313,6 +327,9 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
         "train_runtime_s": round(result.metrics["train_runtime"], 1),
         "val": {name.removeprefix("eval_"): value for name, value in best.items()
                 if name.rpartition(".")[2] in ("eval_loss", "eval_accuracy", "eval_f1_macro", "accuracy", "f1_macro")},
+        **({"imbalance": {"loss": train.loss, "class_weights": None if weights is None else dict(zip(classes, weights.round(decimals=4).tolist())),
+                          **({"focal_gamma": train.focal_gamma} if train.loss == "focal" else {}), "balance": balancing or None}}
+           if imbalance else {}),
         **({"head_weights": head_loss.learned(heads.classes) or dict(zip(heads.classes, head_loss.weights.tolist()))} if heads.multi else {}),
         "parameters": parameters,
         # the learning rate is used as set whatever the global batch: scaling it with the processes is left to the user

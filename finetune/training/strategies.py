@@ -22,7 +22,6 @@ import types
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from transformers import Trainer, TrainerCallback
@@ -30,6 +29,7 @@ from transformers import Trainer, TrainerCallback
 from finetune.config.sections import Train
 from finetune.errors import UserError
 from finetune.models import anatomy
+from finetune.training import losses
 from finetune.training.head_loss import UNCERTAINTY_LR
 
 ADAPTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)  # layer types peft's LoRA can wrap
@@ -204,10 +204,12 @@ class StrategyTrainer(Trainer):
     Every parameter is in the optimizer (frozen ones get no gradient, so AdamW and SGD skip them and
     they stay bit-identical); that is what lets gradual unfreezing switch groups on mid-run."""
 
-    def __init__(self, *args, train_params: Train, fused_optimizer: bool = False, batch_augmenter=None, head_loss=None, **kwargs):
+    def __init__(self, *args, train_params: Train, fused_optimizer: bool = False, batch_augmenter=None, head_loss=None, class_weights=None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.train_params, self.batch_augmenter = train_params, batch_augmenter
         self.head_loss = head_loss  # several heads (head_loss.py): their combined loss, maybe with learned weights
+        self.class_weights = class_weights  # one per class, or None (losses.py)
         self.fused = {"fused": True} if fused_optimizer else {}  # CUDA only (finetune.training.speed_settings)
         self.small_batches = 0
         self.norms = batchnorms(self.model)
@@ -273,6 +275,7 @@ class StrategyTrainer(Trainer):
             self.head_loss.load(Path(checkpoint))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        train = self.train_params
         if self.batch_augmenter is not None and model.training:
             inputs = self.batch_augmenter(inputs)
         if self.head_loss is not None:  # several heads: their masked losses, combined
@@ -280,14 +283,14 @@ class StrategyTrainer(Trainer):
             outputs = model(**inputs)
             loss = self.head_loss(outputs.logits, labels)
             result = (loss, outputs) if return_outputs else loss
-        elif inputs["labels"].is_floating_point():  # class probabilities (MixUp/CutMix): soft cross-entropy
-            labels = inputs.pop("labels")
+        elif train.loss != "cross_entropy" or self.class_weights is not None or inputs["labels"].is_floating_point():
+            labels = inputs.pop("labels")  # a weighted or focal loss, or class probabilities (MixUp/CutMix)
             outputs = model(**inputs)
-            loss = F.cross_entropy(outputs.logits.float(), labels, label_smoothing=self.train_params.label_smoothing)
+            loss = losses.loss(outputs.logits, labels, train.loss, self.class_weights, train.focal_gamma, train.label_smoothing)
             result = (loss, outputs) if return_outputs else loss
         else:
             result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        if not (self.train_params.l1 and model.training):
+        if not (train.l1 and model.training):
             return result
-        penalty = self.train_params.l1 * sum(p.abs().sum() for p in model.parameters() if p.requires_grad and p.dim() > 1)
+        penalty = train.l1 * sum(p.abs().sum() for p in model.parameters() if p.requires_grad and p.dim() > 1)
         return (result[0] + penalty, result[1]) if return_outputs else result + penalty
