@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from finetune import paths
 from finetune.errors import UserError
+from finetune.families.classification.report import _imbalance
 from finetune.io import read_json
 from finetune.tasks import get_task
 from finetune.training import losses
@@ -101,6 +102,9 @@ def test_a_heavily_weighted_class_is_predicted_more_and_the_summary_says_what_tr
     assert imbalance["balance"] == {"how": "oversample", "rows_before": int(counts.sum()), "rows_after": int(counts.max()) * len(counts),
                                     "rows_per_class": int(counts.max())}
     assert summary["schedule"]["rows"] == int(counts.max()) * len(counts)  # the schedule counts the rows training sees
+    shown = _imbalance(imbalance)  # the report's Training section
+    assert shown.startswith("loss focal (gamma 2.0); class weights ") and f"{favoured} 50" in shown
+    assert shown.endswith(f"train rows oversampled {int(counts.sum())} -> {int(counts.max()) * len(counts)}")
 
 
 def test_imbalance_settings_are_refused_for_several_heads_before_any_training(trained_workdir, tiny_model):

@@ -75,6 +75,14 @@ def _curve(axes, folder, names, title):
     axes.legend()
 
 
+def _imbalance(facts: dict) -> str:
+    weights = facts["class_weights"]
+    balance = facts["balance"]
+    return "; ".join([f"loss {facts['loss']}" + (f" (gamma {facts['focal_gamma']})" if "focal_gamma" in facts else ""),
+                      "class weights " + (", ".join(f"{label} {w:g}" for label, w in weights.items()) if weights else "none"),
+                      f"train rows {balance['how']}d {balance['rows_before']} -> {balance['rows_after']}" if balance else "train rows as split"])
+
+
 def training_section(task, params) -> str:
     train = read_json(paths.TRAIN_SUMMARY)
     figure, (loss_axes, score_axes) = plt.subplots(1, 2, figsize=(11, 3.6))
@@ -98,6 +106,7 @@ def training_section(task, params) -> str:
         [
             *strategy,
             *((("how long, and why", train["schedule"]["why"]),) if "schedule" in train else ()),
+            *((("loss and class balance", _imbalance(train["imbalance"])),) if "imbalance" in train else ()),
             ("best step (restored)", train["best_step"]),
             ("stopped early", train["stopped_early"]),
             ("resumed from a checkpoint", train["resumed"]),
