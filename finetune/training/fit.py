@@ -125,6 +125,27 @@ class EpochClock(TrainerCallback):
         self.dataset.epoch = int(state.epoch or 0)
 
 
+class EarlyStoppingAfter(EarlyStoppingCallback):
+    """The Trainer's early stopping, except that it cannot end the run before `stop_after_step` (the schedule's: half of it
+    when the patience was derived); evaluations before it still count as stalled. Its arguments are in its state, so a
+    resumed run gets the same (restore_callback_states_from_checkpoint)."""
+
+    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float | None = 0.0, stop_after_step: int = 0):
+        super().__init__(early_stopping_patience, early_stopping_threshold)
+        self.stop_after_step = stop_after_step
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        stopping = control.should_training_stop  # another callback's stop (a search's pruner) is left alone
+        super().on_evaluate(args, state, control, metrics, **kwargs)
+        if state.global_step < self.stop_after_step and not stopping:
+            control.should_training_stop = False
+
+    def state(self) -> dict:
+        saved = super().state()
+        saved["args"]["stop_after_step"] = self.stop_after_step
+        return saved
+
+
 def _trim_live_history(live_dir: Path, last_step: int) -> None:
     """A killed run may have logged steps after its last checkpoint, or died writing a file: drop those steps, a torn last
     row and a torn summary (dvclive writes metrics.json again at the next log) before resuming."""
@@ -265,7 +286,7 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
         live = Live(str(run_dir / "live"), resume=resume is not None, dvcyaml=None, save_dvc_exp=False, report=None)
         callbacks.append(LiveLogger(live))
     if schedule.patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=schedule.patience))
+        callbacks.append(EarlyStoppingAfter(early_stopping_patience=schedule.patience, stop_after_step=schedule.stop_after_step))
     if train.strategy == "gradual_unfreeze":
         callbacks.append(GradualUnfreeze(model, train))
     callbacks += extra_callbacks

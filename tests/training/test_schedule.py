@@ -2,6 +2,7 @@
 train.min_steps, evaluations and patience scale with them, a value the user sets wins, and every shipped config's
 recorded run (docs/results/) gets the very schedule it ran with, so their numbers stand."""
 import json
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -70,3 +71,24 @@ def test_the_train_stage_runs_and_reports_the_schedule(workdir, tiny_model):
     schedule = summary["schedule"]
     assert (schedule["rows"], schedule["steps_per_epoch"], schedule["epochs"], schedule["steps"]) == (36, 5, 6, 30)
     assert summary["steps"] == 30 or (summary["stopped_early"] and summary["steps"] % 5 == 0)
+
+
+def test_early_stopping_waits_for_half_the_schedule_when_its_patience_was_derived():
+    from transformers import TrainerControl
+
+    from finetune.training.fit import EarlyStoppingAfter
+
+    assert plan(_train(batch_size=64), rows=1437, drop_last=True).stop_after_step == 418 // 2
+    assert plan(_train(batch_size=64, early_stopping={"patience": 2}), rows=1437, drop_last=True).stop_after_step == 0  # as set
+    stopper, args = EarlyStoppingAfter(early_stopping_patience=1, stop_after_step=10), SimpleNamespace(metric_for_best_model="f1_macro",
+                                                                                                         greater_is_better=True)
+    control, state = TrainerControl(), SimpleNamespace(best_metric=0.9, global_step=4)
+    stopper.on_evaluate(args, state, control, {"eval_f1_macro": 0.5})
+    assert not control.should_training_stop and stopper.early_stopping_patience_counter == 1  # stalled, counted, not stopped
+    state.global_step = 10
+    stopper.on_evaluate(args, state, control, {"eval_f1_macro": 0.5})
+    assert control.should_training_stop
+    control, state.global_step = TrainerControl(should_training_stop=True), 2  # a search pruner's stop stands
+    stopper.on_evaluate(args, state, control, {"eval_f1_macro": 0.5})
+    assert control.should_training_stop
+    assert EarlyStoppingAfter.from_state(stopper.state()).stop_after_step == 10  # a resumed run keeps it
