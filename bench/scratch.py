@@ -29,10 +29,15 @@ def project(params: dict, keep: Path | None, prefix: str) -> Path:
     return work
 
 
-def repro(work: Path, *targets: str) -> float:
-    """Commit what the benchmark put in `work`, run `dvc repro TARGETS`; the seconds it took."""
+def commit(work: Path) -> None:
+    """`work` as a git repository with everything the benchmark put there committed (DVC records the commit's params)."""
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=bench", "-c", "user.email=b@b", "commit", "-qm", "bench"]):
         subprocess.run(command, cwd=work, check=True, env=ENV)
+
+
+def repro(work: Path, *targets: str) -> float:
+    """Commit what the benchmark put in `work`, run `dvc repro TARGETS`; the seconds it took."""
+    commit(work)
     start = time.perf_counter()
     subprocess.run(["dvc", "repro", *targets], cwd=work, check=True, env=ENV)
     seconds = time.perf_counter() - start
@@ -54,12 +59,15 @@ def taking_turns(runs: dict, repeats: int) -> dict[str, list[float]]:
     return seconds
 
 
-def train_and_evaluate(prefix: str, raw: dict, then=None) -> dict:
+def train_and_evaluate(prefix: str, raw: dict, then=None, setup=None) -> dict:
     """ingest -> preprocess -> train (timed) -> evaluate of the params `raw` in this process, in a new temporary folder;
-    then(params), if given, runs there too. {"train": train.json, "seconds": training, "evaluate": metrics, "then": ...}."""
+    setup(folder), if given, runs first (e.g. writes data/raw/), then(params) last, there too.
+    {"train": train.json, "seconds": training, "evaluate": metrics, "then": ...}."""
     from stages import evaluate, ingest, preprocess, train
 
     folder = Path(tempfile.mkdtemp(prefix=prefix))
+    if setup:
+        setup(folder)
     with contextlib.chdir(folder):
         checked = parse_params(raw)
         ingest.run(checked)

@@ -8,6 +8,7 @@ Runs ingest -> preprocess -> train -> evaluate -> member@pixels in a scratch fol
   no-flip     the defaults, preprocess.augment.horizontal_flip false (a flipped digit is not the digit)
   no-stop     the defaults, early_stopping.patience 0: every epoch of the schedule (cosine decay to its end)
   patience-5  the defaults, early_stopping.patience 5
+  lr-5e-3     the defaults, train.learning_rate 5e-3 (the config's is 1e-3)
 Prints each variant's test accuracy (bootstrap 95 % interval), its steps and epochs, training time, and the pixels member.
 
     PYTHONPATH=. .venv/bin/python bench/small_images.py [--source builtin:digits] [--variants before default no-flip]
@@ -28,6 +29,7 @@ VARIANTS = {
     "no-flip": {"preprocess": {"augment": {"horizontal_flip": False}}},
     "no-stop": {"train": {"early_stopping": {"patience": 0}}},  # the whole schedule, the best checkpoint on val kept
     "patience-5": {"train": {"early_stopping": {"patience": 5}}},
+    "lr-5e-3": {"train": {"learning_rate": 5.0e-3}},  # near what bench/small_anchors.py's range test found on Fashion-2000
 }
 
 
