@@ -13,7 +13,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export NO_MKDOCS_2_WARNING := 1  # mkdocs-material prints an end-of-life notice with a URL on every build
 
-.PHONY: help setup pipeline test bench clean ui search best push pull worker results docs
+.PHONY: help setup pipeline test bench clean ui search best push pull runs worker results docs
 
 help:  # this list
 	@grep -E '^[a-z]+:.*#' Makefile | sed -E 's/^([a-z]+):[^#]*# */  make \1\t/' | expand -t 18
@@ -42,11 +42,14 @@ pipeline: setup  # run the pipeline; CONFIG=image (or any configs/NAME.yaml) swi
 test: setup  # the whole test suite, the docs build (mkdocs --strict) included (docs/testing.md)
 	python -m pytest -n 2 --dist loadgroup tests
 
-push: setup  # share with the team (docs/team-sharing.md): data first, so no teammate gets a commit whose data is not in the remote
+push: setup  # share with the team (docs/team-sharing.md): every local run's data, then git (no teammate gets a commit whose data is missing)
 	finetune push
 
 pull: setup  # get the team's runs: git first (the pulled dvc.lock names the data); outputs nobody pushed are a warning
 	finetune pull
+
+runs: setup  # the runs the team pushed: params, headline numbers, and whether `dvc repro --pull` restores them here
+	finetune runs
 
 search: setup  # params.yaml's `search` as a Prefect flow (resumes a stopped study); needs `dvc repro preprocess` first
 	finetune search

@@ -4,7 +4,7 @@ Each subcommand is the module that already implements it, with its own argparse 
 lists exactly its options and nothing is defined twice (click or typer would have wrapped every parser in a second
 definition that drifts). This file only dispatches, and imports nothing heavy before a subcommand is chosen:
 `finetune --help` answers in a fraction of a second. A mistake the user can fix is one line on stderr and exit status 2.
-Project commands (run, config, search, ui, deploy, worker, push, pull, results) run in the project's root folder, where
+Project commands (run, config, search, ui, deploy, worker, push, pull, runs, results) run in the project's root folder, where
 dvc.yaml is; predict, generate and serve need only a model folder.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _tool(script: str, argv: list[str]) -> None:
     _project(argv)
     path = Path("tools", script) if Path("tools", script).is_file() else Path(__file__).resolve().parents[1] / "tools" / script
     spec = importlib.util.spec_from_file_location(f"tools.{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # registered, as an import does (dataclasses need it)
     spec.loader.exec_module(module)
     module.main(argv)
 
@@ -151,10 +151,12 @@ def worker(argv: list[str]) -> None:
 
 def push(argv: list[str]) -> None:
     argparse.ArgumentParser(prog="finetune push", description="Share with the team (docs/team-sharing.md): check that every "
-                            "output dvc.lock records is in the cache, push the data and the run cache, then git.").parse_args(argv)
+                            "output dvc.lock records is in the cache, push the data and the run cache, the outputs of every "
+                            "other local run the remote lacks (named), then git.").parse_args(argv)
     _project()
     _call([sys.executable, "tools/check_push.py"])
     _call(["dvc", "push", "--run-cache"])
+    _call([sys.executable, "tools/runs.py", "--push"])  # dvc push uploads only the checked-out run's outputs
     _call(["git", "push"])
 
 
@@ -165,6 +167,10 @@ def pull(argv: list[str]) -> None:
     _call(["git", "pull", "--ff-only"])
     _call(["dvc", "pull", "--run-cache", "--allow-missing"])
     _call([sys.executable, "tools/check_push.py", "--pulled"])
+
+
+def runs(argv: list[str]) -> None:
+    _tool("runs.py", argv)
 
 
 def config(argv: list[str]) -> None:
@@ -204,6 +210,7 @@ COMMANDS = {
     "worker": (worker, "Run deployed pipeline runs on this machine."),
     "push": (push, "Share the runs with the team: data and run cache to the DVC remote, then git."),
     "pull": (pull, "Get the team's runs: git, then the data and run cache."),
+    "runs": (runs, "List the runs the team pushed (params, headline numbers, restorable here?); --apply RUN adopts one."),
 }
 
 

@@ -22,7 +22,7 @@ def make(root, target, check=True):
 def team(text_repo_snapshot, tmp_path):
     """(A, origin, remote): A holds the whole tiny run, knows the origin and the DVC remote; nothing pushed yet."""
     a, origin, remote = copy_repo(text_repo_snapshot[0], tmp_path / "a"), tmp_path / "origin.git", tmp_path / "remote"
-    for name in ("Makefile", "tools/check_push.py", ".gitignore"):
+    for name in ("Makefile", "tools/check_push.py", "tools/runs.py", ".gitignore"):
         shutil.copy(PROJECT / name, a / name)
     sh(["git", "init", "-q", "--bare", str(origin)], tmp_path)
     sh(["git", "remote", "add", "origin", str(origin)], a)
@@ -70,6 +70,53 @@ def test_teammates_get_the_results_without_retraining(team, tmp_path):
     assert "Stage 'report' is cached - skipping run, checking out outputs" in done.stdout
     assert (c / "reports/report.html").read_bytes() == report_a
     assert (c / "reports/metrics.json").read_text() == (a / "reports/metrics.json").read_text()
+
+
+def test_a_run_nobody_committed_restores_for_a_teammate(team, tmp_path):
+    """Issue 41: A tries a learning rate, never commits that run, goes back to the committed params, and `make push`
+    (which must upload every local run, not only the checked-out one). B, on the same code with the same learning
+    rate, gets A's run from `dvc repro --pull` with no stage run: the same metrics and weights. C, whose code differs
+    in one stage, runs that stage only; `finetune runs` told C so beforehand, and adopted the run's params."""
+    a, origin, remote = team
+    committed_rate = yaml.safe_load((a / "params.yaml").read_text())["train"]["learning_rate"]
+    tried_rate = f"train.learning_rate 0.001 (here {json.dumps(committed_rate)})"
+    set_param(a, "train.learning_rate", 0.001)
+    assert "train" in repro(a)
+    tried = {path: (a / path).read_bytes() for path in ("reports/metrics.json", "reports/ensemble.json",
+                                                        "reports/train.json", "models/model/model.safetensors")}
+    sh(["git", "checkout", "--", "."], a)  # back to the committed run: params, dvc.lock, the metrics files
+    sh(["dvc", "checkout"], a)
+    assert sh(["dvc", "status"], a).stdout.strip() == UP_TO_DATE and repro(a) == []
+    pushed = make(a, "push").stdout
+    runs = [line for line in pushed.splitlines() if line.startswith("pushed run ")]  # the committed run and the tried one
+    assert len(runs) == 2 and all("9 stage(s) up to report" in line for line in runs), pushed
+    assert runs[1].endswith(f"params: {tried_rate}") and runs[0].endswith("params: as params.yaml"), pushed
+
+    b = clone(origin, tmp_path / "b")
+    make(b, "pull")
+    set_param(b, "train.learning_rate", 0.001)
+    done = sh(["dvc", "repro", "--pull"], b)
+    assert "Running stage" not in done.stdout, done.stdout
+    for path, content in tried.items():
+        assert (b / path).read_bytes() == content, path
+    assert sh(["dvc", "status"], b).stdout.strip() == UP_TO_DATE
+
+    c = clone(origin, tmp_path / "c")
+    with (c / "stages/report.py").open("a") as f:
+        f.write("# another code version of the report stage\n")
+    listed = sh(["finetune", "runs"], c).stdout
+    runs = [line for line in listed.splitlines() if line.startswith("run ")]
+    assert len(runs) == 2 and all("every output in the remote" in line for line in runs), listed
+    assert f"params: {tried_rate}" in listed, listed
+    assert listed.count("code and data: 1 file(s) differ from this workspace: stages/report.py") == 2, listed
+    assert "metrics: accuracy " in listed and "ensemble: method " in listed, listed
+    paragraphs = ["run " + text for text in f"\n{listed}".split("\nrun ")[1:]]
+    run_id = next(text.split()[1].rstrip(":") for text in paragraphs if tried_rate in text)
+    sh(["finetune", "runs", "--apply", run_id], c)
+    assert yaml.safe_load((c / "params.yaml").read_text())["train"]["learning_rate"] == 0.001
+    assert repro(c, "--pull") == ["report"]  # every other stage restored from A's run
+    for path, content in tried.items():
+        assert (c / path).read_bytes() == content, path
 
 
 def cached_file(root, out, name):

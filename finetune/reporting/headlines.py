@@ -3,8 +3,9 @@ score with its 95 % interval where it has one, the baseline's, and each compress
 nested number of every metrics file instead (294 columns on the text run); the files keep them all.
 
 Why the metrics files stay as they are: moving the details out of dvc.yaml's `metrics` would make them plain outputs, and
-a `cache: false` plain output switches off DVC's run cache for its stage; cached, they would leave git. Which of the two
-(runs a teammate can restore vs numbers readable in git) belongs to the team-sharing design (docs/team-sharing.md)."""
+a `cache: false` plain output switches off DVC's run cache for its stage; cached, they would leave git. As `cache: false`
+metrics they are both readable in git and restorable by a teammate (`make push` uploads DVC's cached copy of each:
+tools/runs.py, docs/team-sharing.md)."""
 from __future__ import annotations
 
 import json

@@ -30,7 +30,7 @@ def test_every_command_has_help_and_none_imports_torch_to_give_it(tmp_path):
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.startswith(f"usage: finetune {name}"), shown.stdout[:200]
     probe = ("import sys; from flows import cli\n"
-             "for name in ('predict', 'serve', 'run', 'results'):\n"
+             "for name in ('predict', 'serve', 'run', 'results', 'runs'):\n"
              "    try: cli.main([name, '--help'])\n"
              "    except SystemExit: pass\n"
              "print(sorted(m for m in ('torch', 'transformers', 'pandas', 'prefect', 'dvc') if m in sys.modules))")
@@ -55,6 +55,13 @@ def test_predict_results_and_run_in_the_tiny_project(text_repo_snapshot, tmp_pat
     rerun = finetune("run", cwd=root)
     assert rerun.returncode == 0, rerun.stderr
     assert "Data and pipelines are up to date" in rerun.stdout + rerun.stderr
+
+    listed = finetune("runs", "--local", cwd=root)  # tests/test_team_sharing.py lists a remote's runs
+    assert listed.returncode == 0 and listed.stdout.startswith("run ") and listed.stdout.count("\nrun ") == 0, listed.stdout
+    assert "every output in the local cache -- checked out here (dvc.lock)" in listed.stdout, listed.stdout
+    assert "params: as params.yaml\n  code and data: as this workspace\n  metrics: accuracy " in listed.stdout, listed.stdout
+    no_remote = finetune("runs", cwd=root)
+    assert no_remote.returncode == 2 and "error: no DVC remote to list runs from" in no_remote.stderr, no_remote.stderr
 
 
 @pytest.mark.parametrize("args, message", [
