@@ -195,22 +195,34 @@ def stage_changed(root: Path, name: str) -> bool:
         return bool(repo.status(targets=[f"{root}/dvc.yaml:{name}"]))
 
 
-def run_stage(root: Path, name: str, force: bool, resources: Resources):
+def has_default_remote(root: Path) -> bool:
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return bool(repo.config["core"].get("remote"))
+
+
+def run_stage(root: Path, name: str, force: bool, resources: Resources, pull: bool = False):
     """Reproduce one stage through DVC; returns where and when it ran and its output, which the flow
-    process logs (task logs written on a Dask worker reach the run only if that worker reaches the API)."""
+    process logs (task logs written on a Dask worker reach the run only if that worker reaches the API).
+    `pull` (the project has a default DVC remote): `dvc repro --pull`, so a run a teammate pushed is restored from
+    the remote instead of run, as `dvc repro --pull` does it (docs/team-sharing.md). A stage DVC restored, from
+    its run cache or its pulled outputs, ends as Restored."""
     if not force and not stage_changed(root, name):
         return Completed(message=f"{name}: up to date", name="Cached")
     gpu, extra = resources.acquire()
     started = time.time()
     try:
         env = {**os.environ, **extra, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        command = ["dvc", "repro", "--single-item", f"{root}/dvc.yaml:{name}", *(["--force"] if force else [])]
+        command = ["dvc", "repro", "--single-item", f"{root}/dvc.yaml:{name}", *(["--force"] if force else []), *(["--pull"] if pull else [])]
         done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
     finally:
         resources.release(gpu)
     if done.returncode != 0:
         message = done.stdout.strip().splitlines()[-10:] + done.stderr.strip().splitlines()[-20:]
         raise RuntimeError(f"stage {name!r} failed (exit {done.returncode}) on {_where()}:\n" + "\n".join(message))
+    if f"Running stage '{name}'" not in done.stdout:
+        return Completed(message=f"{name}: restored, not run: {done.stdout.strip()}", name="Restored")
     return {"where": _where(), "started": started, "ended": time.time(), "output": done.stdout}
 
 
@@ -307,14 +319,14 @@ def stage_runner(kind: str, concurrency: int, dask_address: str | None = None):
 def _reproduce(base: Path, runner: TaskRunner, target, force: bool, overrides: list[str], concurrency: int, retries: int) -> dict[str, str]:
     apply_overrides(base, overrides)
     graph = with_upstream(stage_graph(base), target)
-    resources = Resources(concurrency)
+    resources, pull = Resources(concurrency), has_default_remote(base)
     stage_task = task(run_stage, retries=retries, cache_policy=NO_CACHE)  # DVC is the only cache
     futures = {}
     pending = dict(graph)
     while pending:  # submit in topological order so every upstream future exists
         for name in [name for name, ups in pending.items() if ups <= set(futures)]:
             futures[name] = runner.submit(stage_task.with_options(name=name, task_run_name=name),
-                                          parameters={"root": base, "name": name, "force": force, "resources": resources},
+                                          parameters={"root": base, "name": name, "force": force, "resources": resources, "pull": pull},
                                           wait_for=[futures[up] for up in graph[name]])
             del pending[name]
     logger, names = get_run_logger(), {future: name for name, future in futures.items()}
@@ -325,6 +337,8 @@ def _reproduce(base: Path, runner: TaskRunner, target, force: bool, overrides: l
             logger.error(f"stage {name!r}: {state.message}")
         elif state.name == "Cached":
             logger.info(f"stage {name!r} didn't change: skipped (DVC cache)")
+        elif state.name == "Restored":
+            logger.info(f"stage {name!r} restored from DVC's run cache or remote: not run")
         elif state.is_completed():
             ran = state.result()
             logger.info(f"stage {name!r} ran on {ran['where']} in {ran['ended'] - ran['started']:.1f} s "

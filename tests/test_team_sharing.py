@@ -9,7 +9,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.support.repos import PROJECT, commit, copy_repo, repro, set_param, sh
+from tests.support.repos import PROJECT, commit, copy_repo, repro, run_flow, set_param, sh
 
 UP_TO_DATE = "Data and pipelines are up to date."
 
@@ -72,11 +72,12 @@ def test_teammates_get_the_results_without_retraining(team, tmp_path):
     assert (c / "reports/metrics.json").read_text() == (a / "reports/metrics.json").read_text()
 
 
-def test_a_run_nobody_committed_restores_for_a_teammate(team, tmp_path):
+def test_a_run_nobody_committed_restores_for_a_teammate(team, tmp_path, prefect_harness):
     """Issue 41: A tries a learning rate, never commits that run, goes back to the committed params, and `make push`
     (which must upload every local run, not only the checked-out one). B, on the same code with the same learning
     rate, gets A's run from `dvc repro --pull` with no stage run: the same metrics and weights. C, whose code differs
-    in one stage, runs that stage only; `finetune runs` told C so beforehand, and adopted the run's params."""
+    in one stage, runs that stage only; `finetune runs` told C so beforehand, and adopted the run's params. D gets the
+    run through the Prefect flow."""
     a, origin, remote = team
     committed_rate = yaml.safe_load((a / "params.yaml").read_text())["train"]["learning_rate"]
     tried_rate = f"train.learning_rate 0.001 (here {json.dumps(committed_rate)})"
@@ -117,6 +118,13 @@ def test_a_run_nobody_committed_restores_for_a_teammate(team, tmp_path):
     assert repro(c, "--pull") == ["report"]  # every other stage restored from A's run
     for path, content in tried.items():
         assert (c / path).read_bytes() == content, path
+
+    # D runs the Prefect flow, as a nightly deployment does: with a default remote its stages pull like `dvc repro --pull`
+    d = clone(origin, tmp_path / "d")
+    states = run_flow(d, overrides=["train.learning_rate=0.001"], concurrency=1)
+    assert set(states.values()) == {"Restored"}, states
+    for path, content in tried.items():
+        assert (d / path).read_bytes() == content, path
 
 
 def cached_file(root, out, name):
