@@ -16,18 +16,22 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from finetune import paths  # noqa: E402
 from finetune.config.params import load_params  # noqa: E402
+from finetune.config.sections import Adaptive  # noqa: E402
 from finetune.io import read_json  # noqa: E402
 from finetune.scoring import metrics
 from finetune.tasks import get_task  # noqa: E402
 from finetune.training.fit import fit  # noqa: E402
 
-# Learning rates each strategy is usually run at: frozen encoders and adapters take 10-20x the full rate.
+# Learning rates each strategy is usually run at: frozen encoders and adapters take 10-20x the full rate. The adaptive
+# policies decide at each evaluation, so they evaluate every 25 steps (17 times on the default data, not 3)
 RECIPES = {
     "full": {},
     "partial": {"freeze_layers": 3},
     "linear_probe": {"learning_rate": 1e-3},
     "gradual_unfreeze": {"unfreeze_every": 0.5},
     "lora": {"learning_rate": 1e-3},
+    "adaptive": {"eval_steps": 25},  # unfreeze_on_plateau
+    "adaptive_freeze_converged": {"eval_steps": 25, "adaptive": Adaptive(policy="freeze_converged")},
 }
 
 params = load_params()
@@ -37,16 +41,19 @@ task = get_task(params.task)
 rows = []
 out = Path(".cache/bench/strategies.jsonl")
 out.parent.mkdir(parents=True, exist_ok=True)
-for strategy in sys.argv[1:] or RECIPES:
-    run = params.model_copy(update={"train": params.train.model_copy(update={"strategy": strategy, **RECIPES[strategy]})})
+for name in sys.argv[1:] or RECIPES:
+    strategy = name.split("_freeze_converged")[0]
+    run = params.model_copy(update={"train": params.train.model_copy(update={"strategy": strategy, **RECIPES[name]})})
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        summary = fit(get_task(run.task), run, splits, label_map, Path(tmp) / "model", Path(tmp) / "live", f"bench {strategy}")
+        summary = fit(get_task(run.task), run, splits, label_map, Path(tmp) / "model", Path(tmp) / "live", f"bench {name}")
         seconds = time.perf_counter() - start
         model = task.models.load_trained(str(Path(tmp) / "model"), False)
         probs = task.predict_proba(model, task.models.load_processor(str(Path(tmp) / "model"), False), splits["test"], label_map, 128)
     test = metrics.headline(splits["test"]["label"].to_numpy(), probs.argmax(axis=1))
-    row = {"strategy": strategy, "learning_rate": run.train.learning_rate, **RECIPES[strategy],
+    adaptive = summary["parameters"].get("adaptive")
+    row = {"strategy": name, "learning_rate": run.train.learning_rate, **{k: v for k, v in RECIPES[name].items() if k != "adaptive"},
+           "changes": sum(bool(event["change"]) for event in adaptive["timeline"]) if adaptive else None,
            "trainable_%": round(100 * summary["parameters"]["trainable_share"], 2),
            "trainable_end_%": round(100 * summary["parameters"]["trainable_at_end"] / summary["parameters"]["parameters"], 2),
            "steps": summary["steps"],

@@ -145,7 +145,7 @@ class EarlyStopping(Section):
     patience: int | None = Field(None, ge=0, le=10_000)
 
 
-STRATEGIES = ("full", "partial", "linear_probe", "gradual_unfreeze", "lora")
+STRATEGIES = ("full", "partial", "linear_probe", "gradual_unfreeze", "adaptive", "lora")
 
 
 class Lora(Section):
@@ -153,6 +153,19 @@ class Lora(Section):
     alpha: float = Field(16, gt=0, le=1e6)  # the update is scaled by alpha / rank
     dropout: float = Field(0.1, ge=0, lt=1)  # dropout on the adapters' input
     target_modules: list[str] | None = None  # layers that get adapters; null = peft's default for the architecture
+
+
+class Adaptive(Section):
+    """train.strategy adaptive: which layer groups train follows how training goes (finetune/training/adaptive.py)."""
+    # unfreeze_on_plateau: the head first; the next group down opens when the val metric stalls | freeze_converged
+    # (AutoFreeze, Liu et al. 2021): every group first; groups freeze bottom-up once their gradients settle
+    policy: Literal["unfreeze_on_plateau", "freeze_converged"] = "unfreeze_on_plateau"
+    patience: int = Field(1, ge=1, le=1000)  # unfreeze_on_plateau: evaluations without a better val metric before the next group opens
+    min_delta: float = Field(0.0, ge=0, le=1e6)  # unfreeze_on_plateau: "better" means beating the best by more than this
+    # unfreeze_on_plateau: optimizer steps over which a newly opened group's learning rate ramps up from 0; null = the run's warm-up
+    rewarm_steps: int | None = Field(None, ge=0, le=10_000_000)
+    # freeze_converged: a group freezes when its mean gradient norm moved less than this share between two evaluations
+    threshold: float = Field(0.1, gt=0, lt=10)
 
 
 class Speed(Section):
@@ -200,6 +213,7 @@ class Train(Section):
     strategy: Literal[STRATEGIES] = "full"  # what trains: see finetune/training/strategies.py
     freeze_layers: int = Field(0, ge=0, le=10_000)  # partial: the input group and this many bottom blocks stay frozen
     unfreeze_every: float = Field(1, gt=0, le=10_000)  # gradual_unfreeze: epochs between unfreezing the next group down
+    adaptive: Adaptive = Adaptive()  # strategy adaptive: its policy and settings
     lora: Lora = Lora()
     layer_lr_decay: float = Field(1.0, gt=0, le=1)  # each layer group down gets this factor more; 1 = one learning rate
     l1: float = Field(0.0, ge=0, le=1)  # l1 * sum|w| of the trained weight matrices, added to the training loss
@@ -247,9 +261,9 @@ class Train(Section):
 
     @model_validator(mode="after")
     def _strategy_fits_processes(self):
-        if self.processes > 1 and self.strategy == "gradual_unfreeze":
+        if self.processes > 1 and self.strategy in ("gradual_unfreeze", "adaptive"):
             # DDP registers the weights that need gradients when it wraps the model: ones unfrozen later would never be averaged
-            raise ValueError(f"processes {self.processes} with strategy gradual_unfreeze: data-parallel training synchronises only "
+            raise ValueError(f"processes {self.processes} with strategy {self.strategy}: data-parallel training synchronises only "
                              "the weights trainable from the start; use processes 1 or another strategy")
         return self
 

@@ -44,6 +44,16 @@ def table(frame: pd.DataFrame, html_columns: tuple[str, ...] = ()) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def adaptive_timeline(parameters: dict) -> str:
+    """train.strategy adaptive's timeline (train.json parameters.adaptive): per evaluation, the trainable layer groups and
+    why they changed; empty for the other strategies."""
+    adaptive = parameters.get("adaptive")
+    if not adaptive:
+        return ""
+    rows = pd.DataFrame([{**row, "trainable": ", ".join(row["trainable"]), "change": row["change"] or "-"} for row in adaptive["timeline"]])
+    return f"<h3>Adaptive ({esc(adaptive['policy'])}): trainable layer groups per evaluation</h3>" + table(rows)
+
+
 def png_bytes_img(data: bytes, alt: str) -> str:
     return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 

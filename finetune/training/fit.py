@@ -1,7 +1,7 @@
 """Fine-tuning with the transformers Trainer: the train stage, every finetune ensemble member and every
 search trial run `fit`, whatever the task (the task supplies the model, datasets and collator).
 
-Features: a strategy (full, partial, linear_probe, gradual_unfreeze, lora: strategies.py),
+Features: a strategy (full, partial, linear_probe, gradual_unfreeze, adaptive, lora: strategies.py, adaptive.py),
 AdamW with weight decay (L2) or SGD with momentum, layer-wise learning-rate decay, L1, label
 smoothing, batch-level augmentation where the task has one (MixUp/CutMix), warmup + constant/linear/
 cosine schedule, dropout override, evaluation on val every `eval_steps` (or epoch), early stopping on a
@@ -39,6 +39,7 @@ from finetune.errors import UserError
 from finetune.io import atomic_path, write_json
 from finetune.scoring import metrics
 from finetune.training import distributed, losses
+from finetune.training.adaptive import AdaptiveLayers
 from finetune.training.head_loss import HeadLoss
 from finetune.training.schedule import plan
 from finetune.training.strategies import GradualUnfreeze, StrategyTrainer, apply_strategy, describe, has_batchnorm
@@ -289,6 +290,10 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
         callbacks.append(EarlyStoppingAfter(early_stopping_patience=schedule.patience, stop_after_step=schedule.stop_after_step))
     if train.strategy == "gradual_unfreeze":
         callbacks.append(GradualUnfreeze(model, train))
+    if train.strategy == "adaptive":
+        adaptive = train.adaptive
+        callbacks.append(AdaptiveLayers(adaptive.policy, adaptive.patience, adaptive.min_delta, adaptive.rewarm_steps, adaptive.threshold,
+                                        train.batchnorm))
     callbacks += extra_callbacks
     trainer = StrategyTrainer(
         model=model,
@@ -315,6 +320,10 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
     best = trainer.evaluate()  # the restored best model, scored on val (all of it: the ranks' predictions are gathered)
 
     parameters["trainable_at_end"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # a resumed run's callback is the one the Trainer rebuilt from the checkpoint's state
+    adapted = next((callback for callback in trainer.callback_handler.callbacks if isinstance(callback, AdaptiveLayers)), None)
+    if adapted is not None:
+        parameters["adaptive"] = {"policy": train.adaptive.policy, "timeline": adapted.timeline}
     parameters |= trainer.batchnorm_report()
     if writer:
         with atomic_path(model_dir) as folder:

@@ -5,6 +5,8 @@ whose layers finetune/models/anatomy.py can find (transformers, CNNs, ViTs).
 - linear_probe: everything but the head (what follows the last block: pooler, classifier...) frozen.
 - gradual_unfreeze: the head first, then one more layer group from the top every `unfreeze_every`
   epochs (ULMFiT; Lightning's BaseFinetuning as one callback), the input group last.
+- adaptive: the groups that train change with how training goes (adaptive.py): unfreeze_on_plateau opens the next
+  group down when the val metric stalls; freeze_converged freezes groups bottom-up once their gradients settle.
 - lora: peft LoRA adapters on `lora.target_modules`, the head fully; the saved model is merged.
 A model made of pretrained parts (finetune/tasks/image-text-classification/fusion.py: an image and a text encoder) names a strategy per part in
 `part_strategies` (frozen | full | partial | lora); its fusion layers and head always train.
@@ -65,14 +67,16 @@ def lock_batchnorm(module: _BatchNorm, locked: bool) -> None:
         del module.train
 
 
-def _set_trainable(model: nn.Module, groups: dict, names, trainable: bool, train: Train) -> None:
+def set_trainable(model: nn.Module, groups: dict, names, trainable: bool, batchnorm: str) -> None:
+    """The named layer groups' weights trainable or frozen; their BatchNorm statistics locked unless they train and
+    train.batchnorm (`batchnorm`) is train."""
     for name in names:
         for _, parameter in groups[name]:
             parameter.requires_grad_(trainable)
     norms = anatomy.batchnorm_groups(model)
     for name in names:
         for module in norms.get(name, []):
-            lock_batchnorm(module, not trainable or train.batchnorm == "freeze")
+            lock_batchnorm(module, not trainable or batchnorm == "freeze")
 
 
 def adaptable_layers(model: nn.Module) -> list[str]:
@@ -100,9 +104,10 @@ def apply_strategy(model: nn.Module, train: Train) -> nn.Module:
         return _with_lora(model, train)
     groups = layer_groups(model, train)
     body = [name for name in groups if name != "head"]
-    frozen = {"full": [], "partial": body[: train.freeze_layers + 1], "linear_probe": body, "gradual_unfreeze": body}[train.strategy]
-    _set_trainable(model, groups, frozen, False, train)
-    _set_trainable(model, groups, [name for name in groups if name not in frozen], True, train)
+    frozen = {"full": [], "partial": body[: train.freeze_layers + 1], "linear_probe": body, "gradual_unfreeze": body,
+              "adaptive": body if train.adaptive.policy == "unfreeze_on_plateau" else []}[train.strategy]
+    set_trainable(model, groups, frozen, False, train.batchnorm)
+    set_trainable(model, groups, [name for name in groups if name not in frozen], True, train.batchnorm)
     return model
 
 
@@ -182,8 +187,8 @@ class GradualUnfreeze(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
         wanted = min(len(self.top_down), math.floor((state.epoch or 0) / self.train.unfreeze_every + 1e-9))
         if wanted != self.unfrozen:
-            _set_trainable(self.model, self.groups, self.top_down[:wanted], True, self.train)
-            _set_trainable(self.model, self.groups, self.top_down[wanted:], False, self.train)
+            set_trainable(self.model, self.groups, self.top_down[:wanted], True, self.train.batchnorm)
+            set_trainable(self.model, self.groups, self.top_down[wanted:], False, self.train.batchnorm)
             print(f"epoch {state.epoch:.2f}: trainable groups = head + {self.top_down[:wanted]}")
             self.unfrozen = wanted
 
@@ -247,7 +252,8 @@ class StrategyTrainer(Trainer):
             decay = set(self.get_decay_parameter_names(model))
             groups = layer_groups(model, train)
             rates = learning_rates(groups, train)
-            if len(set(rates.values())) == 1:  # one learning rate: one group (per-group AdamW steps cost ~5 % on a CNN)
+            # one learning rate: one group (per-group AdamW steps cost ~5 % on a CNN); adaptive re-warms a group's own rate
+            if len(set(rates.values())) == 1 and train.strategy != "adaptive":
                 groups, rates = {"all": [pair for pairs in groups.values() for pair in pairs]}, {"all": train.learning_rate}
             param_groups = [
                 {"params": chosen, "lr": rates[name], "weight_decay": train.weight_decay if with_decay else 0.0, "group": name}

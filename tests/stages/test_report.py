@@ -53,3 +53,21 @@ def test_the_report_shows_the_strategy_and_the_last_search(trained_workdir, tiny
     assert ">Hyper-parameter search" in document and "python -m flows.search --apply-best" in document
     assert "Best: trial 1, val f1_macro 0.6000" in document
     assert document.count('src="data:image/png;base64,') == 4  # confusion matrix, training curves, search history, importance
+
+
+def test_the_report_shows_an_adaptive_runs_timeline(trained_workdir, tiny_model):
+    import html
+    import json
+
+    from stages import train
+
+    params = load(tiny_params(tiny_model, train={"strategy": "adaptive", "epochs": 3, "learning_rate": 1e-4,
+                                                 "early_stopping": {"patience": 0}}))
+    train.run(params)
+    evaluate.run(params)
+    document = report.run(params)
+    timeline = json.loads(open("reports/train.json").read())["parameters"]["adaptive"]["timeline"]
+    assert "Adaptive (unfreeze_on_plateau): trainable layer groups per evaluation" in document
+    assert len(timeline) == 3 and any(row["change"] for row in timeline)
+    for row in timeline:
+        assert f"<td>{html.escape(', '.join(row['trainable']))}</td><td>{html.escape(row['change'] or '-')}</td>" in document

@@ -151,7 +151,7 @@ def test_settings_the_model_cannot_take_are_refused_before_training(trained_work
 
 
 def test_an_unknown_strategy_names_the_key(tiny_model, workdir):
-    with pytest.raises(UserError, match="train.strategy: Input should be 'full', 'partial', 'linear_probe', 'gradual_unfreeze' or 'lora'"):
+    with pytest.raises(UserError, match="train.strategy: Input should be 'full', 'partial', 'linear_probe', 'gradual_unfreeze', 'adaptive' or 'lora'"):
         load(_params(tiny_model, strategy="adapters"))
 
 

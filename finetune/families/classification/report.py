@@ -15,7 +15,7 @@ from finetune import paths
 from finetune.config.sections import PRIMARY
 from finetune.data.labels import read_labelled_csv
 from finetune.io import read_json
-from finetune.reporting.html import esc, figure_img, png_file_img, table
+from finetune.reporting.html import adaptive_timeline, esc, figure_img, png_file_img, table
 from finetune.reporting.plots import plt
 from finetune.scoring import uncertainty
 
@@ -119,7 +119,8 @@ def training_section(task, params) -> str:
     if not parameters:
         return image + table(facts)
     groups = pd.DataFrame(parameters["groups"]).rename(columns={"learning_rate": "peak learning rate"})
-    return image + table(facts) + "<h3>Layer groups: learning rate and trainable parameters</h3>" + table(groups)
+    return (image + table(facts) + "<h3>Layer groups: learning rate and trainable parameters</h3>" + table(groups)
+            + adaptive_timeline(parameters))
 
 
 def _flat(counts: dict) -> dict[str, int]:

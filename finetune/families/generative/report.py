@@ -12,7 +12,7 @@ import pandas as pd
 from finetune import paths
 from finetune.families.generative import scoring
 from finetune.io import read_json
-from finetune.reporting.html import esc, figure_img, shaded, table
+from finetune.reporting.html import adaptive_timeline, esc, figure_img, shaded, table
 from finetune.reporting.plots import plt
 
 
@@ -132,7 +132,7 @@ def training_section(params) -> str:
                           ("steps", train["steps"]), *((("how long, and why", train["schedule"]["why"]),) if "schedule" in train else ()),
                           ("best step", train["best_step"]), ("training time (s)", train["train_runtime_s"]),
                           ("best val loss", train["val"].get("loss"))], columns=["", "value"])
-    return image + table(facts)
+    return image + table(facts) + adaptive_timeline(parameters)
 
 
 def data_section(params) -> str:

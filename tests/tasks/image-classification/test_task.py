@@ -212,6 +212,27 @@ def test_strategies_freeze_what_they_say_on_a_cnn(image_workdir, tiny_image_mode
                            pretrained["resnet.encoder.stages.1.layers.0.layer.0.convolution.weight"])
 
 
+def test_adaptive_opens_a_cnns_groups_through_its_anatomy_batchnorm_statistics_included(image_workdir, tiny_image_model):
+    """unfreeze_on_plateau on the tiny ResNet: the saved (best) model moved exactly the groups open before its evaluation,
+    weights and BatchNorm running statistics alike; a group still closed kept both bit for bit."""
+    pretrained = load_file(tiny_image_model / "model.safetensors")
+    summary = _fit(_params(tiny_image_model, train={"strategy": "adaptive", "epochs": 4, "learning_rate": 1e-5, "warmup_ratio": 0.0,
+                                                    "early_stopping": {"metric": "loss", "patience": 0},
+                                                    "adaptive": {"patience": 1, "min_delta": 1e-3}}))
+    timeline = summary["parameters"]["adaptive"]["timeline"]
+    assert len(timeline[-1]["trainable"]) > 1, timeline  # a val loss moving by less than min_delta opened groups
+    best = next(i for i, row in enumerate(timeline) if row["step"] == summary["best_step"])
+    open_before = timeline[best - 1]["trainable"] if best else ["head"]
+    saved = load_file(paths.MODEL / "model.safetensors")
+    for group, prefix in {"stem": "resnet.embedder.", "layer.0": "resnet.encoder.stages.0.", "layer.1": "resnet.encoder.stages.1."}.items():
+        moved = [name for name in pretrained if name.startswith(prefix) and not name.endswith("num_batches_tracked")
+                 and not torch.equal(pretrained[name], saved[name])]
+        assert bool(moved) == (group in open_before), (group, open_before, moved[:3])
+        if group in open_before:
+            assert any(name.endswith("running_mean") for name in moved)
+    assert best and len(open_before) < 4, (best, open_before)  # the best model saw an opened group and a closed one
+
+
 def test_mixup_and_cutmix_train_on_soft_labels(image_workdir, tiny_image_model):
     params = _params(tiny_image_model, preprocess={"augment": {"mixup": 0.4, "cutmix": 1.0}}, train={"epochs": 4})
     mix = TASK.models.batch_augmenter(params.preprocess, 3)
