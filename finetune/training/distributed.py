@@ -150,8 +150,19 @@ def main(folder: Path) -> None:
         if writes_outputs():
             (folder / "error.txt").write_text(str(error))
         sys.exit(2)
+    finally:
+        _leave_process_group()
     if writes_outputs():
         write_json(folder / "summary.json", summary)
+
+
+def _leave_process_group() -> None:
+    """Tear the process group down before the interpreter exits: left to exit, its C++ threads were destroyed while still
+    joinable and a rank died with SIGABRT ("terminate called without an active exception") after training had ended."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def loopback_torchrun(argv: list[str]) -> None:
