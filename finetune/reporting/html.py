@@ -54,6 +54,39 @@ def adaptive_timeline(parameters: dict) -> str:
     return f"<h3>Adaptive ({esc(adaptive['policy'])}): trainable layer groups per evaluation</h3>" + table(rows)
 
 
+def _brief(value) -> str:
+    """One cell of the data profile: quantiles as "p50 32 · p95 50 · max 65", a share as a percentage, counts as "L: 5"."""
+    if isinstance(value, dict) and "p50" in value:
+        return " · ".join(f"{name} {value[name]:g}" for name in ("min", "p50", "p95", "max"))
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {count:,}" for key, count in value.items())
+    if isinstance(value, float) and 0 <= value <= 1:
+        return f"{100 * value:.1f} %" if value >= 0.01 or value == 0 else f"{100 * value:.2g} %"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def data_profile(profile: dict, lead: str, chosen_later: list[dict], examples: str) -> str:
+    """The data profile (reports/preprocess.json `profile`, finetune/data/profile.py): the suggestions first, then what the
+    family says of it (`lead`: classes, documents), the inputs' facts per split, near duplicates with `examples` (HTML), and
+    every setting chosen from the data with why (`chosen_later`: the later stages' choices, e.g. the training schedule)."""
+    notes = "".join(f"<li>{esc(note)}</li>" for note in profile["notes"])
+    parts = [f'<h3>Suggested</h3><ul class="bad">{notes}</ul>' if notes else "<p>Nothing to suggest: none of the checks below found a problem.</p>", lead]
+    facts = [{"": name.replace("_", " "), **{split: _brief(v) for split, v in per_split.items()}} for name, per_split in profile.get("inputs", {}).items()]
+    if facts:
+        parts.append("<h3>Inputs, per split</h3>" + table(pd.DataFrame(facts).fillna("")))
+    near = profile.get("near_duplicates")
+    if near:
+        counts = [f"{near['train_rows_with_a_twin']:,} of {near['compared']['train']:,} train rows have a near twin in train"] + [
+            f"{near[f'{name}_rows_near_train']:,} of {near['compared'][name]:,} {name} rows nearly repeat a train row"
+            for name in ("val", "test") if f"{name}_rows_near_train" in near]
+        parts.append(f"<h3>Near duplicates</h3><p>{esc('; '.join(counts))} (cosine similarity at least {near['threshold']} of "
+                     f"{esc(near['method'])}; exact duplicates were dropped before the split).</p>{examples}")
+    chosen = [*profile["chosen"], *chosen_later]
+    if chosen:
+        parts.append("<h3>Chosen from the data, or set</h3>" + table(pd.DataFrame(chosen).astype(str)))
+    return "".join(parts)
+
+
 def png_bytes_img(data: bytes, alt: str) -> str:
     return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 

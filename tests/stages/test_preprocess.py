@@ -131,3 +131,29 @@ def test_padding_and_truncation(workdir, tiny_model):
     _prepare(workdir, tiny_model, rows, preprocess={"max_length": 16, "padding": "dynamic"})
     lengths = pd.concat(_splits().values())["input_ids"].map(len)
     assert lengths.max() == 16 and lengths.min() < 16
+
+
+def test_the_profile_measures_token_lengths_and_suggests_for_long_texts_and_imbalance(workdir, tiny_model):
+    from transformers import AutoTokenizer
+
+    rows = make_rows(330)
+    rows = pd.concat([rows[rows["label"] != "positive"], rows[rows["label"] == "positive"].head(20)])  # 110:110:20, 5.5x apart
+    summary = _prepare(workdir, tiny_model, rows, preprocess={"max_length": 8})
+    found = summary["profile"]
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    train = _splits()["train"]
+    lengths = [len(ids) for ids in tokenizer(train["input"].tolist())["input_ids"]]
+    assert found["inputs"]["tokens"]["train"]["max"] == max(lengths) and found["inputs"]["tokens"]["train"]["min"] == min(lengths)
+    longer = sum(n > 8 for n in lengths) / len(lengths)
+    assert found["inputs"]["longer_than_max_length"]["train"] == round(longer, 4) > 0.1
+    assert found["rows"] == {name: s["rows"] for name, s in summary["splits"].items()}
+    assert found["classes"]["largest_to_smallest"] == 5.5 and found["classes"]["smallest"] == ["positive", 12]
+    assert {"setting": "preprocess.max_length", "value": 8, "why": "set in params.yaml"} in found["chosen"]
+    long, imbalance, *near = found["notes"]  # (the filler-word texts are near duplicates of each other too)
+    assert long.startswith(f"{100 * longer:.1f} % of the train texts are longer than max_length 8") and "preprocess.long_texts: chunks" in long
+    assert "5.5x the rows of the smallest (positive, 12)" in imbalance and "train.loss: weighted_cross_entropy" in imbalance
+    assert found["near_duplicates"]["compared"] == found["rows"]
+
+    quiet = _prepare(workdir, tiny_model, rows, preprocess={"max_length": "auto"}, train={"loss": "weighted_cross_entropy"})["profile"]
+    assert quiet["notes"] == near  # auto fits the lengths; the loss already weighs the small class
+    assert quiet["chosen"][0]["why"].startswith("auto: 95th percentile of the train texts' tokens")

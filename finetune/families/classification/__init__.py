@@ -9,6 +9,8 @@ Hooks a task may override, besides the Task interface's (normalize, duplicate_ke
 members, search trials, the report):
     display_name                     what one input is called in reports and reasons ("text", "image")
     split_statistics(table)          facts about a prepared split                  preprocess, member
+    input_profile(tables, ...)       the data profile's facts about the inputs      preprocess (profile.py)
+    similarity(layout)               vectors that find near-duplicate inputs        preprocess (profile.py)
     predict_proba(model, ...)        class probabilities in row order              evaluate, member, compress
     classical                        the task's classical member, or None           member (and the schema)
     explainer()                      the explainer (explain.py of the task)         explain
@@ -104,6 +106,16 @@ class ClassificationTask(Task):
     def split_statistics(self, table: pd.DataFrame) -> dict:
         """Facts about one prepared split for reports/preprocess.json and the report's data table."""
         return {}
+
+    def input_profile(self, tables: dict[str, pd.DataFrame], layout: dict, params) -> tuple[dict, list[dict], list[str]]:
+        """For the data profile (profile.py): (facts about the prepared splits' inputs, the settings chosen from them as
+        {setting, value, why}, suggestions naming the setting to change and why)."""
+        return {}, [], []
+
+    def similarity(self, layout: dict):
+        """(vectors(frame) -> L2-normalised rows of a prepared table, the cosine at which two rows are near duplicates,
+        how the vectors are made), or None: near duplicates are not looked for."""
+        return None
 
     def features_for(self, params, prepared: dict[str, pd.DataFrame], label_map: dict) -> tuple[dict[str, pd.DataFrame], dict]:
         from finetune.data.heads import names

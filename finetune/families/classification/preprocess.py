@@ -8,7 +8,8 @@ Splits: stratified and seeded by data.splits, or the data's own split (data.spli
 split): a split without val rows gets val carved from its train rows, and an example in train AND val/test is dropped
 from val/test ("leakage").
 Features come from the task (text: tokens; images: resized uint8 pixels) and the train stage's model; what the task
-chose while featurizing (text: max_length and why) is reported as `features`.
+chose while featurizing (text: max_length and why) is reported as `features`, and the data profile (profile.py: classes,
+near duplicates, the task's facts about its inputs, what was chosen from them and what is suggested) as `profile`.
 Several heads (data.label_columns, finetune/data/heads.py): splits stratified on the first head's label; every head
 needs labels in every split and is checked like one label; label_map.json gets `heads`, and `label` holds one index per head.
 """
@@ -29,6 +30,7 @@ from finetune.data.labels import read_kinds
 from finetune.data.sources import INPUT, LABEL, SPLIT
 from finetune.data.tables import LINE, ROW
 from finetune.errors import UserError
+from finetune.families.classification import profile
 from finetune.families.classification.features import featurize
 from finetune.io import write_json
 
@@ -130,7 +132,8 @@ def run(task, params: Params, frame: pd.DataFrame, folder: Path) -> tuple[dict, 
     tables, label_map = featurize(task, params, {name: part.reset_index(names="id") for name, part in parts.items()}, labels)
     label_map["kinds"] = read_kinds(paths.INGESTED)  # what the names were in the data (finetune/data/labels.py), for predict
     summary = {"inputs_changed_by_normalization": changed, "dropped": dict(Counter(dropped["problem"])),
-               **({"features": label_map["facts"]} if "facts" in label_map else {}), "splits": {}, "labels": labels}
+               **({"features": label_map["facts"]} if "facts" in label_map else {}), "splits": {}, "labels": labels,
+               "profile": profile.run(task, params, tables, labels, label_map)}
     for name, table in tables.items():
         summary["splits"][name] = {
             "rows": len(table),

@@ -15,7 +15,7 @@ from finetune import paths
 from finetune.config.sections import PRIMARY
 from finetune.data.labels import read_labelled_csv
 from finetune.io import read_json
-from finetune.reporting.html import adaptive_timeline, esc, figure_img, png_file_img, table
+from finetune.reporting.html import adaptive_timeline, data_profile, esc, figure_img, png_file_img, table
 from finetune.reporting.plots import plt
 from finetune.scoring import uncertainty
 
@@ -32,6 +32,35 @@ def _heads() -> list[tuple[str, dict, Path]]:
     if "heads" not in result:
         return [("", result, paths.EVALUATION)]
     return [(f" ({head})", scores, paths.EVALUATION / head) for head, scores in result["heads"].items()]
+
+
+def _twins(task, near: dict) -> str:
+    """The test rows that nearly repeat a train row, next to it."""
+    pairs = near.get("test_rows_near_train_examples", [])
+    if not pairs:
+        return ""
+    inputs = {name: pd.read_parquet(paths.PREPARED / f"{name}.parquet", columns=["id", "input", "augmented"]).query("~augmented").set_index("id")["input"]
+              for name in ("test", "train")}
+    shown = pd.DataFrame([{"test example": task.render(inputs["test"][test]), "nearest train example": task.render(inputs["train"][train]),
+                           "cosine": similarity} for test, train, similarity in pairs])
+    return table(shown, html_columns=("test example", "nearest train example"))
+
+
+def profile_section(task, params) -> str | None:
+    prep = read_json(paths.PREPROCESS_SUMMARY)
+    if "profile" not in prep:
+        return None
+    found = prep["profile"]
+    per_head = {"": found["classes"]} if "largest" in found["classes"] else found["classes"]
+    rows = " · ".join(f"{name} {n:,}" for name, n in found["rows"].items())
+    lead = f"<p>Rows: {esc(rows)}.</p>" + "".join(
+        f"<p>{esc(f'Head {head}: ' if head else '')}{c['classes']} classes in train; the largest, {esc(c['largest'][0])} ({c['largest'][1]:,} rows), "
+        f"is {c['largest_to_smallest']:g}x the smallest, {esc(c['smallest'][0])} ({c['smallest'][1]:,}); it is {100 * c['majority_share']:.1f} % "
+        "of train (what always predicting it would score).</p>" for head, c in per_head.items())
+    later = []
+    if paths.TRAIN_SUMMARY.exists() and "schedule" in (train := read_json(paths.TRAIN_SUMMARY)):
+        later.append({"setting": "train.epochs", "value": train["schedule"]["epochs"], "why": train["schedule"]["why"]})
+    return data_profile(found, lead, later, _twins(task, found.get("near_duplicates", {})))
 
 
 def summary_section(task, params) -> str:
@@ -251,8 +280,8 @@ def compress_section(task, params) -> str | None:
             if "onnx" in details else "")
     return (
         f"{table(rows.reset_index(names='model'))}<ul>{''.join(f'<li>{note}</li>' for note in notes)}</ul>{onnx}"
-        f'<p class="muted">CPU latency: median of {params.compress.latency.repeats} runs after warm-up, {result["threads"]} threads, '
-        f"on the first test rows; size = the weight files on disk. Scores on the same {result['test_rows']} test rows, each model reloaded from disk. "
+        f'<p class="muted">CPU latency: median of {params.compress.latency.repeats} runs after warm-up, {result["threads"]} threads '
+        f"(int8 kernels: {esc(result['cpu']['int8_instructions'])}; the int8 speed-up depends on them), on the first test rows; size = the weight files on disk. Scores on the same {result['test_rows']} test rows, each model reloaded from disk. "
         f"{_NOISE}</p>"
         + png_file_img(paths.COMPRESS / "tradeoff.png", "accuracy vs latency vs size")
     )
@@ -318,6 +347,7 @@ def _scores(scores: dict) -> dict:
 
 
 SECTIONS = [
+    ("Data profile", profile_section),
     ("Summary", summary_section),
     ("Test metrics", metrics_section),
     ("Ensemble", ensemble_section),

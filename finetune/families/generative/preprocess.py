@@ -9,7 +9,7 @@ tokenized and packed into blocks).
   the model's context, before any training; the first OPENING_TOKENS tokens of every test document kept in the layout
   (`openings`), where evaluate.prompts `auto` draws its prompts from.
 Writes data/prepared/{train,val,test}.parquet, label_map.json (the layout) and reports/preprocess.json (documents,
-tokens, blocks per split).
+tokens, blocks per split, and the data profile: data_profile).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from finetune import paths
+from finetune.data import profile
 from finetune.data.sources import INPUT, LABEL, SPLIT
 from finetune.data.tables import LINE, ROW
 from finetune.errors import UserError
@@ -27,6 +28,20 @@ from finetune.io import write_json
 
 SPLITS = ("train", "val", "test")
 OPENING_TOKENS = 64  # evaluate.prompt_tokens' upper bound
+
+
+def data_profile(params, parts: dict[str, pd.DataFrame], layout: dict) -> dict:
+    """The data profile (finetune/data/profile.py): documents, their lengths and tokens per split, near-duplicate documents
+    (a test document nearly repeating a train one is no held-out text). The report adds the evaluation prompts: they are
+    evaluate's params, which this stage does not track."""
+    documents = {name: pd.DataFrame({"id": part[LABEL].astype(str).to_numpy(), INPUT: part[INPUT].to_numpy()}) for name, part in parts.items()}
+    found = profile.near_duplicates(lambda frame: profile.text_vectors(frame[INPUT]), documents, profile.TEXT_THRESHOLD,
+                                    f"character 3-5-gram TF-IDF of each document's first {profile.TEXT_CHARACTERS:,} characters", params.data.seed)
+    chosen = [{"setting": "preprocess.block_size", "value": layout["block_size"], "why": profile.SET}]
+    return {"documents": {name: len(part) for name, part in parts.items()},
+            "characters_per_document": {name: profile.quantiles(part[INPUT].str.len()) for name, part in parts.items()},
+            "tokens": {name: facts["tokens"] for name, facts in layout["facts"].items()},
+            "near_duplicates": found, "chosen": chosen, "notes": profile.near_duplicate_notes(found, "document")}
 
 
 def openings(test: pd.DataFrame, tokenizer) -> list[tuple[str, list[int]]]:
@@ -80,7 +95,7 @@ def run(task, params, frame: pd.DataFrame, folder: Path) -> tuple[dict, pd.DataF
     check_prompts(params.evaluate, tokenizer, layout["context"], params.train.model)
     layout["openings"] = openings(parts["test"], tokenizer)
     summary = {"inputs_changed_by_normalization": changed, "dropped": dict(Counter(dropped["problem"])),
-               "block_size": layout["block_size"], "splits": layout["facts"],
+               "block_size": layout["block_size"], "splits": layout["facts"], "profile": data_profile(params, parts, layout),
                "documents": {name: sorted(part[LABEL].astype(str))[:50] for name, part in parts.items()}}
     for name, table in tables.items():
         table.to_parquet(folder / f"{name}.parquet", index=False)

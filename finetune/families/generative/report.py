@@ -10,15 +10,34 @@ from __future__ import annotations
 import pandas as pd
 
 from finetune import paths
+from finetune.data import profile
 from finetune.families.generative import scoring
 from finetune.io import read_json
-from finetune.reporting.html import adaptive_timeline, esc, figure_img, shaded, table
+from finetune.reporting.html import adaptive_timeline, data_profile, esc, figure_img, shaded, table
 from finetune.reporting.plots import plt
 
 
 def _ppl(scores: dict, ci: dict | None = None) -> str:
     interval = f" [{ci['perplexity']['low']:.2f}, {ci['perplexity']['high']:.2f}]" if ci else ""
     return f"{scores['perplexity']:.2f}{interval}"
+
+
+def profile_section(params) -> str | None:
+    prep = read_json(paths.PREPROCESS_SUMMARY)
+    if "profile" not in prep:
+        return None
+    found = prep["profile"]
+    counts = " · ".join(f"{name} {n:,} documents, {found['tokens'][name]:,} tokens" for name, n in found["documents"].items())
+    twins = "".join(f"<li>{esc(name)} document {esc(doc)} ~ train document {esc(twin)} (cosine {similarity})</li>"
+                    for name in ("val", "test") for doc, twin, similarity in found["near_duplicates"].get(f"{name}_rows_near_train_examples", []))
+    facts = {**found, "inputs": {"characters per document": found["characters_per_document"]}}
+    later = []
+    if (paths.EVALUATION / "generations.json").exists():
+        auto = params.evaluate.prompts == "auto"
+        opened = [sample["from"] for sample in read_json(paths.EVALUATION / "generations.json")["samples"]["fine-tuned"]]
+        later.append({"setting": "evaluate.prompts", "value": "auto" if auto else f"{len(opened)} given",
+                      "why": "; ".join(map(str, opened)) if auto else profile.SET})
+    return data_profile(facts, f"<p>{esc(counts)}.</p>", later, f"<ul>{twins}</ul>" if twins else "")
 
 
 def headline(params) -> str:
@@ -81,7 +100,8 @@ def compress_section(params) -> str | None:
                           "speed-up": r["speedup"], "vs teacher": scoring.describe(r["vs_teacher"]) if "vs_teacher" in r else ""}
                          for name, r in c["models"].items()])
     skipped = "".join(f"<li>{esc(m)}: {esc(why)}</li>" for m, why in c["methods_skipped"].items())
-    return (f"<p>Teacher: {esc(c['teacher'])}; generation timed on {c['threads']} threads, batch 1, KV cache.</p>" + table(rows)
+    return (f"<p>Teacher: {esc(c['teacher'])}; generation timed on {c['threads']} threads "
+            f"(int8 kernels: {esc(c['cpu']['int8_instructions'])}), batch 1, KV cache.</p>" + table(rows)
             + (f"<ul>{skipped}</ul>" if skipped else ""))
 
 
@@ -141,7 +161,7 @@ def data_section(params) -> str:
     return f"<p>Dropped documents: {esc(prep['dropped'] or 'none')}.</p>" + table(rows)
 
 
-SECTIONS = [("Summary", headline), ("Generations", generations_section), ("Ensemble", ensemble_section), ("Compression", compress_section),
+SECTIONS = [("Data profile", profile_section), ("Summary", headline), ("Generations", generations_section), ("Ensemble", ensemble_section), ("Compression", compress_section),
             ("Explanations", explain_section), ("Training", training_section), ("Data", data_section),
             ("Blocks that got worse", worst_blocks)]
 

@@ -35,13 +35,14 @@ import pandas as pd
 from pydantic import Field
 
 from finetune.config.sections import Compress, Data, Distill, Preprocess, Prune, Train
+from finetune.data import profile
 from finetune.data.images import ImageAugment, check_images, normalized_image, resized, thumbnail
 from finetune.data.sources import ORIGIN, Source
 from finetune.families.classification import ClassificationTask, ClassifierExplain
 from finetune.models.images import ImageModels, check_image_size
 
 from . import sources
-from .pixels import PixelsMember
+from .pixels import NEAR_DUPLICATE, PixelsMember, near_duplicate_vectors
 
 
 class ImageData(Data):
@@ -127,8 +128,20 @@ class ImageClassification(ClassificationTask):
             pixels = [np.asarray(resized(image.convert("L" if channels == 1 else "RGB"), prep.image_size, prep.resize), dtype=np.uint8).tobytes()
                       for image in images]
             tables[name] = part.reset_index(drop=True).assign(augmented=False, pixels=pixels, width=[i.width for i in images],
-                                                             height=[i.height for i in images])
+                                                             height=[i.height for i in images], mode=[i.mode for i in images])
         return tables, {"features": ["pixels"], "pixels": {"height": prep.image_size, "width": prep.image_size, "channels": channels}}
+
+    def input_profile(self, tables: dict[str, pd.DataFrame], layout: dict, params) -> tuple[dict, list[dict], list[str]]:
+        """Original sizes and colour modes per split; the channels the model reads, chosen from the modes."""
+        facts = {side: {name: profile.quantiles(table[side]) for name, table in tables.items()} for side in ("width", "height")}
+        facts["modes"] = {name: table["mode"].value_counts().sort_index().to_dict() for name, table in tables.items()}
+        channels = layout["pixels"]["channels"]
+        why = "every image is grey" if channels == 1 else "some images have colour"
+        return facts, [{"setting": "channels", "value": channels, "why": why},
+                       {"setting": "preprocess.image_size", "value": params.preprocess.image_size, "why": profile.SET}], []
+
+    def similarity(self, layout: dict):
+        return near_duplicate_vectors, NEAR_DUPLICATE, "32x32 grey pixels, mean removed"
 
     def split_statistics(self, table: pd.DataFrame) -> dict:
         return {"original_width_mean": round(float(table["width"].mean()), 1), "original_height_mean": round(float(table["height"].mean()), 1),

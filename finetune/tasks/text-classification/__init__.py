@@ -22,6 +22,7 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from finetune.config.sections import Data, Preprocess, Section
+from finetune.data import profile
 from finetune.data.features import FeatureDataset
 from finetune.data.sources import Source, read_user_table
 from finetune.errors import UserError
@@ -210,7 +211,7 @@ class TextClassification(ClassificationTask):
                 texts = [tokens.head_and_tail(tokenizer, text, max_length - special) if n > max_length else text for text, n in zip(texts, lengths[name])]
             encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=padding)
             features = pd.DataFrame({column: list(values) for column, values in encoded.items()})
-            table = pd.concat([part, features], axis=1).assign(truncated=[n > max_length for n in lengths[name]])
+            table = pd.concat([part, features], axis=1).assign(tokens=lengths[name], truncated=[n > max_length for n in lengths[name]])
             if prep.long_texts == "chunks":
                 windows = tokenizer(texts, truncation=True, max_length=max_length, stride=prep.stride, return_overflowing_tokens=True)
                 rows = np.asarray(windows["overflow_to_sample_mapping"])
@@ -224,6 +225,19 @@ class TextClassification(ClassificationTask):
         if "windows" in table:
             statistics["windows"] = int(table["windows"].map(len).sum())
         return statistics
+
+    def input_profile(self, tables: dict[str, pd.DataFrame], layout: dict, params) -> tuple[dict, list[dict], list[str]]:
+        """Lengths in the model's tokens per split; max_length as chosen; a note when many texts lose their end (tokens.py)."""
+        lengths = {name: table["tokens"] for name, table in tables.items()}
+        facts = {"tokens": {name: profile.quantiles(n) for name, n in lengths.items()},
+                 "longer_than_max_length": {name: round(float((n > layout["max_length"]).mean()), 4) for name, n in lengths.items()}}
+        rule = layout["facts"]["max_length_rule"]
+        chosen = [{"setting": "preprocess.max_length", "value": layout["max_length"], "why": profile.SET if rule == "preprocess.max_length" else rule},
+                  {"setting": "preprocess.long_texts", "value": layout["long_texts"], "why": profile.SET}]
+        return facts, chosen, tokens.long_text_notes(facts["longer_than_max_length"]["train"], facts["tokens"]["train"], layout)
+
+    def similarity(self, layout: dict):
+        return (lambda frame: profile.text_vectors(frame["input"])), profile.TEXT_THRESHOLD, f"character 3-5-gram TF-IDF of the first {profile.TEXT_CHARACTERS:,} characters"
 
     def predict_proba(self, model, processor, frame: pd.DataFrame, layout: dict, batch_size: int) -> np.ndarray:
         """Chunks: the mean of each text's window probabilities, in the frame's row order."""

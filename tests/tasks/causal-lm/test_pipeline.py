@@ -1,5 +1,6 @@
 """The causal-LM task end to end: the tiny LM project through `dvc repro` (tests/conftest.py: lm_repo), then read like a
 user would (dvc metrics, the saved models, the report), reruns, and a search over LM keys."""
+import html
 import json
 import math
 
@@ -89,6 +90,9 @@ def test_ingest_counts_documents_not_labels_and_explanations_carry_a_verdict(lm_
     root, _ = lm_repo
     ingest = json.loads((root / "reports/ingest.json").read_text())
     assert "labels" not in ingest and ingest["documents"] == ingest["rows_kept"] == 6  # a document's name is no class
+    prep = json.loads((root / "reports/preprocess.json").read_text())
+    assert prep["profile"]["documents"] == {name: len(names) for name, names in prep["documents"].items()}
+    assert prep["profile"]["tokens"] == {name: facts["tokens"] for name, facts in prep["splits"].items()}
     faithfulness = json.loads((root / "reports/explain.json").read_text())["faithfulness"]
     page = (root / "reports/report.html").read_text()
     for method, found in faithfulness.items():
@@ -118,6 +122,9 @@ def test_auto_prompts_are_the_openings_of_test_documents(lm_repo, tmp_path):
         assert document in test_documents
         text = (root / "data/raw/corpus" / document).read_text().strip("\n")
         assert sample["prompt"] == tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:4])
+    sh(["dvc", "repro", "report"], root)
+    chosen = "; ".join(sample["from"] for sample in samples)  # the data profile says where the prompts came from
+    assert f"<td>evaluate.prompts</td><td>auto</td><td>{html.escape(chosen)}</td>" in (root / "reports/report.html").read_text()
 
 
 def test_new_prompts_rerun_only_what_reads_them(lm_repo, tmp_path):

@@ -41,6 +41,10 @@ def test_the_report_shows_images_the_augmentation_heatmaps_and_why_nothing_was_c
     for title in ("Summary", "Ensemble", "Compression", "Explanations", "Examples per class (train)", "Augmentation preview", "Data"):
         assert f">{title}" in page
     assert page.index(">Augmentation preview") < page.index(">Params")
+    found = json.loads((root / "reports/preprocess.json").read_text())["profile"]
+    assert found["inputs"]["modes"]["train"] == {"RGB": found["rows"]["train"]}  # the coloured squares
+    assert {"setting": "channels", "value": 3, "why": "some images have colour"} in found["chosen"]
+    assert found["near_duplicates"]["threshold"] == 0.995 and "some images have colour" in page
     assert page.count('<img alt="image" src="data:image/png;base64,') >= 3 * 8 + 3 * 7  # 8 per class + stored and 6 draws per class
     # the tiny model is a Hugging Face ResNet: no compressor fits it, and the report says why
     assert "Nothing was compressed: ResNetForImageClassification: Hugging Face CNNs cannot be compressed here" in page

@@ -370,3 +370,23 @@ def test_easy_vqa_shapes_gives_one_label_or_both():
     assert colour["label"].tolist() == labels["colour"].tolist()
     with pytest.raises(UserError, match=r"no label column\(s\) \['label'\]; its label columns are \['shape', 'colour'\]"):
         read({})
+
+
+def test_a_re_encoded_brighter_copy_is_a_near_duplicate_and_a_shifted_one_is_not():
+    from finetune.data import profile
+
+    def png(array: np.ndarray, fmt: str = "PNG") -> bytes:
+        out = io.BytesIO()
+        Image.fromarray(array.astype(np.uint8)).save(out, format=fmt, quality=90)
+        return out.getvalue()
+
+    rng = np.random.default_rng(0)
+    photos = [rng.integers(0, 255, (40, 40, 3)) for _ in range(5)]
+    twin = np.clip(photos[2] * 0.9 + 12, 0, 255)  # darker contrast, brighter floor, saved as JPEG
+    shifted = np.roll(photos[3], 6, axis=1)  # the same pixels moved: another picture to a 32 x 32 comparison
+    splits = {"train": pd.DataFrame({"id": range(5), "input": [png(p) for p in photos]}),
+              "test": pd.DataFrame({"id": [10, 11], "input": [png(twin, "JPEG"), png(shifted)]})}
+    vectors, threshold, method = get_task("image-classification").similarity({})
+    found = profile.near_duplicates(vectors, splits, threshold, method, seed=0)
+    assert found["test_rows_near_train"] == 1 and found["test_rows_near_train_examples"][0][:2] == [10, 2]
+    assert found["train_rows_with_a_twin"] == 0
