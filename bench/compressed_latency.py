@@ -4,10 +4,13 @@ every model in turn within each round, median), ROUNDS times, printing each mode
 per round. Use it when the stage's numbers may have shared the CPU with something else: the stage times
 once, at the end of a long run.
 
-    python bench/compressed_latency.py [ROUNDS]     # in a project where `dvc repro` ran compress (~1 min a round)
+    python bench/compressed_latency.py [--rounds 3] [--threads 1 2]   # where `dvc repro` ran compress (~1 min a round)
+
+--threads times every round at each thread count (how the ratios move with more threads); the default is torch's own.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import warnings
 from pathlib import Path
@@ -26,7 +29,7 @@ from finetune.io import read_json  # noqa: E402
 from finetune.tasks import get_task  # noqa: E402
 
 
-def main(rounds: int) -> None:
+def main(rounds: int, threads: list[int]) -> None:
     params = load_params()
     task, result = get_task(params.task), read_json(paths.COMPRESS_METRICS)
     teacher_dir = paths.MODEL if result["teacher"] == PRIMARY else paths.MEMBER_MODELS / result["teacher"]
@@ -40,13 +43,20 @@ def main(rounds: int) -> None:
                               else task.models.load_trained(str(paths.COMPRESSED / folder), False).eval())
     test, layout = pd.read_parquet(paths.PREPARED / "test.parquet"), read_json(paths.LABEL_MAP)
     runners = {name: (lambda features, model=model: model(**features)) for name, model in models.items()}
-    print(f"{params.task}, teacher {result['teacher']}, {torch.get_num_threads()} threads, {params.compress.latency.repeats} repeats a round")
+    print(f"{params.task}, teacher {result['teacher']}, {params.compress.latency.repeats} repeats a round, torch {torch.__version__}, "
+          f"quantized engine {torch.backends.quantized.engine}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     for round_ in range(rounds):
-        ms = latencies_ms(runners, task, processor, test, layout, params.compress.latency.repeats)
-        print(f"round {round_ + 1}: " + "   ".join(
-            f"{name} " + " / ".join(f"b{size} {ms[name][size]:.1f} ms ({ms['teacher'][size] / ms[name][size]:.2f}x)" for size in LATENCY_BATCHES)
-            for name in models))
+        for count in threads:
+            torch.set_num_threads(count)
+            ms = latencies_ms(runners, task, processor, test, layout, params.compress.latency.repeats)
+            print(f"round {round_ + 1}, {count} thread(s): " + "   ".join(
+                f"{name} " + " / ".join(f"b{size} {ms[name][size]:.1f} ms ({ms['teacher'][size] / ms[name][size]:.2f}x)" for size in LATENCY_BATCHES)
+                for name in models))
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
+    arguments = parser.parse_args()
+    main(arguments.rounds, arguments.threads)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -49,6 +50,19 @@ WEIGHTS = "int8.safetensors"
 SPEC = "quantization.json"
 ACTIVATIONS = ("per_tensor", "per_token")
 QMAX, SMALL_SCALE = 127, 6.1e-5  # fbgemm's dynamic linear: 7-bit unsigned activations (reduce_range); ATen's smallest scale
+
+
+def cpu() -> dict:
+    """What this machine's int8 kernels can use, recorded beside every int8 timing: the speed-up depends on it. On one
+    2-core AMD EPYC with AVX-512 VNNI, capping fbgemm and oneDNN to AVX2 (FBGEMM_ENABLE_INSTRUCTIONS=AVX2,
+    ONEDNN_MAX_CPU_ISA=AVX2) cut the text model's int8 speed-up at batch 32 from about 2.2x to 1.5x
+    (docs/benchmarks/compression.md)."""
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    best = next((name for flag, name in (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+                 if flag in flags), "unknown")
+    capped = {key: os.environ[key] for key in ("FBGEMM_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if key in os.environ}
+    return {"int8_instructions": best, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "quantized_engine": torch.backends.quantized.engine, **({"capped_by": capped} if capped else {})}
 
 
 def _row_qparams(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

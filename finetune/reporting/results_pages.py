@@ -132,6 +132,7 @@ def _compression(compress: dict) -> list[str]:
             for name, row in models.items()]
     note = "; ".join(part for part in (f"teacher: {compress['teacher']}" if "teacher" in compress else "",
                                        f"{compress['threads']} threads" if "threads" in compress else "",
+                                       f"int8 kernels: {compress['cpu']['int8_instructions']}" if "cpu" in compress else "",
                                        f"{_number(compress['test_rows'])} test rows" if "test_rows" in compress else "") if part)
     return ["## Compression", "", f"{note[:1].upper()}{note[1:]}.", "",
             *_table(["model", *(title for _, title in columns), "vs teacher (paired test)"], rows)]

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from finetune import paths
-from finetune.compression import compressors, distill, onnx_export
+from finetune.compression import compressors, distill, onnx_export, quantize
 from finetune.compression.compressors import Compressor, TransformerCompressor
 from finetune.compression.convnets import ConvNetCompressor
 from finetune.config.sections import PRIMARY
@@ -268,7 +268,7 @@ def run(task, params, models_folder: Path, reports_folder: Path) -> dict:
         print(f"compress {name}: accuracy {row['accuracy']:.4f} ({row['accuracy_delta']:+.4f}"
               f"{', ' + row['vs_teacher']['accuracy']['verdict'] if 'vs_teacher' in row else ''}), {row['size_mb']} MB "
               f"(x{row['size_ratio']:.2f}), batch-1 {row['latency_ms_batch_1']} ms (x{row['speedup_batch_1']:.2f} faster)")
-    return {"teacher": teacher_name, "threads": torch.get_num_threads(), "training_device": device, "test_rows": len(test),
+    return {"teacher": teacher_name, "threads": torch.get_num_threads(), "cpu": quantize.cpu(), "training_device": device, "test_rows": len(test),
             **({"scored": scored} if heads.multi else {}), "models": rows, "details": details}
 
 

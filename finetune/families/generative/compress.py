@@ -79,7 +79,7 @@ def run(task, params, folder: Path, reports: Path) -> dict:
     prompt, new_tokens = prompts(params.evaluate, tokenizer)[0]["prompt"], params.evaluate.max_new_tokens
     speed = timed({model_name: forced_run(model, tokenizer, prompt, new_tokens) for model_name, model in models.items()},
                   new_tokens, config.latency.repeats)
-    result = {"teacher": name, "threads": torch.get_num_threads(), "methods_skipped": {m: SKIPPED[m] for m in config.methods if m in SKIPPED},
+    result = {"teacher": name, "threads": torch.get_num_threads(), "cpu": quantize.cpu(), "methods_skipped": {m: SKIPPED[m] for m in config.methods if m in SKIPPED},
               "models": {}}
     reference, base_speed = scored["teacher"][0], speed["teacher"]["tokens_per_second"]
     for model_name, (log_probs, correct) in scored.items():

@@ -53,6 +53,7 @@ def test_the_report_has_every_model_and_every_column(compressed):
         assert row["latency_ms_batch_1"] > 0 and row["latency_ms_batch_32"] > 0  # timed, never compared here: see bench/
     assert result["models"]["teacher"]["accuracy_delta"] == 0 and result["models"]["teacher"]["speedup_batch_1"] == 1
     assert json.loads((root / paths.COMPRESS_METRICS).read_text()) == result
+    assert result["cpu"] == quantize.cpu()  # which int8 kernels the speed-ups were measured with
     assert (root / paths.COMPRESS / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
     predictions = pd.read_csv(root / paths.COMPRESS / "predictions.csv")
     test = pd.read_parquet(root / paths.PREPARED / "test.parquet")
@@ -192,3 +193,15 @@ def test_a_teacher_of_another_label_map_or_a_missing_gpu_is_named_before_any_wor
         with pytest.raises(UserError, match="train.device is 'cuda' but no CUDA GPU is visible"):
             compress.run(load(tiny_params(tiny_model, train={"device": "cuda"}, compress={"teacher": "primary"})))
     assert not paths.COMPRESSED.exists()
+
+
+def test_the_int8_kernels_are_named_from_the_cpu_flags_and_a_cap_is_recorded(monkeypatch):
+    flags = set(open("/proc/cpuinfo").read().split())
+    found = quantize.cpu()
+    assert found["int8_instructions"] == ("AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-VNNI" if "avx_vnni" in flags
+                                          else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "unknown")
+    assert found["quantized_engine"] == torch.backends.quantized.engine
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.setenv("FBGEMM_ENABLE_INSTRUCTIONS", "AVX2")  # how docs/benchmarks/compression.md emulates an older CPU
+    assert quantize.cpu()["capped_by"] == {"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
