@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore")
 
 from finetune import paths  # noqa: E402
+from finetune.compression import quantize  # noqa: E402
 from finetune.config.params import load_params
 from finetune.config.sections import PRIMARY  # noqa: E402
 from finetune.families.classification.compress import FOLDERS, LATENCY_BATCHES, latencies_ms  # noqa: E402
@@ -29,30 +30,39 @@ from finetune.io import read_json  # noqa: E402
 from finetune.tasks import get_task  # noqa: E402
 
 
-def main(rounds: int, threads: list[int]) -> None:
+def teacher_and_test():
+    """(params, task, compress.json, teacher folder, processor, teacher, test split, layout) of this project's compress run."""
     params = load_params()
     task, result = get_task(params.task), read_json(paths.COMPRESS_METRICS)
     teacher_dir = paths.MODEL if result["teacher"] == PRIMARY else paths.MEMBER_MODELS / result["teacher"]
     processor = task.models.load_processor(str(teacher_dir), False)
     teacher = task.models.load_trained(str(teacher_dir), False).eval()
+    return params, task, result, teacher_dir, processor, teacher, pd.read_parquet(paths.PREPARED / "test.parquet"), read_json(paths.LABEL_MAP)
+
+
+def timed_rounds(runners: dict, reference: str, task, processor, test, layout, repeats: int, rounds: int, threads: list[int]) -> None:
+    """Print each runner's median ms and speed-up over `reference` at batch 1 and 32, ROUNDS times at each thread count."""
+    for round_ in range(rounds):
+        for count in threads:
+            torch.set_num_threads(count)
+            ms = latencies_ms(runners, task, processor, test, layout, repeats)
+            print(f"round {round_ + 1}, {count} thread(s): " + "   ".join(
+                f"{name} " + " / ".join(f"b{size} {ms[name][size]:.1f} ms ({ms[reference][size] / ms[name][size]:.2f}x)" for size in LATENCY_BATCHES)
+                for name in runners))
+
+
+def main(rounds: int, threads: list[int]) -> None:
+    params, task, result, _, processor, teacher, test, layout = teacher_and_test()
     compressor = task.compressor(teacher)
     models = {"teacher": teacher}
     for method, folder in FOLDERS.items():
         if (paths.COMPRESSED / folder).is_dir():
             models[method] = (compressor.load_quantized(paths.COMPRESSED / folder) if method == "int8"
                               else task.models.load_trained(str(paths.COMPRESSED / folder), False).eval())
-    test, layout = pd.read_parquet(paths.PREPARED / "test.parquet"), read_json(paths.LABEL_MAP)
     runners = {name: (lambda features, model=model: model(**features)) for name, model in models.items()}
     print(f"{params.task}, teacher {result['teacher']}, {params.compress.latency.repeats} repeats a round, torch {torch.__version__}, "
-          f"quantized engine {torch.backends.quantized.engine}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
-    for round_ in range(rounds):
-        for count in threads:
-            torch.set_num_threads(count)
-            ms = latencies_ms(runners, task, processor, test, layout, params.compress.latency.repeats)
-            print(f"round {round_ + 1}, {count} thread(s): " + "   ".join(
-                f"{name} " + " / ".join(f"b{size} {ms[name][size]:.1f} ms ({ms['teacher'][size] / ms[name][size]:.2f}x)" for size in LATENCY_BATCHES)
-                for name in models))
-
+          f"CPU {quantize.cpu()}")
+    timed_rounds(runners, "teacher", task, processor, test, layout, params.compress.latency.repeats, rounds, threads)
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
