@@ -1,8 +1,8 @@
 """What replaces torch.ao's deprecated int8 for the text classifier (issue 36)? In a project where `dvc repro compress`
 ran the text config: the compress teacher as fp32 (torch eager and onnxruntime, from the stage's own ONNX export)
-against torch.ao dynamic int8 (the stage's, reloaded from models/compressed/int8), onnxruntime dynamic int8
-(`onnxruntime.quantization.quantize_dynamic`, per-channel int8 weights, activations quantized on the fly like torch.ao's)
-and, when torchao is installed, torchao's Int8DynamicActivationInt8Weight on the linear layers. Every model scores the
+against torch.ao dynamic int8 (quantize.py, what the stage shipped before 2026-12-06, made here from the teacher),
+onnxruntime dynamic int8 (`onnxruntime.quantization.quantize_dynamic`, per-channel int8 weights, activations quantized on
+the fly like torch.ao's: the stage's own models/compressed/int8 since then) and, when torchao is installed, torchao's Int8DynamicActivationInt8Weight on the linear layers. Every model scores the
 whole test split (accuracy, agreement with the teacher) and is timed with the compress stage's own function (batch 1 and
 32, models in turn each round, median), ROUNDS times; the CPU's int8 instructions are printed (they decide the ratios:
 docs/benchmarks/compression.md).
@@ -43,34 +43,21 @@ def torchao_int8(teacher):
     return model
 
 
-def quiet_session(path: Path, threads: int):
-    """An onnxruntime session whose idle threads do not spin: by default they busy-wait after each run, taking the cores
-    from whichever model is timed next (torch fp32 measured 2-3x slower at batch 1 right after an onnxruntime run)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def main(rounds: int) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     params, task, result, teacher_dir, processor, teacher, test, layout = teacher_and_test()
     heads, batches = Heads.of(layout), feature_batches(task, processor, test, layout, params.train.eval_batch_size)
-    fp32_onnx = paths.COMPRESSED / "onnx" / "teacher.onnx"
-    int8_onnx = Path(tempfile.mkdtemp()) / "teacher.int8.onnx"
-    quantize_dynamic(str(fp32_onnx), str(int8_onnx), per_channel=True, weight_type=QuantType.QInt8)
+    fp32_onnx, int8_onnx = paths.COMPRESSED / "onnx" / "teacher.onnx", paths.COMPRESSED / FOLDERS["int8"] / onnx_export.INT8_MODEL
     threads = torch.get_num_threads()
-    torch_models = {"torch fp32": teacher, "torch.ao int8": task.compressor(teacher).load_quantized(paths.COMPRESSED / FOLDERS["int8"])}
+    torch_ao, ao_folder = quantize.quantize(teacher, embeddings=True), Path(tempfile.mkdtemp())
+    quantize.save(torch_ao, ao_folder, True)  # its size on disk
+    torch_models = {"torch fp32": teacher, "torch.ao int8": torch_ao}
     if (ao := torchao_int8(teacher)) is not None:
         torch_models["torchao int8"] = ao
     runners = {name: (lambda features, model=model: model(**features).logits) for name, model in torch_models.items()}
-    runners |= {"onnxruntime fp32": onnx_export.runner(quiet_session(fp32_onnx, threads)),
-                "onnxruntime int8": onnx_export.runner(quiet_session(int8_onnx, threads))}
+    runners |= {"onnxruntime fp32": onnx_export.runner(onnx_export.session(fp32_onnx, threads)),
+                "onnxruntime int8": onnx_export.runner(onnx_export.session(int8_onnx, threads))}
     sizes = {"torch fp32": sum(f.stat().st_size for f in teacher_dir.glob("*.safetensors")),
-             "torch.ao int8": sum(f.stat().st_size for f in (paths.COMPRESSED / FOLDERS["int8"]).glob("*.safetensors")),
+             "torch.ao int8": sum(f.stat().st_size for f in ao_folder.glob("*.safetensors")),
              "onnxruntime fp32": fp32_onnx.stat().st_size, "onnxruntime int8": int8_onnx.stat().st_size}
     with torch.inference_mode():
         probs = {name: onnx_export.probabilities(lambda features, run=run: np.asarray(run(features)), batches, heads) for name, run in runners.items()}

@@ -56,6 +56,7 @@ def onnx_check(predictor, target: Path) -> dict:
 
 
 def export(model_dir: str | Path, target: str | Path, onnx: bool = False, force: bool = False) -> dict:
+    from finetune.compression.onnx_export import INT8_MODEL
     from finetune.families.classification.ensemble import ENSEMBLE_SPEC
     from finetune.inference import load
     from finetune.reporting.card import card
@@ -71,7 +72,9 @@ def export(model_dir: str | Path, target: str | Path, onnx: bool = False, force:
         raise UserError(f"--to {target} is inside the model folder {folder}")
     with atomic_path(target) as temporary:
         shutil.copytree(folder, temporary)
-        not_portable = predictor.task.models.make_portable(temporary, predictor.params)
+        not_portable = (f"an int8 onnxruntime graph ({INT8_MODEL}) beside its tokenizer: `finetune predict` (or onnxruntime) runs it, "
+                        "transformers' pipeline() cannot load it" if (temporary / INT8_MODEL).is_file() else
+                        predictor.task.models.make_portable(temporary, predictor.params))
         checked = onnx_check(predictor, temporary) if onnx else None
         (temporary / "README.md").write_text(card(folder, paths.REPORTS, checked, not_portable), encoding="utf-8")
     summary = {"folder": str(target), **({"onnx": checked} if checked else {})}

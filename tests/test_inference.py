@@ -139,3 +139,20 @@ def test_export_writes_a_model_card_from_the_reports_and_a_checked_onnx_graph(pr
         export("models/model", tmp_path / "shared")
     with pytest.raises(UserError, match="--backend onnx: no model.onnx in"):
         inference.load(project / "models/model", backend="onnx")
+
+
+def test_an_int8_text_model_exports_as_its_onnxruntime_graph_and_says_what_loads_it(project, tmp_path, monkeypatch):
+    from finetune.export import export
+
+    monkeypatch.chdir(project)
+    export("models/compressed/int8", tmp_path / "int8")
+    assert (tmp_path / "int8/model.int8.onnx").is_file() and not list((tmp_path / "int8").glob("*.safetensors"))
+    card = (tmp_path / "int8/README.md").read_text()
+    assert "Other libraries: an int8 onnxruntime graph (model.int8.onnx)" in card and "pipeline(\"text-classification\"" not in card
+    table, _ = new_rows(project, tmp_path)
+    table.to_csv(tmp_path / "new.csv", index=False)
+    exported = inference.load(tmp_path / "int8").predict(tmp_path / "new.csv").table
+    original = inference.load(project / "models/compressed/int8").predict(tmp_path / "new.csv").table
+    pd.testing.assert_frame_equal(exported, original)
+    with pytest.raises(UserError, match="--onnx: .*already is an onnxruntime model"):
+        export("models/compressed/int8", tmp_path / "again", onnx=True)

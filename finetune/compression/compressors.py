@@ -44,19 +44,19 @@ class Compressor:
 
 
 class TransformerCompressor(Compressor):
-    """Dynamic int8 (finetune/compression/quantize.py), FFN-neuron or unstructured pruning (finetune/compression/prune.py), a student
+    """Dynamic int8 with onnxruntime (finetune/compression/onnx_export.py: torch.ao's eager int8, still the causal LM's
+    in quantize.py, is deprecated, and measured slower and further from fp32 on the text model), FFN-neuron or unstructured pruning (finetune/compression/prune.py), a student
     of every other layer (finetune/compression/distill.py)."""
 
     def quantize(self, model, calibration, config, folder):
-        from finetune.compression import quantize
+        from finetune.compression import onnx_export
 
-        quantize.save(quantize.quantize(model, config.quantize.embeddings), folder, config.quantize.embeddings)
-        return {"scheme": "dynamic (weights int8, activations quantized on the fly)", "embeddings_int8": config.quantize.embeddings}
+        return onnx_export.quantize_int8(model, calibration[0], folder / onnx_export.INT8_MODEL, config.quantize.embeddings)
 
     def load_quantized(self, folder):
-        from finetune.compression import quantize
+        from finetune.compression import onnx_export
 
-        return quantize.load(folder)
+        return onnx_export.OnnxModel(folder / onnx_export.INT8_MODEL)
 
     def prune(self, model, config, example):
         from finetune.compression import prune
@@ -92,6 +92,8 @@ def parameter_count(model: nn.Module) -> int:
     """Parameters, int8 weights included (quantized modules hold them packed, outside .parameters())."""
     from finetune.compression.convnets import Int8Net
 
+    if hasattr(model, "parameter_count"):  # an onnxruntime model (onnx_export.OnnxModel)
+        return model.parameter_count()
     count = sum(p.numel() for p in model.parameters())
     for module in model.modules():
         if callable(getattr(module, "weight", None)):  # torch.ao quantized linear / embedding modules: weight() unpacks

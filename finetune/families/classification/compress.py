@@ -3,8 +3,8 @@
 Teacher: compress.teacher, or (best) the fine-tuned model (primary or a finetune member) with the
 highest val macro F1. The task gives the compressor for the teacher's family (finetune/compression/compressors.py);
 methods (compress.methods, any of):
-- int8: transformers: torch.ao dynamic quantization of every linear layer + int8 embedding tables
-  (finetune/compression/quantize.py); CNNs: static int8 (weights and activations, conv+BatchNorm folded), calibrated
+- int8: transformers: onnxruntime's dynamic quantization of the exported graph's matrix products + int8 embedding
+  tables, model.int8.onnx scored and timed through onnxruntime (finetune/compression/onnx_export.py); CNNs: static int8 (weights and activations, conv+BatchNorm folded), calibrated
   on compress.quantize.calibration_batches x 32 train images (finetune/compression/convnets.py).
 - prune: transformers: `ffn_neurons` (every layer's feed-forward matrices shrink) or `unstructured`
   (global L1 zeros: neither smaller nor faster on dense kernels, reported as measured) (finetune/compression/prune.py);
@@ -108,8 +108,8 @@ def teacher_data(task, params, name: str, label_map: dict) -> tuple[Path, object
 
 
 def weights_size_mb(folder: Path) -> float:
-    """Size of the weight files (*.safetensors); the tokenizer and config are the same for every model."""
-    return round(sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 2**20, 2)
+    """Size of the weight files (*.safetensors, an int8 *.onnx); the tokenizer and config are the same for every model."""
+    return round(sum(f.stat().st_size for pattern in ("*.safetensors", "*.onnx") for f in folder.glob(pattern)) / 2**20, 2)
 
 
 def save_model(task, model: nn.Module, processor, teacher_dir: Path, folder: Path) -> None:

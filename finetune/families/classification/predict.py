@@ -8,7 +8,6 @@ a pruned or distilled model, an int8 one (its compressor reloads it).
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -24,44 +23,27 @@ from finetune.families.classification import combining
 from finetune.families.classification.ensemble import ENSEMBLE_SPEC
 from finetune.io import read_json
 
-INT8_WEIGHTS = "int8.safetensors"  # what the compress stage's int8 folders hold instead of model.safetensors
+INT8_WEIGHTS = "int8.safetensors"  # what the compress stage's int8 CNN folders hold instead of model.safetensors
 ONNX_MODEL = "model.onnx"  # what `finetune export --onnx` adds to an exported folder
 
 
-class OnnxModel:
-    """An exported model.onnx (finetune export --onnx) behind what predict_proba calls: model(**features).logits."""
-
-    def __init__(self, path: Path):
-        import torch
-
-        from finetune.compression import onnx_export
-
-        self.run = onnx_export.runner(onnx_export.session(path, torch.get_num_threads()))
-
-    def eval(self):
-        return self
-
-    def parameters(self):
-        return iter(())
-
-    def __call__(self, **features):
-        import torch
-
-        return SimpleNamespace(logits=torch.from_numpy(self.run(features)))
-
-
 def load_model(task, model_dir: Path, trust_remote_code: bool, backend: str = "torch"):
+    from finetune.compression.onnx_export import INT8_MODEL, OnnxModel
+
+    if (model_dir / INT8_MODEL).is_file():  # a transformer's int8 (compress) is an onnxruntime model, whichever the backend
+        return OnnxModel(model_dir / INT8_MODEL)
     if backend == "onnx":
         if not (model_dir / ONNX_MODEL).is_file():
             raise UserError(f"--backend onnx: no {ONNX_MODEL} in {model_dir}; make one with `finetune export --model ... --onnx`")
         return OnnxModel(model_dir / ONNX_MODEL)
     if (model_dir / INT8_WEIGHTS).is_file():
-        from finetune.compression.compressors import TransformerCompressor
         from finetune.compression.convnets import ConvNetCompressor
         from finetune.models.images import SPEC
 
-        compressor = ConvNetCompressor if (model_dir / SPEC).is_file() else TransformerCompressor
-        return compressor(task.models).load_quantized(model_dir).eval()
+        if not (model_dir / SPEC).is_file():  # torch.ao's transformer int8, before compress moved to onnxruntime
+            raise UserError(f"--model {model_dir}: an int8 model made by an older version of the compress stage; "
+                            "`dvc repro compress` remakes it (as model.int8.onnx)")
+        return ConvNetCompressor(task.models).load_quantized(model_dir).eval()
     return task.models.load_trained(str(model_dir), trust_remote_code).eval()
 
 

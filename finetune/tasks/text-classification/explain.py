@@ -149,7 +149,7 @@ class TokenExplainer:
         if task.models.load_processor(str(teacher_dir), trust).get_vocab() != tokenizer.get_vocab():
             return {"skipped": f"teacher {teacher!r} tokenizes differently from models/model: no token-by-token comparison"}
         reference = task.models.load_trained(str(teacher_dir), trust).eval()
-        drift: dict = {"teacher": teacher, "int8": "skipped: no gradients flow through int8 embeddings"}
+        drift: dict = {"teacher": teacher, "int8": "skipped: no gradients through onnxruntime's int8 graph"}
         for method, folder in (("prune", "pruned"), ("distill", "distilled")):
             if not (paths.COMPRESSED / folder).is_dir():
                 continue
