@@ -55,7 +55,7 @@ def test_every_method_finds_the_one_patch_a_hand_built_model_looks_at():
     important = ROW * GRID + COLUMN
     maps = {"integrated_gradients": pixel_attribution.integrated_gradients(forward, image, base, 1, 64, 64)[0],
             "occlusion": pixel_attribution.occlusion(forward, image, base, 1, ids, 16),
-            "grad_cam": pixel_attribution.grad_cam(forward, pixel_attribution.last_conv(model, forward, image), image, 1)}
+            "grad_cam": pixel_attribution.grad_cam(forward, pixel_attribution.cam_layer(model, forward, image, GRID), image, 1)}
     for method, scores in maps.items():
         assert pixel_attribution.patch_scores(scores, ids, GRID * GRID).argmax() == important, method
     assert maps["integrated_gradients"][ids != important].abs().max() == 0  # no gradient outside the patch
@@ -67,6 +67,23 @@ def test_every_method_finds_the_one_patch_a_hand_built_model_looks_at():
         lost = float(forward(image)[0, 1] - forward(base)[0, 1])
     assert curves[0].tolist() == pytest.approx([lost] * 3, abs=1e-6)  # the first deletion takes it all
     assert curves[1:].mean(axis=0).tolist() == pytest.approx([lost * k / 16 for k in (1, 2, 3)], abs=0.05)  # k of 16 hit it with chance k/16
+
+
+@pytest.mark.parametrize("grid, side", [(4, 4), (8, 8), (2, 2), (32, 8)])
+def test_grad_cam_reads_the_last_convolution_wide_enough_to_rank_the_patches(grid, side):
+    """Declared out of running order, convolutions at 8, 4 and 2 cells a side: Grad-CAM takes the last to run with at
+    least grid x grid cells (the network's very last, 2 x 2 here, only when it is that wide), the first when none is."""
+    convs = nn.ModuleList([nn.Conv2d(3, 3, 3, stride=2, padding=1) for _ in range(3)])
+
+    def model(pixel_values):
+        x = pixel_values
+        for conv in reversed(convs):  # runs 2, 1, 0: declared order is not running order
+            x = conv(x)
+        return SimpleNamespace(logits=x.mean(dim=(2, 3)))
+    forward = pixel_attribution.class_probability(model, PLAIN)
+    chosen = pixel_attribution.cam_layer(convs, forward, _noise(), grid)
+    outputs = {conv: size for conv, size in zip(reversed(convs), (8, 4, 2))}
+    assert outputs[chosen] == side
 
 
 @pytest.mark.parametrize("kind", ["black", "mean", "blur"])
