@@ -81,7 +81,7 @@ class ImageCompress(Compress):
 class ImageExplain(ClassifierExplain):
     # integrated_gradients, occlusion, grad_cam (CNNs) or attention (ViTs: attention rollout), gradient_x_input; a method
     # that does not fit the model is skipped with the reason. grad_cam is opt-in: on the default image model its ranking
-    # deleted no better than random at any layer (docs/benchmarks/explanations.md)
+    # deleted no better than random at any layer (docs/benchmarks/compression.md, Grad-CAM)
     methods: list[Literal["integrated_gradients", "gradient_x_input", "attention", "occlusion", "grad_cam"]] = [
         "integrated_gradients", "occlusion"]
     faithfulness_k: int = Field(16, ge=1, le=10_000)  # delete the top 1..K patches vs K random ones

@@ -37,6 +37,7 @@ from captum.attr import FeatureAblation, InputXGradient, IntegratedGradients, La
 
 from finetune import paths
 from finetune.io import read_json
+from finetune.scoring import uncertainty
 
 MAP_SIDE = 32  # saved maps are pooled to at most this many cells a side: attributions.json stays small
 TRAIN_SAMPLE = 2048  # train images averaged for the mean-colour baseline
@@ -94,7 +95,7 @@ def cam_layer(model, forward, image, grid: int) -> torch.nn.Conv2d | None:
     """The Conv2d Grad-CAM reads: the last to run whose output is at least grid x grid cells, so its map can rank the
     deletion test's patches; the first to run when none is that wide. The usual choice, the very last convolution, is
     2 x 2 cells in EfficientNet-Lite0 at 64 px, and its ranking deleted significantly WORSE than random on Fashion-MNIST
-    (docs/benchmarks/explanations.md). The order modules are declared in need not be the one they run in."""
+    (docs/benchmarks/compression.md, Grad-CAM). The order modules are declared in need not be the one they run in."""
     ran: list = []
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     hooks = [m.register_forward_hook(lambda module, _, output: ran.append((module, min(output.shape[-2:])))) for m in convs]
@@ -153,6 +154,20 @@ def deletion_drops(forward, image, base, target: int, ids: torch.Tensor, orders:
         full = forward(image)[0, target]
         kept = torch.cat([forward(part)[:, target] for part in torch.where(masks, base, image).split(batch)])
     return (full - kept).reshape(len(orders), k_max).double().numpy()
+
+
+def beats_random(margins: np.ndarray) -> dict:
+    """Whether a method's top patches matter more than random ones over the examples (issue 39: the deletion test decides
+    what is offered as an explanation): the mean AOPC margin over random with a percentile-bootstrap 95 % interval over
+    the examples; faithful only when the interval lies above zero, None when the examples cannot tell."""
+    from scipy.stats import bootstrap
+
+    if len(margins) < 2 or np.ptp(margins) == 0:
+        return {"margin": float(np.mean(margins)) if len(margins) else None, "ci95": None, "faithful": None}
+    found = bootstrap((margins,), np.mean, confidence_level=uncertainty.LEVEL, n_resamples=uncertainty.DRAWS, method="percentile",
+                      random_state=uncertainty.SEED).confidence_interval
+    return {"margin": round(float(np.mean(margins)), 5), "ci95": {"low": round(float(found.low), 5), "high": round(float(found.high), 5)},
+            "faithful": bool(found.low > 0)}
 
 
 def pooled(scores: torch.Tensor) -> list:
@@ -218,6 +233,7 @@ class PixelExplainer:
 
         mean_drops = np.mean(drops, axis=0)  # (methods + random) x k
         aopc = dict(zip([*methods, "random"], mean_drops.mean(axis=1).round(5).tolist()))
+        per_example = np.mean(drops, axis=2)  # examples x (methods + random): each example's AOPC
         top, random = mean_drops[methods.index("integrated_gradients")], mean_drops[-1]
         deltas = np.abs([e["convergence_delta"] for e in examples])
         result = {
@@ -229,6 +245,7 @@ class PixelExplainer:
                 "aopc_top_ig": aopc["integrated_gradients"], "aopc_random": aopc["random"],
                 "ig_beats_random": bool(top.mean() > random.mean()),
                 **{f"aopc_top_{m}": aopc[m] for m in methods if m != "integrated_gradients"},
+                "beats_random": {m: beats_random(per_example[:, i] - per_example[:, -1]) for i, m in enumerate(methods)},
             },
             "compressed_vs_teacher": self.compressed_drift(params, task, images, ids, patches, colour),
         }

@@ -61,12 +61,17 @@ def pixel_explanations(result: dict, saved: dict, params) -> str:
     the mean |IG| map per predicted class, and the compressed models' drift."""
     f, methods = result["faithfulness"], [m for m in PIXEL_METHODS if m in result["methods"]]
     aopc = {m: f["aopc_top_ig"] if m == "integrated_gradients" else f[f"aopc_top_{m}"] for m in methods}
-    worse = [PIXEL_METHODS[m] for m, value in aopc.items() if value <= f["aopc_random"]]
+    verdicts = f["beats_random"]
+
+    def shown(m: str) -> str:
+        ci = verdicts[m]["ci95"]
+        return f"{aopc[m]:.4f} ranked by {PIXEL_METHODS[m]}" + (f" (margin over random {ci['low']:+.4f} to {ci['high']:+.4f})" if ci else "")
+    worse = [PIXEL_METHODS[m] for m in methods if verdicts[m]["faithful"] is not True]
     faithful = (f"<p>Deleting the top-k of {f['patches']} patches (replaced by the {esc(result['baseline'])} baseline) lowers p(predicted) "
-                f"on average over k = 1..{f['k'][-1]} by " + ", ".join(f"{value:.4f} ranked by {PIXEL_METHODS[m]}" for m, value in aopc.items())
-                + f", vs {f['aopc_random']:.4f} for random patches. "
-                + (f"<b>No better than random: {esc(', '.join(worse))}</b> (those maps do not rank what the model relies on).</p>" if worse
-                   else "Every method beats random.</p>"))
+                f"on average over k = 1..{f['k'][-1]} by " + ", ".join(shown(m) for m in methods)
+                + f", vs {f['aopc_random']:.4f} for random patches (95 % intervals over the {result['examples']} examples). "
+                + (f"<b>Not shown better than random: {esc(', '.join(worse))}</b> (those maps are not evidence of what the model relies "
+                   "on here).</p>" if worse else "Every method beats random.</p>"))
     head = "<tr><th>example</th><th>image</th>" + "".join(f"<th>{esc(PIXEL_METHODS[m])}</th>" for m in methods) + "</tr>"
     rows = []
     for e in saved["examples"]:

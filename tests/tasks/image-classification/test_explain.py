@@ -86,6 +86,15 @@ def test_grad_cam_reads_the_last_convolution_wide_enough_to_rank_the_patches(gri
     assert outputs[chosen] == side
 
 
+def test_a_method_is_faithful_only_when_its_margin_over_random_is_above_zero_with_95_percent_confidence():
+    rng = np.random.default_rng(0)
+    clear = pixel_attribution.beats_random(0.1 + 0.02 * rng.standard_normal(12))
+    assert clear["faithful"] is True and 0 < clear["ci95"]["low"] < clear["margin"] < clear["ci95"]["high"]
+    noise = pixel_attribution.beats_random(0.01 + 0.2 * rng.standard_normal(12))  # positive on average, inside the noise
+    assert noise["faithful"] is False and noise["ci95"]["low"] < 0 < noise["ci95"]["high"]
+    assert pixel_attribution.beats_random(np.array([0.3]))["faithful"] is None  # one example cannot tell
+
+
 @pytest.mark.parametrize("kind", ["black", "mean", "blur"])
 def test_integrated_gradients_are_complete_up_to_the_reported_delta(kind):
     torch.manual_seed(0)
@@ -121,6 +130,11 @@ def test_the_stage_explains_the_tiny_resnet_and_the_report_view_is_self_containe
     assert f["k"] == [1, 2, 3, 4, 5] and f["patches"] == 16 and len(f["top_ig_drop"]) == len(f["random_drop"]) == 5
     assert {"aopc_top_ig", "aopc_random", "ig_beats_random", "aopc_top_occlusion", "aopc_top_grad_cam", "aopc_top_gradient_x_input"} <= set(f)
     assert result["convergence_delta"]["max_abs"] < 0.05 and result["compressed_vs_teacher"] == {}
+    assert list(f["beats_random"]) == result["methods"]
+    for method, verdict in f["beats_random"].items():  # each example's AOPC margin, averaged: the AOPCs' difference
+        top = f["aopc_top_ig"] if method == "integrated_gradients" else f[f"aopc_top_{method}"]
+        assert verdict["margin"] == pytest.approx(top - f["aopc_random"], abs=2e-5)
+        assert verdict["faithful"] is None or verdict["faithful"] == (verdict["ci95"]["low"] > 0)
 
     task = get_task(params.task)
     model = task.models.load_trained(str(paths.MODEL), False).eval()
@@ -135,6 +149,9 @@ def test_the_stage_explains_the_tiny_resnet_and_the_report_view_is_self_containe
     assert sum(v["examples"] for v in saved["global"].values()) == 4
 
     view = task.explanation_view(result, saved, params)
+    unshown = [name for method, name in (("integrated_gradients", "integrated gradients"), ("gradient_x_input", "gradient × input"),
+                                         ("occlusion", "occlusion"), ("grad_cam", "Grad-CAM")) if f["beats_random"][method]["faithful"] is not True]
+    assert (f"Not shown better than random: {', '.join(unshown)}" if unshown else "Every method beats random.") in view
     assert view.count('<img alt="') == 4 * 5 + len(saved["global"]) and '<img alt="integrated gradients, example' in view
     assert '<img alt="Grad-CAM, example' in view and 'src="data:image/png;base64,' in view
     assert "http://" not in view and "https://" not in view
