@@ -72,7 +72,7 @@ def export(model_dir: str | Path, target: str | Path, onnx: bool = False, force:
         raise UserError(f"--to {target} is inside the model folder {folder}")
     with atomic_path(target) as temporary:
         shutil.copytree(folder, temporary)
-        not_portable = (f"an int8 onnxruntime graph ({INT8_MODEL}) beside its tokenizer: `finetune predict` (or onnxruntime) runs it, "
+        not_portable = (f"an int8 onnxruntime graph ({INT8_MODEL}) beside its preprocessing files: `finetune predict` (or onnxruntime) runs it, "
                         "transformers' pipeline() cannot load it" if (temporary / INT8_MODEL).is_file() else
                         predictor.task.models.make_portable(temporary, predictor.params))
         checked = onnx_check(predictor, temporary) if onnx else None

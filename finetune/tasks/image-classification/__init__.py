@@ -160,6 +160,12 @@ class ImageClassification(ClassificationTask):
 
         return pixel_explanations(result, saved, params)
 
+    def compressor(self, model):
+        """The family's compressor for the model, with onnxruntime's static int8 for the CNNs (compress.py)."""
+        from .compress import with_onnx_int8
+
+        return with_onnx_int8(super().compressor(model), self.models)
+
     def display(self, frame: pd.DataFrame) -> pd.Series:
         return frame[ORIGIN] if ORIGIN in frame else frame["id"].map(lambda i: f"row id {i}")
 

@@ -1,0 +1,96 @@
+"""Which int8 for the image CNN (issue 36: torch.ao's static int8 lost 1.46 points on the default image model, and torch.ao
+is deprecated)? In an image project after `dvc repro train` (e.g. `bench/small_repro.py --keep DIR`): the fine-tuned
+EfficientNet-Lite0 as fp32 in PyTorch and in onnxruntime (the compress stage's ONNX export) against torch.ao FX static
+int8 (what compress ships for CNNs: conv+BatchNorm folded, calibrated on compress.quantize.calibration_batches x 32
+train images) and onnxruntime static int8 (`quantize_static`, QDQ, per-channel int8 weights, uint8 activations,
+MinMax calibration on the same train images, after onnxruntime's own pre-processing). Every model scores the whole test
+split (accuracy, agreement with fp32) and is timed with the compress stage's function (batch 1 and 32, models in turn
+each round, median), ROUNDS times.
+
+    cd DIR && PYTHONPATH=/path/to/repo python /path/to/repo/bench/cnn_int8_runtimes.py [--rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+warnings.filterwarnings("ignore")
+
+from finetune import paths  # noqa: E402
+from finetune.compression import onnx_export, quantize  # noqa: E402
+from finetune.compression.convnets import ConvNetCompressor  # noqa: E402
+from finetune.config.params import load_params  # noqa: E402
+from finetune.data.heads import Heads  # noqa: E402
+from finetune.families.classification.compress import CALIBRATION_BATCH, LATENCY_BATCHES, feature_batches, latencies_ms  # noqa: E402
+from finetune.io import read_json  # noqa: E402
+from finetune.tasks import get_task  # noqa: E402
+
+
+def onnxruntime_static_int8(fp32: Path, calibration: list[dict], target: Path) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"pixel_values": batch["pixel_values"].numpy()} for batch in calibration])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    prepared = target.with_name("prepared.onnx")
+    quant_pre_process(str(fp32), str(prepared))
+    quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def main(rounds: int) -> None:
+    params = load_params()
+    task, config = get_task(params.task), params.compress
+    model = task.models.load_trained(str(paths.MODEL), False).eval()
+    processor = task.models.load_processor(str(paths.MODEL), False)
+    layout, heads = read_json(paths.LABEL_MAP), Heads.of(read_json(paths.LABEL_MAP))
+    train, test = (pd.read_parquet(paths.PREPARED / f"{split}.parquet") for split in ("train", "test"))
+    calibration = feature_batches(task, processor, train.sample(n=min(len(train), CALIBRATION_BATCH * config.quantize.calibration_batches),
+                                                                random_state=params.train.seed), layout, CALIBRATION_BATCH)
+    batches = feature_batches(task, processor, test, layout, params.train.eval_batch_size)
+    work = Path(tempfile.mkdtemp())
+    shutil.copytree(paths.MODEL, work / "torch.ao", ignore=shutil.ignore_patterns("*.safetensors", "training_args.json"))
+    compressor = ConvNetCompressor(task.models)
+    compressor.quantize(model, calibration, config, work / "torch.ao")
+    onnx_export.export(model, batches[0], work / "fp32.onnx")
+    onnxruntime_static_int8(work / "fp32.onnx", calibration, work / "int8.onnx")
+    models = {"torch fp32": model, "torch.ao FX static int8": compressor.load_quantized(work / "torch.ao"),
+              "onnxruntime fp32": onnx_export.OnnxModel(work / "fp32.onnx"), "onnxruntime static int8 (QDQ)": onnx_export.OnnxModel(work / "int8.onnx")}
+    sizes = {"torch fp32": sum(f.stat().st_size for f in paths.MODEL.glob("*.safetensors")),
+             "torch.ao FX static int8": sum(f.stat().st_size for f in (work / "torch.ao").glob("*.safetensors")),
+             "onnxruntime fp32": (work / "fp32.onnx").stat().st_size, "onnxruntime static int8 (QDQ)": (work / "int8.onnx").stat().st_size}
+    with torch.inference_mode():
+        probs = {name: onnx_export.probabilities(lambda features, m=m: m(**features).logits.numpy(), batches, heads) for name, m in models.items()}
+    actual, reference = test["label"].to_numpy(), probs["torch fp32"].argmax(axis=1)
+    print(f"{len(test)} test images, {torch.get_num_threads()} threads, calibration {sum(len(b['pixel_values']) for b in calibration)} "
+          f"train images, {quantize.cpu()}")
+    for name, p in probs.items():
+        predicted = p.argmax(axis=1)
+        print(f"{name:30s} accuracy {np.mean(predicted == actual):.4f}  agrees with fp32 {np.mean(predicted == reference):.4f}  "
+              f"{sizes[name] / 2**20:.1f} MiB")
+    runners = {name: (lambda features, m=m: m(**features)) for name, m in models.items()}
+    for round_ in range(rounds):
+        ms = latencies_ms(runners, task, processor, test, layout, config.latency.repeats)
+        print(f"round {round_ + 1}: " + "   ".join(
+            f"{name} " + " / ".join(f"b{size} {ms[name][size]:.1f} ms ({ms['torch fp32'][size] / ms[name][size]:.2f}x)" for size in LATENCY_BATCHES)
+            for name in runners))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    main(parser.parse_args().rounds)
