@@ -30,20 +30,6 @@ from finetune.tasks import get_task  # noqa: E402
 explainer = __import__("importlib").import_module("finetune.tasks.image-classification.explain")
 
 
-def last_conv_per_resolution(model, forward, image) -> dict[int, torch.nn.Conv2d]:
-    """{output side: the last Conv2d to run with that output side}, in the order they run."""
-    ran: list = []
-    hooks = [m.register_forward_hook(lambda module, _, out: ran.append((module, out.shape[-1])))
-             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            forward(image)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return {side: module for module, side in ran}
-
-
 def main(images: int) -> None:
     params = load_params()
     task, config = get_task(params.task), params.explain
@@ -59,7 +45,7 @@ def main(images: int) -> None:
     grid = min(config.patch_grid, height, width)
     ids, patches = explainer.patch_ids(height, width, grid), grid * grid
     k_max = min(config.faithfulness_k, patches)
-    layers = last_conv_per_resolution(model, forward, pictures[:1])
+    layers = {side: module for module, side in explainer.convolutions_run(model, forward, pictures[:1])}  # the last at each side
     methods = [f"grad_cam @ {side}x{side}" for side in layers] + ["integrated_gradients"]
     rng = np.random.default_rng(config.seed)
     aopc = []  # images x (methods + random)

@@ -91,11 +91,8 @@ def occlusion(forward, image, base, target: int, ids: torch.Tensor, batch: int) 
     return lost[0, 0]
 
 
-def cam_layer(model, forward, image, grid: int) -> torch.nn.Conv2d | None:
-    """The Conv2d Grad-CAM reads: the last to run whose output is at least grid x grid cells, so its map can rank the
-    deletion test's patches; the first to run when none is that wide. The usual choice, the very last convolution, is
-    2 x 2 cells in EfficientNet-Lite0 at 64 px, and its ranking deleted significantly WORSE than random on Fashion-MNIST
-    (docs/benchmarks/compression.md, Grad-CAM). The order modules are declared in need not be the one they run in."""
+def convolutions_run(model, forward, image) -> list[tuple[torch.nn.Conv2d, int]]:
+    """(Conv2d, the smaller side of its output) in the order they run in a forward pass (not the order declared)."""
     ran: list = []
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     hooks = [m.register_forward_hook(lambda module, _, output: ran.append((module, min(output.shape[-2:])))) for m in convs]
@@ -105,6 +102,15 @@ def cam_layer(model, forward, image, grid: int) -> torch.nn.Conv2d | None:
     finally:
         for hook in hooks:
             hook.remove()
+    return ran
+
+
+def cam_layer(model, forward, image, grid: int) -> torch.nn.Conv2d | None:
+    """The Conv2d Grad-CAM reads: the last to run whose output is at least grid x grid cells, so its map can rank the
+    deletion test's patches; the first to run when none is that wide. The usual choice, the very last convolution, is
+    2 x 2 cells in EfficientNet-Lite0 at 64 px, and its ranking deleted significantly WORSE than random on Fashion-MNIST
+    (docs/benchmarks/compression.md, Grad-CAM)."""
+    ran = convolutions_run(model, forward, image)
     wide = [module for module, side in ran if side >= grid]
     return wide[-1] if wide else (ran[0][0] if ran else None)
 
