@@ -1,11 +1,11 @@
 """Which int8 for the image CNN (issue 36: torch.ao's static int8 lost 1.46 points on the default image model, and torch.ao
 is deprecated)? In an image project after `dvc repro train` (e.g. `bench/small_repro.py --keep DIR`): the fine-tuned
-EfficientNet-Lite0 as fp32 in PyTorch and in onnxruntime (the compress stage's ONNX export) against torch.ao FX static
-int8 (what compress ships for CNNs: conv+BatchNorm folded, calibrated on compress.quantize.calibration_batches x 32
-train images) and onnxruntime static int8 (`quantize_static`, QDQ, per-channel int8 weights, uint8 activations,
-MinMax calibration on the same train images, after onnxruntime's own pre-processing). Every model scores the whole test
-split (accuracy, agreement with fp32) and is timed with the compress stage's function (batch 1 and 32, models in turn
-each round, median), ROUNDS times.
+EfficientNet-Lite0 as fp32 in PyTorch and in onnxruntime (the compress stage's ONNX export) against onnxruntime static
+int8 (the compress stage's CNN int8, finetune/compression/convnets.py: `quantize_static`, QDQ, per-channel int8 weights,
+uint8 activations, MinMax calibration on compress.quantize.calibration_batches x 32 train images, after onnxruntime's own
+pre-processing). Every model scores the whole test split (accuracy, agreement with fp32) and is timed with the compress
+stage's function (batch 1 and 32, models in turn each round, median), ROUNDS times. The torch.ao FX static int8 arm of
+the committed numbers (docs/benchmarks/compression.md) left with torch.ao's code: run this script at commit 8586449.
 
     cd DIR && PYTHONPATH=/path/to/repo python /path/to/repo/bench/cnn_int8_runtimes.py [--rounds 3]
 """
@@ -35,23 +35,6 @@ from finetune.io import read_json  # noqa: E402
 from finetune.tasks import get_task  # noqa: E402
 
 
-def onnxruntime_static_int8(fp32: Path, calibration: list[dict], target: Path) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{"pixel_values": batch["pixel_values"].numpy()} for batch in calibration])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    prepared = target.with_name("prepared.onnx")
-    quant_pre_process(str(fp32), str(prepared))
-    quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-
-
 def main(rounds: int) -> None:
     params = load_params()
     task, config = get_task(params.task), params.compress
@@ -63,16 +46,14 @@ def main(rounds: int) -> None:
                                                                 random_state=params.train.seed), layout, CALIBRATION_BATCH)
     batches = feature_batches(task, processor, test, layout, params.train.eval_batch_size)
     work = Path(tempfile.mkdtemp())
-    shutil.copytree(paths.MODEL, work / "torch.ao", ignore=shutil.ignore_patterns("*.safetensors", "training_args.json"))
+    shutil.copytree(paths.MODEL, work / "int8", ignore=shutil.ignore_patterns("*.safetensors", "training_args.json"))
     compressor = ConvNetCompressor(task.models)
-    compressor.quantize(model, calibration, config, work / "torch.ao")
+    compressor.quantize(model, calibration, config, work / "int8")
     onnx_export.export(model, batches[0], work / "fp32.onnx")
-    onnxruntime_static_int8(work / "fp32.onnx", calibration, work / "int8.onnx")
-    models = {"torch fp32": model, "torch.ao FX static int8": compressor.load_quantized(work / "torch.ao"),
-              "onnxruntime fp32": onnx_export.OnnxModel(work / "fp32.onnx"), "onnxruntime static int8 (QDQ)": onnx_export.OnnxModel(work / "int8.onnx")}
-    sizes = {"torch fp32": sum(f.stat().st_size for f in paths.MODEL.glob("*.safetensors")),
-             "torch.ao FX static int8": sum(f.stat().st_size for f in (work / "torch.ao").glob("*.safetensors")),
-             "onnxruntime fp32": (work / "fp32.onnx").stat().st_size, "onnxruntime static int8 (QDQ)": (work / "int8.onnx").stat().st_size}
+    models = {"torch fp32": model, "onnxruntime fp32": onnx_export.OnnxModel(work / "fp32.onnx"),
+              "onnxruntime static int8 (QDQ)": compressor.load_quantized(work / "int8")}
+    sizes = {"torch fp32": sum(f.stat().st_size for f in paths.MODEL.glob("*.safetensors")), "onnxruntime fp32": (work / "fp32.onnx").stat().st_size,
+             "onnxruntime static int8 (QDQ)": (work / "int8" / onnx_export.INT8_MODEL).stat().st_size}
     with torch.inference_mode():
         probs = {name: onnx_export.probabilities(lambda features, m=m: m(**features).logits.numpy(), batches, heads) for name, m in models.items()}
     actual, reference = test["label"].to_numpy(), probs["torch fp32"].argmax(axis=1)

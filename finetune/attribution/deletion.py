@@ -1,6 +1,7 @@
 """The deletion test of an attribution's faithfulness (used by every explainer: tokens, pixels, prompts): delete what
 the attribution ranks highest and see whether the explained score drops more than when deleting as many random
-features. Model-agnostic: `probability` is any score of a (1, T) id tensor."""
+features (`beats_random` decides over the examples, with an interval). Model-agnostic: `probability` is any score of a
+(1, T) id tensor."""
 from __future__ import annotations
 
 from typing import Callable
@@ -36,3 +37,21 @@ def faithfulness(probability: Callable[[torch.Tensor], float], input_ids: torch.
     top = positions[np.argsort(-scores[positions], kind="stable")].tolist()
     randoms = [deletion_drops(probability, input_ids, rng.permutation(positions).tolist(), k_max, mask_id) for _ in range(random_draws)]
     return deletion_drops(probability, input_ids, top, k_max, mask_id), np.mean(randoms, axis=0)
+
+
+def beats_random(margins) -> dict:
+    """Whether a method's top features matter more than random ones over the examples (issue 39: the deletion test decides
+    what is offered as an explanation): margins are each example's (drop for the top-k) - (drop for k random features);
+    their mean with a percentile-bootstrap 95 % interval over the examples; faithful only when the interval lies above
+    zero, None when the examples cannot tell (fewer than 2, or all alike)."""
+    from scipy.stats import bootstrap
+
+    from finetune.scoring import uncertainty
+
+    margins = np.asarray(margins, dtype=float)
+    if len(margins) < 2 or np.ptp(margins) == 0:
+        return {"margin": float(np.mean(margins)) if len(margins) else None, "ci95": None, "faithful": None}
+    found = bootstrap((margins,), np.mean, confidence_level=uncertainty.LEVEL, n_resamples=uncertainty.DRAWS, method="percentile",
+                      random_state=uncertainty.SEED).confidence_interval
+    return {"margin": round(float(np.mean(margins)), 5), "ci95": {"low": round(float(found.low), 5), "high": round(float(found.high), 5)},
+            "faithful": bool(found.low > 0)}

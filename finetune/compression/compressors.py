@@ -44,9 +44,9 @@ class Compressor:
 
 
 class TransformerCompressor(Compressor):
-    """Dynamic int8 with onnxruntime (finetune/compression/onnx_export.py: torch.ao's eager int8, still the causal LM's
-    in quantize.py, is deprecated, and measured slower and further from fp32 on the text model), FFN-neuron or unstructured pruning (finetune/compression/prune.py), a student
-    of every other layer (finetune/compression/distill.py)."""
+    """Dynamic int8 with onnxruntime (finetune/compression/onnx_export.py; torch.ao's eager int8, still the causal LM's
+    in quantize.py, is deprecated, and measured slower and further from fp32 on the text model), FFN-neuron or
+    unstructured pruning (finetune/compression/prune.py), a student of every other layer (finetune/compression/distill.py)."""
 
     def quantize(self, model, calibration, config, folder):
         from finetune.compression import onnx_export
@@ -89,15 +89,7 @@ class TransformerCompressor(Compressor):
 
 
 def parameter_count(model: nn.Module) -> int:
-    """Parameters, int8 weights included (quantized modules hold them packed, outside .parameters())."""
-    from finetune.compression.convnets import Int8Net
-
-    if hasattr(model, "parameter_count"):  # an onnxruntime model (onnx_export.OnnxModel)
+    """Parameters; an onnxruntime model (onnx_export.OnnxModel: every int8 model) counts its graph's weights."""
+    if hasattr(model, "parameter_count"):
         return model.parameter_count()
-    count = sum(p.numel() for p in model.parameters())
-    for module in model.modules():
-        if callable(getattr(module, "weight", None)):  # torch.ao quantized linear / embedding modules: weight() unpacks
-            count += module.weight().numel()
-        if isinstance(module, Int8Net):
-            count += module.convolution_parameters()
-    return int(count)
+    return int(sum(p.numel() for p in model.parameters()))

@@ -1,4 +1,4 @@
-"""compress on CNNs and a ViT: static int8 reloads from safetensors and agrees with fp32, channel pruning
+"""compress on CNNs and a ViT: static int8 (onnxruntime) agrees with fp32 and predicts, channel pruning
 gives the expected shapes and reloads, the student drops the shape-keeping blocks and learns from the
 teacher, ONNX matches PyTorch, and what cannot apply is skipped with its reason."""
 import json
@@ -8,10 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from finetune import paths
-from finetune.compression import convnets as convnet_compress
 from finetune.compression.compressors import parameter_count
 from finetune.errors import UserError
 from finetune.families.classification.compress import compressor_for, feature_batches
@@ -105,25 +103,16 @@ def test_the_image_tasks_int8_is_an_onnxruntime_static_graph_that_agrees_with_fp
     assert [layout["labels"][i] for i in predicted] == saved["int8_predicted"].tolist()
 
 
-def test_torch_aos_static_int8_still_reloads_from_safetensors(compressed):
-    """What compress wrote for CNNs before onnxruntime: old folders still predict (finetune/compression/convnets.py)."""
-    from finetune.families.classification.predict import load_model
+def test_an_int8_folder_from_the_old_torch_ao_path_asks_for_a_rerun_of_compress(compressed, tmp_path):
+    """What compress wrote before onnxruntime (int8.safetensors beside the teacher's files) is refused by name."""
+    from finetune.families.classification.predict import INT8_WEIGHTS, load_model
 
     root, _ = compressed
-    teacher = TASK.models.load_trained(str(root / paths.MODEL), False).eval()
-    test = pd.read_parquet(root / paths.PREPARED / "test.parquet")
-    layout = read_json(root / paths.LABEL_MAP)
-    processor = TASK.models.load_processor(str(root / paths.MODEL), False)
-    folder = root / "torch-ao-int8"
+    folder = tmp_path / "int8"
     shutil.copytree(root / paths.MODEL, folder, ignore=shutil.ignore_patterns("*.safetensors", "training_args.json"))
-    compressor = convnet_compress.ConvNetCompressor(TASK.models)
-    train = pd.read_parquet(root / paths.PREPARED / "train.parquet")
-    compressor.quantize(teacher, feature_batches(TASK, processor, train, layout, 32), None, folder)
-    weights = load_file(folder / convnet_compress.WEIGHTS)
-    assert weights["_conv_stem.1.qweight"].dtype == torch.int8 and not any("_bn" in name for name in weights)  # BatchNorm folded in
-    reloaded = load_model(TASK, folder, False)
-    agree = (TASK.predict_proba(reloaded, processor, test, layout, 64).argmax(axis=1) == TASK.predict_proba(teacher, processor, test, layout, 64).argmax(axis=1))
-    assert agree.mean() >= 0.8
+    (folder / INT8_WEIGHTS).write_bytes(b"")
+    with pytest.raises(UserError, match=r"older version of the compress stage \(torch.ao\); `dvc repro compress` remakes it"):
+        load_model(TASK, folder, False)
 
 
 def test_channel_pruning_halves_every_convolution_and_the_pruned_model_reloads(compressed):

@@ -4,8 +4,9 @@ Teacher: compress.teacher, or (best) the fine-tuned model (primary or a finetune
 highest val macro F1. The task gives the compressor for the teacher's family (finetune/compression/compressors.py);
 methods (compress.methods, any of):
 - int8: transformers: onnxruntime's dynamic quantization of the exported graph's matrix products + int8 embedding
-  tables, model.int8.onnx scored and timed through onnxruntime (finetune/compression/onnx_export.py); CNNs: static int8 (weights and activations, conv+BatchNorm folded), calibrated
-  on compress.quantize.calibration_batches x 32 train images (finetune/compression/convnets.py).
+  tables; CNNs: onnxruntime's static int8 (weights and activations, BatchNorm folded), calibrated on
+  compress.quantize.calibration_batches x 32 train images (finetune/compression/convnets.py). Either is model.int8.onnx,
+  scored and timed through onnxruntime (finetune/compression/onnx_export.py).
 - prune: transformers: `ffn_neurons` (every layer's feed-forward matrices shrink) or `unstructured`
   (global L1 zeros: neither smaller nor faster on dense kernels, reported as measured) (finetune/compression/prune.py);
   CNNs: `channels` (torch-pruning removes that share of every convolution's channels); then

@@ -23,7 +23,7 @@ from finetune.families.classification import combining
 from finetune.families.classification.ensemble import ENSEMBLE_SPEC
 from finetune.io import read_json
 
-INT8_WEIGHTS = "int8.safetensors"  # what the compress stage's int8 CNN folders hold instead of model.safetensors
+INT8_WEIGHTS = "int8.safetensors"  # what the compress stage's torch.ao int8 folders held instead of model.safetensors
 ONNX_MODEL = "model.onnx"  # what `finetune export --onnx` adds to an exported folder
 
 
@@ -36,14 +36,9 @@ def load_model(task, model_dir: Path, trust_remote_code: bool, backend: str = "t
         if not (model_dir / ONNX_MODEL).is_file():
             raise UserError(f"--backend onnx: no {ONNX_MODEL} in {model_dir}; make one with `finetune export --model ... --onnx`")
         return OnnxModel(model_dir / ONNX_MODEL)
-    if (model_dir / INT8_WEIGHTS).is_file():
-        from finetune.compression.convnets import ConvNetCompressor
-        from finetune.models.images import SPEC
-
-        if not (model_dir / SPEC).is_file():  # torch.ao's transformer int8, before compress moved to onnxruntime
-            raise UserError(f"--model {model_dir}: an int8 model made by an older version of the compress stage; "
-                            "`dvc repro compress` remakes it (as model.int8.onnx)")
-        return ConvNetCompressor(task.models).load_quantized(model_dir).eval()
+    if (model_dir / INT8_WEIGHTS).is_file():  # torch.ao's int8, before compress moved to onnxruntime (4907624, 8586449)
+        raise UserError(f"--model {model_dir}: an int8 model made by an older version of the compress stage (torch.ao); "
+                        "`dvc repro compress` remakes it (as model.int8.onnx)")
     return task.models.load_trained(str(model_dir), trust_remote_code).eval()
 
 

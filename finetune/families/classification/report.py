@@ -302,8 +302,12 @@ def explain_section(task, params) -> str | None:
 def _explained(task, params, result: dict, saved: dict) -> str:
     f = result["faithfulness"]
     curve = pd.DataFrame({"features deleted (k)": f["k"], "Δp, top-k IG features": f["top_ig_drop"], "Δp, k random features": f["random_drop"]})
-    verdict = ("IG is more faithful than random here" if f["ig_beats_random"]
-               else "IG is NOT more faithful than random deletions on this model")
+    ig = (f.get("beats_random") or {}).get("integrated_gradients") or {}
+    interval = f" (margin over random {ig['ci95']['low']:+.4f} to {ig['ci95']['high']:+.4f}, 95 % over the examples)" if ig.get("ci95") else ""
+    verdict = {True: "IG is more faithful than random here" + interval,
+               False: "IG is NOT shown more faithful than random deletions on this model" + interval
+               + ": its highlights are not evidence of what the model relies on",
+               None: "Too few distinct examples to tell whether IG beats random deletions"}[f["ig_beats_random"]]
     skipped = "".join(f"<li>{esc(m)} skipped: {esc(why)}</li>" for m, why in result["methods_skipped"].items())
     return (
         f"<p>Why <code>{esc(result['model'])}</code> predicted what it did, on {result['examples']} test examples.</p>"

@@ -22,7 +22,7 @@ architecture with a local weights file (models/pretrained/<architecture>[-anythi
 e.g. resnet18.pth), or a local Hugging Face image-classification directory (ViT, ConvNeXt, ResNet...).
 The new head gets the data's classes (finetune/models/images.py). Classical member: logistic regression on downscaled grey
 pixels (pixels.py). Explanations: pixel attributions (explain.py, shown by report.py). Compression
-(finetune/compression/convnets.py): static int8, channel pruning and block-dropping students for torchvision and
+(finetune/compression/convnets.py): static int8 (onnxruntime), channel pruning and block-dropping students for torchvision and
 EfficientNet-Lite nets; ViTs take the transformer methods; Hugging Face CNNs none (the stage says why).
 """
 from __future__ import annotations
@@ -159,12 +159,6 @@ class ImageClassification(ClassificationTask):
         from .report import pixel_explanations
 
         return pixel_explanations(result, saved, params)
-
-    def compressor(self, model):
-        """The family's compressor for the model, with onnxruntime's static int8 for the CNNs (compress.py)."""
-        from .compress import with_onnx_int8
-
-        return with_onnx_int8(super().compressor(model), self.models)
 
     def display(self, frame: pd.DataFrame) -> pd.Series:
         return frame[ORIGIN] if ORIGIN in frame else frame["id"].map(lambda i: f"row id {i}")

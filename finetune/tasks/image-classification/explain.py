@@ -36,8 +36,8 @@ import torch
 from captum.attr import FeatureAblation, InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam
 
 from finetune import paths
+from finetune.attribution.deletion import beats_random
 from finetune.io import read_json
-from finetune.scoring import uncertainty
 
 MAP_SIDE = 32  # saved maps are pooled to at most this many cells a side: attributions.json stays small
 TRAIN_SAMPLE = 2048  # train images averaged for the mean-colour baseline
@@ -162,20 +162,6 @@ def deletion_drops(forward, image, base, target: int, ids: torch.Tensor, orders:
     return (full - kept).reshape(len(orders), k_max).double().numpy()
 
 
-def beats_random(margins: np.ndarray) -> dict:
-    """Whether a method's top patches matter more than random ones over the examples (issue 39: the deletion test decides
-    what is offered as an explanation): the mean AOPC margin over random with a percentile-bootstrap 95 % interval over
-    the examples; faithful only when the interval lies above zero, None when the examples cannot tell."""
-    from scipy.stats import bootstrap
-
-    if len(margins) < 2 or np.ptp(margins) == 0:
-        return {"margin": float(np.mean(margins)) if len(margins) else None, "ci95": None, "faithful": None}
-    found = bootstrap((margins,), np.mean, confidence_level=uncertainty.LEVEL, n_resamples=uncertainty.DRAWS, method="percentile",
-                      random_state=uncertainty.SEED).confidence_interval
-    return {"margin": round(float(np.mean(margins)), 5), "ci95": {"low": round(float(found.low), 5), "high": round(float(found.high), 5)},
-            "faithful": bool(found.low > 0)}
-
-
 def pooled(scores: torch.Tensor) -> list:
     """At most MAP_SIDE cells a side (cell means), 3 decimals of the map's largest |value|: a heatmap's precision."""
     side = (min(scores.shape[0], MAP_SIDE), min(scores.shape[1], MAP_SIDE))
@@ -242,6 +228,7 @@ class PixelExplainer:
         per_example = np.mean(drops, axis=2)  # examples x (methods + random): each example's AOPC
         top, random = mean_drops[methods.index("integrated_gradients")], mean_drops[-1]
         deltas = np.abs([e["convergence_delta"] for e in examples])
+        verdicts = {m: beats_random(per_example[:, i] - per_example[:, -1]) for i, m in enumerate(methods)}
         result = {
             "examples": len(examples), "methods": methods, "methods_skipped": skipped, "ig_steps": config.ig_steps, "baseline": config.baseline,
             "convergence_delta": {"mean_abs": float(deltas.mean()), "max_abs": float(deltas.max())},
@@ -249,9 +236,9 @@ class PixelExplainer:
                 "k": list(range(1, k_max + 1)), "patches": patches,
                 "top_ig_drop": top.round(5).tolist(), "random_drop": random.round(5).tolist(),
                 "aopc_top_ig": aopc["integrated_gradients"], "aopc_random": aopc["random"],
-                "ig_beats_random": bool(top.mean() > random.mean()),
+                "ig_beats_random": verdicts["integrated_gradients"]["faithful"],
                 **{f"aopc_top_{m}": aopc[m] for m in methods if m != "integrated_gradients"},
-                "beats_random": {m: beats_random(per_example[:, i] - per_example[:, -1]) for i, m in enumerate(methods)},
+                "beats_random": verdicts,
             },
             "compressed_vs_teacher": self.compressed_drift(params, task, images, ids, patches, colour),
         }

@@ -45,7 +45,9 @@ def test_every_method_gives_one_score_per_token_and_ig_is_complete(explained):
         assert abs(example["convergence_delta"]) < 0.05
     f = result["faithfulness"]
     assert f["k"] == [1, 2, 3, 4, 5] and len(f["top_ig_drop"]) == len(f["random_drop"]) == 5
-    assert f["ig_beats_random"]  # one keyword carries each tiny label: IG finds it
+    verdict = f["beats_random"]["integrated_gradients"]  # each example's AOPC margin, averaged: the AOPCs' difference
+    assert verdict["margin"] == pytest.approx(f["aopc_top_ig"] - f["aopc_random"], abs=2e-5)
+    assert f["ig_beats_random"] is verdict["faithful"] is True and verdict["ci95"]["low"] > 0  # one keyword carries each tiny label: IG finds it
 
 
 def test_compressed_models_are_compared_with_their_teacher(explained, tiny_model):
