@@ -10,11 +10,14 @@ one bench/lm_faithfulness.py leaves in /tmp), for students that keep KEEP of the
    - contiguous: drop the run of consecutive layers whose input and output are closest in angle (Gromov et al. 2024);
    - greedy: drop, one at a time, the layer whose removal raises the calibration loss least (a forward pass per
      candidate: the most expensive rule, and the most direct);
+   - stage: what the compress stage does since (finetune/families/generative/distill.py's least_needed_layers): greedy
+     on the first 4 train blocks, 3 layers a round;
 2. then the chosen rules distilled with the compress stage's own loop (finetune/families/generative/distill.py) for
    STEPS steps of the config's batch over the train blocks, test perplexity after each budget.
 Calibration blocks are train blocks; the test split is scored only.
 
-    PYTHONPATH=. .venv/bin/python bench/lm_students.py --project /tmp/lm-faithfulness-shakespeare-XXXX [--keep 15]
+    PYTHONPATH=. .venv/bin/python bench/lm_students.py --project /tmp/lm-faithfulness-shakespeare-XXXX [--keep 15] \\
+        [--rules alternating stage] [--steps 32 96] [--heal alternating greedy]
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ import torch
 
 from finetune.compression.distill import make_student, student_layers
 from finetune.config.sections import Distill
-from finetune.families.generative.distill import distill
+from finetune.families.generative.compress import SELECTION_BLOCKS
+from finetune.families.generative.distill import distill, least_needed_layers
 from finetune.families.generative.scoring import summarize, token_scores
 
 
@@ -73,7 +77,7 @@ def greedy(teacher, calibration: np.ndarray, depth: int, keep: int) -> list[int]
     return kept
 
 
-def main(project: Path, keep: int, steps: list[int], heal: list[str]) -> None:
+def main(project: Path, keep: int, rules: list[str], steps: list[int], heal: list[str]) -> None:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
@@ -84,19 +88,21 @@ def main(project: Path, keep: int, steps: list[int], heal: list[str]) -> None:
     reference = perplexity(teacher, test)
     print(f"teacher: {depth} layers, test perplexity {reference:.2f} ({len(test)} blocks); students keep {keep}")
     states = hidden_states(teacher, calibration)
-    rules = {"alternating": student_layers(depth, None), "block_influence": block_influence(states, depth, keep),
-             "contiguous": contiguous(states, depth, keep)}
-    started = time.monotonic()
-    rules["greedy"] = greedy(teacher, calibration, depth, keep)
-    print(f"greedy selection took {time.monotonic() - started:.0f} s")
-    print("\n| rule | layers kept | test perplexity, no training | vs teacher |\n|---|---|---|---|")
-    for rule, layers in rules.items():
-        value = perplexity(make_student(teacher, layers), test)
-        print(f"| {rule} | {layers} | {value:.2f} | {100 * (value / reference - 1):+.0f} % |", flush=True)
+    choose = {"alternating": lambda: student_layers(depth, None), "block_influence": lambda: block_influence(states, depth, keep),
+              "contiguous": lambda: contiguous(states, depth, keep), "greedy": lambda: greedy(teacher, calibration, depth, keep),
+              "stage": lambda: least_needed_layers(teacher, train[:SELECTION_BLOCKS], keep)}
+    print("\n| rule | layers kept | selection seconds | test perplexity, no training | vs teacher |\n|---|---|---|---|---|")
+    layers_of = {}
+    for rule in rules:
+        started = time.monotonic()
+        layers_of[rule] = choose[rule]()
+        seconds = time.monotonic() - started
+        value = perplexity(make_student(teacher, layers_of[rule]), test)
+        print(f"| {rule} | {layers_of[rule]} | {seconds:.0f} | {value:.2f} | {100 * (value / reference - 1):+.0f} % |", flush=True)
     config = Distill(epochs=1, learning_rate=5e-4, batch_size=8)  # configs/lm.yaml's, epochs set per budget below
     print("\n| rule | distillation steps | seconds | test perplexity | vs teacher |\n|---|---|---|---|---|")
     for rule in heal:
-        student, done = make_student(teacher, rules[rule]), 0
+        student, done = make_student(teacher, layers_of[rule]), 0
         for budget in steps:  # each budget continues the previous one's student (its own warm-up and decay)
             started = time.monotonic()
             trained = distill(teacher, student, train, config.model_copy(update={"epochs": (budget - done) * config.batch_size / len(train)}), seed=0)
@@ -109,7 +115,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--project", type=Path, required=True)
     parser.add_argument("--keep", type=int, default=15)
+    parser.add_argument("--rules", nargs="+", default=["alternating", "block_influence", "contiguous", "greedy", "stage"])
     parser.add_argument("--steps", type=int, nargs="+", default=[32, 96])
-    parser.add_argument("--heal", nargs="+", default=["alternating", "greedy"])
+    parser.add_argument("--heal", nargs="*", default=["alternating", "greedy"])
     args = parser.parse_args()
-    main(args.project, args.keep, args.steps, args.heal)
+    main(args.project, args.keep, args.rules, args.steps, args.heal)

@@ -316,8 +316,9 @@ class Prune(Section):
 
 
 class Distill(Section):
-    layers: list[int] | None = None  # teacher blocks the student keeps; null = transformers: every other one, ending with the top;
-    #                                  CNNs: the blocks that change the shape (the repeats of a stage are dropped)
+    layers: list[int] | None = None  # teacher blocks the student keeps; null = transformer classifiers: every other one, ending with
+    #                                  the top; causal LMs: the half whose removal costs least on train blocks; CNNs: the blocks
+    #                                  that change the shape (the repeats of a stage are dropped)
     temperature: float = Field(2.0, gt=0, le=1000)  # softens both models' distributions in the soft-label loss (T^2 keeps its scale)
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the hard-label loss; 1 - alpha goes to the teacher's soft labels
     epochs: float = Field(3, gt=0, le=10_000)  # passes over the train split

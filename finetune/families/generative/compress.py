@@ -6,6 +6,8 @@ after SmoothQuant calibrated on the first CALIBRATION_BLOCKS train blocks (finet
 says what was done). Each model is scored on the same test blocks (perplexity with its bootstrap interval, paired
 comparison with the teacher), measured on disk, and timed generating (tokens/s with KV cache, batch 1, greedy, exactly
 evaluate.max_new_tokens tokens from the first prompt; all models timed in turns so machine load hits them alike).
+The distilled student keeps half the teacher's layers (compress.distill.layers names others): those whose removal costs
+least on SELECTION_BLOCKS train blocks (distill.py's least_needed_layers says why not every other one).
 `prune` has no causal-LM method here and is reported as skipped with the reason.
 Writes models/compressed/{int8,distilled}/, reports/compress.json and reports/compress/models.csv.
 """
@@ -22,11 +24,12 @@ from finetune.compression.distill import make_student, student_layers
 from finetune.config.sections import PRIMARY
 from finetune.errors import UserError
 from finetune.families.generative import scoring
-from finetune.families.generative.distill import distill
+from finetune.families.generative.distill import distill, least_needed_layers
 from finetune.families.generative.generation import forced_run, prompts, timed
 from finetune.io import read_json, write_table
 
 CALIBRATION_BLOCKS, SMOOTHING_ALPHA = 8, 0.6  # bench/lm_int8.py measured these on SmolLM2-135M
+SELECTION_BLOCKS = 4  # train blocks that choose the student's layers (least_needed_layers)
 SKIPPED = {"prune": "structured pruning of a causal LM's layers is not implemented; the distilled student is the smaller model"}
 
 
@@ -68,9 +71,11 @@ def run(task, params, folder: Path, reports: Path) -> dict:
         facts["int8"] = {"megabytes": folder_megabytes(folder / "int8"), "embeddings": config.quantize.embeddings,
                          "activations": "per_token", "smoothing": quantized.int8_facts["smoothing"]}
     if "distill" in config.methods:
-        layers = student_layers(teacher_model.config.num_hidden_layers, config.distill.layers)
+        depth, train = teacher_model.config.num_hidden_layers, scoring.load_blocks("train")
+        layers = (student_layers(depth, config.distill.layers) if config.distill.layers is not None
+                  else least_needed_layers(teacher_model, train[:SELECTION_BLOCKS], keep=(depth + 1) // 2))
         student = make_student(teacher_model, layers)
-        trained = distill(teacher_model, student, scoring.load_blocks("train"), config.distill, params.train.seed)
+        trained = distill(teacher_model, student, train, config.distill, params.train.seed)
         student.save_pretrained(folder / "distilled")
         tokenizer.save_pretrained(folder / "distilled")
         models["distilled"] = task.models.load_trained(str(folder / "distilled"), False)

@@ -2,6 +2,7 @@
 models, first trained a little on real text (a slice of Hamlet) so their next-token distributions mean something."""
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -18,6 +19,7 @@ from finetune.data.sources import package_dir
 from finetune.families.classification.compress import weights_size_mb
 from finetune.families.generative import distill as compress
 from finetune.families.generative.scoring import summarize, token_scores
+from finetune.models import anatomy
 from tests.support.models import build_tiny_causal_lm
 
 BLOCK, TRAIN_BLOCKS, HELD_OUT = 32, 192, 24
@@ -82,6 +84,28 @@ def test_distillation_moves_the_student_towards_the_teacher(trained):
     assert facts["steps"] == 2 * TRAIN_BLOCKS // 16
     assert after < 0.5 * before, (before, after)
     assert compress.kl_to_teacher(teacher, teacher, held_out, 8) == pytest.approx(0, abs=1e-5)
+
+
+def test_the_student_drops_the_layers_whose_removal_costs_least_and_the_teacher_is_left_whole(trained):
+    """least_needed_layers against the same greedy search done by hand with real students (make_student), on 3 layers:
+    the trained two with a copy of the top one between them."""
+    folder, train, _ = trained
+    teacher = AutoModelForCausalLM.from_pretrained(folder).eval()
+    parent, attribute, layers = anatomy.block_list(teacher)
+    setattr(parent, attribute, torch.nn.ModuleList([layers[0], copy.deepcopy(layers[1]), layers[1]]))
+    teacher.config.num_hidden_layers = 3
+    three = getattr(parent, attribute)
+    ids = torch.as_tensor(train[:4])
+
+    def cost(kept: list[int], dropped: int) -> float:
+        with torch.inference_mode():
+            return distill.make_student(teacher, [i for i in kept if i != dropped])(input_ids=ids, labels=ids).loss.item()
+    first = min([0, 1, 2], key=lambda layer: cost([0, 1, 2], layer))  # one a round: drop the cheapest, then again
+    rest = [i for i in range(3) if i != first]
+    assert compress.least_needed_layers(teacher, train[:4], keep=1, per_round=1) == [max(rest, key=lambda layer: cost(rest, layer))]
+    cheapest = sorted(range(3), key=lambda layer: cost([0, 1, 2], layer))  # three a round: both go in the first round
+    assert compress.least_needed_layers(teacher, train[:4], keep=1) == [cheapest[-1]]
+    assert getattr(parent, attribute) is three and teacher.config.num_hidden_layers == 3  # the teacher put back as it was
 
 
 @pytest.mark.parametrize("architecture", ["llama", "gpt2"])
