@@ -21,6 +21,7 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +60,19 @@ def corpus(passages: int, words: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def params(base: dict, source: str) -> dict:
+VARIANTS = {  # the members a run can have (--members): each a fine-tune of the primary's recipe with these preprocess keys
+    "auto": {"max_length": "auto"},
+    "chunks": {"long_texts": "chunks", "stride": 16},  # windows of the primary's max_length
+    "chunks128": {"max_length": 128, "long_texts": "chunks", "stride": 32},
+    "truncate64": {"max_length": 64, "long_texts": "truncate"},
+}
+
+
+def params(base: dict, source: str, members: list[str]) -> dict:
     base["data"] |= {"source": source, "text_column": "text", "label_column": "genre", "split_column": "split", "keep_labels": None,
                      "confidence_column": None, "min_confidence": None, "max_rows": None}
-    base["ensemble"]["members"] = {
-        "tfidf": base["ensemble"]["members"]["tfidf"],
-        "auto": {"kind": "finetune", "preprocess": {"max_length": "auto"}},
-        "chunks": {"kind": "finetune", "preprocess": {"long_texts": "chunks", "stride": 16}},
-    }
+    base["ensemble"]["members"] = {"tfidf": base["ensemble"]["members"]["tfidf"],
+                                   **{name: {"kind": "finetune", "preprocess": VARIANTS[name]} for name in members}}
     base["ensemble"]["method"] = "auto"
     return base
 
@@ -75,26 +81,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passages", type=int, default=30)
     parser.add_argument("--words", type=int, default=120)
+    parser.add_argument("--members", default="auto,chunks", help=f"fine-tuned members beside the primary and tfidf, of {', '.join(VARIANTS)}")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temporary one, removed)")
     args = parser.parse_args()
-    base = params(yaml.safe_load((ROOT / "params.yaml").read_text()), "data/raw/genres.csv")
-    work = scratch.project(base, args.keep, "long-texts-")
+    base = params(yaml.safe_load((ROOT / "params.yaml").read_text()), "data/raw/genres.csv", [m for m in args.members.split(",") if m])
+    work = args.keep or Path(tempfile.mkdtemp(prefix="long-texts-"))
     table = corpus(args.passages, args.words)
     (work / "data/raw").mkdir(parents=True, exist_ok=True)
-    table.to_csv(work / "data/raw/genres.csv", index=False)
+    table.to_csv(work / "data/raw/genres.csv", index=False)  # before the params, which name it
+    scratch.project(base, work, "long-texts-")
     print(f"corpus: {len(table)} passages of {args.words} words from {table['play'].nunique()} plays; "
           f"{table.groupby('split')['play'].nunique().to_dict()} plays per split")
     scratch.repro(work, "ensemble")
 
     prepared = json.loads((work / "reports/preprocess.json").read_text())
     ensemble = json.loads((work / "reports/ensemble.json").read_text())
-    auto = json.loads((work / "models/members/auto/label_map.json").read_text())["facts"]
-    chunks = json.loads((work / "reports/member_summaries/chunks.json").read_text())["splits"]
     print(f"primary: {prepared['features']['max_length_rule']} = {prepared['features']['max_length']} tokens, "
           f"{prepared['splits']['train']['truncated_rows']} of {prepared['splits']['train']['rows']} train passages truncated "
           f"(train tokens p50 / p95 / max: {prepared['features']['train_tokens_p50_p95_max']})")
-    print(f"member auto: {auto['max_length_rule']} = {auto['max_length']}; member chunks: {chunks['train']['windows']} train windows, "
-          f"{chunks['test']['windows']} test windows")
+    for name in ensemble["members"]:
+        if name not in ("primary", "tfidf"):
+            facts = json.loads((work / f"models/members/{name}/label_map.json").read_text())["facts"]
+            splits = json.loads((work / f"reports/member_summaries/{name}.json").read_text())["splits"]
+            print(f"member {name}: {facts['max_length_rule']} = {facts['max_length']}, long_texts {facts['long_texts']}; "
+                  + ", ".join(f"{split} {counts['windows']} windows" for split, counts in splits.items() if "windows" in counts))
     for name, scores in ensemble["members"].items():
         test = scores["test"]
         versus = ensemble["vs_members"][name]["f1_macro"]

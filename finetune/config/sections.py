@@ -193,6 +193,9 @@ class Train(Section):
     batch_size: int = Field(32, ge=1, le=65_536)  # rows per step (per process)
     gradient_accumulation_steps: int = Field(1, ge=1, le=65_536)  # batches per optimizer step: an effective batch of batch_size x this
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30 % more time
+    # GiB a process may use; a batch estimated above it is computed in micro-batches (the same batch: finetune/training/memory.py);
+    # auto: 90 % of the GPU's free memory, or half the available RAM | null: never split
+    memory_budget_gib: Annotated[float, Field(gt=0, le=1e6)] | Literal["auto"] | None = "auto"
     eval_batch_size: int = Field(128, ge=1, le=65_536)  # rows per forward pass when scoring (val, test, members, compressed models)
     learning_rate: float = Field(5e-5, gt=0, lt=1)  # peak learning rate (of the head; see layer_lr_decay)
     weight_decay: float = Field(0.01, ge=0, le=10)  # AdamW's decoupled L2

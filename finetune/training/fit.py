@@ -38,7 +38,7 @@ from finetune.data.heads import Heads, head_metrics
 from finetune.errors import UserError
 from finetune.io import atomic_path, write_json
 from finetune.scoring import metrics
-from finetune.training import distributed, losses
+from finetune.training import distributed, losses, memory
 from finetune.training.adaptive import AdaptiveLayers
 from finetune.training.head_loss import HeadLoss
 from finetune.training.schedule import plan
@@ -229,7 +229,14 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
           f"({100 * parameters['trainable_share']:.2f} %); peak learning rates: {rates}")
     if device == "cuda":
         print(f"{run_name}: on {torch.cuda.get_device_name()}, {'bf16' if bf16 else 'fp32'}; speed settings {speed}")
-    schedule = plan(train, len(splits["train"]), int(os.environ.get("WORLD_SIZE", "1")), drop_last=has_batchnorm(model))  # torchrun sets WORLD_SIZE
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun sets it
+    train_set = models.dataset(splits["train"], label_map, processor, params.preprocess, seed=train.seed)
+    # the items the loader draws: a row's every window under text chunks (planned from the rows, a chunked run got twice
+    # the epochs' worth of steps it planned for)
+    schedule = plan(train, len(train_set), processes, drop_last=has_batchnorm(model))
+    splits_per_batch, memory_facts = memory.micro_batches(train, model, train_set, models.collator(processor), device, processes)
+    if splits_per_batch > 1:
+        print(f"{run_name}: {memory_facts['why']}")
     print(f"{run_name}: {schedule.steps} optimizer steps: {schedule.why}")
     steps = {"eval_strategy": "steps", "eval_steps": schedule.eval_steps, "save_strategy": "steps", "save_steps": schedule.eval_steps}
     if schedule.eval_steps is None:
@@ -238,9 +245,9 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
     args = TrainingArguments(
         output_dir=str(run_dir),
         num_train_epochs=schedule.epochs,
-        per_device_train_batch_size=train.batch_size,
+        per_device_train_batch_size=train.batch_size // splits_per_batch,
         per_device_eval_batch_size=train.eval_batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        gradient_accumulation_steps=train.gradient_accumulation_steps * splits_per_batch,
         activation_checkpointing=train.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         learning_rate=train.learning_rate,
         weight_decay=train.weight_decay,
@@ -275,7 +282,6 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
     augmenter = models.batch_augmenter(params.preprocess, len(label_map.get("labels", [])))
     if head_loss is not None and augmenter is not None:
         raise UserError("preprocess.augment mixup/cutmix mix the labels of one head; with data.label_columns (several) set them to 0")
-    train_set = models.dataset(splits["train"], label_map, processor, params.preprocess, seed=train.seed)
     callbacks = [EpochClock(train_set)] + ([EvaluationLines(run_name)] if args.disable_tqdm else [])
     if "tensorboard" in train.report_to:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(paths.TENSORBOARD / run_name.replace(" ", "-"))
@@ -349,6 +355,7 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
         "speed": speed,
         "resumed": resume is not None,
         "schedule": schedule.as_dict(),
+        **({"memory": memory_facts} if memory_facts else {}),
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0, 3),
         "best_step": trainer.state.best_global_step,

@@ -29,7 +29,7 @@ FEW_EVALUATIONS = 4  # stopping could save one of these at most, and the best ch
 
 @dataclass(frozen=True)
 class Schedule:
-    rows: int  # training rows (augmented copies included)
+    rows: int  # training items (augmented copies included; a text's every window under chunks)
     global_batch: int  # rows per optimizer step: batch x accumulation x processes
     steps_per_epoch: int
     epochs: float

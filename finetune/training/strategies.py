@@ -212,6 +212,12 @@ class StrategyTrainer(Trainer):
     def __init__(self, *args, train_params: Train, fused_optimizer: bool = False, batch_augmenter=None, head_loss=None, class_weights=None,
                  **kwargs):
         super().__init__(*args, **kwargs)
+        # every loss here is a mean over its batch (a model's own, the heads', the weighted and focal ones), so the Trainer must
+        # divide it by the accumulation steps. Left to itself it trusts a model whose forward takes **kwargs (BERT's does) to
+        # normalise by num_items_in_batch, which BERT ignores: with accumulation each micro-batch counted as a whole batch and
+        # the gradients came out that many times too large, which gradient clipping then treated differently
+        # (tests/training/test_memory.py trains the same model in 1 or 2 micro-batches per batch)
+        self.model_accepts_loss_kwargs = False
         self.train_params, self.batch_augmenter = train_params, batch_augmenter
         self.head_loss = head_loss  # several heads (head_loss.py): their combined loss, maybe with learned weights
         self.class_weights = class_weights  # one per class, or None (losses.py)

@@ -138,7 +138,7 @@ def test_the_profile_measures_token_lengths_and_suggests_for_long_texts_and_imba
 
     rows = make_rows(330)
     rows = pd.concat([rows[rows["label"] != "positive"], rows[rows["label"] == "positive"].head(20)])  # 110:110:20, 5.5x apart
-    summary = _prepare(workdir, tiny_model, rows, preprocess={"max_length": 8})
+    summary = _prepare(workdir, tiny_model, rows, preprocess={"max_length": 8, "long_texts": "truncate"})
     found = summary["profile"]
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
     train = _splits()["train"]
@@ -149,11 +149,17 @@ def test_the_profile_measures_token_lengths_and_suggests_for_long_texts_and_imba
     assert found["rows"] == {name: s["rows"] for name, s in summary["splits"].items()}
     assert found["classes"]["largest_to_smallest"] == 5.5 and found["classes"]["smallest"] == ["positive", 12]
     assert {"setting": "preprocess.max_length", "value": 8, "why": "set in params.yaml"} in found["chosen"]
+    assert {"setting": "preprocess.long_texts", "value": "truncate", "why": "set in params.yaml"} in found["chosen"]
     long, imbalance, *near = found["notes"]  # (the filler-word texts are near duplicates of each other too)
-    assert long.startswith(f"{100 * longer:.1f} % of the train texts are longer than max_length 8") and "preprocess.long_texts: chunks" in long
+    assert long.startswith(f"{100 * longer:.1f} % of the train texts are longer than max_length 8") and "preprocess.long_texts: auto or chunks" in long
     assert "5.5x the rows of the smallest (positive, 12)" in imbalance and "train.loss: weighted_cross_entropy" in imbalance
     assert found["near_duplicates"]["compared"] == found["rows"]
 
     quiet = _prepare(workdir, tiny_model, rows, preprocess={"max_length": "auto"}, train={"loss": "weighted_cross_entropy"})["profile"]
     assert quiet["notes"] == near  # auto fits the lengths; the loss already weighs the small class
-    assert quiet["chosen"][0]["why"].startswith("auto: 95th percentile of the train texts' tokens")
+    assert quiet["chosen"][0]["why"].startswith("auto: the train texts' 99th percentile")
+    long_texts = quiet["chosen"][1]
+    assert long_texts["setting"] == "preprocess.long_texts" and long_texts["value"] == "truncate"
+    assert long_texts["why"].startswith("auto: ") and long_texts["why"].endswith(f"than max_length {quiet['chosen'][0]['value']} (not more than 10 %)")
+    windows = _prepare(workdir, tiny_model, rows, preprocess={"max_length": 8})["profile"]  # long_texts auto, most texts longer
+    assert windows["chosen"][1]["value"] == "chunks" and not any("lose their end" in note for note in windows["notes"])

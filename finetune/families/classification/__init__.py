@@ -125,8 +125,16 @@ class ClassificationTask(Task):
 
     # -- predictions -------------------------------------------------------------------------------
     def predict_proba(self, model, processor, frame: pd.DataFrame, layout: dict, batch_size: int) -> np.ndarray:
-        """Class probabilities in the frame's own row order (a sequential loader, never length-grouped); with several
-        heads each head's, side by side (finetune/data/heads.py)."""
+        """Class probabilities in the frame's own row order; with several heads each head's, side by side (finetune/data/heads.py)."""
+        return self.per_row(self.item_proba(model, processor, frame, layout, batch_size), frame, layout)
+
+    def per_row(self, probs: np.ndarray, frame: pd.DataFrame, layout: dict) -> np.ndarray:
+        """Each row's probabilities from those of its dataset items: the same array unless a row is several items (text chunks)."""
+        return probs
+
+    def item_proba(self, model, processor, frame: pd.DataFrame, layout: dict, batch_size: int) -> np.ndarray:
+        """Class probabilities of each item of the frame's dataset (task.models.dataset), in order (a sequential loader,
+        never length-grouped): what a model trains on, one per row unless a row is several items."""
         import torch
         from tqdm.auto import tqdm
 

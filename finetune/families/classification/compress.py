@@ -197,7 +197,7 @@ def onnx_columns(models: dict[str, nn.Module], batches: list[dict], probabilitie
             skipped[name] = str(error)
             continue
         runners[name] = onnx_export.runner(onnx_export.session(path, torch.get_num_threads()))
-        probs = onnx_export.probabilities(runners[name], batches, heads)
+        probs = task.per_row(onnx_export.probabilities(runners[name], batches, heads), test, layout)
         columns[name] = {"onnx_size_mb": round(path.stat().st_size / 2**20, 2),
                          "onnx_max_abs_probability_difference": float(np.abs(probs - probabilities_torch[name]).max()),
                          "onnx_prediction_agreement": float(np.mean(probs.argmax(axis=1) == probabilities_torch[name].argmax(axis=1)))}
@@ -230,7 +230,8 @@ def run(task, params, models_folder: Path, reports_folder: Path) -> dict:
     to_train, made, skipped = make_models(compressor, teacher, config, calibration, teacher_dir, models_folder)
     details |= made
     if to_train:  # the teacher's soft labels, computed once for every model that learns from them
-        teacher_logits = np.log(np.clip(task.predict_proba(teacher, processor, train, layout, batch), 1e-12, 1))
+        # one soft label per item the students train on (a text's every window under chunks)
+        teacher_logits = np.log(np.clip(task.item_proba(teacher, processor, train, layout, batch), 1e-12, 1))
         train_set = task.models.dataset(train, layout, processor)
     for method, (model, finish, epochs) in to_train.items():
         if epochs:

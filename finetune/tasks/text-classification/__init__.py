@@ -25,7 +25,6 @@ from finetune.config.sections import Data, Preprocess, Section
 from finetune.data import profile
 from finetune.data.features import FeatureDataset
 from finetune.data.sources import Source, read_user_table
-from finetune.errors import UserError
 from finetune.families.classification import ClassificationTask, ClassifierExplain
 from finetune.models.base import Models
 from finetune.models.texts import DROPOUT_NAMES, TextEncoders
@@ -62,12 +61,20 @@ class Clean(Section):
 class TextPreprocess(Preprocess):
     ONCE_FOR_ALL_MEMBERS: ClassVar[tuple[str, ...]] = ("clean",)  # members re-tokenize the cleaned rows; they cannot re-clean them
     clean: Clean = Clean()
-    # tokens per model input, specials included; auto: the 95th percentile of the train texts' lengths, capped by the model's context
-    max_length: int | Literal["auto"] = 64
-    long_texts: Literal["truncate", "head_tail", "chunks"] = "truncate"  # what happens to a text longer than max_length (README "Long texts")
-    stride: int = Field(32, ge=0)  # chunks: tokens each window shares with the one before it
+    # tokens per model input, specials included; auto: the train texts' 99th percentile, at most 128 and the model's context
+    max_length: int | Literal["auto"] = "auto"
+    # a text longer than max_length: auto (chunks when over 10 % of train texts are) | truncate | head_tail | chunks (README "Long texts")
+    long_texts: Literal["auto", "truncate", "head_tail", "chunks"] = "auto"
+    stride: int | Literal["auto"] = "auto"  # chunks: tokens each window shares with the one before it; auto: 32, at most half a window
     padding: Literal["dynamic", "max_length"] = "dynamic"  # dynamic: pad each batch to its longest text | max_length: pad all to max_length
     augment: Augment = Augment()
+
+    @field_validator("stride", mode="before")
+    @classmethod
+    def _stride_or_auto(cls, value):
+        if value != "auto" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise ValueError(f"expected a number of tokens (0 or more), or auto (got {value!r})")
+        return value
 
     @field_validator("max_length", mode="before")
     @classmethod
@@ -192,32 +199,30 @@ class TextClassification(ClassificationTask):
         source = self.models.source(params.train.model)
         tokenizer = self.models.load_processor(source, params.train.trust_remote_code)
         lengths = {name: [len(ids) for ids in tokenizer(part["input"].tolist(), truncation=False)["input_ids"]] for name, part in parts.items()}
-        if trained:
-            max_length, facts = trained["max_length"], trained.get("facts", {})
+        if trained:  # a trained model's own choices (older layouts without long_texts truncated)
+            chosen = {"max_length": trained["max_length"], "long_texts": trained.get("long_texts", "truncate"), "facts": trained.get("facts", {})}
         else:
             original = ~parts["train"]["augmented"].to_numpy()
-            max_length, facts = tokens.max_length(prep, np.asarray(lengths["train"])[original],
-                                                   tokens.context(source, tokenizer, params.train.trust_remote_code))
+            chosen = tokens.choose(prep, np.asarray(lengths["train"])[original], tokens.context(source, tokenizer, params.train.trust_remote_code))
+        max_length, long_texts = chosen["max_length"], chosen["long_texts"]
         special = tokenizer.num_special_tokens_to_add()
-        if prep.long_texts == "chunks" and not 0 <= prep.stride < max_length - special:
-            raise UserError(f"preprocess.stride {prep.stride}: windows of max_length {max_length} tokens ({special} of them special) "
-                            f"need a stride from 0 to {max_length - special - 1}")
+        stride = tokens.stride(prep.stride, max_length, special) if long_texts == "chunks" else None
         padding = "max_length" if prep.padding == "max_length" else False
         tables = {}
         for name, part in parts.items():
             part = part.reset_index(drop=True)
             texts = part["input"].tolist()
-            if prep.long_texts == "head_tail":
+            if long_texts == "head_tail":
                 texts = [tokens.head_and_tail(tokenizer, text, max_length - special) if n > max_length else text for text, n in zip(texts, lengths[name])]
             encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=padding)
             features = pd.DataFrame({column: list(values) for column, values in encoded.items()})
             table = pd.concat([part, features], axis=1).assign(tokens=lengths[name], truncated=[n > max_length for n in lengths[name]])
-            if prep.long_texts == "chunks":
-                windows = tokenizer(texts, truncation=True, max_length=max_length, stride=prep.stride, return_overflowing_tokens=True)
+            if long_texts == "chunks":
+                windows = tokenizer(texts, truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True)
                 rows = np.asarray(windows["overflow_to_sample_mapping"])
                 table["windows"] = [windows["input_ids"][start:end] for start, end in zip(*tokens.bounds(rows, len(part)))]
             tables[name] = table
-        layout = {"features": list(encoded.keys()), "max_length": max_length, "long_texts": prep.long_texts, "facts": facts}
+        layout = {"features": list(encoded.keys()), "max_length": max_length, "long_texts": long_texts, "facts": chosen["facts"]}
         return tables, layout
 
     def split_statistics(self, table: pd.DataFrame) -> dict:
@@ -231,17 +236,16 @@ class TextClassification(ClassificationTask):
         lengths = {name: table["tokens"] for name, table in tables.items()}
         facts = {"tokens": {name: profile.quantiles(n) for name, n in lengths.items()},
                  "longer_than_max_length": {name: round(float((n > layout["max_length"]).mean()), 4) for name, n in lengths.items()}}
-        rule = layout["facts"]["max_length_rule"]
-        chosen = [{"setting": "preprocess.max_length", "value": layout["max_length"], "why": profile.SET if rule == "preprocess.max_length" else rule},
-                  {"setting": "preprocess.long_texts", "value": layout["long_texts"], "why": profile.SET}]
+        why = {setting: profile.SET if rule == f"preprocess.{setting}" else rule
+               for setting, rule in (("max_length", layout["facts"]["max_length_rule"]), ("long_texts", layout["facts"].get("long_texts_rule", "preprocess.long_texts")))}
+        chosen = [{"setting": f"preprocess.{setting}", "value": layout[setting], "why": why[setting]} for setting in ("max_length", "long_texts")]
         return facts, chosen, tokens.long_text_notes(facts["longer_than_max_length"]["train"], facts["tokens"]["train"], layout)
 
     def similarity(self, layout: dict):
         return (lambda frame: profile.text_vectors(frame["input"])), profile.TEXT_THRESHOLD, f"character 3-5-gram TF-IDF of the first {profile.TEXT_CHARACTERS:,} characters"
 
-    def predict_proba(self, model, processor, frame: pd.DataFrame, layout: dict, batch_size: int) -> np.ndarray:
+    def per_row(self, probs: np.ndarray, frame: pd.DataFrame, layout: dict) -> np.ndarray:
         """Chunks: the mean of each text's window probabilities, in the frame's row order."""
-        probs = super().predict_proba(model, processor, frame, layout, batch_size)
         if layout.get("long_texts") != "chunks":
             return probs
         counts = frame["windows"].map(len).to_numpy()

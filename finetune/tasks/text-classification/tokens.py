@@ -1,6 +1,6 @@
-"""Texts into model features: max_length (a number, or auto from the train texts' lengths, capped by the model's context),
-long texts truncated, cut to head + tail, or split into overlapping windows (WindowDataset: every window trains; the
-task averages a text's window probabilities at prediction time)."""
+"""Texts into model features: max_length (a number, or auto from the train texts' lengths) and what happens to a longer
+text (long_texts: auto picks chunks when many are longer): truncated, cut to head + tail, or split into overlapping windows
+(WindowDataset: every window trains; the task averages a text's window probabilities at prediction time)."""
 from __future__ import annotations
 
 import numpy as np
@@ -20,34 +20,66 @@ def context(source: str, tokenizer, trust_remote_code: bool) -> int:
     return min((limit for limit in limits if limit), default=512)
 
 
-def max_length(prep, train_lengths: np.ndarray, context: int) -> tuple[int, dict]:
-    """(max_length, how it was chosen): auto = the 95th percentile of the train texts' token counts, rounded up to a
-    multiple of 8, at least 8 and at most the model's context; a number above the context is an error."""
+# auto reads at most this many tokens at once: a longer window costs proportionally more per step on a CPU (min_steps
+# fixes the steps, not the tokens) and reading more at once gained nothing measured: on 720 literary passages (p50 180
+# tokens) 64-token chunks scored 0.758 macro F1, whole passages (max_length 208) 0.719; the default's own scores on
+# short, long and longer-than-the-context texts: docs/benchmarks/small-data.md.
+AUTO_WINDOW = 128
+AUTO_PERCENTILE = 99
+LONG = 0.10  # the share of train texts longer than max_length above which auto reads them in windows (and truncate gets a note)
+
+
+def choose(prep, train_lengths: np.ndarray, context: int) -> dict:
+    """How texts become model inputs, from the train texts' token counts (augmented copies excluded) unless params set it:
+    {max_length, long_texts, facts: the measurements and each setting's why}.
+    max_length auto: the 99th percentile rounded up to a multiple of 8, at least 8, at most AUTO_WINDOW and the model's
+    context (a number above the context is an error). long_texts auto: chunks when more than LONG of the train texts are
+    longer than max_length (a text's windows are averaged, so nothing is cut away), truncate otherwise."""
+    lengths = np.asarray(train_lengths) if len(train_lengths) else np.zeros(1, dtype=int)
     if prep.max_length == "auto":
-        percentile = int(np.ceil(np.percentile(train_lengths, 95)))
-        chosen = int(min(context, max(8, -(-percentile // 8) * 8)))
-        rule = f"auto: 95th percentile of the train texts' tokens ({percentile}), rounded up to a multiple of 8, capped by the context ({context})"
+        percentile = int(np.ceil(np.percentile(lengths, AUTO_PERCENTILE)))
+        limit = min(context, AUTO_WINDOW)
+        chosen = int(min(limit, max(8, -(-percentile // 8) * 8)))
+        rule = (f"auto: the train texts' {AUTO_PERCENTILE}th percentile ({percentile} tokens) rounded up to a multiple of 8, "
+                f"at most {limit} ({'the model context' if limit == context else 'auto reads at most ' + str(AUTO_WINDOW) + ' tokens at once'})")
     elif prep.max_length > context:
         raise UserError(f"preprocess.max_length {prep.max_length} is above the model's context of {context} tokens; "
                         f"use {context} or less, or auto")
     else:
         chosen, rule = prep.max_length, "preprocess.max_length"
-    longer = float(np.mean(train_lengths > chosen)) if len(train_lengths) else 0.0
-    return chosen, {"max_length": chosen, "max_length_rule": rule, "long_texts": prep.long_texts,
-                    "train_texts_longer": round(longer, 4), "train_tokens_p50_p95_max": [int(np.percentile(train_lengths, q)) for q in (50, 95, 100)]}
+    longer = float(np.mean(lengths > chosen))
+    if prep.long_texts == "auto":
+        long_texts = "chunks" if longer > LONG else "truncate"
+        why = (f"auto: {100 * longer:.1f} % of the train texts are longer than max_length {chosen} "
+               f"({'more' if longer > LONG else 'not more'} than {100 * LONG:.0f} %)")
+    else:
+        long_texts, why = prep.long_texts, "preprocess.long_texts"
+    return {"max_length": chosen, "long_texts": long_texts,
+            "facts": {"max_length": chosen, "max_length_rule": rule, "long_texts": long_texts, "long_texts_rule": why,
+                      "train_texts_longer": round(longer, 4),
+                      "train_tokens_p50_p95_max": [int(np.percentile(lengths, q)) for q in (50, 95, 100)]}}
 
 
-LONG = 0.10  # the share of train texts longer than max_length above which truncating them gets a note
+def stride(value: int | str, max_length: int, special: int) -> int:
+    """Tokens each window shares with the one before: a set value (below the window's own tokens), or auto: 32, at most
+    half of the window's tokens (windows of 128 share 32)."""
+    window = max_length - special
+    if value == "auto":
+        return min(32, window // 2)
+    if not 0 <= value < window:
+        raise UserError(f"preprocess.stride {value}: windows of max_length {max_length} tokens ({special} of them special) "
+                        f"need a stride from 0 to {window - 1}")
+    return value
 
 
 def long_text_notes(longer: float, train_tokens: dict, layout: dict) -> list[str]:
     """A note when truncation cuts many train texts: on 720 literary passages all longer than 64 tokens, macro F1 was 0.602
-    truncated, 0.719 with max_length auto and 0.758 with chunks (docs/benchmarks/small-data.md)."""
+    truncated, 0.719 read whole (208 tokens) and 0.758 in 64-token chunks (docs/benchmarks/small-data.md)."""
     if longer <= LONG or layout["long_texts"] != "truncate":
         return []
     return [f"{100 * longer:.1f} % of the train texts are longer than max_length {layout['max_length']} (p95 {train_tokens['p95']:g} tokens) "
-            "and lose their end: try preprocess.max_length: auto (the p95, capped by the model's context) or preprocess.long_texts: "
-            "chunks (on 720 long literary passages macro F1 0.602 truncated, 0.719 auto, 0.758 chunks: docs/benchmarks/small-data.md)"]
+            "and lose their end: try preprocess.long_texts: auto or chunks (on 720 long literary passages macro F1 0.602 "
+            "truncated at 64 tokens, 0.758 in 64-token chunks: docs/benchmarks/small-data.md)"]
 
 
 def head_and_tail(tokenizer, text: str, budget: int) -> str:

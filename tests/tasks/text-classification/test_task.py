@@ -1,4 +1,5 @@
-"""Long texts in the text task: max_length auto, head + tail, and overlapping windows averaged per text."""
+"""Long texts in the text task: max_length and long_texts auto, head + tail, and overlapping windows averaged per text
+(and through every stage that scores a model: evaluate, compress's distillation and ONNX export, explain)."""
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,10 +11,12 @@ import torch
 
 from finetune.errors import UserError
 from finetune.tasks import get_task
+from tests.support import task_module
 from tests.support.data import FILLER, make_rows
 from tests.support.params import load, run_stages, tiny_params
 
 TASK = get_task("text-classification")
+tokens = task_module("text-classification", "tokens")
 
 
 def _text(words: int, offset: int = 0) -> str:
@@ -31,15 +34,31 @@ def _featurize(tiny_model, train_texts, test_texts=("the flight",), **preprocess
     return tables, layout, TASK.models.load_processor(str(tiny_model), False)
 
 
-def test_auto_max_length_is_the_95th_percentile_of_train_lengths_capped_by_the_context(workdir, tiny_model):
-    # 10..29 words = 12..31 tokens with [CLS] and [SEP]; the 95th percentile is 31 -> 32 (a multiple of 8)
-    _, layout, _ = _featurize(tiny_model, [_text(n) for n in range(10, 30)], max_length="auto")
-    assert layout["max_length"] == 32
-    assert layout["facts"]["max_length_rule"].startswith("auto: 95th percentile of the train texts' tokens (31)")
+def test_auto_max_length_is_the_99th_percentile_of_train_lengths_capped_by_the_context_and_the_window(workdir, tiny_model, monkeypatch):
+    # 10..108 words = 12..110 tokens with [CLS] and [SEP], and one of 302: the 99th percentile is 110 + 0.01 * 192 -> 112
+    _, layout, _ = _featurize(tiny_model, [_text(n) for n in range(10, 109)] + [_text(300)], max_length="auto")
+    assert layout["max_length"] == 112 and layout["long_texts"] == "truncate"  # 1 % of the texts longer: cut
+    assert layout["facts"]["max_length_rule"].startswith("auto: the train texts' 99th percentile (112 tokens)")
+    assert layout["facts"]["long_texts_rule"] == "auto: 1.0 % of the train texts are longer than max_length 112 (not more than 10 %)"
     _, layout, _ = _featurize(tiny_model, [_text(200)] * 3, max_length="auto")
-    assert layout["max_length"] == 128  # the tiny BERT's position embeddings
+    assert layout["max_length"] == 128 and "at most 128 (the model context)" in layout["facts"]["max_length_rule"]  # the tiny BERT's positions
+    monkeypatch.setattr(tokens, "AUTO_WINDOW", 64)  # a model whose context is longer than the window auto reads
+    _, layout, _ = _featurize(tiny_model, [_text(n) for n in range(10, 109)], max_length="auto")
+    assert layout["max_length"] == 64 and "at most 64 (auto reads at most 64 tokens at once)" in layout["facts"]["max_length_rule"]
     with pytest.raises(UserError, match="preprocess.max_length 512 is above the model's context of 128 tokens"):
         _featurize(tiny_model, [_text(5)], max_length=512)
+
+
+def test_auto_long_texts_reads_in_windows_only_when_over_a_tenth_of_train_texts_are_longer_and_never_overrides_a_set_value(workdir, tiny_model):
+    texts = [_text(5)] * 9 + [_text(100)]  # one text in ten longer than 32 tokens: truncated
+    tables, layout, _ = _featurize(tiny_model, texts, max_length=32)
+    assert layout["long_texts"] == "truncate" and "windows" not in tables["train"]
+    tables, layout, _ = _featurize(tiny_model, texts[1:], test_texts=[_text(100)], max_length=32)  # one in nine: windows
+    assert layout["long_texts"] == "chunks" and len(tables["test"]["windows"][0]) > 1
+    assert layout["facts"]["long_texts_rule"] == "auto: 11.1 % of the train texts are longer than max_length 32 (more than 10 %)"
+    assert tables["test"]["windows"][0][1][1:16] == tables["test"]["windows"][0][0][-16:-1]  # stride auto: half of 30 (under 32)
+    _, layout, _ = _featurize(tiny_model, [_text(100)] * 3, max_length=32, long_texts="truncate")
+    assert layout["long_texts"] == "truncate" and layout["facts"]["long_texts_rule"] == "preprocess.long_texts"
 
 
 def test_head_tail_keeps_the_first_quarter_and_the_end_of_a_long_text(workdir, tiny_model):
@@ -98,6 +117,21 @@ def test_chunked_texts_train_and_are_scored_one_row_per_text(workdir, tiny_model
     summary = json.loads(open("reports/preprocess.json").read())
     assert summary["features"]["long_texts"] == "chunks" and summary["features"]["max_length"] == 8
     assert summary["splits"]["test"]["windows"] > summary["splits"]["test"]["rows"]
+    trained = json.loads(open("reports/train.json").read())
+    assert trained["schedule"]["rows"] == summary["splits"]["train"]["windows"]  # planned on what the loader draws
+    assert trained["steps"] == trained["schedule"]["steps"]
     predictions = pd.read_csv("reports/evaluate/predictions.csv")
     assert len(predictions) == summary["splits"]["test"]["rows"]
     assert np.allclose(predictions.filter(like="prob_").sum(axis=1), 1, atol=1e-5)
+
+    # compress: the students learn each window's soft label; the ONNX copies are scored per text like the torch models
+    params = load(tiny_params(tiny_model, preprocess={"max_length": 8, "long_texts": "chunks", "stride": 2}, train={"epochs": 4},
+                              compress={"teacher": "primary", "methods": ["int8", "distill"], "export": ["onnx"], "distill": {"epochs": 1}}))
+    run_stages("compress", "explain", params=params)
+    compressed = json.loads(open("reports/compress.json").read())["models"]
+    assert set(compressed) == {"teacher", "int8", "distill"}
+    assert compressed["teacher"]["accuracy"] == pytest.approx(json.loads(open("reports/metrics.json").read())["accuracy"], abs=1e-4)
+    assert compressed["distill"]["onnx_prediction_agreement"] > 0.9 and compressed["distill"]["onnx_max_abs_probability_difference"] < 1e-3
+    explained = json.loads(open("reports/explain/attributions.json").read())["examples"]
+    assert any(example["truncated"] for example in explained)
+    assert all(len(example["tokens"]) == 8 if example["truncated"] else len(example["tokens"]) <= 8 for example in explained)  # 1st window
