@@ -87,6 +87,16 @@ def data_profile(profile: dict, lead: str, chosen_later: list[dict], examples: s
     return "".join(parts)
 
 
+def training_choices(train: dict) -> list[dict]:
+    """What the train stage chose from the data (train.json), for the profile's "chosen" table: the epochs (the schedule)
+    and the rows per forward pass (the memory budget: finetune/training/memory.py)."""
+    chosen = [{"setting": "train.epochs", "value": train["schedule"]["epochs"], "why": train["schedule"]["why"]}] if "schedule" in train else []
+    if "memory" in train:
+        chosen.append({"setting": "train.memory_budget_gib", "value": f"{train['memory']['rows_per_forward']} rows per forward pass",
+                       "why": train["memory"]["why"]})
+    return chosen
+
+
 def png_bytes_img(data: bytes, alt: str) -> str:
     return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 

@@ -5,8 +5,8 @@ batch, so the run trains on the batch it was given: the budget decides how a bat
 
 The estimate, in bytes, made before training on the model as it will train:
   weights (every parameter) + gradients and the optimizer's state of the trainable ones (AdamW: two moments, SGD: one)
-  + rows x the tensors autograd keeps for the backward pass of ONE row of the largest train item in a sample, counted
-    in one forward pass with torch.autograd.graph.saved_tensors_hooks (each storage once).
+  + rows x the tensors autograd keeps for the backward pass of one row of the largest train item in a sample, counted
+    in one forward pass of two copies of it with torch.autograd.graph.saved_tensors_hooks (each storage once), halved.
 It is exact for what it counts and the same on every machine (nothing is timed or read from an allocator); it leaves out
 the backward pass's transient gradients and the allocator's cache, which the budget's headroom covers: auto = 90 % of
 the GPU's free memory, or on a CPU half of the memory the OS reports available, shared by train.processes. It counts
@@ -64,7 +64,7 @@ def saved_bytes_per_row(model: torch.nn.Module, dataset, collate) -> tuple[int, 
     with untouched(model):
         indices = np.unique(np.linspace(0, len(dataset) - 1, min(len(dataset), SAMPLE)).astype(int))
         largest = int(max(indices, key=lambda i: _size(dataset[int(i)])))
-        batch = collate([dataset[largest]])
+        batch = collate([dataset[largest]] * 2)  # two rows: BatchNorm refuses one value per channel in training
         batch.pop("labels", None)
         weights = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}  # counted in fixed_bytes
         seen: dict[int, int] = {}
@@ -77,7 +77,7 @@ def saved_bytes_per_row(model: torch.nn.Module, dataset, collate) -> tuple[int, 
 
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
             model(**batch)
-    return sum(seen.values()), largest
+    return sum(seen.values()) // 2, largest
 
 
 def fixed_bytes(model: torch.nn.Module, optimizer: str) -> int:

@@ -21,7 +21,7 @@ def _params(tiny_model, members):
 
 
 def test_a_finetune_member_trains_with_its_overrides_and_saves_val_and_test_probabilities(trained_workdir, tiny_model):
-    params = _params(tiny_model, {"short": {"train": {"seed": 5, "epochs": 2}, "preprocess": {"max_length": 8}}})
+    params = _params(tiny_model, {"short": {"train": {"seed": 5, "epochs": 2}, "preprocess": {"max_length": 8, "long_texts": "truncate"}}})
     summary = member.run(params, "short")
 
     args = json.loads((paths.MEMBER_MODELS / "short/training_args.json").read_text())

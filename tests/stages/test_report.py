@@ -24,7 +24,8 @@ def test_report_is_one_self_contained_page_with_every_section(trained_workdir, t
     assert open("reports/report.html", encoding="utf-8").read() == document
     assert re.findall(r"<h2[^>]*>([^<]+)</h2>", document)[0] == "Data profile"  # what the data is like comes first
     profile = document[document.index(">Data profile</h2>"):document.index(">Summary</h2>")]
-    for shown in ("Inputs, per split", "Near duplicates", "Chosen from the data, or set", "train.epochs", "preprocess.max_length"):
+    for shown in ("Inputs, per split", "Near duplicates", "Chosen from the data, or set", "train.epochs", "preprocess.max_length",
+                  "preprocess.long_texts", "train.memory_budget_gib", "8 rows per forward pass", "a batch of 8 rows fits: estimated"):
         assert shown in profile
     for title in ("Summary", "Test metrics", "Ensemble", "Compression", "Explanations", "Training", "Data", "Worst errors", "Params"):
         assert f">{title}" in document

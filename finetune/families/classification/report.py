@@ -15,7 +15,7 @@ from finetune import paths
 from finetune.config.sections import PRIMARY
 from finetune.data.labels import read_labelled_csv
 from finetune.io import read_json
-from finetune.reporting.html import adaptive_timeline, data_profile, esc, figure_img, png_file_img, table
+from finetune.reporting.html import adaptive_timeline, data_profile, esc, figure_img, png_file_img, table, training_choices
 from finetune.reporting.plots import plt
 from finetune.scoring import uncertainty
 
@@ -57,9 +57,7 @@ def profile_section(task, params) -> str | None:
         f"<p>{esc(f'Head {head}: ' if head else '')}{c['classes']} classes in train; the largest, {esc(c['largest'][0])} ({c['largest'][1]:,} rows), "
         f"is {c['largest_to_smallest']:g}x the smallest, {esc(c['smallest'][0])} ({c['smallest'][1]:,}); it is {100 * c['majority_share']:.1f} % "
         "of train (what always predicting it would score).</p>" for head, c in per_head.items())
-    later = []
-    if paths.TRAIN_SUMMARY.exists() and "schedule" in (train := read_json(paths.TRAIN_SUMMARY)):
-        later.append({"setting": "train.epochs", "value": train["schedule"]["epochs"], "why": train["schedule"]["why"]})
+    later = training_choices(read_json(paths.TRAIN_SUMMARY)) if paths.TRAIN_SUMMARY.exists() else []
     return data_profile(found, lead, later, _twins(task, found.get("near_duplicates", {})))
 
 

@@ -13,7 +13,7 @@ from finetune import paths
 from finetune.data import profile
 from finetune.families.generative import scoring
 from finetune.io import read_json
-from finetune.reporting.html import adaptive_timeline, data_profile, esc, figure_img, shaded, table
+from finetune.reporting.html import adaptive_timeline, data_profile, esc, figure_img, shaded, table, training_choices
 from finetune.reporting.plots import plt
 
 
@@ -31,7 +31,7 @@ def profile_section(params) -> str | None:
     twins = "".join(f"<li>{esc(name)} document {esc(doc)} ~ train document {esc(twin)} (cosine {similarity})</li>"
                     for name in ("val", "test") for doc, twin, similarity in found["near_duplicates"].get(f"{name}_rows_near_train_examples", []))
     facts = {**found, "inputs": {"characters per document": found["characters_per_document"]}}
-    later = []
+    later = training_choices(read_json(paths.TRAIN_SUMMARY)) if paths.TRAIN_SUMMARY.exists() else []
     if (paths.EVALUATION / "generations.json").exists():
         auto = params.evaluate.prompts == "auto"
         opened = [sample["from"] for sample in read_json(paths.EVALUATION / "generations.json")["samples"]["fine-tuned"]]
