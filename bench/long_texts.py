@@ -18,6 +18,7 @@ method auto. It prints each one's test macro F1 with its 95 % interval and the p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -32,6 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import scratch  # bench/scratch.py (this script's folder is on sys.path)
+
+from finetune.families.classification import probabilities  # noqa: E402
+from finetune.scoring import uncertainty  # noqa: E402
 
 GENRES = {
     "comedy": ["tempest", "two_gentlemen_of_verona", "merry_wives_of_windsor", "measure_for_measure", "comedy_of_errors",
@@ -111,6 +115,9 @@ def main() -> None:
         print(f"{name:8s} test macro F1 {test['f1_macro']:.4f} [{test['ci95']['f1_macro']['low']:.3f}, {test['ci95']['f1_macro']['high']:.3f}]"
               f"  accuracy {test['accuracy']:.4f}; ensemble vs it: {versus['verdict']} ({versus['difference']:+.3f}, p = {versus['p']:.3g}); "
               f"train {json.loads((work / ('reports/train.json' if name == 'primary' else f'reports/member_summaries/{name}.json')).read_text())['train_runtime_s']} s")
+    with contextlib.chdir(work):  # the default (primary) against TF-IDF on the same test rows, paired
+        primary, tfidf = (probabilities.load(probabilities.member_file(name), name).splits["test"] for name in ("primary", "tfidf"))
+        print("primary vs tfidf:", uncertainty.describe(uncertainty.compare(primary.labels, primary.probs.argmax(1), tfidf.probs.argmax(1))))
     ci = ensemble["ci95"]["f1_macro"]
     print(f"ensemble ({ensemble['method']}, {ensemble['chosen_by']}): test macro F1 {ensemble['f1_macro']:.4f} [{ci['low']:.3f}, {ci['high']:.3f}]")
     print("cross-fitted val macro F1:", {m: round(v["f1_macro"], 4) for m, v in ensemble["cross_fitted_val"].items() if m != "folds"})
