@@ -402,16 +402,22 @@ def _write_results(study: optuna.Study, search: Search) -> None:
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     best = study.best_trial if complete else None
     importance = {}
-    if len(complete) >= 2 and len(search.space) >= 1:
+    # Optuna's importance evaluator hashes each axis's choices: a choice of lists ([0.8, 1.0], a crop range) raised
+    # TypeError and ended the whole search after its second trial (configs/image.yaml's space has one); those axes are
+    # left out of the importance and named
+    unranked = sorted(key for key, axis in search.space.items() if axis.choice is not None and any(isinstance(v, (list, dict)) for v in axis.choice))
+    ranked = [key for key in search.space if key not in unranked]
+    if len(complete) >= 2 and ranked:
         try:
-            importance = optuna.importance.get_param_importances(study)
+            importance = optuna.importance.get_param_importances(study, params=ranked)
         except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. every complete trial had the same values
             importance = {}
     summary = {"study": search.study, "method": search.method, "metric": f"val {search.val_metric}", "direction": search.direction,
                "trials": len(table), "complete": len(complete), "pruned": int((table["state"] == "pruned").sum()) if len(table) else 0,
                "failed": int((table["state"] == "fail").sum()) if len(table) else 0,
                "best": {"trial": best.number, "value": best.value, "params": best.params} if best else None,
-               "importance": {key: round(value, 4) for key, value in importance.items()}}
+               "importance": {key: round(value, 4) for key, value in importance.items()},
+               **({"importance_not_ranked": {key: "its choices are lists, which Optuna's evaluator cannot rank" for key in unranked}} if unranked else {})}
     with atomic_path(RESULTS) as folder:
         folder.mkdir()
         (folder / "README.md").write_text(RESULTS_README)

@@ -54,6 +54,20 @@ def test_grid_runs_the_exact_product_once_each(workdir, tiny_model):
     assert len(table) == 12 and set(table["state"]) == {"complete"}
 
 
+def test_a_choice_of_lists_is_searched_to_the_end_and_left_out_of_the_importance_by_name(workdir, tiny_model):
+    # configs/image.yaml searches crop ranges: Optuna's importance evaluator could not hash them and the search died after
+    # its second trial (TypeError: unhashable type: 'list')
+    space = {"train.learning_rate": {"log_uniform": [1e-3, 3e-3]},
+             "preprocess.augment.copies": {"choice": [0, 1]}, "preprocess.augment.ops": {"choice": [["delete"], ["swap"]]}}
+    params = _params(tiny_model, method="random", trials=4, space=space)
+    calls = []
+    search.run_search(params, _scored_by_params(params, calls), log=lambda _: None)
+    summary = read_json(workdir / "reports/search/summary.json")
+    assert len(calls) == 4 and summary["complete"] == 4
+    assert set(summary["importance"]) <= {"train.learning_rate", "preprocess.augment.copies"} and summary["importance"]
+    assert list(summary["importance_not_ranked"]) == ["preprocess.augment.ops"]
+
+
 def _random_sequence(tiny_model, study, seed):
     params = _params(tiny_model, method="random", trials=5, seed=seed, study=study,
                      space={"train.learning_rate": {"log_uniform": [1e-5, 1e-2]}, "train.lora.rank": {"integer": [2, 16]}})
