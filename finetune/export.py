@@ -47,7 +47,7 @@ def onnx_check(predictor, target: Path) -> dict:
     except Unsupported as error:
         raise UserError(f"--onnx: {error}") from None
     run = onnx_export.runner(onnx_export.session(target / ONNX_MODEL, torch.get_num_threads()))
-    exported = task.per_row(onnx_export.probabilities(run, batches, Heads.of(layout)), test, layout)
+    exported = task.per_row(onnx_export.probabilities(run, batches, Heads.of(layout), layout.get("target")), test, layout)
     torch_probs = task.predict_proba(predictor.model, predictor.processor, test, layout, batch)
     agreement = float(np.mean(exported.argmax(axis=1) == torch_probs.argmax(axis=1))) if not Heads.of(layout).multi else float(np.mean(
         [np.mean(a.argmax(axis=1) == b.argmax(axis=1)) for a, b in zip(Heads.of(layout).columns(exported).values(),

@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 from finetune import paths
 from finetune.config.params import Params
 from finetune.config.sections import label_columns
-from finetune.data import heads, labels
+from finetune.data import heads, labels, numbers
 from finetune.data.sources import CONFIDENCE, INPUT, LABEL, ORIGIN, SPLIT
 from finetune.data.tables import LINE, ROW, BadRow
 from finetune.errors import UserError
@@ -38,8 +38,8 @@ def _refuse(frame: pd.DataFrame, problems: pd.Series, shown: pd.Series, bad: lis
     return frame[~refused]
 
 
-def _subsample(frame: pd.DataFrame, max_rows: int, seed: int, columns: dict[str, str]) -> pd.DataFrame:
-    strata = heads.strata(frame[LABEL], columns)
+def _subsample(frame: pd.DataFrame, max_rows: int, seed: int, data) -> pd.DataFrame:
+    strata = heads.strata(frame[LABEL], data)
     counts = strata.value_counts()
     stratify = strata if counts.min() >= 2 else None  # a singleton class cannot be stratified
     try:
@@ -55,7 +55,7 @@ def _limit(frame: pd.DataFrame, data, origin: str, dropped: Counter) -> pd.DataF
     if isinstance(data.max_rows, int):
         if len(frame) > data.max_rows:
             dropped[f"not sampled (max_rows={data.max_rows})"] = len(frame) - data.max_rows
-            frame = _subsample(frame, data.max_rows, data.seed, label_columns(data))
+            frame = _subsample(frame, data.max_rows, data.seed, data)
         return frame
     if SPLIT not in frame:
         raise UserError(f"data.max_rows {data.max_rows} caps each split, but {origin} comes without one; set data.split_column, "
@@ -65,7 +65,7 @@ def _limit(frame: pd.DataFrame, data, origin: str, dropped: Counter) -> pd.DataF
         cap = data.max_rows.get(name)
         if cap is not None and len(part) > cap:
             dropped[f"not sampled ({name} max_rows={cap})"] = len(part) - cap
-            part = _subsample(part, cap, data.seed, label_columns(data))
+            part = _subsample(part, cap, data.seed, data)
         parts.append(part)
     return pd.concat(parts)
 
@@ -80,6 +80,8 @@ def run(params: Params) -> dict:
     several = label_columns(data)  # {head: column}; {} = one label
     frame = _refuse(frame, heads.unlabelled(frame[LABEL], several), shown, bad)
     frame[LABEL] = frame[LABEL].astype(str).str.strip()
+    if data.label_type == "number":  # a label that is no number, NaN or infinite: a bad row like an empty one
+        frame = _refuse(frame, numbers.parse(frame[LABEL])[1], shown, bad)
     if SPLIT in frame:
         wrong = ~frame[SPLIT].isin(SPLIT_NAMES)
         frame = _refuse(frame, wrong.map({True: f"{data.split_column} is not one of {SPLIT_NAMES}", False: ""}), shown, bad)
@@ -123,8 +125,7 @@ def run(params: Params) -> dict:
         "rows_kept": len(frame),
         "dropped": {reason: n for reason, n in dropped.items() if n},
         **({"ignored": source.ignored} if source.ignored else {}),
-        **({"labels": heads.label_counts(frame[LABEL]) if several else frame[LABEL].value_counts().sort_index().to_dict()}
-           if task.has_labels else {"documents": len(frame)}),
+        **({"labels": heads.label_summary(frame[LABEL], data)} if task.has_labels else {"documents": len(frame)}),
     }
     with write_outputs(paths.INGESTED, paths.QUARANTINE / "ingest.csv", paths.INGEST_SUMMARY) as (ingested, quarantined, report):
         write_table(ingested, frame[columns].reset_index(drop=True))

@@ -2,7 +2,8 @@
 
 The student is trained on   alpha * CE(student, true label)
                           + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)),
-the T^2 keeping the soft term's gradients on the scale of the hard one. Teacher logits are computed
+the T^2 keeping the soft term's gradients on the scale of the hard one. A numeric label (finetune/data/numbers.py):
+alpha * MSE(student, standardised label) + (1 - alpha) * MSE(student, teacher), both on the standardised scale. Teacher logits are computed
 once, before training (they are data, not a second model in memory). The same loop recovers a
 pruned model's accuracy (torch.nn.utils.prune masks stay applied while it trains). After training, the running
 statistics of every BatchNorm are recomputed over the training rows (recalibrate_batchnorm says why).
@@ -29,9 +30,14 @@ TEACHER_LOGITS = "teacher_logits"
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float,
-            sizes: list[int] | None = None) -> torch.Tensor:
+            sizes: list[int] | None = None, target: dict | None = None) -> torch.Tensor:
     """sizes (several heads, finetune/data/heads.py): each head's outputs; the loss is the heads' sum, the hard term on the
-    rows that have that head's label (IGNORE elsewhere), the soft term on every row (the teacher answers every head)."""
+    rows that have that head's label (IGNORE elsewhere), the soft term on every row (the teacher answers every head).
+    target: a numeric label's mean and std (the teacher's `logits` are its standardised predictions)."""
+    if target is not None:
+        student = student_logits.float().reshape(-1)
+        wanted = (labels.float().reshape(-1) - target["mean"]) / target["std"]
+        return alpha * F.mse_loss(student, wanted) + (1 - alpha) * F.mse_loss(student, teacher_logits.float().reshape(-1))
     if sizes:
         return sum(kd_loss(student, teacher, labels[:, i], temperature, alpha) for i, (student, teacher) in
                    enumerate(zip(student_logits.split(sizes, dim=-1), teacher_logits.split(sizes, dim=-1))))
@@ -83,21 +89,23 @@ def _with_teacher_logits(collator):
 
 
 class DistillationTrainer(Trainer):
-    def __init__(self, *args, temperature: float, alpha: float, sizes: list[int] | None, **kwargs):
+    def __init__(self, *args, temperature: float, alpha: float, sizes: list[int] | None, target: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.temperature, self.alpha, self.sizes = temperature, alpha, sizes
+        self.temperature, self.alpha, self.sizes, self.target = temperature, alpha, sizes, target
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_logits, labels = inputs.pop(TEACHER_LOGITS), inputs.pop("labels")
         outputs = model(**inputs)
-        loss = kd_loss(outputs.logits, teacher_logits, labels, self.temperature, self.alpha, self.sizes)
+        loss = kd_loss(outputs.logits, teacher_logits, labels, self.temperature, self.alpha, self.sizes, self.target)
         return (loss, outputs) if return_outputs else loss
 
 
 def train_on_teacher(model: nn.Module, dataset: torch.utils.data.Dataset, teacher_logits: np.ndarray, collator, config: Distill,
-                     epochs: float, seed: int, device: str, bf16: bool, work_dir: Path, sizes: list[int] | None = None) -> dict:
+                     epochs: float, seed: int, device: str, bf16: bool, work_dir: Path, sizes: list[int] | None = None,
+                     target: dict | None = None) -> dict:
     """Train model in place on (features, label, teacher logits: log-probabilities, per head with several heads, whose
-    output `sizes` kd_loss then takes); returns the Trainer's train metrics."""
+    output `sizes` kd_loss then takes; a numeric label's standardised predictions, with its `target`); returns the
+    Trainer's train metrics."""
     args = TrainingArguments(
         output_dir=str(work_dir), num_train_epochs=epochs, per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear",
@@ -106,7 +114,7 @@ def train_on_teacher(model: nn.Module, dataset: torch.utils.data.Dataset, teache
         remove_unused_columns=False,  # else the Trainer drops teacher_logits: forward() has no such argument
     )
     trainer = DistillationTrainer(model=model, args=args, train_dataset=_WithTeacher(dataset, teacher_logits), data_collator=_with_teacher_logits(collator),
-                                  temperature=config.temperature, alpha=config.alpha, sizes=sizes)
+                                  temperature=config.temperature, alpha=config.alpha, sizes=sizes, target=target)
     result = trainer.train()
     shutil.rmtree(work_dir, ignore_errors=True)
     recalibrated = recalibrate_batchnorm(model, dataset, collator, config.batch_size)

@@ -115,11 +115,15 @@ class OnnxModel:
         return SimpleNamespace(logits=torch.from_numpy(self.run(features)))
 
 
-def probabilities(run, batches, heads: Heads) -> np.ndarray:
-    """Class probabilities of every batch; several heads: one softmax per head (finetune/data/heads.py), side by side."""
+def probabilities(run, batches, heads: Heads, target: dict | None = None) -> np.ndarray:
+    """Class probabilities of every batch; several heads: one softmax per head (finetune/data/heads.py), side by side; a
+    numeric label (its `target`, finetune/data/numbers.py): the predictions in its units, rows x 1."""
     chunks = []
     for batch in batches:
         logits = run(batch)
+        if target is not None:
+            chunks.append(np.asarray(logits, dtype=np.float64).reshape(-1, 1) * target["std"] + target["mean"])
+            continue
         parts = heads.columns(logits).values() if heads.multi else [logits]
         chunks.append(np.concatenate([_softmax(part) for part in parts], axis=1))
     return np.concatenate(chunks)

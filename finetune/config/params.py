@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, create_m
 
 from finetune.config.sections import (
     ECHO_LIMIT,
+    NUMBER_METRICS,
     PRIMARY,
     SEARCHABLE_SECTIONS,
     Compress,
@@ -55,6 +56,30 @@ class Params(Section):
     search: Search = Search()
     report: Report = Report()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _number_defaults(cls, raw):
+        """A numeric label (data.label_type number) trains with mse and selects on val rmse unless params say otherwise:
+        the task's defaults (cross_entropy, f1_macro) are for classes."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict) or raw["data"].get("label_type") != "number":
+            return raw
+        train = dict(raw.get("train") or {})
+        train.setdefault("loss", "mse")
+        train["early_stopping"] = {"metric": "rmse", **(train.get("early_stopping") or {})}
+        return {**raw, "train": train, "search": {"metric": "rmse", **(raw.get("search") or {})}}
+
+    @model_validator(mode="after")
+    def _losses_fit_the_labels(self):
+        number, loss = self.data.label_type == "number", self.train.loss
+        if number and loss not in ("mse", "huber", "mae"):
+            raise ValueError(f"train.loss {loss}: data.label_type number trains with a regression loss: mse, huber or mae")
+        if not number and loss in ("mse", "huber", "mae"):
+            raise ValueError(f"train.loss {loss} is for numeric labels: set data.label_type number, or use cross_entropy")
+        if number and (self.train.class_weights is not None or self.train.balance != "none" or self.train.label_smoothing):
+            raise ValueError("train.class_weights, train.balance and train.label_smoothing are for classes; with data.label_type "
+                             "number leave them at null, none and 0")
+        return self
+
     @model_validator(mode="after")
     def _member_overrides_are_valid(self):
         for name in self.ensemble.members:
@@ -66,6 +91,10 @@ class Params(Section):
         from finetune.tasks import get_task
 
         scored = get_task(self.task).val_metrics
+        if self.data.label_type == "number":
+            if "f1_macro" not in scored:
+                raise ValueError(f"data.label_type number: the {self.task} task has no labels to predict")
+            scored = NUMBER_METRICS
         heads = list(label_columns(self.data))
         if heads and "f1_macro" not in scored:
             raise ValueError(f"data.label_columns: the {self.task} task has no labels to predict")

@@ -78,6 +78,9 @@ class Data(Section):
     # several labels per row, one head each (finetune/data/heads.py): {head: column} or a list of columns (each its head's
     # name); replaces label_column. null = one label
     label_columns: list[str] | dict[str, str] | None = None
+    # category: each label is a class | number: a score, rating or count (a regression head, finetune/data/numbers.py;
+    # train.loss mse | huber | mae, selected on val rmse by default); one label column only for now
+    label_type: Literal["category", "number"] = "category"
     split_column: str | None = None  # optional column of train/val/test to use instead of a random split
     keep_labels: list[str | int | float | bool] | None = None  # only these labels (as the data writes them: 7, "007", true); null keeps every label
     confidence_column: str | None = None  # optional column of each row's label confidence (0..1)
@@ -126,6 +129,14 @@ class Data(Section):
         return self
 
     @model_validator(mode="after")
+    def _numbers_one_head(self):
+        if self.label_type == "number" and self.label_columns is not None:
+            raise ValueError("label_type number predicts one numeric label column; several heads (label_columns) are classes only for now")
+        if self.label_type == "number" and self.keep_labels is not None:
+            raise ValueError("keep_labels keeps classes; with label_type number filter the table instead")
+        return self
+
+    @model_validator(mode="after")
     def _confidence_pair(self):
         if self.min_confidence is not None and self.confidence_column is None and not self.source.startswith("builtin:"):
             raise ValueError("min_confidence needs confidence_column (the column holding each row's confidence)")
@@ -139,7 +150,7 @@ class Data(Section):
 
 
 class EarlyStopping(Section):
-    metric: str = "f1_macro"  # a val metric of the task (checked by Params), or with label_columns <head>.f1_macro / <head>.accuracy
+    metric: str = "f1_macro"  # a val metric of the task (checked by Params), or with label_columns <head>.f1_macro / <head>.accuracy; numbers: rmse | mae | r2 | spearman
     # evaluations without improvement before stopping; 0 = never stop early; null = from the number of evaluations (none up to 4,
     # then a quarter of them, at least 3: finetune/training/schedule.py)
     patience: int | None = Field(None, ge=0, le=10_000)
@@ -221,13 +232,15 @@ class Train(Section):
     layer_lr_decay: float = Field(1.0, gt=0, le=1)  # each layer group down gets this factor more; 1 = one learning rate
     l1: float = Field(0.0, ge=0, le=1)  # l1 * sum|w| of the trained weight matrices, added to the training loss
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # share of each target spread over the other classes
-    # imbalanced classes (classifiers with one head; finetune/training/losses.py): cross_entropy | weighted_cross_entropy
-    # (each row's loss times its class's weight) | focal ((1 - p)^focal_gamma: rows already right weigh less)
-    loss: Literal["cross_entropy", "weighted_cross_entropy", "focal"] = "cross_entropy"
+    # classes: cross_entropy | weighted_cross_entropy (each row's loss times its class's weight) | focal ((1 - p)^focal_gamma:
+    # rows already right weigh less; for imbalanced classes, one head: finetune/training/losses.py); numbers (data.label_type
+    # number): mse | huber (squared up to huber_delta, then linear) | mae, on the label standardised by the train mean and std
+    loss: Literal["cross_entropy", "weighted_cross_entropy", "focal", "mse", "huber", "mae"] = "cross_entropy"
     # weighted_cross_entropy / focal: balanced (train rows / (classes x rows of the class)) | {label: weight} (others 1);
     # null = balanced for weighted_cross_entropy, none for focal
     class_weights: dict[str | int | float | bool, Annotated[float, Field(gt=0, le=1e6)]] | Literal["balanced"] | None = None
     focal_gamma: float = Field(2.0, ge=0, le=10)  # focal: the exponent of (1 - p); 0 = cross-entropy
+    huber_delta: float = Field(1.0, gt=0, le=100)  # huber: where the loss turns linear, in standard deviations of the train targets
     # the train split's classes resampled (seeded) to the largest class's rows | the smallest's; val and test keep their mix
     balance: Literal["none", "oversample", "undersample"] = "none"
     optimizer: Literal["adamw", "sgd"] = "adamw"  # adamw | sgd
@@ -396,7 +409,9 @@ class Pruner(Section):
     warmup_evaluations: int = Field(1, ge=0, le=100_000)  # evaluations of a trial before it may be pruned
 
 
-SEARCH_METRICS = ("f1_macro", "accuracy", "loss")
+SEARCH_METRICS = ("f1_macro", "accuracy", "loss", "rmse", "mae", "r2", "spearman")
+NUMBER_METRICS = ("rmse", "mae", "r2", "spearman", "loss")  # what a numeric label (data.label_type number) scores on val; rmse selects by default
+LOWER_IS_BETTER = ("loss", "rmse", "mae")  # every other val metric: higher is better
 SEARCHABLE_SECTIONS = ("train", "preprocess")
 
 
@@ -447,7 +462,7 @@ def masked_url(url: str) -> str:
 class Search(Section):
     method: Literal["grid", "random", "bayesian"] = "bayesian"  # bayesian = Optuna's TPE
     trials: int = Field(12, ge=1, le=100_000)  # random and bayesian; grid runs every combination once
-    metric: str = "f1_macro"  # on VALIDATION: f1_macro | accuracy | loss (a val_ prefix is accepted)
+    metric: str = "f1_macro"  # on VALIDATION: f1_macro | accuracy | loss (numbers: rmse | mae | r2 | spearman; a val_ prefix is accepted)
     seed: int = 0  # the sampler's seed: the same study proposes the same values
     concurrency: int = Field(1, ge=1, le=1024)  # trials at once (`python -m flows.search`); each gets cores // concurrency threads
     pruner: Pruner = Pruner()
@@ -498,7 +513,7 @@ class Search(Section):
 
     @property
     def direction(self) -> str:
-        return "minimize" if self.val_metric == "loss" else "maximize"
+        return "minimize" if self.val_metric.rpartition(".")[2] in LOWER_IS_BETTER else "maximize"
 
 
 PRIMARY = "primary"  # the train stage's own model, member of the ensemble when include_primary is true

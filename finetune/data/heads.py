@@ -128,6 +128,17 @@ def label_counts(values: pd.Series) -> dict[str, dict[str, int]]:
     return {head: rows[head].dropna().value_counts().sort_index().to_dict() for head in rows.columns}
 
 
+def label_summary(values: pd.Series, data) -> dict:
+    """ingest.json's `labels`: rows per label ({head: {label: rows}} with several heads); a numeric label's quantiles."""
+    from finetune.config.sections import label_columns
+    from finetune.data import numbers
+
+    if data.label_type == "number":
+        parsed, problems = numbers.parse(values)
+        return {"numbers": int((problems == "").sum()), "not numbers": int((problems != "").sum()), **numbers.quantiles(parsed[problems == ""])}
+    return label_counts(values) if label_columns(data) else values.value_counts().sort_index().to_dict()
+
+
 def check_every_head_labelled(values: pd.Series, columns: dict[str, str], where: str) -> None:
     """Every head needs labelled rows in `where` (a table, a split): a head with none cannot learn or be scored."""
     counts = label_counts(values) if len(values) else {}
@@ -149,9 +160,12 @@ def names(label_map: dict) -> list[str] | dict[str, list[str]]:
     return label_map.get("heads") or label_map["labels"]
 
 
-def target(value) -> int | list[int]:
-    """A dataset item's `labels`: the class index, or one per head (a prepared list, read back as an array)."""
-    return int(value) if np.ndim(value) == 0 else [int(v) for v in value]
+def target(value) -> int | float | list[int]:
+    """A dataset item's `labels`: the class index, a numeric label (a float, finetune/data/numbers.py), or one class index
+    per head (a prepared list, read back as an array)."""
+    if np.ndim(value) == 0:
+        return float(value) if isinstance(value, (float, np.floating)) else int(value)
+    return [int(v) for v in value]
 
 
 @dataclass(frozen=True)
@@ -198,6 +212,13 @@ def unlabelled(values: pd.Series, columns: dict[str, str]) -> pd.Series:
     return empty.map({True: "empty label" + ("s" if columns else ""), False: ""})
 
 
-def strata(values: pd.Series, columns: dict[str, str]) -> pd.Series:
-    """What splits and samples stratify on: the label, or with several heads the first head's (first_label)."""
-    return first_label(values) if columns else values
+def strata(values: pd.Series, data) -> pd.Series:
+    """What splits and samples stratify on: the label, with several heads the first head's (first_label), a numeric label's
+    quantile bin (finetune/data/numbers.py; a label that is no number gets a bin of its own, preprocess drops it)."""
+    from finetune.config.sections import label_columns
+    from finetune.data import numbers
+
+    if data.label_type == "number":
+        parsed, problems = numbers.parse(values)
+        return numbers.strata(parsed[problems == ""]).reindex(values.index, fill_value="not a number")
+    return first_label(values) if label_columns(data) else values

@@ -297,7 +297,7 @@ class ImageModels(Models):
 
         def collate(items: list[dict]) -> dict:  # channels-last: CPU convolutions (depthwise above all) run ~1.5-2x faster
             return {"pixel_values": torch.stack([item["pixel_values"] for item in items]).contiguous(memory_format=torch.channels_last),
-                    "labels": torch.tensor([item["labels"] for item in items], dtype=torch.long)}
+                    "labels": torch.tensor([item["labels"] for item in items])}  # class indices: int64; numeric labels: float32
         return collate
 
     def batch_augmenter(self, preprocess, num_labels: int):

@@ -33,11 +33,13 @@ from transformers.utils import is_torch_tf32_available
 
 from finetune import paths
 from finetune.config.params import Params
-from finetune.config.sections import Speed
+from finetune.config.sections import LOWER_IS_BETTER, NUMBER_METRICS, Speed
+from finetune.data import numbers
 from finetune.data.heads import Heads, head_metrics
 from finetune.errors import UserError
 from finetune.io import atomic_path, write_json
 from finetune.scoring import metrics
+from finetune.scoring import numbers as number_scores
 from finetune.training import distributed, losses, memory
 from finetune.training.adaptive import AdaptiveLayers
 from finetune.training.head_loss import HeadLoss
@@ -96,7 +98,7 @@ class LiveLogger(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         self.live.step = state.global_step
         for key, value in (logs or {}).items():
-            if key.removeprefix("eval_").rpartition(".")[2] in ("loss", "grad_norm", "learning_rate", "accuracy", "f1_macro"):  # shape.accuracy too
+            if key.removeprefix("eval_").rpartition(".")[2] in ("loss", "grad_norm", "learning_rate", "accuracy", "f1_macro", *NUMBER_METRICS):  # shape.accuracy too
                 name = key.replace("eval_", "eval/") if key.startswith("eval_") else f"train/{key}"
                 self.live.log_metric(name, value)
         self.live.make_summary()
@@ -172,8 +174,11 @@ def _scores(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     return {name: scores[name] for name in ("accuracy", "f1_macro")}
 
 
-def _metrics_of(heads: Heads):
-    """The Trainer's compute_metrics: accuracy and macro F1 (several heads: each head's, and their means)."""
+def _metrics_of(heads: Heads, label_map: dict):
+    """The Trainer's compute_metrics: accuracy and macro F1 (several heads: each head's, and their means); a numeric label's
+    rmse, mae, r2 and spearman in its own units (finetune/scoring/numbers.py)."""
+    if numbers.is_number(label_map):
+        return lambda prediction: number_scores.scores(prediction.label_ids, numbers.in_units(prediction.predictions, label_map)[:, 0])
     if heads.multi:
         return lambda prediction: head_metrics(heads, prediction.predictions, prediction.label_ids, _scores)
     return lambda prediction: _scores(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
@@ -206,7 +211,7 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
         shutil.rmtree(run_dir)  # a run killed before its first checkpoint: nothing to keep
 
     heads = Heads.of(label_map)
-    imbalance = train.loss != "cross_entropy" or train.class_weights is not None or train.balance != "none"
+    imbalance = train.loss in ("weighted_cross_entropy", "focal") or train.class_weights is not None or train.balance != "none"
     if imbalance and (heads.multi or not task.has_labels):
         raise UserError(f"train.loss {train.loss}, train.class_weights and train.balance are for classifiers with one head; "
                         f"{'data.label_columns names several' if heads.multi else f'the {task.name} task has no classes'}: "
@@ -260,7 +265,7 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
         load_best_model_at_end=True,
         restore_callback_states_from_checkpoint=True,  # early-stopping patience survives a resume
         metric_for_best_model=metric,
-        greater_is_better=metric != "loss",
+        greater_is_better=metric.rpartition(".")[2] not in LOWER_IS_BETTER,
         seed=train.seed,
         data_seed=train.seed,
         use_cpu=device == "cpu",
@@ -280,6 +285,8 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
     )
     head_loss = HeadLoss(heads, train.head_weights or {}, train.label_smoothing).to(args.device) if heads.multi else None
     augmenter = models.batch_augmenter(params.preprocess, len(label_map.get("labels", [])))
+    if augmenter is not None and numbers.is_number(label_map):
+        raise UserError("preprocess.augment mixup/cutmix mix class labels; with data.label_type number set them to 0")
     if head_loss is not None and augmenter is not None:
         raise UserError("preprocess.augment mixup/cutmix mix the labels of one head; with data.label_columns (several) set them to 0")
     callbacks = [EpochClock(train_set)] + ([EvaluationLines(run_name)] if args.disable_tqdm else [])
@@ -309,13 +316,14 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
         data_collator=models.collator(processor),
         processing_class=processor,
         # a task scoring only loss on val (a causal LM) gets none: the Trainer then keeps no predictions (blocks x vocab)
-        compute_metrics=_metrics_of(heads) if set(task.val_metrics) - {"loss"} else None,
+        compute_metrics=_metrics_of(heads, label_map) if set(task.val_metrics) - {"loss"} else None,
         callbacks=callbacks,
         train_params=train,
         fused_optimizer=speed["fused_optimizer"],
         batch_augmenter=augmenter,
         head_loss=head_loss,
         class_weights=weights,
+        target=label_map.get("target"),
     )
     if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # it prints every logged loss; EvaluationLines prints each evaluation
@@ -363,7 +371,7 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
         "train_samples_per_second": round(result.metrics["train_samples_per_second"], 2),
         "train_runtime_s": round(result.metrics["train_runtime"], 1),
         "val": {name.removeprefix("eval_"): value for name, value in best.items()
-                if name.rpartition(".")[2] in ("eval_loss", "eval_accuracy", "eval_f1_macro", "accuracy", "f1_macro")},
+                if name.removeprefix("eval_").rpartition(".")[2] in ("loss", "accuracy", "f1_macro", *NUMBER_METRICS)},
         **({"imbalance": {"loss": train.loss, "class_weights": None if weights is None else dict(zip(classes, weights.round(decimals=4).tolist())),
                           **({"focal_gamma": train.focal_gamma} if train.loss == "focal" else {}), "balance": balancing or None}}
            if imbalance else {}),

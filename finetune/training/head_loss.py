@@ -1,6 +1,7 @@
 """The torch side of several heads (finetune/data/heads.py says what they are): the training loss, masked cross-entropy
-per head combined with fixed weights or learned uncertainty weights (Kendall, Gal & Cipolla 2018); and HeadView, one head
-of a trained model as a one-head classifier (what the explainers take)."""
+per head combined with fixed weights or learned uncertainty weights (Kendall, Gal & Cipolla 2018); HeadView, one head
+of a trained model as a one-head classifier, and NumberView, a numeric label's model answering in the label's units (what
+the explainers take)."""
 from __future__ import annotations
 
 import json
@@ -86,3 +87,30 @@ class HeadView(nn.Module):
             return super().__getattr__(name)
         except AttributeError:
             return getattr(self.model, name)
+
+
+class NumberView(nn.Module):
+    """A numeric label's model (finetune/data/numbers.py) whose output is the prediction in the label's units, and says so
+    (`explains_value`: finetune/attribution attributes that value, not a softmax); every other attribute is the model's."""
+    explains_value = True
+
+    def __init__(self, model: nn.Module, target: dict):
+        super().__init__()
+        self.model, self.target = model, target
+
+    def forward(self, *args, **kwargs):
+        output = self.model(*args, **kwargs)
+        output.logits = output.logits * self.target["std"] + self.target["mean"]
+        return output
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.model, name)
+
+
+def viewed_as(view: nn.Module, model: nn.Module) -> nn.Module:
+    """model seen as `view` sees its own (another model of the same data, e.g. a compressed one): a NumberView keeps its
+    units; anything else is the model itself."""
+    return NumberView(model, view.target) if isinstance(view, NumberView) else model

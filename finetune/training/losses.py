@@ -11,6 +11,9 @@ weights (train.class_weights) and which training rows it sees (train.balance).
 - `balance`: oversample (every class drawn up to the largest, each row kept at least once) or undersample (every class
   drawn down to the smallest), seeded by train.seed, on the train split only: val and test keep the true class mix.
 Several heads (data.label_columns) and generative tasks train with cross-entropy only: the other settings are refused.
+Numeric labels (data.label_type number, finetune/data/numbers.py): `mse`, `huber` (squared up to train.huber_delta, then
+linear: big errors pull less) or `mae`, between the model's one output and the label standardised by the train mean and
+standard deviation (`regression_loss`).
 Probabilities of a weighted or focal model are biased toward the rare classes; the ensemble stage fits each member's
 temperature on val before mixing, and its report shows the calibration.
 """
@@ -56,6 +59,17 @@ def loss(logits: torch.Tensor, labels: torch.Tensor, kind: str, weights: torch.T
     log_p = F.log_softmax(logits, dim=-1)
     per_class = -targets * (1 - log_p.exp()).pow(gamma) * log_p
     return (per_class if weights is None else per_class * weights).sum(dim=-1).mean()
+
+
+def regression_loss(outputs: torch.Tensor, labels: torch.Tensor, kind: str, target: dict, delta: float) -> torch.Tensor:
+    """The batch's mean mse / huber / mae between the model's outputs (rows x 1, standardised) and labels in their own units."""
+    predicted = outputs.float().reshape(-1)
+    wanted = (labels.float().reshape(-1) - target["mean"]) / target["std"]
+    if kind == "mse":
+        return F.mse_loss(predicted, wanted)
+    if kind == "huber":
+        return F.huber_loss(predicted, wanted, delta=delta)
+    return F.l1_loss(predicted, wanted)
 
 
 def balanced(frame: pd.DataFrame, how: str, seed: int) -> tuple[pd.DataFrame, dict]:

@@ -210,7 +210,7 @@ class StrategyTrainer(Trainer):
     they stay bit-identical); that is what lets gradual unfreezing switch groups on mid-run."""
 
     def __init__(self, *args, train_params: Train, fused_optimizer: bool = False, batch_augmenter=None, head_loss=None, class_weights=None,
-                 **kwargs):
+                 target: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         # every loss here is a mean over its batch (a model's own, the heads', the weighted and focal ones), so the Trainer must
         # divide it by the accumulation steps. Left to itself it trusts a model whose forward takes **kwargs (BERT's does) to
@@ -221,6 +221,7 @@ class StrategyTrainer(Trainer):
         self.train_params, self.batch_augmenter = train_params, batch_augmenter
         self.head_loss = head_loss  # several heads (head_loss.py): their combined loss, maybe with learned weights
         self.class_weights = class_weights  # one per class, or None (losses.py)
+        self.target = target  # a numeric label's mean and standard deviation (finetune/data/numbers.py), or None
         self.fused = {"fused": True} if fused_optimizer else {}  # CUDA only (finetune.training.speed_settings)
         self.small_batches = 0
         self.norms = batchnorms(self.model)
@@ -294,6 +295,11 @@ class StrategyTrainer(Trainer):
             labels = inputs.pop("labels")
             outputs = model(**inputs)
             loss = self.head_loss(outputs.logits, labels)
+            result = (loss, outputs) if return_outputs else loss
+        elif self.target is not None:  # a numeric label: its regression loss on the standardised label
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = losses.regression_loss(outputs.logits, labels, train.loss, self.target, train.huber_delta)
             result = (loss, outputs) if return_outputs else loss
         elif train.loss != "cross_entropy" or self.class_weights is not None or inputs["labels"].is_floating_point():
             labels = inputs.pop("labels")  # a weighted or focal loss, or class probabilities (MixUp/CutMix)

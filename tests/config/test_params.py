@@ -149,3 +149,25 @@ def test_yaml_aliases_and_other_encodings_are_refused_with_the_reason(tmp_path):
     (tmp_path / "latin.yaml").write_bytes("report: {title: caf\u00e9}\n".encode("latin-1"))
     with pytest.raises(UserError, match=r"latin.yaml is not UTF-8 text \(byte 19: invalid continuation byte\); save it as UTF-8"):
         load_params(tmp_path / "latin.yaml")
+
+
+def test_a_numeric_label_trains_with_mse_and_selects_on_rmse_unless_params_say_otherwise(tiny_model, workdir):
+    Path("data/raw").mkdir(parents=True)
+    Path("data/raw/tiny.csv").write_text("text,label\na,1\n")
+    raw = tiny_params(tiny_model, data={"label_type": "number"})
+    del raw["search"]["metric"], raw["train"]["early_stopping"]["metric"]  # tiny params spell out no train.loss
+    params = parse_params(placed(raw, Path.cwd()))
+    assert (params.train.loss, params.train.early_stopping.metric, params.search.metric) == ("mse", "rmse", "rmse")
+    raw["train"] |= {"loss": "huber", "early_stopping": {"metric": "spearman"}}
+    assert parse_params(placed(raw, Path.cwd())).train.early_stopping.metric == "spearman"
+    assert "train.loss cross_entropy: data.label_type number trains with a regression loss: mse, huber or mae" in _error(
+        tiny_params(tiny_model, data={"label_type": "number"}, train={"loss": "cross_entropy", "early_stopping": {"metric": "rmse"}},
+                    search={"metric": "rmse"}))
+    assert "train.loss mae is for numeric labels: set data.label_type number" in _error(tiny_params(tiny_model, train={"loss": "mae"}))
+    assert "train.early_stopping.metric 'f1_macro': the text-classification task scores ['rmse', 'mae', 'r2', 'spearman', 'loss']" in _error(
+        tiny_params(tiny_model, data={"label_type": "number"}, train={"loss": "mse"}))
+    assert "label_type number predicts one numeric label column" in _error(
+        tiny_params(tiny_model, data={"label_type": "number", "label_columns": ["a", "b"]}, train={"loss": "mse"}))
+    assert "train.class_weights, train.balance and train.label_smoothing are for classes" in _error(tiny_params(
+        tiny_model, data={"label_type": "number"}, train={"loss": "mse", "balance": "oversample", "early_stopping": {"metric": "rmse"}},
+        search={"metric": "rmse"}))

@@ -48,7 +48,7 @@ def test_the_tfidf_member_learns_the_keywords_and_reloads_safely_from_disk(train
     model = get_task(params.task).classical.load(paths.MEMBER_MODELS / "tfidf")
     test = pd.read_parquet(paths.PREPARED / "test.parquet")
     assert np.allclose(model.predict_proba(test), saved.splits["test"].probs)
-    assert summary["features"] == len(model.pipeline[0].get_feature_names_out()) < 40  # unigrams only: the tiny vocabulary
+    assert summary["features"] == len(model.union.get_feature_names_out()) < 40  # unigrams only: the tiny vocabulary
 
 
 def test_an_unknown_member_name_is_refused(trained_workdir, tiny_model):

@@ -93,3 +93,42 @@ def write_vqa_table(root, n_per_class: int = 12, seed: int = 0):
         rows.append({"image": f"images/{i}.png", "text": QUESTIONS[rng.randrange(2)].format(asked), "label": "yes" if asked == colour else "no"})
     pd.DataFrame(rows).to_csv(folder / "pairs.csv", index=False)
     return folder / "pairs.csv"
+
+
+def make_scores(n: int, seed: int = 0) -> pd.DataFrame:
+    """Unique short texts with a numeric `score`: +1 per positive keyword, -1 per negative one (0 to 3 keywords among
+    filler words), plus seeded noise of +-0.1, so a model can learn it from the words."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    while len(rows) < n:
+        words = rng.sample(FILLER, rng.randint(3, 6))
+        score = 0.0
+        for _ in range(rng.randint(0, 3)):
+            sign = rng.choice((1, -1))
+            words.insert(rng.randint(0, len(words)), rng.choice(WORDS["positive" if sign > 0 else "negative"]))
+            score += sign
+        text = " ".join(words)
+        if text not in seen:
+            seen.add(text)
+            rows.append({"text": text, "score": round(score + rng.uniform(-0.1, 0.1), 3)})
+    return pd.DataFrame(rows)
+
+
+def write_sized_squares(root: Path, n: int, size: int = 16, seed: int = 0) -> Path:
+    """data/raw/squares/squares.csv: images of one bright square on noise whose `side` (pixels, the numeric label) varies
+    from 3 to size - 2, at a random place, so a small CNN can learn to tell how large it is."""
+    import numpy as np
+    from PIL import Image
+
+    folder = root / "data/raw/squares"
+    (folder / "images").mkdir(parents=True)
+    rng, rows = np.random.default_rng(seed), []
+    for i in range(n):
+        side = int(rng.integers(3, size - 1))
+        pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+        top, left = rng.integers(0, size - side + 1, 2)
+        pixels[top:top + side, left:left + side] = (230, 230, 230)
+        Image.fromarray(pixels).save(folder / "images" / f"{i}.png")
+        rows.append({"image": f"images/{i}.png", "side": side})
+    pd.DataFrame(rows).to_csv(folder / "squares.csv", index=False)
+    return folder / "squares.csv"

@@ -31,13 +31,14 @@ import pandas as pd
 from pydantic import Field, create_model, model_validator
 
 from finetune.config.sections import Ensemble, Evaluate, Explain, Member, Section
+from finetune.data import numbers
 from finetune.data.heads import Heads
 from finetune.errors import Unsupported
 from finetune.families.task import Task
 
 
 class ClassifierEvaluate(Evaluate):
-    misclassified_rows: int = Field(200, ge=0, le=1_000_000)  # most confident errors kept in misclassified.csv
+    misclassified_rows: int = Field(200, ge=0, le=1_000_000)  # most confident errors kept in misclassified.csv (numeric labels: the largest errors, largest_errors.csv)
 
 
 class ClassifierExplain(Explain):
@@ -121,7 +122,7 @@ class ClassificationTask(Task):
         from finetune.data.heads import names
         from finetune.families.classification.features import refeaturized
 
-        return refeaturized(self, params, prepared, names(label_map))
+        return refeaturized(self, params, prepared, names(label_map), label_map.get("target"))
 
     # -- predictions -------------------------------------------------------------------------------
     def predict_proba(self, model, processor, frame: pd.DataFrame, layout: dict, batch_size: int) -> np.ndarray:
@@ -134,11 +135,12 @@ class ClassificationTask(Task):
 
     def item_proba(self, model, processor, frame: pd.DataFrame, layout: dict, batch_size: int) -> np.ndarray:
         """Class probabilities of each item of the frame's dataset (task.models.dataset), in order (a sequential loader,
-        never length-grouped): what a model trains on, one per row unless a row is several items."""
+        never length-grouped): what a model trains on, one per row unless a row is several items. A numeric label's model
+        (finetune/data/numbers.py): its prediction in the label's units, items x 1."""
         import torch
         from tqdm.auto import tqdm
 
-        heads = Heads.of(layout)
+        heads, number = Heads.of(layout), numbers.is_number(layout)
         model.eval()
         device = next(model.parameters(), torch.empty(0)).device  # an int8 CNN may hold no float parameter
         loader = torch.utils.data.DataLoader(self.models.dataset(frame.assign(label=0), layout, processor), batch_size=batch_size,
@@ -147,8 +149,8 @@ class ClassificationTask(Task):
         with torch.inference_mode():
             for batch in tqdm(loader, desc="predicting", unit="batch", leave=False, disable=not sys.stderr.isatty()):
                 batch.pop("labels", None)
-                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-                chunks.append(heads.softmax(logits.float()).cpu().numpy())
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+                chunks.append(numbers.in_units(logits.cpu().numpy(), layout) if number else heads.softmax(logits).cpu().numpy())
         return np.concatenate(chunks)
 
     # -- explain, compress, report -----------------------------------------------------------------

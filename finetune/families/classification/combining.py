@@ -13,6 +13,10 @@ error rule of cross-validation, Hastie et al., ESL §7.10): "best_member" (no co
 combining is reliably better. Fitted weights shrink toward equal weights as if `prior_rows` extra val rows
 had preferred them: w = (n w_fit + prior_rows / members) / (n + prior_rows), n = val rows, so 180 val rows
 with prior_rows 100 keep 64 % of the fit and 5,000 rows keep 98 %.
+A numeric label's members (finetune/data/numbers.py; val labels are floats, each member's predictions rows x 1):
+best_member is the lowest val RMSE, soft_vote their mean, weighted the simplex weights minimising val squared error
+(shrunk alike); no temperatures, hard votes or stacker. Folds are plain seeded k-folds, and `choose` takes the simplest
+method within one standard error of the lowest cross-fitted RMSE.
 """
 from __future__ import annotations
 
@@ -27,6 +31,15 @@ from sklearn.model_selection import StratifiedKFold
 
 EPS = 1e-12
 METHODS = ("best_member", "soft_vote", "hard_vote", "weighted", "stacking")  # simplest first: auto's order of preference
+NUMBER_METHODS = ("best_member", "soft_vote", "weighted")  # a numeric label's (soft_vote: the members' mean)
+
+
+def numeric(labels: np.ndarray) -> bool:
+    return np.asarray(labels).dtype.kind == "f"
+
+
+def squared_error(predictions: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean((predictions[:, 0] - labels) ** 2))
 
 
 def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -71,10 +84,12 @@ def weighted(members: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
 
 
 def fit_weights(val_members: list[np.ndarray], val_labels: np.ndarray) -> np.ndarray:
-    """Weights on the simplex minimising the val log-loss of the weighted mean of probabilities
-    (softmax-parametrised, L-BFGS from equal weights: deterministic)."""
+    """Weights on the simplex minimising the val log-loss of the weighted mean of probabilities (numbers: the squared
+    error of the weighted mean; softmax-parametrised, L-BFGS from equal weights: deterministic)."""
+    score = squared_error if numeric(val_labels) else log_loss
+
     def loss(z):
-        return log_loss(weighted(val_members, softmax(z)), val_labels)
+        return score(weighted(val_members, softmax(z)), val_labels)
 
     result = minimize(loss, np.zeros(len(val_members)), method="L-BFGS-B")
     return softmax(result.x)
@@ -100,32 +115,45 @@ class Fitted:
     """Everything fitted on (some) val rows."""
     temperatures: np.ndarray
     weights: np.ndarray
-    stacker: LogisticRegression
+    stacker: LogisticRegression | None  # None: a numeric label's
     best_member: int
 
 
 def fit(val_members: list[np.ndarray], val_labels: np.ndarray, calibration: str, fixed_weights: np.ndarray | None,
         prior_rows: float, seed: int) -> Fitted:
-    temperatures = np.array([fit_temperature(p, val_labels) if calibration == "temperature" else 1.0 for p in val_members])
+    number = numeric(val_labels)
+    temperatures = np.array([fit_temperature(p, val_labels) if calibration == "temperature" and not number else 1.0 for p in val_members])
     calibrated = [apply_temperature(p, t) for p, t in zip(val_members, temperatures)]
     if fixed_weights is None:
         rows, uniform = len(val_labels), np.full(len(val_members), 1 / len(val_members))
         weights = (rows * fit_weights(calibrated, val_labels) + prior_rows * uniform) / (rows + prior_rows)
     else:
         weights = np.asarray(fixed_weights, dtype=np.float64) / np.sum(fixed_weights)
+    if number:
+        return Fitted(temperatures, weights, None, int(np.argmin([squared_error(p, val_labels) for p in val_members])))
     scores = [f1_score(val_labels, p.argmax(axis=1), average="macro", zero_division=0) for p in calibrated]
     return Fitted(temperatures, weights, fit_stacker(calibrated, val_labels, seed), int(np.argmax(scores)))
 
 
 def predict(fitted: Fitted, members: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """{method: probabilities} of every method for these rows."""
+    """{method: probabilities} of every method for these rows (a numeric label's: {method: predictions})."""
+    if fitted.stacker is None:
+        return {"best_member": members[fitted.best_member], "soft_vote": soft_vote(members), "weighted": weighted(members, fitted.weights)}
     calibrated = [apply_temperature(p, t) for p, t in zip(members, fitted.temperatures)]
     return {"best_member": calibrated[fitted.best_member], "soft_vote": soft_vote(calibrated), "hard_vote": hard_vote(calibrated),
             "weighted": weighted(calibrated, fitted.weights), "stacking": stack(fitted.stacker, calibrated)}
 
 
 def folds(val_labels: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """The fold (0..k-1) of each val row: stratified and seeded; fewer folds when a class has fewer than k rows."""
+    """The fold (0..k-1) of each val row: stratified and seeded; fewer folds when a class has fewer than k rows (numbers:
+    seeded k-folds)."""
+    if numeric(val_labels):
+        from sklearn.model_selection import KFold
+
+        fold = np.empty(len(val_labels), dtype=int)
+        for number, (_, held_out) in enumerate(KFold(n_splits=max(2, min(k, len(val_labels))), shuffle=True, random_state=seed).split(val_labels)):
+            fold[held_out] = number
+        return fold
     counts = np.bincount(val_labels)
     k = max(2, min(k, int(counts[counts > 0].min())))
     fold = np.empty(len(val_labels), dtype=int)
@@ -137,7 +165,7 @@ def folds(val_labels: np.ndarray, k: int, seed: int) -> np.ndarray:
 def cross_fit(val_members: list[np.ndarray], val_labels: np.ndarray, fold: np.ndarray, **settings) -> dict[str, np.ndarray]:
     """{method: out-of-fold val probabilities}: the rows of each fold are predicted by what was fitted
     (by `fit`, with `settings`) on the other folds only."""
-    out = {method: np.zeros_like(val_members[0]) for method in METHODS}
+    out = {method: np.zeros_like(val_members[0]) for method in (NUMBER_METHODS if numeric(val_labels) else METHODS)}
     for number in np.unique(fold):
         held_out = fold == number
         fitted = fit([p[~held_out] for p in val_members], val_labels[~held_out], **settings)
@@ -148,7 +176,9 @@ def cross_fit(val_members: list[np.ndarray], val_labels: np.ndarray, fold: np.nd
 
 def choose(out_of_fold: dict[str, np.ndarray], val_labels: np.ndarray, fold: np.ndarray) -> tuple[str, dict[str, dict]]:
     """(method, {method: cross-fitted val macro F1, its standard error over folds}): the simplest method within
-    one standard error of the best."""
+    one standard error of the best (numbers: {method: cross-fitted val RMSE, its standard error}, the lowest best)."""
+    if numeric(val_labels):
+        return _choose_number(out_of_fold, val_labels, fold)
     scores = {}
     for method, probs in out_of_fold.items():
         predicted = probs.argmax(axis=1)
@@ -158,3 +188,14 @@ def choose(out_of_fold: dict[str, np.ndarray], val_labels: np.ndarray, fold: np.
     best = max(scores, key=lambda m: scores[m]["f1_macro"])
     bar = scores[best]["f1_macro"] - scores[best]["standard_error"]
     return next(m for m in METHODS if m in scores and scores[m]["f1_macro"] >= bar), scores
+
+
+def _choose_number(out_of_fold: dict[str, np.ndarray], val_labels: np.ndarray, fold: np.ndarray) -> tuple[str, dict[str, dict]]:
+    scores = {}
+    for method, predictions in out_of_fold.items():
+        per_fold = [np.sqrt(squared_error(predictions[fold == f], val_labels[fold == f])) for f in np.unique(fold)]
+        scores[method] = {"rmse": float(np.sqrt(squared_error(predictions, val_labels))),
+                          "standard_error": float(np.std(per_fold, ddof=1) / np.sqrt(len(per_fold)))}
+    best = min(scores, key=lambda m: scores[m]["rmse"])
+    bar = scores[best]["rmse"] + scores[best]["standard_error"]
+    return next(m for m in NUMBER_METHODS if scores[m]["rmse"] <= bar), scores

@@ -24,6 +24,9 @@ Each model's test scores carry a bootstrap 95 % interval (`ci95`) and a paired c
 teacher on the same rows (`vs_teacher`: finetune/scoring/uncertainty.py), so a drop within the noise reads as such.
 Several heads (data.label_columns, finetune/data/heads.py): the model is compressed whole; distillation sums each head's
 loss; every model is scored on every labelled (test row, head) pair as "head: class" classes (`scored` says how many).
+A numeric label (finetune/data/numbers.py): the teacher is the lowest val rmse, students learn its standardised
+predictions (distill.py), every model is scored by rmse, mae, r2 and spearman (and its mean absolute difference from the
+teacher's predictions) with intervals and a paired comparison with the teacher.
 Writes models/compressed/{int8,pruned,distilled,onnx} (loadable folders), reports/compress.json and
 reports/compress/{tradeoff.png, predictions.csv}.
 """
@@ -47,6 +50,7 @@ from finetune.compression import compressors, distill, onnx_export, quantize
 from finetune.compression.compressors import Compressor, TransformerCompressor
 from finetune.compression.convnets import ConvNetCompressor
 from finetune.config.sections import PRIMARY
+from finetune.data import numbers
 from finetune.data.heads import Heads, pooled
 from finetune.errors import Unsupported, UserError
 from finetune.families.classification import probabilities
@@ -54,6 +58,7 @@ from finetune.io import read_json, write_table
 from finetune.reporting import plots
 from finetune.reporting.plots import plt
 from finetune.scoring import metrics, uncertainty
+from finetune.scoring import numbers as number_scores
 from finetune.training.fit import resolve_device
 
 FOLDERS = {"int8": "int8", "prune": "pruned", "distill": "distilled"}
@@ -84,9 +89,13 @@ def choose_teacher(params) -> tuple[str, dict[str, float]]:
     if params.compress.teacher != "best":
         return params.compress.teacher, {}
     scores = {}
-    heads = list(Heads.of(read_json(paths.LABEL_MAP)).classes) or [None]  # several heads: the mean over the heads
+    label_map = read_json(paths.LABEL_MAP)
+    heads = list(Heads.of(label_map).classes) or [None]  # several heads: the mean over the heads
     for name in params.finetuned_models():
         vals = [probabilities.load(probabilities.member_file(name, head), name).splits["val"] for head in heads]
+        if numbers.is_number(label_map):  # the lowest val rmse, negated so the best is the largest
+            scores[name] = -number_scores.scores(vals[0].labels, vals[0].probs[:, 0])["rmse"]
+            continue
         scores[name] = float(np.mean([metrics.headline(val.labels, val.probs.argmax(axis=1))["f1_macro"] for val in vals]))
     return max(scores, key=scores.get), scores  # a tie goes to the first listed: primary
 
@@ -145,17 +154,18 @@ def latencies_ms(runners: dict[str, Callable[[dict], object]], task, processor, 
     return {name: {size: round(statistics.median(t), 3) for size, t in sizes.items()} for name, sizes in times.items()}
 
 
-def tradeoff_png(path: Path, table: pd.DataFrame) -> None:
+def tradeoff_png(path: Path, table: pd.DataFrame, metric: str = "accuracy") -> None:
     figure, axes = plt.subplots(1, len(LATENCY_BATCHES), figsize=(11, 4), sharey=True)
     for ax, size in zip(axes, LATENCY_BATCHES):
-        ax.scatter(table[f"latency_ms_batch_{size}"], table["accuracy"], s=20 + 8 * table["size_mb"], alpha=0.5)
+        ax.scatter(table[f"latency_ms_batch_{size}"], table[metric], s=20 + 8 * table["size_mb"], alpha=0.5)
         for name, row in table.iterrows():
-            ax.annotate(f"{name}\n{row['size_mb']:.0f} MB", (row[f"latency_ms_batch_{size}"], row["accuracy"]), fontsize=8,
+            ax.annotate(f"{name}\n{row['size_mb']:.0f} MB", (row[f"latency_ms_batch_{size}"], row[metric]), fontsize=8,
                         xytext=(6, 4), textcoords="offset points")
         ax.set_xlabel(f"CPU latency, batch {size} (ms, median)")
         ax.margins(0.25)
-    axes[0].set_ylabel("test accuracy")
-    figure.suptitle("Compression: accuracy vs latency (bubble area ~ size on disk; up and left is better)")
+    axes[0].set_ylabel(f"test {metric}")
+    better = "down and left" if metric == "rmse" else "up and left"
+    figure.suptitle(f"Compression: {metric} vs latency (bubble area ~ size on disk; {better} is better)")
     figure.tight_layout()
     plots.save(figure, path)
 
@@ -197,10 +207,11 @@ def onnx_columns(models: dict[str, nn.Module], batches: list[dict], probabilitie
             skipped[name] = str(error)
             continue
         runners[name] = onnx_export.runner(onnx_export.session(path, torch.get_num_threads()))
-        probs = task.per_row(onnx_export.probabilities(runners[name], batches, heads), test, layout)
+        probs = task.per_row(onnx_export.probabilities(runners[name], batches, heads, layout.get("target")), test, layout)
         columns[name] = {"onnx_size_mb": round(path.stat().st_size / 2**20, 2),
                          "onnx_max_abs_probability_difference": float(np.abs(probs - probabilities_torch[name]).max()),
-                         "onnx_prediction_agreement": float(np.mean(probs.argmax(axis=1) == probabilities_torch[name].argmax(axis=1)))}
+                         **({} if numbers.is_number(layout) else  # a numeric label's difference is the line above
+                            {"onnx_prediction_agreement": float(np.mean(probs.argmax(axis=1) == probabilities_torch[name].argmax(axis=1)))})}
     for name, sizes in latencies_ms(runners, task, processor, test, layout, config.latency.repeats).items():
         columns[name] |= {f"onnx_latency_ms_batch_{size}": ms for size, ms in sizes.items()}
     return columns, skipped
@@ -226,19 +237,22 @@ def run(task, params, models_folder: Path, reports_folder: Path) -> dict:
     train, test = tables["train"], tables["test"]
     calibration = feature_batches(task, processor, train.sample(n=min(len(train), CALIBRATION_BATCH * config.quantize.calibration_batches),
                                                                 random_state=params.train.seed), layout, CALIBRATION_BATCH)
-    details = {"teacher": {"name": teacher_name, "val_f1_macro_of_candidates": candidates}}
+    number = numbers.is_number(label_map)
+    details = {"teacher": {"name": teacher_name, **({"val_rmse_of_candidates": {name: -score for name, score in candidates.items()}} if number
+                                                   else {"val_f1_macro_of_candidates": candidates})}}
     to_train, made, skipped = make_models(compressor, teacher, config, calibration, teacher_dir, models_folder)
     details |= made
     if to_train:  # the teacher's soft labels, computed once for every model that learns from them
         # one soft label per item the students train on (a text's every window under chunks)
-        teacher_logits = np.log(np.clip(task.item_proba(teacher, processor, train, layout, batch), 1e-12, 1))
+        teacher_outputs = task.item_proba(teacher, processor, train, layout, batch)
+        teacher_logits = numbers.standardised(teacher_outputs, layout) if number else np.log(np.clip(teacher_outputs, 1e-12, 1))
         train_set = task.models.dataset(train, layout, processor)
     for method, (model, finish, epochs) in to_train.items():
         if epochs:
             key = "recovery" if method == "prune" else "training"
             details[method][key] = distill.train_on_teacher(model, train_set, teacher_logits, task.models.collator(processor), config.distill,
                                                             epochs, params.train.seed, device, bf16, paths.CHECKPOINTS / f"compress-{method}",
-                                                            heads.sizes if heads.multi else None)
+                                                            heads.sizes if heads.multi else None, layout.get("target"))
         finish()
         save_model(task, model, processor, teacher_dir, models_folder / FOLDERS[method])
 
@@ -260,18 +274,58 @@ def run(task, params, models_folder: Path, reports_folder: Path) -> dict:
     runners = {name: (lambda features, model=model: model(**features)) for name, model in models.items()}
     latency = latencies_ms(runners, task, processor, test, layout, config.latency.repeats)
     sizes = {"teacher": weights_size_mb(teacher_dir)} | {m: weights_size_mb(models_folder / FOLDERS[m]) for m in models if m != "teacher"}
-    rows, table, scored = score_models(models, probs, test, label_map, latency, sizes, onnx)
+    score = score_numbers if number else score_models
+    rows, table, scored = score(models, probs, test, label_map, latency, sizes, onnx)
     write_table(reports_folder / "predictions.csv", table)
-    numbers = {name: {key: value for key, value in row.items() if not isinstance(value, dict)} for name, row in rows.items()}
-    tradeoff_png(reports_folder / "tradeoff.png", pd.DataFrame(numbers).T.astype(float))
+    flat = {name: {key: value for key, value in row.items() if not isinstance(value, dict)} for name, row in rows.items()}
+    tradeoff_png(reports_folder / "tradeoff.png", pd.DataFrame(flat).T.astype(float), "rmse" if number else "accuracy")
     for name, reason in skipped.items():
         print(f"compress {name}: skipped: {reason}")
     for name, row in rows.items():
+        if number:
+            print(f"compress {name}: rmse {row['rmse']:.4g} ({row['rmse_delta']:+.4g}{', ' + row['vs_teacher']['rmse']['verdict'] if 'vs_teacher' in row else ''}), "
+                  f"{row['size_mb']} MB (x{row['size_ratio']:.2f}), batch-1 {row['latency_ms_batch_1']} ms (x{row['speedup_batch_1']:.2f} faster)")
+            continue
         print(f"compress {name}: accuracy {row['accuracy']:.4f} ({row['accuracy_delta']:+.4f}"
               f"{', ' + row['vs_teacher']['accuracy']['verdict'] if 'vs_teacher' in row else ''}), {row['size_mb']} MB "
               f"(x{row['size_ratio']:.2f}), batch-1 {row['latency_ms_batch_1']} ms (x{row['speedup_batch_1']:.2f} faster)")
     return {"teacher": teacher_name, "threads": torch.get_num_threads(), "cpu": quantize.cpu(), "training_device": device, "test_rows": len(test),
             **({"scored": scored} if heads.multi else {}), "models": rows, "details": details}
+
+
+def _timing(name: str, row: dict, base: dict, onnx: dict) -> dict:
+    """A compressed model's size and speed next to the teacher's (`base`), its ONNX columns."""
+    extra = {"size_ratio": row["size_mb"] / base["size_mb"],
+             **{f"speedup_batch_{size}": base[f"latency_ms_batch_{size}"] / row[f"latency_ms_batch_{size}"] for size in LATENCY_BATCHES}}
+    if name in onnx:
+        extra |= onnx[name] | {f"onnx_speedup_vs_torch_batch_{size}": row[f"latency_ms_batch_{size}"] / onnx[name][f"onnx_latency_ms_batch_{size}"]
+                               for size in LATENCY_BATCHES}
+    return extra
+
+
+def _rounded(row: dict) -> dict:
+    return {key: round(value, 4) if "probability_difference" not in key else float(f"{value:.3g}") for key, value in row.items() if isinstance(value, float)}
+
+
+def score_numbers(models: dict, predictions: dict[str, np.ndarray], test: pd.DataFrame, label_map: dict, latency: dict, sizes: dict,
+                  onnx: dict) -> tuple[dict, pd.DataFrame, str]:
+    """score_models of a numeric label's models: rmse, mae, r2, spearman with intervals, vs the teacher, how far from it."""
+    actual = test["label"].to_numpy(dtype=np.float64)
+    predicted = {name: p[:, 0] for name, p in predictions.items()}
+    ci95 = number_scores.intervals(actual, predicted)
+    rows = {}
+    for name, model in models.items():
+        rows[name] = {"parameters": compressors.parameter_count(model), "size_mb": sizes[name],
+                      **{f"latency_ms_batch_{size}": latency[name][size] for size in LATENCY_BATCHES},
+                      **number_scores.scores(actual, predicted[name]), "ci95": ci95[name],
+                      **({"vs_teacher": number_scores.compare(actual, predicted[name], predicted["teacher"])} if name != "teacher" else {}),
+                      "mean_abs_difference_from_teacher": float(np.mean(np.abs(predicted[name] - predicted["teacher"])))}
+    base = dict(rows["teacher"])
+    for name, row in rows.items():
+        row |= {"rmse_delta": row["rmse"] - base["rmse"], "mae_delta": row["mae"] - base["mae"], **_timing(name, row, base, onnx)}
+        row |= _rounded(row)
+    table = pd.DataFrame({"id": test["id"].to_numpy(), "actual": actual, **{f"{name}_predicted": p for name, p in predicted.items()}})
+    return rows, table, f"{len(actual)} test rows"
 
 
 def score_models(models: dict, probs: dict[str, np.ndarray], test: pd.DataFrame, label_map: dict, latency: dict, sizes: dict,
@@ -297,13 +351,8 @@ def score_models(models: dict, probs: dict[str, np.ndarray], test: pd.DataFrame,
     base = dict(rows["teacher"])  # a copy: the loop rounds the teacher's own row
     for name, row in rows.items():
         row |= {"accuracy_delta": row["accuracy"] - base["accuracy"], "f1_macro_delta": row["f1_macro"] - base["f1_macro"],
-                "accuracy_share_of_teacher": row["accuracy"] / base["accuracy"], "size_ratio": row["size_mb"] / base["size_mb"],
-                **{f"speedup_batch_{size}": base[f"latency_ms_batch_{size}"] / row[f"latency_ms_batch_{size}"] for size in LATENCY_BATCHES}}
-        if name in onnx:
-            row |= onnx[name] | {f"onnx_speedup_vs_torch_batch_{size}": row[f"latency_ms_batch_{size}"] / onnx[name][f"onnx_latency_ms_batch_{size}"]
-                                 for size in LATENCY_BATCHES}
-        row |= {key: round(value, 4) if "probability_difference" not in key else float(f"{value:.3g}")
-                for key, value in row.items() if isinstance(value, float)}
+                "accuracy_share_of_teacher": row["accuracy"] / base["accuracy"], **_timing(name, row, base, onnx)}
+        row |= _rounded(row)
     names = np.array(label_map["labels"])
     table = pd.DataFrame({"id": test["id"].to_numpy()[rows_of], "actual": names[actual], **{f"{name}_predicted": names[p] for name, p in predicted.items()}})
     return rows, table, f"{len(actual)} (test row, head) pairs with a label, pooled: macro F1 over every head's classes"

@@ -8,6 +8,9 @@ template), confusion.png, misclassified.csv (the most confident errors first) an
 this model as an ensemble member).
 Several heads (finetune/data/heads.py): each head scored on the test rows that have its label, its files in
 reports/evaluate/<head>/ (with its probabilities.parquet), its metrics under `heads` beside the means over the heads.
+A numeric label (finetune/data/numbers.py): rmse, mae, r2 and spearman with intervals, the train mean as the baseline;
+predictions.csv (actual, predicted, error), largest_errors.csv in place of misclassified.csv, scatter.png in place of
+confusion.png.
 """
 from __future__ import annotations
 
@@ -17,11 +20,13 @@ import numpy as np
 import pandas as pd
 
 from finetune import paths
+from finetune.data import numbers
 from finetune.data.heads import Head, combined, each_head
 from finetune.families.classification import probabilities
 from finetune.io import read_json, write_table
-from finetune.reporting.plots import confusion_png
+from finetune.reporting.plots import confusion_png, scatter_png
 from finetune.scoring import metrics, uncertainty
+from finetune.scoring import numbers as number_scores
 
 
 def _bracket(ci: dict) -> str:
@@ -51,6 +56,25 @@ def _score(head: Head, test: pd.DataFrame, train_actual: np.ndarray, shown: pd.S
     return result, rows, wrong.head(misclassified_rows)
 
 
+def _score_numbers(label_map: dict, test: pd.DataFrame, predicted: np.ndarray, shown: pd.Series, folder: Path, rows_kept: int) -> dict:
+    """A numeric label's metrics, and its files in folder."""
+    actual, mean = test["label"].to_numpy(dtype=np.float64), label_map["target"]["mean"]
+    baseline = np.full_like(actual, mean)
+    ci95 = number_scores.intervals(actual, {"model": predicted, "baseline": baseline})
+    result = {**number_scores.scores(actual, predicted), "ci95": ci95["model"],
+              "baseline": {"strategy": f"train mean ({mean:.4g})", **number_scores.scores(actual, baseline), "ci95": ci95["baseline"]},
+              "vs_baseline": number_scores.compare(actual, predicted, baseline), "test_rows": len(test)}
+    rows = pd.DataFrame({"id": test["id"], "actual": actual, "predicted": predicted, "error": predicted - actual})
+    largest = rows.assign(**{shown.name: shown.to_numpy()}).iloc[np.argsort(-np.abs(rows["error"].to_numpy()), kind="stable")]
+    write_table(folder / "predictions.csv", rows)
+    write_table(folder / "largest_errors.csv", largest.head(rows_kept))
+    scatter_png(folder / "scatter.png", actual, predicted, column=label_map["target"]["column"])
+    print(f"evaluate: test rmse {result['rmse']:.4g}, mae {result['mae']:.4g} {_bracket(result['ci95']['mae'])}, r2 {result['r2']:.4f}, "
+          f"spearman {result['spearman']:.4f} (train-mean baseline rmse {result['baseline']['rmse']:.4g}, mae {result['baseline']['mae']:.4g}; "
+          f"mae vs baseline: {uncertainty.describe(result['vs_baseline'], 'mae')})")
+    return result
+
+
 def run(task, params, folder: Path) -> dict:
     label_map = read_json(paths.MODEL / "label_map.json")
     test, val = (pd.read_parquet(paths.PREPARED / f"{name}.parquet") for name in ("test", "val"))
@@ -65,6 +89,8 @@ def run(task, params, folder: Path) -> dict:
     splits = {"val": probabilities.Split(val["id"].to_numpy(), val["label"].to_numpy(), val_probs),
               "test": probabilities.Split(test["id"].to_numpy(), test["label"].to_numpy(), probs)}
     probabilities.save_heads(folder / paths.PRIMARY_PROBABILITIES.name, label_map, splits)
+    if numbers.is_number(label_map):
+        return _score_numbers(label_map, test, probs[:, 0], shown, folder, params.evaluate.misclassified_rows)
     trained_on = {head.name: head.actual for head in each_head(label_map, train_actual, np.zeros((len(train_actual), 0)))}
     results = {}
     for head in each_head(label_map, test["label"], probs):

@@ -7,14 +7,19 @@ import json
 
 import pandas as pd
 
-from finetune.data import heads
+from finetune.data import heads, numbers
 
 
-def featurize(task, params, parts: dict[str, pd.DataFrame], labels: list[str] | dict[str, list[str]]) -> tuple[dict[str, pd.DataFrame], dict]:
+def featurize(task, params, parts: dict[str, pd.DataFrame], labels: list[str] | dict[str, list[str]], target: dict | None = None
+              ) -> tuple[dict[str, pd.DataFrame], dict]:
     """(tables, label map). parts hold id, input, label (a name; several heads: a JSON object, finetune/data/heads.py) and
-    origin; the tables get the task's features, `augmented`, and label as an index into `labels` (several: a list, one per head)."""
+    origin; the tables get the task's features, `augmented`, and label as an index into `labels` (several: a list, one per
+    head); a numeric label (`target`, finetune/data/numbers.py) as a float in its own units."""
     kept = ["id", "input", "label", "origin"]
     tables, layout = task.featurize({name: part[[c for c in kept if c in part]] for name, part in parts.items()}, params)
+    if target is not None:
+        return ({name: table.assign(label=numbers.parse(table["label"])[0].to_numpy()) for name, table in tables.items()},
+                {"labels": [numbers.OUTPUT], "target": target, **layout})
     if isinstance(labels, dict):
         return ({name: table.assign(label=heads.indices(heads.decode(table["label"]), labels)) for name, table in tables.items()},
                 {**heads.label_map(labels), **layout})
@@ -24,15 +29,18 @@ def featurize(task, params, parts: dict[str, pd.DataFrame], labels: list[str] | 
 
 def _names(values: pd.Series, labels: list[str] | dict[str, list[str]]) -> list:
     """Prepared label indices back to what ingest stored (a name, or one JSON object of several)."""
+    if labels == [numbers.OUTPUT]:  # numbers: as they are
+        return list(values)
     if isinstance(labels, dict):
         return [json.dumps({head: None if i == heads.IGNORE else labels[head][i] for head, i in zip(labels, row)}) for row in values]
     return [labels[i] for i in values]
 
 
-def refeaturized(task, params, prepared: dict[str, pd.DataFrame], labels: list[str] | dict[str, list[str]]) -> tuple[dict[str, pd.DataFrame], dict]:
+def refeaturized(task, params, prepared: dict[str, pd.DataFrame], labels: list[str] | dict[str, list[str]], target: dict | None = None
+                 ) -> tuple[dict[str, pd.DataFrame], dict]:
     """(tables, label map): the prepared rows featurized with `params`' model and preprocess settings; augmented copies
     are dropped and rebuilt by the task from the originals."""
     originals = {split: frame.loc[~frame["augmented"], [c for c in ("id", "input", "label", "origin") if c in frame]]
                  .assign(label=lambda f: _names(f["label"], labels))
                  for split, frame in prepared.items()}
-    return featurize(task, params, originals, labels)
+    return featurize(task, params, originals, labels, target)

@@ -21,10 +21,12 @@ import numpy as np
 import pandas as pd
 
 from finetune import paths
+from finetune.data import numbers
 from finetune.data.heads import combined, each_head
 from finetune.families.classification import probabilities
 from finetune.io import read_json
 from finetune.scoring import metrics, uncertainty
+from finetune.scoring import numbers as number_scores
 
 SPLITS = ("train", "val", "test")
 
@@ -63,7 +65,12 @@ def _classical(task, params, name: str, prepared: dict[str, pd.DataFrame], label
 
 
 def _scores(label_map: dict, part: probabilities.Split, interval: bool) -> dict:
-    """Accuracy and macro F1 (with `interval`, its 95 % interval); several heads: each head's on its labelled rows, and the means."""
+    """Accuracy and macro F1 (with `interval`, its 95 % interval); several heads: each head's on its labelled rows, and the
+    means; a numeric label's rmse, mae, r2 and spearman (finetune/scoring/numbers.py)."""
+    if numbers.is_number(label_map):
+        predicted = part.probs[:, 0]
+        return number_scores.scores(part.labels, predicted) | ({"ci95": number_scores.intervals(part.labels, {"m": predicted})["m"]} if interval else {})
+
     def headline(head):
         scores = metrics.headline(head.actual, head.probs.argmax(axis=1))
         return scores | ({"ci95": uncertainty.interval(head.actual, head.probs.argmax(axis=1))} if interval else {})
@@ -83,5 +90,6 @@ def run(task, params, name: str, model_folder: Path, reports_folder: Path) -> di
               for split in ("val", "test")}
     scores = {split: _scores(label_map, part, interval=split == "test") for split, part in splits.items()}
     probabilities.save_heads(reports_folder / "probabilities.parquet", label_map, splits)
-    print(f"member {name} ({kind}): val macro F1 {scores['val']['f1_macro']:.4f}, test macro F1 {scores['test']['f1_macro']:.4f}")
+    metric, shown = ("rmse", "rmse") if numbers.is_number(label_map) else ("f1_macro", "macro F1")
+    print(f"member {name} ({kind}): val {shown} {scores['val'][metric]:.4f}, test {shown} {scores['test'][metric]:.4f}")
     return {"kind": kind, **summary, **scores}

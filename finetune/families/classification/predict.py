@@ -14,7 +14,7 @@ import pandas as pd
 
 from finetune import paths
 from finetune.config.params import trained_params
-from finetune.data import labels
+from finetune.data import labels, numbers
 from finetune.data.heads import Heads
 from finetune.data.sources import INPUT, LABEL
 from finetune.data.tables import LINE, ROW, BadRow
@@ -43,7 +43,10 @@ def load_model(task, model_dir: Path, trust_remote_code: bool, backend: str = "t
 
 
 def prediction_columns(probs: np.ndarray, label_map: dict) -> pd.DataFrame:
-    """`label` and prob_<class> per class; several heads: <head> and <head>.prob_<class> for each."""
+    """`label` and prob_<class> per class; several heads: <head> and <head>.prob_<class> for each; a numeric label: `label`,
+    the predicted value in the label's units."""
+    if numbers.is_number(label_map):
+        return pd.DataFrame({LABEL: probs[:, 0]})
     heads = Heads.of(label_map)
     blocks = heads.columns(probs) if heads.multi else {None: probs}
     classes = heads.classes if heads.multi else {None: label_map["labels"]}
@@ -163,9 +166,11 @@ def fitted(applied: dict) -> combining.Fitted:
     from sklearn.linear_model import LogisticRegression
 
     names = applied["members"]
-    stacker = LogisticRegression()
-    stacker.coef_, stacker.intercept_ = np.asarray(applied["stacker"]["coef"]), np.asarray(applied["stacker"]["intercept"])
-    stacker.classes_ = np.asarray(applied["stacker"]["fitted_classes"])
+    stacker = None  # a numeric label's ensemble has none
+    if applied["stacker"] is not None:
+        stacker = LogisticRegression()
+        stacker.coef_, stacker.intercept_ = np.asarray(applied["stacker"]["coef"]), np.asarray(applied["stacker"]["intercept"])
+        stacker.classes_ = np.asarray(applied["stacker"]["fitted_classes"])
     return combining.Fitted(np.asarray([applied["temperatures"][n] for n in names]), np.asarray([applied["weights"][n] for n in names]),
                             stacker, names.index(applied["best_member"]))
 

@@ -25,7 +25,7 @@ from sklearn.model_selection import train_test_split
 from finetune import paths
 from finetune.config.params import Params
 from finetune.config.sections import label_columns
-from finetune.data import heads
+from finetune.data import heads, numbers
 from finetune.data.labels import read_kinds
 from finetune.data.sources import INPUT, LABEL, SPLIT
 from finetune.data.tables import LINE, ROW
@@ -68,7 +68,7 @@ def _clean(frame: pd.DataFrame, keys: pd.Series, problems: pd.Series, noun: str)
 
 def _stratified(frame: pd.DataFrame, size: float, params: Params, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
-        return train_test_split(frame, test_size=size, stratify=heads.strata(frame[LABEL], label_columns(params.data)), random_state=params.data.seed)
+        return train_test_split(frame, test_size=size, stratify=heads.strata(frame[LABEL], params.data), random_state=params.data.seed)
     except ValueError as error:  # e.g. a split too small to hold one row of every label
         raise UserError(f"{what} cannot split {len(frame)} rows by label: {error}") from None
 
@@ -81,7 +81,7 @@ def _split(frame: pd.DataFrame, params: Params) -> dict[str, pd.DataFrame]:
             parts["train"], parts["val"] = _stratified(parts["train"], splits.val / (splits.train + splits.val), params,
                                                        f"data.splits {splits.model_dump()} (val carved from train)")
         return parts
-    counts = heads.strata(frame[LABEL], label_columns(params.data)).value_counts()
+    counts = heads.strata(frame[LABEL], params.data).value_counts()
     small = counts[counts < 3]
     if len(small):
         raise UserError(
@@ -93,11 +93,14 @@ def _split(frame: pd.DataFrame, params: Params) -> dict[str, pd.DataFrame]:
     return {"train": train, "val": val, "test": test}
 
 
-def _check_labels(parts: dict[str, pd.DataFrame], columns: dict[str, str]) -> list[str] | dict[str, list[str]]:
-    """The label order (with several heads: {head: its labels}), once every split is fit to train and score on."""
+def _check_labels(parts: dict[str, pd.DataFrame], columns: dict[str, str], classes: bool = True) -> list[str] | dict[str, list[str]]:
+    """The label order (with several heads: {head: its labels}), once every split is fit to train and score on
+    (numbers, `classes` False: only that no split is empty)."""
     for name in ("val", "test"):
         if parts[name].empty:
             raise UserError(f"the {name} split is empty; check data.splits or data.split_column")
+    if not classes:
+        return []
     if not columns:
         return _labels_of({name: part[LABEL] for name, part in parts.items()}, "")
     for name, part in parts.items():
@@ -122,14 +125,21 @@ def run(task, params: Params, frame: pd.DataFrame, folder: Path) -> tuple[dict, 
     normalized, problems = task.normalize(frame[INPUT], params.preprocess)
     changed = int(normalized.ne(frame[INPUT]).sum())  # element by element: texts, image bytes...
     frame[INPUT] = normalized
+    number = params.data.label_type == "number"  # ingest refused the labels that are no number
     keys = task.duplicate_key(frame[INPUT])
     frame, dropped = _clean(frame, keys, problems, task.display_name)
+    if not number and not label_columns(params.data) and (warning := numbers.many_values_warning(frame[LABEL])):
+        print(f"preprocess: warning: {warning}")
     parts = _split(frame, params)
-    labels = _check_labels(parts, label_columns(params.data))
+    if number:
+        _check_labels({name: part.assign(**{LABEL: "one"}) for name, part in parts.items()}, {}, classes=False)
+        labels, target = [numbers.OUTPUT], numbers.target(numbers.parse(parts["train"][LABEL])[0], params.data.label_column)
+    else:
+        labels, target = _check_labels(parts, label_columns(params.data)), None
     overlap = set(keys[parts["train"].index]) & set(keys[pd.concat([parts["val"], parts["test"]]).index])
     assert not overlap, f"leakage check failed: {len(overlap)} inputs in train and val/test"
 
-    tables, label_map = featurize(task, params, {name: part.reset_index(names="id") for name, part in parts.items()}, labels)
+    tables, label_map = featurize(task, params, {name: part.reset_index(names="id") for name, part in parts.items()}, labels, target)
     label_map["kinds"] = read_kinds(paths.INGESTED)  # what the names were in the data (finetune/data/labels.py), for predict
     summary = {"inputs_changed_by_normalization": changed, "dropped": dict(Counter(dropped["problem"])),
                **({"features": label_map["facts"]} if "facts" in label_map else {}), "splits": {}, "labels": labels,
@@ -139,7 +149,7 @@ def run(task, params: Params, frame: pd.DataFrame, folder: Path) -> tuple[dict, 
             "rows": len(table),
             "augmented_rows": int(table["augmented"].sum()),
             **task.split_statistics(table),
-            "labels": heads.split_counts(table[LABEL], labels),
+            "labels": numbers.quantiles(table[LABEL]) if number else heads.split_counts(table[LABEL], labels),
         }
         table.to_parquet(folder / f"{name}.parquet", index=False)
     write_json(folder / "label_map.json", label_map)

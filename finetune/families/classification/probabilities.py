@@ -1,6 +1,7 @@
 """Class probabilities of one ensemble member on val and test, saved so the ensemble stage reruns
 in seconds without retraining anybody. One parquet per member: columns split, id, label (int),
-then prob_<label name> per class in label-map order (so members of other label maps are detected)."""
+then prob_<label name> per class in label-map order (so members of other label maps are detected). A numeric label's
+member (finetune/data/numbers.py): label (float) and `prediction`, both in the label's units; its `classes` are ["value"]."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,11 +12,13 @@ import pandas as pd
 
 from finetune import paths
 from finetune.config.sections import PRIMARY
+from finetune.data import numbers
 from finetune.data.heads import each_head
 from finetune.errors import UserError
 from finetune.io import write_table
 
 SPLITS = ("val", "test")
+PREDICTION = "prediction"  # a numeric label's column
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ def save(path: Path, classes: list[str], splits: dict[str, Split]) -> None:
     for name in SPLITS:
         part = splits[name]
         frame = pd.DataFrame({"split": name, "id": part.ids, "label": part.labels})
-        parts.append(pd.concat([frame, pd.DataFrame(part.probs, columns=[f"prob_{c}" for c in classes])], axis=1))
+        columns = [PREDICTION] if classes == [numbers.OUTPUT] else [f"prob_{c}" for c in classes]
+        parts.append(pd.concat([frame, pd.DataFrame(part.probs, columns=columns)], axis=1))
     write_table(path, pd.concat(parts, ignore_index=True))
 
 
@@ -55,6 +59,8 @@ def load(path: Path, member: str) -> MemberProbabilities:
     if not path.is_file():
         raise UserError(f"member {member!r}: its probabilities {path} are missing (run its stage: dvc repro member@{member})")
     frame = pd.read_parquet(path)
+    if PREDICTION in frame.columns:
+        return _load_numbers(frame, path, member)
     prob_columns = [c for c in frame.columns if c.startswith("prob_")]
     if not prob_columns or not {"split", "id", "label"} <= set(frame.columns):
         raise UserError(f"member {member!r}: {path} is not a probabilities table (columns {list(frame.columns)})")
@@ -66,6 +72,17 @@ def load(path: Path, member: str) -> MemberProbabilities:
             raise UserError(f"member {member!r}: {path} has no valid {name} probabilities (each row must sum to 1)")
         splits[name] = Split(part["id"].to_numpy(), part["label"].to_numpy(), probs)
     return MemberProbabilities(member, [c.removeprefix("prob_") for c in prob_columns], splits)
+
+
+def _load_numbers(frame: pd.DataFrame, path: Path, member: str) -> MemberProbabilities:
+    splits = {}
+    for name in SPLITS:
+        part = frame[frame["split"] == name]
+        values = part[[PREDICTION]].to_numpy(dtype=np.float64)
+        if part.empty or not np.all(np.isfinite(values)):
+            raise UserError(f"member {member!r}: {path} has no valid {name} predictions (each must be a finite number)")
+        splits[name] = Split(part["id"].to_numpy(), part["label"].to_numpy(dtype=np.float64), values)
+    return MemberProbabilities(member, [numbers.OUTPUT], splits)
 
 
 def member_file(name: str, head: str | None = None) -> Path:

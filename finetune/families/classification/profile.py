@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from finetune.data import heads, profile
+from finetune.data import heads, numbers, profile
 from finetune.data.sources import LABEL
 
 IMBALANCE = 5.0
@@ -30,14 +30,18 @@ def _imbalance_note(where: str, facts: dict, train) -> list[str]:
 def run(task, params, tables: dict[str, pd.DataFrame], labels, layout: dict) -> dict:
     """`tables`: the featurized splits (augmented copies are left out); `labels`: the label order (or {head: labels})."""
     originals = {name: table[~table["augmented"]] for name, table in tables.items()}
-    counts = heads.split_counts(originals["train"][LABEL], labels)
-    per_head = counts if isinstance(labels, dict) else {"": counts}
-    classes = {head: profile.balance(n) for head, n in per_head.items()}
     inputs, chosen, notes = task.input_profile(originals, layout, params)
-    result = {"rows": {name: len(table) for name, table in originals.items()},
-              "classes": classes if isinstance(labels, dict) else classes[""], "inputs": inputs}
-    for head, facts in classes.items():
-        notes = notes + _imbalance_note(f"head {head}: " if head else "", facts, params.train)
+    result = {"rows": {name: len(table) for name, table in originals.items()}}
+    if numbers.is_number(layout):  # a numeric label: its spread per split, no classes
+        result["numbers"] = {name: numbers.quantiles(table[LABEL]) for name, table in originals.items()}
+    else:
+        counts = heads.split_counts(originals["train"][LABEL], labels)
+        per_head = counts if isinstance(labels, dict) else {"": counts}
+        classes = {head: profile.balance(n) for head, n in per_head.items()}
+        result["classes"] = classes if isinstance(labels, dict) else classes[""]
+        for head, facts in classes.items():
+            notes = notes + _imbalance_note(f"head {head}: " if head else "", facts, params.train)
+    result["inputs"] = inputs
     vectors = task.similarity(layout)
     if vectors is not None:
         embed, threshold, method = vectors

@@ -3,7 +3,8 @@
 Examples are rendered by the task (text: the escaped text; images: embedded thumbnails), which may add sections of its
 own (images: an augmentation preview and examples per class) and shows its explanations its way (explanation_view).
 To add a section: write a function `(task, params) -> html or None` (None = its inputs do not exist yet, the section is
-left out), append it to SECTIONS, and list the files it reads as deps of the report stage in dvc.yaml.
+left out), append it to SECTIONS, and list the files it reads as deps of the report stage in dvc.yaml. A numeric label's
+sections, where they differ, are report_numbers.py's.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pandas as pd
 from finetune import paths
 from finetune.config.sections import PRIMARY
 from finetune.data.labels import read_labelled_csv
+from finetune.families.classification import report_numbers
 from finetune.io import read_json
 from finetune.reporting.html import adaptive_timeline, data_profile, esc, figure_img, png_file_img, table, training_choices
 from finetune.reporting.plots import plt
@@ -46,11 +48,17 @@ def _twins(task, near: dict) -> str:
     return table(shown, html_columns=("test example", "nearest train example"))
 
 
+def _number(params) -> bool:
+    return params.data.label_type == "number"
+
+
 def profile_section(task, params) -> str | None:
     prep = read_json(paths.PREPROCESS_SUMMARY)
     if "profile" not in prep:
         return None
     found = prep["profile"]
+    if _number(params):
+        return report_numbers.profile_section(task, params, _twins(task, found.get("near_duplicates", {})))
     per_head = {"": found["classes"]} if "largest" in found["classes"] else found["classes"]
     rows = " · ".join(f"{name} {n:,}" for name, n in found["rows"].items())
     lead = f"<p>Rows: {esc(rows)}.</p>" + "".join(
@@ -62,6 +70,8 @@ def profile_section(task, params) -> str | None:
 
 
 def summary_section(task, params) -> str:
+    if _number(params):
+        return report_numbers.summary_section(task, params, _NOISE)
     train = read_json(paths.TRAIN_SUMMARY)
 
     def card(name, result, metric):
@@ -82,6 +92,8 @@ def summary_section(task, params) -> str:
 
 
 def metrics_section(task, params) -> str:
+    if _number(params):
+        return report_numbers.metrics_section(task, params)
     parts = []
     for suffix, result, folder in _heads():
         per_class = pd.DataFrame(result["per_class"]).T.reset_index(names="label")
@@ -115,7 +127,7 @@ def training_section(task, params) -> str:
     figure, (loss_axes, score_axes) = plt.subplots(1, 2, figsize=(11, 3.6))
     _curve(loss_axes, "train", ["loss"], "Loss")
     _curve(loss_axes, "eval", ["loss"], "Loss")
-    _curve(score_axes, "eval", ["accuracy", "f1_macro"], "Validation scores")
+    _curve(score_axes, "eval", ["rmse", "mae"] if _number(params) else ["accuracy", "f1_macro"], "Validation scores")
     image = figure_img(figure, "training curves")
     plt.close(figure)
     parameters = train.get("parameters")
@@ -163,7 +175,8 @@ def data_section(task, params) -> str:
     splits = pd.DataFrame(
         [
             {"split": name, **{key.removesuffix("_rows").replace("_", " "): value for key, value in s.items() if key != "labels"},
-             **{f"{label} %": round(100 * n / s["rows"], 1) for label, n in _flat(s["labels"]).items()}}
+             **({f"label {key}": value for key, value in s["labels"].items()} if _number(params) else
+                {f"{label} %": round(100 * n / s["rows"], 1) for label, n in _flat(s["labels"]).items()})}
             for name, s in prep["splits"].items()
         ]
     )
@@ -177,6 +190,8 @@ def data_section(task, params) -> str:
 
 
 def errors_section(task, params) -> str:
+    if _number(params):
+        return report_numbers.errors_section(task, params, _rendered)
     parts = []
     for suffix, _, folder in _heads():
         wrong = read_labelled_csv(folder / "misclassified.csv").head(params.report.worst_errors)
@@ -194,6 +209,8 @@ def ensemble_section(task, params) -> str | None:
     result = read_json(paths.ENSEMBLE_METRICS)
     if "skipped" in result:
         return f"<p>No ensemble: {esc(result['skipped'])}.</p>"
+    if _number(params):
+        return report_numbers.ensemble_section(task, params, result, _NOISE)
     if "heads" not in result:
         return _ensemble_head(task, params, result, paths.ENSEMBLE, "")
     return "".join(f"<h3>{esc(head)}</h3>" + _ensemble_head(task, params, r, paths.ENSEMBLE / head, f" ({head})") for head, r in result["heads"].items())
@@ -241,6 +258,8 @@ def compress_section(task, params) -> str | None:
     result = read_json(paths.COMPRESS_METRICS)
     if "skipped" in result:
         return f"<p>Nothing was compressed: {esc(result['skipped'])}.</p>"
+    if _number(params):
+        return report_numbers.compress_section(task, params, result, _NOISE)
     columns = {"parameters": "parameters", "size_mb": "size (MB)", "latency_ms_batch_1": "ms, batch 1", "latency_ms_batch_32": "ms, batch 32",
                "accuracy": "test accuracy", "f1_macro": "test macro F1", "accuracy_delta": "Δ accuracy", "size_ratio": "size ×",
                "speedup_batch_1": "speed-up, batch 1", "speedup_batch_32": "speed-up, batch 32", "agreement_with_teacher": "agrees with teacher"}
@@ -299,7 +318,8 @@ def explain_section(task, params) -> str | None:
 
 def _explained(task, params, result: dict, saved: dict) -> str:
     f = result["faithfulness"]
-    curve = pd.DataFrame({"features deleted (k)": f["k"], "Δp, top-k IG features": f["top_ig_drop"], "Δp, k random features": f["random_drop"]})
+    explained, delta = ("the prediction", "Δ prediction") if _number(params) else ("p(predicted)", "Δp")
+    curve = pd.DataFrame({"features deleted (k)": f["k"], f"{delta}, top-k IG features": f["top_ig_drop"], f"{delta}, k random features": f["random_drop"]})
     ig = (f.get("beats_random") or {}).get("integrated_gradients") or {}
     interval = f" (margin over random {ig['ci95']['low']:+.4f} to {ig['ci95']['high']:+.4f}, 95 % over the examples)" if ig.get("ci95") else ""
     verdict = {True: "IG is more faithful than random here" + interval,
@@ -310,7 +330,7 @@ def _explained(task, params, result: dict, saved: dict) -> str:
     return (
         f"<p>Why <code>{esc(result['model'])}</code> predicted what it did, on {result['examples']} test examples.</p>"
         f"{'<ul>' + skipped + '</ul>' if skipped else ''}"
-        f"<h3>Faithfulness: deleting what the attributions rank highest</h3><p>{verdict}: mean drop of p(predicted) over "
+        f"<h3>Faithfulness: deleting what the attributions rank highest</h3><p>{verdict}: mean drop of {explained} over "
         f"k = 1..{f['k'][-1]} is {f['aopc_top_ig']:.4f} for the top IG features vs {f['aopc_random']:.4f} for random ones.</p>{table(curve)}"
         + task.explanation_view(result, saved, params)
     )

@@ -36,8 +36,10 @@ import torch
 from captum.attr import FeatureAblation, InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam
 
 from finetune import paths
+from finetune.attribution import explained, shown, target_of
 from finetune.attribution.deletion import beats_random
 from finetune.io import read_json
+from finetune.training.head_loss import viewed_as
 
 MAP_SIDE = 32  # saved maps are pooled to at most this many cells a side: attributions.json stays small
 TRAIN_SAMPLE = 2048  # train images averaged for the mean-colour baseline
@@ -52,7 +54,7 @@ def class_probability(model, processor) -> Callable[[torch.Tensor], torch.Tensor
     mean, std = _stats(processor)
 
     def forward(images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(model(pixel_values=(images - mean) / std).logits.float(), dim=-1)
+        return explained(model, model(pixel_values=(images - mean) / std).logits)
     return forward
 
 
@@ -200,7 +202,7 @@ class PixelExplainer:
         rng = np.random.default_rng(config.seed)
         examples, drops, ig_maps = [], [], []
         for (row, reason), image in zip(chosen, images.split(1)):
-            target = labels.index(predictions["predicted"].iloc[row])
+            target = target_of(model, labels, predictions["predicted"].iloc[row])
             base = baseline(config.baseline, image, colour)
             maps, delta = {}, 0.0
             for method in methods:
@@ -220,7 +222,8 @@ class PixelExplainer:
             drops.append(np.vstack([curves[:len(methods)], curves[len(methods):].mean(axis=0, keepdims=True)]))
             ig_maps.append(maps["integrated_gradients"])
             examples.append({"id": int(test["id"].iloc[row]), "why_chosen": reason, "actual": predictions["actual"].iloc[row],
-                             "predicted": labels[target], "probability": float(predictions["confidence"].iloc[row]),
+                             "predicted": shown(model, labels, target, predictions["predicted"].iloc[row]),
+                             "probability": float(predictions["confidence"].iloc[row]),
                              "convergence_delta": delta, "image": png_base64(image), "maps": {m: pooled(s) for m, s in maps.items()}})
 
         mean_drops = np.mean(drops, axis=0)  # (methods + random) x k
@@ -240,7 +243,7 @@ class PixelExplainer:
                 **{f"aopc_top_{m}": aopc[m] for m in methods if m != "integrated_gradients"},
                 "beats_random": verdicts,
             },
-            "compressed_vs_teacher": self.compressed_drift(params, task, images, ids, patches, colour),
+            "compressed_vs_teacher": self.compressed_drift(params, task, images, ids, patches, colour, model),
         }
         return result, {"examples": examples, "global": self.global_view(examples, ig_maps)}
 
@@ -268,13 +271,14 @@ class PixelExplainer:
 
     @staticmethod
     def global_view(examples: list[dict], ig_maps: list[torch.Tensor]) -> dict[str, dict]:
-        """Per predicted class: the mean of the examples' |IG| maps, each scaled to a maximum of 1."""
+        """Per predicted class (a numeric label: over every example): the mean of the examples' |IG| maps, each scaled to a
+        maximum of 1."""
         view: dict[str, list] = {}
         for entry, scores in zip(examples, ig_maps):
-            view.setdefault(entry["predicted"], []).append(scores.abs() / (scores.abs().max() or 1.0))
+            view.setdefault(entry["predicted"] if isinstance(entry["predicted"], str) else "every example", []).append(scores.abs() / (scores.abs().max() or 1.0))
         return {label: {"examples": len(maps), "map": pooled(torch.stack(maps).mean(dim=0))} for label, maps in view.items()}
 
-    def compressed_drift(self, params, task, images: torch.Tensor, ids: torch.Tensor, patches: int, colour) -> dict:
+    def compressed_drift(self, params, task, images: torch.Tensor, ids: torch.Tensor, patches: int, colour, model_view) -> dict:
         """Spearman rank correlation, per example then averaged, between the IG patch scores of the compress
         teacher and of each compressed model that has gradients, for the teacher's predicted class on the
         same images. A low value means the compressed model decides for other reasons."""
@@ -289,7 +293,8 @@ class PixelExplainer:
         teacher_dir = paths.MODEL if teacher == PRIMARY else paths.MEMBER_MODELS / teacher
 
         def loaded(folder):
-            return class_probability(task.models.load_trained(str(folder), trust).eval(), task.models.load_processor(str(folder), trust))
+            return class_probability(viewed_as(model_view, task.models.load_trained(str(folder), trust).eval()),
+                                     task.models.load_processor(str(folder), trust))
 
         reference = loaded(teacher_dir)
         drift: dict = {"teacher": teacher, "int8": "skipped: no gradients through int8 kernels"}

@@ -1,4 +1,4 @@
-"""The image task's classical member: logistic regression on standardised pixels downscaled to size x size (grey, or RGB
+"""The image task's classical member: logistic regression (ridge regression for a numeric label) on standardised pixels downscaled to size x size (grey, or RGB
 when any image has colour), the floor every fine-tune is judged against. Saved as safetensors + JSON, no pickle."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import Field
 
 from finetune.config.sections import Section
 from finetune.data.images import normalized_image, resized
-from finetune.families.classification import ClassicalMember
+from finetune.families.classification import ClassicalMember, linear
 
 # Near duplicates (the data profile, finetune/data/profile.py): on Fashion-MNIST, test images at this cosine to a train
 # image were the same product photo (3 of 3 inspected; 34 of 10,000 test images); at 0.99 (306) merely similar items join.
@@ -43,7 +43,7 @@ class PixelsModel:
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         x = self.features([normalized_image(v) for v in frame["input"]], self.size, self.mode)
-        return self.regression.predict_proba((x - self.mean) / self.scale)
+        return linear.outputs(self.regression, (x - self.mean) / self.scale)
 
 
 class PixelsMember(ClassicalMember):
@@ -51,30 +51,24 @@ class PixelsMember(ClassicalMember):
     Settings = Pixels
 
     def fit(self, frame: pd.DataFrame, settings: Pixels):
-        from sklearn.linear_model import LogisticRegression
-
         images = [normalized_image(v) for v in frame["input"]]
         mode = "RGB" if any(image.mode == "RGB" for image in images) else "L"
         x = PixelsModel.features(images, settings.size, mode)
         mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-        regression = LogisticRegression(C=settings.C, max_iter=3000).fit((x - mean) / scale, frame["label"].to_numpy())
+        regression = linear.fit((x - mean) / scale, frame["label"].to_numpy(), settings.C, max_iter=3000)
         return PixelsModel(settings.size, mode, mean, scale, regression)
 
     def save(self, model: PixelsModel, folder: Path) -> None:
         from safetensors.numpy import save_file
 
-        r = model.regression
-        save_file({"mean": model.mean, "scale": model.scale, "coef": np.ascontiguousarray(r.coef_), "intercept": r.intercept_,
-                   "classes": r.classes_}, folder / "pixels.safetensors")
+        save_file({"mean": model.mean, "scale": model.scale, **linear.arrays(model.regression)}, folder / "pixels.safetensors")
         (folder / "pixels.json").write_text(json.dumps({"size": model.size, "mode": model.mode}))
 
     def load(self, folder: Path) -> PixelsModel:
         from safetensors.numpy import load_file
-        from sklearn.linear_model import LogisticRegression
 
         arrays = load_file(folder / "pixels.safetensors")
-        regression = LogisticRegression()
-        regression.coef_, regression.intercept_, regression.classes_ = arrays["coef"], arrays["intercept"], arrays["classes"]
+        regression = linear.from_arrays({k: v for k, v in arrays.items() if k not in ("mean", "scale")})
         saved = json.loads((folder / "pixels.json").read_text())
         return PixelsModel(saved["size"], saved["mode"], arrays["mean"], arrays["scale"], regression)
 

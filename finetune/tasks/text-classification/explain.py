@@ -3,7 +3,8 @@ test of their faithfulness (finetune/attribution/deletion.py). Anything with get
 
 The explained quantity is the softmax probability of the predicted class, so attributions are in
 probability units: IG's completeness says they sum to p(x) - p(baseline), and captum's
-convergence delta is exactly how far from that the Riemann sum ended.
+convergence delta is exactly how far from that the Riemann sum ended. A numeric label's model: its predicted value, in
+the label's units (finetune/attribution).
 Baseline: every ordinary token replaced by [PAD], the special tokens ([CLS], [SEP]) kept.
 """
 from __future__ import annotations
@@ -15,7 +16,9 @@ import numpy as np
 import torch
 from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 
+from finetune.attribution import explained, shown, target_of
 from finetune.attribution.deletion import beats_random, faithfulness
+from finetune.training.head_loss import viewed_as
 
 
 @dataclass
@@ -29,7 +32,7 @@ def class_probability(model, example: Example) -> Callable[[torch.Tensor], torch
     """Class probabilities (rows x classes) of a batch of variants of the example (captum picks the target column)."""
     def forward(input_ids: torch.Tensor) -> torch.Tensor:
         mask = example.attention_mask.expand(input_ids.shape[0], -1)
-        return torch.softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1)
+        return explained(model, model(input_ids=input_ids, attention_mask=mask).logits)
     return forward
 
 
@@ -57,10 +60,11 @@ def cls_attention(model, example: Example, layer: int) -> np.ndarray:
 
 
 def _global_view(examples: list[dict], top: int) -> dict[str, list[dict]]:
-    """Per predicted class: the tokens with the largest mean IG attribution over the explained examples."""
+    """Per predicted class (a numeric label: over every example): the tokens with the largest mean IG attribution over the
+    explained examples."""
     import pandas as pd
 
-    rows = [(e["predicted"], token, score) for e in examples
+    rows = [(e["predicted"] if isinstance(e["predicted"], str) else "every example", token, score) for e in examples
             for token, score, special in zip(e["tokens"], e["integrated_gradients"], e["special"]) if not special]
     frame = pd.DataFrame(rows, columns=["predicted", "token", "score"])
     view = {}
@@ -92,11 +96,12 @@ class TokenExplainer:
             ids = [int(i) for i in test["input_ids"].iloc[row]]
             special = np.array(tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True), dtype=bool)
             example = Example(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), special)
-            target = labels.index(predictions["predicted"].iloc[row])
+            target = target_of(model, labels, predictions["predicted"].iloc[row])
             ig, delta = integrated_gradients(model, example, target, tokenizer.pad_token_id, config.ig_steps)
             entry = {"id": int(test["id"].iloc[row]), "why_chosen": reason, "text": test["input"].iloc[row],
                      "truncated": bool(test["truncated"].iloc[row]), "actual": predictions["actual"].iloc[row],
-                     "predicted": labels[target], "probability": float(predictions["confidence"].iloc[row]),
+                     "predicted": shown(model, labels, target, predictions["predicted"].iloc[row]),
+                     "probability": float(predictions["confidence"].iloc[row]),
                      "tokens": tokenizer.convert_ids_to_tokens(ids), "special": special.tolist(),
                      "integrated_gradients": ig.round(6).tolist(), "convergence_delta": delta}
             if "gradient_x_input" in config.methods:
@@ -128,11 +133,11 @@ class TokenExplainer:
                 "aopc_top_ig": round(float(top_mean.mean()), 5), "aopc_random": round(float(random_mean.mean()), 5),
                 "ig_beats_random": verdict["faithful"], "beats_random": {"integrated_gradients": verdict},
             },
-            "compressed_vs_teacher": self.compressed_drift(params, task, examples, token_ids, tokenizer),
+            "compressed_vs_teacher": self.compressed_drift(params, task, examples, token_ids, tokenizer, model),
         }
         return result, {"examples": examples, "global": _global_view(examples, config.top_tokens)}
 
-    def compressed_drift(self, params, task, examples: list[dict], token_ids: list[list[int]], tokenizer) -> dict:
+    def compressed_drift(self, params, task, examples: list[dict], token_ids: list[list[int]], tokenizer, model_view) -> dict:
         """Spearman rank correlation, per example then averaged, between the IG scores of the compress
         teacher and of each compressed model that has gradients, on the same tokens and the teacher's
         predicted class. A low value means the compressed model decides for other reasons."""
@@ -149,18 +154,18 @@ class TokenExplainer:
         teacher_dir = paths.MODEL if teacher == PRIMARY else paths.MEMBER_MODELS / teacher
         if task.models.load_processor(str(teacher_dir), trust).get_vocab() != tokenizer.get_vocab():
             return {"skipped": f"teacher {teacher!r} tokenizes differently from models/model: no token-by-token comparison"}
-        reference = task.models.load_trained(str(teacher_dir), trust).eval()
+        reference = viewed_as(model_view, task.models.load_trained(str(teacher_dir), trust).eval())
         drift: dict = {"teacher": teacher, "int8": "skipped: no gradients through onnxruntime's int8 graph"}
         for method, folder in (("prune", "pruned"), ("distill", "distilled")):
             if not (paths.COMPRESSED / folder).is_dir():
                 continue
-            model = task.models.load_trained(str(paths.COMPRESSED / folder), trust).eval()
+            model = viewed_as(model_view, task.models.load_trained(str(paths.COMPRESSED / folder), trust).eval())
             correlations = []
             for entry, ids in zip(examples, token_ids):
                 special = np.array(entry["special"])
                 example = Example(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), special)
                 with torch.no_grad():
-                    target = int(reference(input_ids=example.input_ids).logits.argmax())
+                    target = int(reference(input_ids=example.input_ids).logits.argmax())  # a numeric label: its only output
                 scores = [integrated_gradients(m, example, target, tokenizer.pad_token_id, params.explain.ig_steps)[0][~special]
                           for m in (reference, model)]
                 if len(scores[0]) > 1:

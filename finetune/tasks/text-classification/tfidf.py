@@ -1,5 +1,6 @@
-"""The text task's classical member: TF-IDF n-grams + multinomial logistic regression (CPU, seconds), the floor every
-fine-tune is judged against and a diverse ensemble member. Saved as JSON + safetensors: pickle is never loaded."""
+"""The text task's classical member: TF-IDF n-grams + multinomial logistic regression (ridge regression for a numeric
+label; CPU, seconds), the floor every fine-tune is judged against and a diverse ensemble member. Saved as JSON +
+safetensors: pickle is never loaded."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from finetune.config.sections import Section
-from finetune.families.classification import ClassicalMember
+from finetune.families.classification import ClassicalMember, linear
 
 
 class Tfidf(Section):
@@ -19,7 +20,7 @@ class Tfidf(Section):
     char_ngrams: tuple[int, int] | None = (2, 5)  # char_wb n-grams: robust to typos and broken bytes
     max_features: int = Field(200_000, ge=1, le=100_000_000)  # per vectorizer
     min_df: int = Field(1, ge=1)
-    C: float = Field(4.0, gt=0, le=1e6)  # inverse L2 strength of the logistic regression
+    C: float = Field(4.0, gt=0, le=1e6)  # inverse L2 strength of the logistic regression (numeric labels: ridge alpha = 1 / C)
 
     @model_validator(mode="after")
     def _some_features(self):
@@ -39,7 +40,6 @@ class TfidfMember(ClassicalMember):
     def fit(self, frame: pd.DataFrame, settings: Tfidf):
         """TF-IDF (sublinear tf) over word and/or char_wb n-grams + multinomial logistic regression."""
         from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
 
         vectorizers = []
         if settings.word_ngrams:
@@ -48,28 +48,26 @@ class TfidfMember(ClassicalMember):
         if settings.char_ngrams:
             vectorizers.append(TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(settings.char_ngrams), sublinear_tf=True,
                                                min_df=settings.min_df, max_features=settings.max_features))
-        pipeline = _pipeline(vectorizers, LogisticRegression(C=settings.C, max_iter=2000))
-        return _TextPipeline(pipeline.fit(frame["input"].tolist(), frame["label"].to_numpy()))
+        union = _union(vectorizers)
+        features = union.fit_transform(frame["input"].tolist())
+        return _TextPipeline(union, linear.fit(features, frame["label"].to_numpy(), settings.C, max_iter=2000))
 
     # Saved by hand as JSON (vocabularies, settings) + safetensors (idf, coefficients): pickle is never
     # loaded here, and skops (the safe sklearn format) took > 6 minutes to write a 180k-term vocabulary.
     def save(self, model, folder: Path) -> None:
         from safetensors.numpy import save_file
 
-        union, regression = model.pipeline[0], model.pipeline[-1]
+        union = model.union
         vectorizers = [vectorizer for _, vectorizer in union.transformer_list]
         settings = [{"analyzer": v.analyzer, "ngram_range": list(v.ngram_range), "vocabulary": {term: int(i) for term, i in v.vocabulary_.items()}}
                     for v in vectorizers]
         (folder / "tfidf.json").write_text(json.dumps(settings, ensure_ascii=False), encoding="utf-8")
-        arrays = {f"idf_{i}": v.idf_ for i, v in enumerate(vectorizers)}
-        arrays |= {"coef": regression.coef_, "intercept": regression.intercept_, "classes": regression.classes_}
-        # safetensors writes raw buffers: a Fortran-ordered coef_ (as lbfgs returns it) would come back scrambled
-        save_file({name: np.ascontiguousarray(array) for name, array in arrays.items()}, folder / "tfidf.safetensors")
+        arrays = {f"idf_{i}": v.idf_ for i, v in enumerate(vectorizers)} | linear.arrays(model.linear)
+        save_file(arrays, folder / "tfidf.safetensors")
 
     def load(self, folder: Path):
         from safetensors.numpy import load_file
         from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
 
         settings = json.loads((folder / "tfidf.json").read_text(encoding="utf-8"))
         arrays = load_file(folder / "tfidf.safetensors")
@@ -79,25 +77,24 @@ class TfidfMember(ClassicalMember):
                                          vocabulary=setting["vocabulary"])
             vectorizer.idf_ = arrays[f"idf_{i}"]
             vectorizers.append(vectorizer)
-        regression = LogisticRegression()
-        regression.coef_, regression.intercept_, regression.classes_ = arrays["coef"], arrays["intercept"], arrays["classes"]
-        return _TextPipeline(_pipeline(vectorizers, regression))
+        return _TextPipeline(_union(vectorizers), linear.from_arrays({k: v for k, v in arrays.items() if not k.startswith("idf_")}))
 
     def facts(self, model) -> dict:
-        return {"features": len(model.pipeline[0].get_feature_names_out())}
+        return {"features": len(model.union.get_feature_names_out())}
 
 
-def _pipeline(vectorizers, regression):
-    from sklearn.pipeline import make_pipeline, make_union
+def _union(vectorizers):
+    from sklearn.pipeline import make_union
 
-    return make_pipeline(make_union(*vectorizers), regression)
+    return make_union(*vectorizers)
 
 
 class _TextPipeline:
-    """The sklearn pipeline behind the ClassicalMember contract: predict_proba of a prepared table's texts."""
+    """The vectorizers and linear model behind the ClassicalMember contract: predict_proba of a prepared table's texts
+    (class probabilities, or rows x 1 predictions of a numeric label)."""
 
-    def __init__(self, pipeline):
-        self.pipeline = pipeline
+    def __init__(self, union, model):
+        self.union, self.linear = union, model
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.pipeline.predict_proba(frame["input"].tolist())
+        return linear.outputs(self.linear, self.union.transform(frame["input"].tolist()))
