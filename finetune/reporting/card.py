@@ -41,7 +41,7 @@ def commit() -> str:
 
 def _score_lines(scores: dict) -> list[str]:
     lines = []
-    for name in ("accuracy", "f1_macro", "f1_weighted", "perplexity", "token_accuracy"):
+    for name in ("accuracy", "f1_macro", "f1_weighted", "rmse", "mae", "r2", "spearman", "perplexity", "token_accuracy"):
         if isinstance(scores.get(name), (int, float)):
             interval = (scores.get("ci95") or {}).get(name) or {}
             shown = f" (95 % interval {interval['low']:.4f} to {interval['high']:.4f})" if "low" in interval else ""
@@ -52,7 +52,8 @@ def _score_lines(scores: dict) -> list[str]:
 def card(folder: Path, reports: Path, onnx: dict | None = None, not_portable: str | None = None) -> str:
     saved = _read(folder / "pipeline.json")
     task, params = saved["task"], saved["params"]
-    data, train, labels = params["data"], params["train"], _read(folder / "label_map.json").get("labels", [])
+    label_map = _read(folder / "label_map.json")
+    data, train, labels = params["data"], params["train"], label_map.get("labels", [])
     scorer, scores = test_scores(folder, reports)
     ingest, preprocess = _read(reports / "ingest.json"), _read(reports / "preprocess.json")
     metadata = {"library_name": "transformers" if (folder / "config.json").is_file() else "finetune-pipeline",
@@ -64,7 +65,10 @@ def card(folder: Path, reports: Path, onnx: dict | None = None, not_portable: st
              "## Data", "", f"- Source: `{data['source']}`" + (f", {ingest['rows_kept']:,} of {ingest['rows_read']:,} rows kept" if ingest else "")]
     if preprocess.get("splits"):
         lines.append("- Splits: " + ", ".join(f"{name} {split['rows']:,}" for name, split in preprocess["splits"].items()))
-    if labels:
+    if "target" in label_map:  # a numeric label (finetune/data/numbers.py)
+        target = label_map["target"]
+        lines.append(f"- Label: `{target['column']}`, a number (train mean {target['mean']:.4g}, standard deviation {target['std']:.4g})")
+    elif labels:
         lines.append(f"- Labels ({len(labels)}): " + ", ".join(f"`{label}`" for label in labels))
     lines += ["", "## Training", "", "| parameter | value |", "|---|---|"]
     lines += [f"| train.{key} | `{train[key]}` |" for key in ("model", "strategy", "epochs", "batch_size", "learning_rate", "lr_scheduler", "seed")

@@ -104,6 +104,11 @@ def test_predict_and_serve_answer_the_value_evaluate_scored(scored):
         assert np.allclose(predicted["label"], evaluated[test["id"]].to_numpy(), atol=1e-5)
         answer = served(load("models/model"), [{"text": test["input"].iloc[0]}])
         assert answer["predictions"][0]["label"] == pytest.approx(evaluated[test["id"].iloc[0]], abs=1e-5)
+        from finetune.export import export
+
+        export("models/model", root / "exported")
+        card = (root / "exported/README.md").read_text()
+        assert "- Label: `score`, a number (train mean" in card and "| rmse |" in card and "| accuracy |" not in card
         ensembled = load("models/ensemble").predict(root / "data/raw/new.csv").table
         chosen = pd.read_csv(root / "reports/ensemble/predictions.csv").set_index("id")["predicted"]
         assert np.allclose(ensembled["label"], chosen[test["id"]].to_numpy(), atol=1e-5)
