@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-from finetune.scoring.uncertainty import ALPHA, DRAWS, SEED, _percentiles
+from finetune.scoring.uncertainty import DRAWS, SEED, _percentiles, paired
 
 METRICS = ("rmse", "mae", "r2", "spearman")
 LOWER_IS_BETTER = ("rmse", "mae")
@@ -65,14 +65,4 @@ def compare(actual, predicted, reference, seed: int = SEED, draws: int = DRAWS) 
     """{metric: difference (model - reference), its interval, p, verdict} on the same resamples."""
     actual, predicted, reference = (np.asarray(v, dtype=np.float64) for v in (actual, predicted, reference))
     ours, theirs = _bootstrap(actual, [predicted, reference], seed, draws)
-    observed, baseline = scores(actual, predicted), scores(actual, reference)
-    result = {}
-    for name in METRICS:
-        difference = observed[name] - baseline[name]
-        spread = ours[name] - theirs[name]
-        p = 1.0 if difference == 0 else float(np.mean(np.abs(spread - difference) >= abs(difference)))
-        better = difference < 0 if name in LOWER_IS_BETTER else difference > 0
-        verdict = ("better" if better else "worse") if p < ALPHA else "no significant difference"
-        low, high = _percentiles(spread)
-        result[name] = {"difference": round(difference, 4), "low": low, "high": high, "p": round(p, 4), "verdict": verdict}
-    return result
+    return paired(scores(actual, predicted), scores(actual, reference), ours, theirs, LOWER_IS_BETTER)

@@ -77,13 +77,19 @@ def compare(y_true, y_pred, y_reference, seed: int = SEED, draws: int = DRAWS) -
     """{metric: difference (model - reference), its interval, p, verdict} on the same resamples."""
     y_true, y_pred, y_reference = map(np.asarray, (y_true, y_pred, y_reference))
     ours, theirs = _bootstrap(y_true, [y_pred, y_reference], seed, draws)
-    observed, reference = _observed(y_true, y_pred), _observed(y_true, y_reference)
+    return paired(_observed(y_true, y_pred), _observed(y_true, y_reference), ours, theirs)
+
+
+def paired(observed: dict, reference: dict, ours: dict, theirs: dict, lower_is_better=()) -> dict[str, dict]:
+    """{metric: difference, interval, p, verdict} from two models' observed scores and their scores on the same
+    resamples; "better" is a higher score except for the metrics in `lower_is_better` (errors: finetune/scoring/numbers.py)."""
     result = {}
-    for name in METRICS:
+    for name in observed:
         difference = observed[name] - reference[name]
         spread = ours[name] - theirs[name]
         p = 1.0 if difference == 0 else float(np.mean(np.abs(spread - difference) >= abs(difference)))
-        verdict = ("better" if difference > 0 else "worse") if p < ALPHA else "no significant difference"
+        better = difference < 0 if name in lower_is_better else difference > 0
+        verdict = ("better" if better else "worse") if p < ALPHA else "no significant difference"
         low, high = _percentiles(spread)
         result[name] = {"difference": round(difference, 4), "low": low, "high": high, "p": round(p, 4), "verdict": verdict}
     return result

@@ -66,48 +66,53 @@ class HeadLoss(nn.Module):
             self.log_variance.copy_(torch.tensor(json.loads(path.read_text())))
 
 
-class HeadView(nn.Module):
-    """A model of several heads seen through one head: forward returns the model's output with only that head's logits, and
-    every other attribute (embeddings, layers, config...) is the model's own, so an explainer written for one-head
-    classifiers (softmax over the logits, hooks on inner layers) explains that head."""
+class ModelView(nn.Module):
+    """A model whose logits are seen transformed (`view`); every other attribute (embeddings, layers, config...) is the
+    model's own, so an explainer written for plain classifiers (hooks on inner layers) works through the view."""
 
-    def __init__(self, model: nn.Module, heads: Heads, head: str):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+
+    def view(self, logits):
+        raise NotImplementedError
+
+    def forward(self, *args, **kwargs):
+        output = self.model(*args, **kwargs)
+        output.logits = self.view(output.logits)
+        return output
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.model, name)
+
+
+class HeadView(ModelView):
+    """A model of several heads seen through one head: only that head's logits, so an explainer written for one-head
+    classifiers (softmax over the logits) explains that head."""
+
+    def __init__(self, model: nn.Module, heads: Heads, head: str):
+        super().__init__(model)
         start = sum(heads.sizes[:list(heads.classes).index(head)])
         self.outputs = slice(start, start + len(heads.classes[head]))
 
-    def forward(self, *args, **kwargs):
-        output = self.model(*args, **kwargs)
-        output.logits = output.logits[..., self.outputs]
-        return output
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.model, name)
+    def view(self, logits):
+        return logits[..., self.outputs]
 
 
-class NumberView(nn.Module):
+class NumberView(ModelView):
     """A numeric label's model (finetune/data/numbers.py) whose output is the prediction in the label's units, and says so
-    (`explains_value`: finetune/attribution attributes that value, not a softmax); every other attribute is the model's."""
+    (`explains_value`: finetune/attribution attributes that value, not a softmax)."""
     explains_value = True
 
     def __init__(self, model: nn.Module, target: dict):
-        super().__init__()
-        self.model, self.target = model, target
+        super().__init__(model)
+        self.target = target
 
-    def forward(self, *args, **kwargs):
-        output = self.model(*args, **kwargs)
-        output.logits = output.logits * self.target["std"] + self.target["mean"]
-        return output
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.model, name)
+    def view(self, logits):
+        return logits * self.target["std"] + self.target["mean"]
 
 
 def viewed_as(view: nn.Module, model: nn.Module) -> nn.Module:

@@ -123,7 +123,8 @@ def fit(val_members: list[np.ndarray], val_labels: np.ndarray, calibration: str,
         prior_rows: float, seed: int) -> Fitted:
     number = numeric(val_labels)
     temperatures = np.array([fit_temperature(p, val_labels) if calibration == "temperature" and not number else 1.0 for p in val_members])
-    calibrated = [apply_temperature(p, t) for p, t in zip(val_members, temperatures)]
+    # a numeric label's one column is a prediction, not probabilities: a softmax over it would be 1.0 everywhere
+    calibrated = val_members if number else [apply_temperature(p, t) for p, t in zip(val_members, temperatures)]
     if fixed_weights is None:
         rows, uniform = len(val_labels), np.full(len(val_members), 1 / len(val_members))
         weights = (rows * fit_weights(calibrated, val_labels) + prior_rows * uniform) / (rows + prior_rows)

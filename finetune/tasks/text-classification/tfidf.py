@@ -20,7 +20,7 @@ class Tfidf(Section):
     char_ngrams: tuple[int, int] | None = (2, 5)  # char_wb n-grams: robust to typos and broken bytes
     max_features: int = Field(200_000, ge=1, le=100_000_000)  # per vectorizer
     min_df: int = Field(1, ge=1)
-    C: float = Field(4.0, gt=0, le=1e6)  # inverse L2 strength of the logistic regression (numeric labels: ridge alpha = 1 / C)
+    C: linear.InverseStrength = 4.0  # inverse L2 strength of the logistic regression (numbers: ridge alpha = 1 / C); auto = 3-fold CV on train
 
     @model_validator(mode="after")
     def _some_features(self):
@@ -80,7 +80,7 @@ class TfidfMember(ClassicalMember):
         return _TextPipeline(_union(vectorizers), linear.from_arrays({k: v for k, v in arrays.items() if not k.startswith("idf_")}))
 
     def facts(self, model) -> dict:
-        return {"features": len(model.union.get_feature_names_out())}
+        return {"features": len(model.union.get_feature_names_out()), **linear.facts(model.linear)}
 
 
 def _union(vectorizers):

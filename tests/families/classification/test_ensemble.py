@@ -104,6 +104,18 @@ def test_auto_combines_members_that_know_different_classes():
     assert method != "best_member" and scores[method]["f1_macro"] > scores["best_member"]["f1_macro"] + 0.1, scores
 
 
+def test_a_numeric_labels_weights_are_fitted_on_the_predictions_themselves():
+    # regression: the weights were fitted on a softmax of the one-column predictions (1.0 everywhere), so every
+    # member fitted equally well and `weighted` came out as the plain mean
+    rng = np.random.default_rng(8)
+    labels = rng.normal(0, 1, 400)
+    good, weak = labels + rng.normal(0, 0.2, 400), labels + rng.normal(0, 1.0, 400)
+    fitted = ensemble.fit([good[:, None], weak[:, None]], labels, **{**SETTINGS, "prior_rows": 0.0})
+    assert fitted.weights[0] > 0.9, fitted.weights  # inverse-variance weights: 1 / 0.04 vs 1 / 1 -> 0.96
+    combined = ensemble.predict(fitted, [good[:, None], weak[:, None]])
+    assert ensemble.squared_error(combined["weighted"], labels) < ensemble.squared_error(combined["soft_vote"], labels)
+
+
 def test_fitted_weights_shrink_toward_equal_weights_by_prior_rows():
     labels, good, weak = _members(seed=7)
     raw = ensemble.fit_weights([good, weak], labels)
