@@ -49,9 +49,10 @@ def onnx_check(predictor, target: Path) -> dict:
     run = onnx_export.runner(onnx_export.session(target / ONNX_MODEL, torch.get_num_threads()))
     exported = task.per_row(onnx_export.probabilities(run, batches, Heads.of(layout), layout.get("target")), test, layout)
     torch_probs = task.predict_proba(predictor.model, predictor.processor, test, layout, batch)
-    agreement = float(np.mean(exported.argmax(axis=1) == torch_probs.argmax(axis=1))) if not Heads.of(layout).multi else float(np.mean(
-        [np.mean(a.argmax(axis=1) == b.argmax(axis=1)) for a, b in zip(Heads.of(layout).columns(exported).values(),
-                                                                       Heads.of(layout).columns(torch_probs).values())]))
+    heads = Heads.of(layout)  # several heads: the class heads' mean agreement (a number head's difference is the max below)
+    agreement = float(np.mean(exported.argmax(axis=1) == torch_probs.argmax(axis=1))) if not heads.multi else float(np.mean(
+        [np.mean(a.argmax(axis=1) == b.argmax(axis=1)) for head, a, b in zip(heads.classes, heads.columns(exported).values(),
+                                                                             heads.columns(torch_probs).values()) if head not in heads.targets]))
     return {"rows": len(test), "agreement": agreement, "max_probability_difference": float(np.abs(exported - torch_probs).max())}
 
 

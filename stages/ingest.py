@@ -82,6 +82,8 @@ def run(params: Params) -> dict:
     frame[LABEL] = frame[LABEL].astype(str).str.strip()
     if data.label_type == "number":  # a label that is no number, NaN or infinite: a bad row like an empty one
         frame = _refuse(frame, numbers.parse(frame[LABEL])[1], shown, bad)
+    if data.number_heads:  # the same for a number head's label, where the row has one
+        frame = _refuse(frame, heads.number_problems(frame[LABEL], data.number_heads), shown, bad)
     if SPLIT in frame:
         wrong = ~frame[SPLIT].isin(SPLIT_NAMES)
         frame = _refuse(frame, wrong.map({True: f"{data.split_column} is not one of {SPLIT_NAMES}", False: ""}), shown, bad)

@@ -33,14 +33,18 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
             sizes: list[int] | None = None, target: dict | None = None) -> torch.Tensor:
     """sizes (several heads, finetune/data/heads.py): each head's outputs; the loss is the heads' sum, the hard term on the
     rows that have that head's label (IGNORE elsewhere), the soft term on every row (the teacher answers every head).
-    target: a numeric label's mean and std (the teacher's `logits` are its standardised predictions)."""
-    if target is not None:
-        student = student_logits.float().reshape(-1)
-        wanted = (labels.float().reshape(-1) - target["mean"]) / target["std"]
-        return alpha * F.mse_loss(student, wanted) + (1 - alpha) * F.mse_loss(student, teacher_logits.float().reshape(-1))
+    target: a numeric label's mean and std (the teacher's `logits` are its standardised predictions); with sizes, one
+    per head (None: a class head; a number head's hard term on the rows that have its label, NaN elsewhere)."""
+    if target is not None and not sizes:
+        student, value = student_logits.float().reshape(-1), labels.float().reshape(-1)
+        present = ~torch.isnan(value)
+        wanted = (torch.nan_to_num(value) - target["mean"]) / target["std"]
+        hard = ((student - wanted) ** 2 * present).sum() / present.sum().clamp(min=1)
+        return alpha * hard + (1 - alpha) * F.mse_loss(student, teacher_logits.float().reshape(-1))
     if sizes:
-        return sum(kd_loss(student, teacher, labels[:, i], temperature, alpha) for i, (student, teacher) in
-                   enumerate(zip(student_logits.split(sizes, dim=-1), teacher_logits.split(sizes, dim=-1))))
+        targets = target or [None] * len(sizes)
+        return sum(kd_loss(student, teacher, labels[:, i] if targets[i] else labels[:, i].long(), temperature, alpha, target=targets[i])
+                   for i, (student, teacher) in enumerate(zip(student_logits.split(sizes, dim=-1), teacher_logits.split(sizes, dim=-1))))
     soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1), F.log_softmax(teacher_logits / temperature, dim=-1),
                     log_target=True, reduction="batchmean") * temperature**2
     hard = F.cross_entropy(student_logits, labels, ignore_index=IGNORE) if (labels != IGNORE).any() else student_logits.sum() * 0
@@ -102,7 +106,7 @@ class DistillationTrainer(Trainer):
 
 def train_on_teacher(model: nn.Module, dataset: torch.utils.data.Dataset, teacher_logits: np.ndarray, collator, config: Distill,
                      epochs: float, seed: int, device: str, bf16: bool, work_dir: Path, sizes: list[int] | None = None,
-                     target: dict | None = None) -> dict:
+                     target: dict | list | None = None) -> dict:
     """Train model in place on (features, label, teacher logits: log-probabilities, per head with several heads, whose
     output `sizes` kd_loss then takes; a numeric label's standardised predictions, with its `target`); returns the
     Trainer's train metrics."""

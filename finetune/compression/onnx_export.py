@@ -116,16 +116,21 @@ class OnnxModel:
 
 
 def probabilities(run, batches, heads: Heads, target: dict | None = None) -> np.ndarray:
-    """Class probabilities of every batch; several heads: one softmax per head (finetune/data/heads.py), side by side; a
-    numeric label (its `target`, finetune/data/numbers.py): the predictions in its units, rows x 1."""
+    """Class probabilities of every batch; several heads: one softmax per head (finetune/data/heads.py), side by side, a
+    number head's prediction in its units; a numeric label (its `target`, finetune/data/numbers.py): the predictions in
+    its units, rows x 1."""
+    def in_units(values, spec):
+        return np.asarray(values, dtype=np.float64).reshape(len(values), -1) * spec["std"] + spec["mean"]
+
     chunks = []
     for batch in batches:
         logits = run(batch)
         if target is not None:
-            chunks.append(np.asarray(logits, dtype=np.float64).reshape(-1, 1) * target["std"] + target["mean"])
+            chunks.append(in_units(logits, target))
             continue
-        parts = heads.columns(logits).values() if heads.multi else [logits]
-        chunks.append(np.concatenate([_softmax(part) for part in parts], axis=1))
+        parts = heads.columns(logits).items() if heads.multi else [(None, logits)]
+        chunks.append(np.concatenate([in_units(part, heads.targets[head]) if head in heads.targets else _softmax(part)
+                                      for head, part in parts], axis=1))
     return np.concatenate(chunks)
 
 

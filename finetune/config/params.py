@@ -98,7 +98,8 @@ class Params(Section):
         heads = list(label_columns(self.data))
         if heads and "f1_macro" not in scored:
             raise ValueError(f"data.label_columns: the {self.task} task has no labels to predict")
-        per_head = [f"{head}.{metric}" for head in heads for metric in scored if metric != "loss"]
+        per_head = [f"{head}.{metric}" for head in heads if head not in self.data.number_heads for metric in scored if metric != "loss"]
+        per_head += [f"{head}.{metric}" for head in self.data.number_heads for metric in NUMBER_METRICS if metric != "loss"]
         for key, metric in (("train.early_stopping.metric", self.train.early_stopping.metric), ("search.metric", self.search.val_metric)):
             if metric not in (*scored, *per_head):
                 one = f" or one head's ({', '.join(per_head)})" if per_head else ""

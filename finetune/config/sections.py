@@ -79,8 +79,11 @@ class Data(Section):
     # name); replaces label_column. null = one label
     label_columns: list[str] | dict[str, str] | None = None
     # category: each label is a class | number: a score, rating or count (a regression head, finetune/data/numbers.py;
-    # train.loss mse | huber | mae, selected on val rmse by default); one label column only for now
+    # train.loss mse | huber | mae, selected on val rmse by default); with label_columns: number_heads
     label_type: Literal["category", "number"] = "category"
+    # with label_columns: the heads whose labels are numbers, each a regression head (mse on its standardised label) beside
+    # the class heads; at least one head stays classes
+    number_heads: list[str] = []
     split_column: str | None = None  # optional column of train/val/test to use instead of a random split
     keep_labels: list[str | int | float | bool] | None = None  # only these labels (as the data writes them: 7, "007", true); null keeps every label
     confidence_column: str | None = None  # optional column of each row's label confidence (0..1)
@@ -131,7 +134,17 @@ class Data(Section):
     @model_validator(mode="after")
     def _numbers_one_head(self):
         if self.label_type == "number" and self.label_columns is not None:
-            raise ValueError("label_type number predicts one numeric label column; several heads (label_columns) are classes only for now")
+            raise ValueError("label_type number predicts one numeric label column; with label_columns name the heads that are numbers "
+                             "in number_heads")
+        heads = list(label_columns(self))
+        if self.number_heads and not heads:
+            raise ValueError("number_heads names heads of label_columns; with one label column use label_type number")
+        unknown = [head for head in self.number_heads if head not in heads]
+        if unknown:
+            raise ValueError(f"number_heads {unknown} are not heads of label_columns ({heads})")
+        if heads and set(heads) <= set(self.number_heads):
+            raise ValueError(f"number_heads {self.number_heads}: every head is a number; keep at least one class head (the splits are "
+                             "stratified on it and the means select the model), or predict one number with label_type number")
         if self.label_type == "number" and self.keep_labels is not None:
             raise ValueError("keep_labels keeps classes; with label_type number filter the table instead")
         return self

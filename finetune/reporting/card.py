@@ -70,6 +70,8 @@ def card(folder: Path, reports: Path, onnx: dict | None = None, not_portable: st
         lines.append(f"- Label: `{target['column']}`, a number (train mean {target['mean']:.4g}, standard deviation {target['std']:.4g})")
     elif labels:
         lines.append(f"- Labels ({len(labels)}): " + ", ".join(f"`{label}`" for label in labels))
+    for head, target in (label_map.get("targets") or {}).items():  # number heads beside class heads (finetune/data/heads.py)
+        lines.append(f"- Head `{head}`: column `{target['column']}`, a number (train mean {target['mean']:.4g}, standard deviation {target['std']:.4g})")
     lines += ["", "## Training", "", "| parameter | value |", "|---|---|"]
     lines += [f"| train.{key} | `{train[key]}` |" for key in ("model", "strategy", "epochs", "batch_size", "learning_rate", "lr_scheduler", "seed")
               if key in train]

@@ -180,7 +180,7 @@ def _metrics_of(heads: Heads, label_map: dict):
     if numbers.is_number(label_map):
         return lambda prediction: number_scores.scores(prediction.label_ids, numbers.in_units(prediction.predictions, label_map)[:, 0])
     if heads.multi:
-        return lambda prediction: head_metrics(heads, prediction.predictions, prediction.label_ids, _scores)
+        return lambda prediction: head_metrics(heads, prediction.predictions, prediction.label_ids, _scores, number_scores.scores)
     return lambda prediction: _scores(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
 
 

@@ -1,5 +1,5 @@
 """The torch side of several heads (finetune/data/heads.py says what they are): the training loss, masked cross-entropy
-per head combined with fixed weights or learned uncertainty weights (Kendall, Gal & Cipolla 2018); HeadView, one head
+per class head (a number head's masked squared error) combined with fixed weights or learned uncertainty weights (Kendall, Gal & Cipolla 2018); HeadView, one head
 of a trained model as a one-head classifier, and NumberView, a numeric label's model answering in the label's units (what
 the explainers take)."""
 from __future__ import annotations
@@ -27,18 +27,27 @@ class HeadLoss(nn.Module):
     def __init__(self, heads: Heads, weights: dict[str, float] | str, label_smoothing: float = 0.0):
         super().__init__()
         self.sizes, self.label_smoothing = heads.sizes, label_smoothing
+        self.targets = [heads.target_of(head) for head in heads.classes]  # a number head's mean and std, else None
         self.uncertainty = weights == "uncertainty"
         fixed = [1.0] * len(self.sizes) if self.uncertainty else [float(weights.get(head, 1.0)) for head in heads.classes]
         self.register_buffer("weights", torch.tensor(fixed))
         self.log_variance = nn.Parameter(torch.zeros(len(self.sizes)), requires_grad=self.uncertainty)
 
     def per_head(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Each head's mean cross-entropy over the rows that have its label (0 when none in the batch does)."""
+        """Each head's mean loss over the rows that have its label (0 when none in the batch does): a class head's
+        cross-entropy, a number head's squared error on its label standardised by the train mean and std (NaN: missing)."""
         losses = []
-        for i, chunk in enumerate(logits.float().split(self.sizes, dim=-1)):
-            target = labels[:, i]
-            total = F.cross_entropy(chunk, target, ignore_index=IGNORE, reduction="sum", label_smoothing=self.label_smoothing)
-            losses.append(total / (target != IGNORE).sum().clamp(min=1))
+        for i, (chunk, target) in enumerate(zip(logits.float().split(self.sizes, dim=-1), self.targets)):
+            if target is not None:
+                value = labels[:, i].float()
+                present = ~torch.isnan(value)
+                wanted = (torch.nan_to_num(value) - target["mean"]) / target["std"]
+                total = ((chunk[:, 0] - wanted) ** 2 * present).sum()
+                losses.append(total / present.sum().clamp(min=1))
+                continue
+            classes = labels[:, i].long()
+            total = F.cross_entropy(chunk, classes, ignore_index=IGNORE, reduction="sum", label_smoothing=self.label_smoothing)
+            losses.append(total / (classes != IGNORE).sum().clamp(min=1))
         return torch.stack(losses)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

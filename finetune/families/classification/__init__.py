@@ -122,7 +122,7 @@ class ClassificationTask(Task):
         from finetune.data.heads import names
         from finetune.families.classification.features import refeaturized
 
-        return refeaturized(self, params, prepared, names(label_map), label_map.get("target"))
+        return refeaturized(self, params, prepared, names(label_map), label_map.get("target") or label_map.get("targets"))
 
     # -- predictions -------------------------------------------------------------------------------
     def predict_proba(self, model, processor, frame: pd.DataFrame, layout: dict, batch_size: int) -> np.ndarray:

@@ -51,7 +51,7 @@ from finetune.compression.compressors import Compressor, TransformerCompressor
 from finetune.compression.convnets import ConvNetCompressor
 from finetune.config.sections import PRIMARY
 from finetune.data import numbers
-from finetune.data.heads import Heads, pooled
+from finetune.data.heads import Heads, number_heads, pooled
 from finetune.errors import Unsupported, UserError
 from finetune.families.classification import probabilities
 from finetune.io import read_json, write_table
@@ -90,7 +90,8 @@ def choose_teacher(params) -> tuple[str, dict[str, float]]:
         return params.compress.teacher, {}
     scores = {}
     label_map = read_json(paths.LABEL_MAP)
-    heads = list(Heads.of(label_map).classes) or [None]  # several heads: the mean over the heads
+    found = Heads.of(label_map)
+    heads = [head for head in found.classes if head not in found.targets] or [None]  # several heads: the mean over the class heads
     for name in params.finetuned_models():
         vals = [probabilities.load(probabilities.member_file(name, head), name).splits["val"] for head in heads]
         if numbers.is_number(label_map):  # the lowest val rmse, negated so the best is the largest
@@ -245,14 +246,16 @@ def run(task, params, models_folder: Path, reports_folder: Path) -> dict:
     if to_train:  # the teacher's soft labels, computed once for every model that learns from them
         # one soft label per item the students train on (a text's every window under chunks)
         teacher_outputs = task.item_proba(teacher, processor, train, layout, batch)
-        teacher_logits = numbers.standardised(teacher_outputs, layout) if number else np.log(np.clip(teacher_outputs, 1e-12, 1))
+        teacher_logits = (numbers.standardised(teacher_outputs, layout) if number else heads.logits(teacher_outputs) if heads.multi
+                          else np.log(np.clip(teacher_outputs, 1e-12, 1)))
         train_set = task.models.dataset(train, layout, processor)
     for method, (model, finish, epochs) in to_train.items():
         if epochs:
             key = "recovery" if method == "prune" else "training"
             details[method][key] = distill.train_on_teacher(model, train_set, teacher_logits, task.models.collator(processor), config.distill,
                                                             epochs, params.train.seed, device, bf16, paths.CHECKPOINTS / f"compress-{method}",
-                                                            heads.sizes if heads.multi else None, layout.get("target"))
+                                                            heads.sizes if heads.multi else None,
+                                                            [heads.target_of(h) for h in heads.classes] if heads.targets else layout.get("target"))
         finish()
         save_model(task, model, processor, teacher_dir, models_folder / FOLDERS[method])
 
@@ -328,10 +331,18 @@ def score_numbers(models: dict, predictions: dict[str, np.ndarray], test: pd.Dat
     return rows, table, f"{len(actual)} test rows"
 
 
+def _number_heads(heads: Heads, test: pd.DataFrame, probs: dict[str, np.ndarray], name: str) -> dict:
+    """Each number head's rmse, mae, r2 and spearman of model `name` in its units, and the teacher's minus its rmse."""
+    ours, teachers = (number_heads(heads, test["label"].to_numpy(), probs[who]) for who in (name, "teacher"))
+    return {head: {key: round(value, 4) for key, value in number_scores.scores(actual, predicted).items()}
+            | {"mean_abs_difference_from_teacher": round(float(np.mean(np.abs(predicted - teachers[head][1]))), 4)}
+            for head, (actual, predicted) in ours.items()}
+
+
 def score_models(models: dict, probs: dict[str, np.ndarray], test: pd.DataFrame, label_map: dict, latency: dict, sizes: dict,
                  onnx: dict) -> tuple[dict, pd.DataFrame, str]:
     """({model: its row of compress.json}, the predictions table, what was scored). Several heads: every (row, head) with a
-    label, as "head: class" classes (finetune/data/heads.py pooled)."""
+    label, as "head: class" classes (finetune/data/heads.py pooled), each head's scores apart (a number head's rmse...)."""
     heads = Heads.of(label_map)
     pairs = {name: pooled(heads, test["label"].to_numpy(), p) for name, p in probs.items()}
     actual, rows_of = pairs["teacher"][0], pairs["teacher"][2]
@@ -347,7 +358,8 @@ def score_models(models: dict, probs: dict[str, np.ndarray], test: pd.DataFrame,
                       **({"vs_teacher": uncertainty.compare(actual, predicted[name], predicted["teacher"])} if name != "teacher" else {}),
                       "agreement_with_teacher": float(np.mean(predicted[name] == predicted["teacher"])),
                       **({"heads": {head: {key: round(value, 4) for key, value in metrics.headline(actual[head_of == i], predicted[name][head_of == i]).items()
-                                           if key in ("accuracy", "f1_macro")} for i, head in enumerate(heads.classes)}} if heads.multi else {})}
+                                           if key in ("accuracy", "f1_macro")} for i, head in enumerate(heads.classes) if head not in heads.targets}
+                          | _number_heads(heads, test, probs, name)} if heads.multi else {})}
     base = dict(rows["teacher"])  # a copy: the loop rounds the teacher's own row
     for name, row in rows.items():
         row |= {"accuracy_delta": row["accuracy"] - base["accuracy"], "f1_macro_delta": row["f1_macro"] - base["f1_macro"],

@@ -7,7 +7,8 @@ predictions.csv (one row per test example: actual, predicted, probabilities; dvc
 template), confusion.png, misclassified.csv (the most confident errors first) and probabilities.parquet (val + test:
 this model as an ensemble member).
 Several heads (finetune/data/heads.py): each head scored on the test rows that have its label, its files in
-reports/evaluate/<head>/ (with its probabilities.parquet), its metrics under `heads` beside the means over the heads.
+reports/evaluate/<head>/ (with its probabilities.parquet), its metrics under `heads` beside the means over the class heads
+(a number head is scored as a numeric label below).
 A numeric label (finetune/data/numbers.py): rmse, mae, r2 and spearman with intervals, the train mean as the baseline;
 predictions.csv (actual, predicted, error), largest_errors.csv in place of misclassified.csv, scatter.png in place of
 confusion.png.
@@ -56,9 +57,10 @@ def _score(head: Head, test: pd.DataFrame, train_actual: np.ndarray, shown: pd.S
     return result, rows, wrong.head(misclassified_rows)
 
 
-def _score_numbers(label_map: dict, test: pd.DataFrame, predicted: np.ndarray, shown: pd.Series, folder: Path, rows_kept: int) -> dict:
-    """A numeric label's metrics, and its files in folder."""
-    actual, mean = test["label"].to_numpy(dtype=np.float64), label_map["target"]["mean"]
+def _score_numbers(label_map: dict, test: pd.DataFrame, actual: np.ndarray, predicted: np.ndarray, shown: pd.Series, folder: Path,
+                   rows_kept: int, head: str | None = None) -> dict:
+    """A numeric label's (a number head's) metrics, and its files in folder."""
+    actual, mean = np.asarray(actual, dtype=np.float64), label_map["target"]["mean"]
     baseline = np.full_like(actual, mean)
     ci95 = number_scores.intervals(actual, {"model": predicted, "baseline": baseline})
     result = {**number_scores.scores(actual, predicted), "ci95": ci95["model"],
@@ -69,7 +71,7 @@ def _score_numbers(label_map: dict, test: pd.DataFrame, predicted: np.ndarray, s
     write_table(folder / "predictions.csv", rows)
     write_table(folder / "largest_errors.csv", largest.head(rows_kept))
     scatter_png(folder / "scatter.png", actual, predicted, column=label_map["target"]["column"])
-    print(f"evaluate: test rmse {result['rmse']:.4g}, mae {result['mae']:.4g} {_bracket(result['ci95']['mae'])}, r2 {result['r2']:.4f}, "
+    print(f"evaluate{' ' + head if head else ''}: test rmse {result['rmse']:.4g}, mae {result['mae']:.4g} {_bracket(result['ci95']['mae'])}, r2 {result['r2']:.4f}, "
           f"spearman {result['spearman']:.4f} (train-mean baseline rmse {result['baseline']['rmse']:.4g}, mae {result['baseline']['mae']:.4g}; "
           f"mae vs baseline: {uncertainty.describe(result['vs_baseline'], 'mae')})")
     return result
@@ -90,13 +92,17 @@ def run(task, params, folder: Path) -> dict:
               "test": probabilities.Split(test["id"].to_numpy(), test["label"].to_numpy(), probs)}
     probabilities.save_heads(folder / paths.PRIMARY_PROBABILITIES.name, label_map, splits)
     if numbers.is_number(label_map):
-        return _score_numbers(label_map, test, probs[:, 0], shown, folder, params.evaluate.misclassified_rows)
-    trained_on = {head.name: head.actual for head in each_head(label_map, train_actual, np.zeros((len(train_actual), 0)))}
+        return _score_numbers(label_map, test, test["label"], probs[:, 0], shown, folder, params.evaluate.misclassified_rows)
+    trained_on = {head.name: head.actual for head in each_head(label_map, train_actual, np.zeros((len(train_actual), len(label_map["labels"]))))}
     results = {}
     for head in each_head(label_map, test["label"], probs):
-        results[head.name], rows, wrong = _score(head, test, trained_on[head.name], shown, params.evaluate.misclassified_rows)
         out = head.folder(folder)
         out.mkdir(exist_ok=True)
+        if head.target:  # a number head
+            results[head.name] = _score_numbers(head.label_map, test[head.labelled], head.actual, head.probs[:, 0], shown[head.labelled],
+                                                out, params.evaluate.misclassified_rows, head.name)
+            continue
+        results[head.name], rows, wrong = _score(head, test, trained_on[head.name], shown, params.evaluate.misclassified_rows)
         write_table(out / "predictions.csv", rows)
         write_table(out / "misclassified.csv", wrong)
         confusion_png(out / "confusion.png", rows["actual"], rows["predicted"], head.classes)

@@ -61,7 +61,7 @@ def _line(result: dict, explain, number: bool) -> str:
 def run(task, params, folder: Path) -> dict:
     explainer = task.explainer()  # Unsupported when the task has none: before loading anything
     label_map = read_json(paths.MODEL / "label_map.json")
-    heads, number = Heads.of(label_map), numbers.is_number(label_map)
+    heads = Heads.of(label_map)
     model = task.models.load_trained(str(paths.MODEL), params.train.trust_remote_code).eval()
     processor = task.models.load_processor(str(paths.MODEL), params.train.trust_remote_code)
     test = pd.read_parquet(paths.PREPARED / "test.parquet")
@@ -69,6 +69,7 @@ def run(task, params, folder: Path) -> dict:
     for head in each_head(label_map, test["label"], np.zeros((len(test), 0))):
         rows = test[head.labelled].reset_index(drop=True)
         predictions_file = head.folder(paths.EVALUATION) / "predictions.csv"
+        number = head.target is not None or numbers.is_number(label_map)  # a numeric label, or a number head
         if number:  # the predicted value where a class's probability would be
             predictions = pd.read_csv(predictions_file).pipe(lambda frame: frame.assign(confidence=frame["predicted"]))
         else:
@@ -77,7 +78,7 @@ def run(task, params, folder: Path) -> dict:
             raise UserError(f"{predictions_file} does not list the prepared test rows; rerun evaluate (dvc repro evaluate)")
         chosen = select_examples(predictions, params.explain.examples, params.explain.seed, number)
         viewed = model if head.name is None else HeadView(model, heads, head.name)  # several heads: one head's logits alone
-        viewed = NumberView(model, label_map["target"]) if number else viewed
+        viewed = NumberView(viewed, head.target or label_map.get("target")) if number else viewed
         results[head.name], saved[head.name] = explainer.explain(params, task, viewed, processor, rows, predictions, chosen, head.classes)
         results[head.name] = {"model": str(paths.MODEL), **results[head.name]}
         print(f"explain{' ' + head.name if head.name else ''}: {_line(results[head.name], params.explain, number)}")

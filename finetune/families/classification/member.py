@@ -67,11 +67,15 @@ def _classical(task, params, name: str, prepared: dict[str, pd.DataFrame], label
 def _scores(label_map: dict, part: probabilities.Split, interval: bool) -> dict:
     """Accuracy and macro F1 (with `interval`, its 95 % interval); several heads: each head's on its labelled rows, and the
     means; a numeric label's rmse, mae, r2 and spearman (finetune/scoring/numbers.py)."""
+    def numeric(actual, predicted):
+        return number_scores.scores(actual, predicted) | ({"ci95": number_scores.intervals(actual, {"m": predicted})["m"]} if interval else {})
+
     if numbers.is_number(label_map):
-        predicted = part.probs[:, 0]
-        return number_scores.scores(part.labels, predicted) | ({"ci95": number_scores.intervals(part.labels, {"m": predicted})["m"]} if interval else {})
+        return numeric(part.labels, part.probs[:, 0])
 
     def headline(head):
+        if head.target:  # a number head
+            return numeric(head.actual, head.probs[:, 0])
         scores = metrics.headline(head.actual, head.probs.argmax(axis=1))
         return scores | ({"ci95": uncertainty.interval(head.actual, head.probs.argmax(axis=1))} if interval else {})
     return combined({head.name: headline(head) for head in each_head(label_map, part.labels, part.probs)})

@@ -43,8 +43,8 @@ def load_model(task, model_dir: Path, trust_remote_code: bool, backend: str = "t
 
 
 def prediction_columns(probs: np.ndarray, label_map: dict) -> pd.DataFrame:
-    """`label` and prob_<class> per class; several heads: <head> and <head>.prob_<class> for each; a numeric label: `label`,
-    the predicted value in the label's units."""
+    """`label` and prob_<class> per class; several heads: <head> and <head>.prob_<class> for each (a number head: <head>, its
+    predicted value); a numeric label: `label`, the predicted value in the label's units."""
     if numbers.is_number(label_map):
         return pd.DataFrame({LABEL: probs[:, 0]})
     heads = Heads.of(label_map)
@@ -53,6 +53,9 @@ def prediction_columns(probs: np.ndarray, label_map: dict) -> pd.DataFrame:
     kinds = label_map.get("kinds", {})
     columns = {}
     for head, block in blocks.items():
+        if head in heads.targets:  # a number head: its value in its units
+            columns[head] = block[:, 0]
+            continue
         prefix = f"{head}." if head else ""
         # the user's own values: 7 where the data held the number 7 (label_map `kinds`, finetune/data/labels.py)
         columns[head or LABEL] = labels.values([classes[head][i] for i in block.argmax(axis=1)], kinds.get(head or LABEL, labels.TEXT))

@@ -93,9 +93,10 @@ def _split(frame: pd.DataFrame, params: Params) -> dict[str, pd.DataFrame]:
     return {"train": train, "val": val, "test": test}
 
 
-def _check_labels(parts: dict[str, pd.DataFrame], columns: dict[str, str], classes: bool = True) -> list[str] | dict[str, list[str]]:
-    """The label order (with several heads: {head: its labels}), once every split is fit to train and score on
-    (numbers, `classes` False: only that no split is empty)."""
+def _check_labels(parts: dict[str, pd.DataFrame], columns: dict[str, str], classes: bool = True, number_heads=()
+                  ) -> list[str] | dict[str, list[str]]:
+    """The label order (with several heads: {head: its labels}, a number head's ["value"]), once every split is fit to
+    train and score on (numbers, `classes` False: only that no split is empty)."""
     for name in ("val", "test"):
         if parts[name].empty:
             raise UserError(f"the {name} split is empty; check data.splits or data.split_column")
@@ -106,7 +107,14 @@ def _check_labels(parts: dict[str, pd.DataFrame], columns: dict[str, str], class
     for name, part in parts.items():
         heads.check_every_head_labelled(part[LABEL], columns, f"the {name} split")
     rows = {name: pd.DataFrame(heads.decode(part[LABEL]), index=part.index) for name, part in parts.items()}
-    return {head: _labels_of({name: frame[head].dropna() for name, frame in rows.items()}, f"head {head!r}: ") for head in columns}
+    return {head: [numbers.OUTPUT] if head in number_heads else _labels_of({name: frame[head].dropna() for name, frame in rows.items()},
+                                                                            f"head {head!r}: ") for head in columns}
+
+
+def _head_targets(train: pd.DataFrame, data) -> dict[str, dict]:
+    """{number head: the train mean, std and column of its labels} (finetune/data/numbers.py)."""
+    rows, columns = pd.DataFrame(heads.decode(train[LABEL]), index=train.index), label_columns(data)
+    return {head: numbers.target(numbers.parse(rows[head].dropna())[0], columns[head]) for head in data.number_heads}
 
 
 def _labels_of(labels: dict[str, pd.Series], what: str) -> list[str]:
@@ -135,7 +143,8 @@ def run(task, params: Params, frame: pd.DataFrame, folder: Path) -> tuple[dict, 
         _check_labels({name: part.assign(**{LABEL: "one"}) for name, part in parts.items()}, {}, classes=False)
         labels, target = [numbers.OUTPUT], numbers.target(numbers.parse(parts["train"][LABEL])[0], params.data.label_column)
     else:
-        labels, target = _check_labels(parts, label_columns(params.data)), None
+        labels = _check_labels(parts, label_columns(params.data), number_heads=params.data.number_heads)
+        target = _head_targets(parts["train"], params.data) if params.data.number_heads else None
     overlap = set(keys[parts["train"].index]) & set(keys[pd.concat([parts["val"], parts["test"]]).index])
     assert not overlap, f"leakage check failed: {len(overlap)} inputs in train and val/test"
 
@@ -149,7 +158,7 @@ def run(task, params: Params, frame: pd.DataFrame, folder: Path) -> tuple[dict, 
             "rows": len(table),
             "augmented_rows": int(table["augmented"].sum()),
             **task.split_statistics(table),
-            "labels": numbers.quantiles(table[LABEL]) if number else heads.split_counts(table[LABEL], labels),
+            "labels": numbers.quantiles(table[LABEL]) if number else heads.split_counts(table[LABEL], labels, label_map.get("targets")),
         }
         table.to_parquet(folder / f"{name}.parquet", index=False)
     write_json(folder / "label_map.json", label_map)

@@ -35,9 +35,10 @@ def run(task, params, tables: dict[str, pd.DataFrame], labels, layout: dict) -> 
     if numbers.is_number(layout):  # a numeric label: its spread per split, no classes
         result["numbers"] = {name: numbers.quantiles(table[LABEL]) for name, table in originals.items()}
     else:
-        counts = heads.split_counts(originals["train"][LABEL], labels)
+        counts = heads.split_counts(originals["train"][LABEL], labels, layout.get("targets"))
         per_head = counts if isinstance(labels, dict) else {"": counts}
-        classes = {head: profile.balance(n) for head, n in per_head.items()}
+        result["numbers"] = {head: counts[head] for head in layout.get("targets") or {}}  # number heads: their spread
+        classes = {head: profile.balance(n) for head, n in per_head.items() if head not in result["numbers"]}
         result["classes"] = classes if isinstance(labels, dict) else classes[""]
         for head, facts in classes.items():
             notes = notes + _imbalance_note(f"head {head}: " if head else "", facts, params.train)

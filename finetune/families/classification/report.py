@@ -64,7 +64,9 @@ def profile_section(task, params) -> str | None:
     lead = f"<p>Rows: {esc(rows)}.</p>" + "".join(
         f"<p>{esc(f'Head {head}: ' if head else '')}{c['classes']} classes in train; the largest, {esc(c['largest'][0])} ({c['largest'][1]:,} rows), "
         f"is {c['largest_to_smallest']:g}x the smallest, {esc(c['smallest'][0])} ({c['smallest'][1]:,}); it is {100 * c['majority_share']:.1f} % "
-        "of train (what always predicting it would score).</p>" for head, c in per_head.items())
+        "of train (what always predicting it would score).</p>" for head, c in per_head.items()) + "".join(
+        f"<p>Head {esc(head)}: a number; train min / p25 / median / p75 / max {report_numbers.spread(n)}, mean {n['mean']:.4g}.</p>"
+        for head, n in (found.get("numbers") or {}).items())
     later = training_choices(read_json(paths.TRAIN_SUMMARY)) if paths.TRAIN_SUMMARY.exists() else []
     return data_profile(found, lead, later, _twins(task, found.get("near_duplicates", {})))
 
@@ -80,8 +82,9 @@ def summary_section(task, params) -> str:
         return (f'<div class="card">{esc(name)}<b class="{tone}">{result[metric]:.3f}</b><span class="muted">{_bracket(result["ci95"][metric])}<br>'
                 f'baseline {base[metric]:.3f}: {esc(uncertainty.describe(result["vs_baseline"], metric))}</span></div>')
 
-    heads = _heads()
-    cards = "".join(card(f"Test accuracy{suffix}", r, "accuracy") + card(f"Test macro F1{suffix}", r, "f1_macro") for suffix, r, _ in heads)
+    heads = _heads()  # a number head's cards: its RMSE and Spearman
+    cards = "".join(report_numbers.cards(r, ("rmse", "spearman"), suffix) if "rmse" in r else
+                    card(f"Test accuracy{suffix}", r, "accuracy") + card(f"Test macro F1{suffix}", r, "f1_macro") for suffix, r, _ in heads)
     baselines = "; ".join(f"{esc(r['baseline']['strategy'])}{esc(suffix)}" for suffix, r, _ in heads)
     where = f"{train['device']}{' (bf16)' if train['bf16'] else ''}"
     return (
@@ -96,6 +99,9 @@ def metrics_section(task, params) -> str:
         return report_numbers.metrics_section(task, params)
     parts = []
     for suffix, result, folder in _heads():
+        if "rmse" in result:  # a number head
+            parts.append(f"<h3>Scores (test){esc(suffix)}</h3>" + report_numbers.metrics_section(task, params, result, folder, suffix))
+            continue
         per_class = pd.DataFrame(result["per_class"]).T.reset_index(names="label")
         per_class["support"] = per_class["support"].astype(int)
         confusion = png_file_img(folder / "confusion.png", f"confusion matrix{suffix}")
@@ -162,10 +168,17 @@ def training_section(task, params) -> str:
             + adaptive_timeline(parameters))
 
 
-def _flat(counts: dict) -> dict[str, int]:
-    """Rows per label; several heads' ({head: {label: rows}}) as "head: label"."""
-    return {f"{head}: {label}": n for head, labels in counts.items() for label, n in labels.items()} if any(
-        isinstance(v, dict) for v in counts.values()) else counts
+def _shares(counts: dict, rows: int) -> dict:
+    """Each label's share of a split's rows ("label %"); several heads' as "head: label %", a number head's median."""
+    if not any(isinstance(v, dict) for v in counts.values()):
+        return {f"{label} %": round(100 * n / rows, 1) for label, n in counts.items()}
+    shown = {}
+    for head, labels in counts.items():
+        if "median" in labels and "distinct" in labels:  # a number head's quantiles (finetune/data/numbers.py)
+            shown[f"{head} median"] = labels["median"]
+        else:
+            shown |= {f"{head}: {label} %": round(100 * n / rows, 1) for label, n in labels.items()}
+    return shown
 
 
 def data_section(task, params) -> str:
@@ -176,7 +189,7 @@ def data_section(task, params) -> str:
         [
             {"split": name, **{key.removesuffix("_rows").replace("_", " "): value for key, value in s.items() if key != "labels"},
              **({f"label {key}": value for key, value in s["labels"].items()} if _number(params) else
-                {f"{label} %": round(100 * n / s["rows"], 1) for label, n in _flat(s["labels"]).items()})}
+                _shares(s["labels"], s["rows"]))}
             for name, s in prep["splits"].items()
         ]
     )
@@ -193,7 +206,10 @@ def errors_section(task, params) -> str:
     if _number(params):
         return report_numbers.errors_section(task, params, _rendered)
     parts = []
-    for suffix, _, folder in _heads():
+    for suffix, result, folder in _heads():
+        if "rmse" in result:  # a number head
+            parts.append(report_numbers.errors_section(task, params, _rendered, folder, suffix))
+            continue
         wrong = read_labelled_csv(folder / "misclassified.csv").head(params.report.worst_errors)
         if wrong.empty:
             parts.append(f"<p>No test example was misclassified{esc(suffix)}.</p>")
@@ -213,7 +229,9 @@ def ensemble_section(task, params) -> str | None:
         return report_numbers.ensemble_section(task, params, result, _NOISE)
     if "heads" not in result:
         return _ensemble_head(task, params, result, paths.ENSEMBLE, "")
-    return "".join(f"<h3>{esc(head)}</h3>" + _ensemble_head(task, params, r, paths.ENSEMBLE / head, f" ({head})") for head, r in result["heads"].items())
+    return "".join(f"<h3>{esc(head)}</h3>" + (report_numbers.ensemble_section(task, params, r, _NOISE, paths.ENSEMBLE / head) if "rmse" in r else
+                                               _ensemble_head(task, params, r, paths.ENSEMBLE / head, f" ({head})"))
+                   for head, r in result["heads"].items())
 
 
 def _ensemble_head(task, params, result: dict, folder: Path, suffix: str) -> str:
@@ -267,8 +285,9 @@ def compress_section(task, params) -> str | None:
     rows["parameters"] = rows["parameters"].astype(int)
     rows.insert(6, "95 % interval", [_bracket(model["ci95"]["accuracy"]) for model in result["models"].values()])
     rows["accuracy vs teacher"] = [uncertainty.describe(m["vs_teacher"], "accuracy") if "vs_teacher" in m else "" for m in result["models"].values()]
-    for head in next(iter(result["models"].values())).get("heads", {}):  # several heads: each head's accuracy too
-        rows[f"accuracy ({head})"] = [m["heads"][head]["accuracy"] for m in result["models"].values()]
+    for head, scores in next(iter(result["models"].values())).get("heads", {}).items():  # several heads: each head's accuracy (RMSE)
+        metric = "rmse" if "rmse" in scores else "accuracy"
+        rows[f"{metric} ({head})"] = [m["heads"][head][metric] for m in result["models"].values()]
     details = result["details"]
     notes = [f"Teacher: <code>{esc(result['teacher'])}</code>" + (f"; scored on {esc(result['scored'])}" if "scored" in result else "")
              + (f" (best val macro F1 of {esc(details['teacher']['val_f1_macro_of_candidates'])})" if details["teacher"]["val_f1_macro_of_candidates"] else "")]
@@ -312,13 +331,14 @@ def explain_section(task, params) -> str | None:
         return f"<p>No explanations: {esc(result['skipped'])}.</p>"
     saved = read_json(paths.EXPLAIN / "attributions.json")
     if "heads" not in result:
-        return _explained(task, params, result, saved)
-    return "".join(f"<h3>{esc(head)}</h3>" + _explained(task, params, r, saved["heads"][head]) for head, r in result["heads"].items())
+        return _explained(task, params, result, saved, _number(params))
+    number_heads = params.data.number_heads
+    return "".join(f"<h3>{esc(head)}</h3>" + _explained(task, params, r, saved["heads"][head], head in number_heads) for head, r in result["heads"].items())
 
 
-def _explained(task, params, result: dict, saved: dict) -> str:
+def _explained(task, params, result: dict, saved: dict, number: bool) -> str:
     f = result["faithfulness"]
-    explained, delta = ("the prediction", "Δ prediction") if _number(params) else ("p(predicted)", "Δp")
+    explained, delta = ("the prediction", "Δ prediction") if number else ("p(predicted)", "Δp")
     curve = pd.DataFrame({"features deleted (k)": f["k"], f"{delta}, top-k IG features": f["top_ig_drop"], f"{delta}, k random features": f["random_drop"]})
     ig = (f.get("beats_random") or {}).get("integrated_gradients") or {}
     interval = f" (margin over random {ig['ci95']['low']:+.4f} to {ig['ci95']['high']:+.4f}, 95 % over the examples)" if ig.get("ci95") else ""

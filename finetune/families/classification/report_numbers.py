@@ -19,7 +19,7 @@ def _bracket(ci: dict) -> str:
     return f"[{ci['low']:.4g}, {ci['high']:.4g}]"
 
 
-def _spread(numbers: dict) -> str:
+def spread(numbers: dict) -> str:
     return f"{numbers['min']:.4g} / {numbers['p25']:.4g} / {numbers['median']:.4g} / {numbers['p75']:.4g} / {numbers['max']:.4g}"
 
 
@@ -29,43 +29,47 @@ def profile_section(task, params, twins) -> str | None:
         return None
     found = prep["profile"]
     column = esc(params.data.label_column)
-    spread = pd.DataFrame([{"split": name, "rows": found["rows"][name], "min / p25 / median / p75 / max": _spread(n), "mean": n["mean"],
+    spreads = pd.DataFrame([{"split": name, "rows": found["rows"][name], "min / p25 / median / p75 / max": spread(n), "mean": n["mean"],
                             "distinct values": n["distinct"]} for name, n in found["numbers"].items()])
-    lead = f"<p>The label <code>{column}</code> is a number (a regression head); its spread per split:</p>{table(spread)}"
+    lead = f"<p>The label <code>{column}</code> is a number (a regression head); its spread per split:</p>{table(spreads)}"
     later = training_choices(read_json(paths.TRAIN_SUMMARY)) if paths.TRAIN_SUMMARY.exists() else []
     return data_profile(found, lead, later, twins)
 
 
-def summary_section(task, params, noise: str) -> str:
-    train, result = read_json(paths.TRAIN_SUMMARY), read_json(paths.METRICS)
-
+def cards(result: dict, metrics=tuple(METRICS), suffix: str = "") -> str:
+    """A card per metric: the test score, its interval, the train-mean baseline and the verdict against it."""
     def card(metric):
         verdict = result["vs_baseline"][metric]["verdict"]
         tone = {"better": "good", "worse": "bad"}.get(verdict, "")
-        return (f'<div class="card">Test {METRICS[metric]}<b class="{tone}">{result[metric]:.4g}</b><span class="muted">'
+        return (f'<div class="card">Test {METRICS[metric]}{esc(suffix)}<b class="{tone}">{result[metric]:.4g}</b><span class="muted">'
                 f'{_bracket(result["ci95"][metric])}<br>baseline {result["baseline"][metric]:.4g}: '
                 f'{esc(uncertainty.describe(result["vs_baseline"], metric))}</span></div>')
+    return "".join(card(m) for m in metrics)
 
+
+def summary_section(task, params, noise: str) -> str:
+    train, result = read_json(paths.TRAIN_SUMMARY), read_json(paths.METRICS)
     where = f"{train['device']}{' (bf16)' if train['bf16'] else ''}"
-    return (f'<div class="cards">{"".join(card(m) for m in METRICS)}</div><p>Model <code>{esc(params.train.model)}</code> fine-tuned on '
+    return (f'<div class="cards">{cards(result)}</div><p>Model <code>{esc(params.train.model)}</code> fine-tuned on '
             f"<code>{esc(params.data.source)}</code> to predict <code>{esc(params.data.label_column)}</code> ({esc(params.train.loss)} "
             f"loss on the label standardised by the train mean and standard deviation) for {train['steps']} steps ({train['epochs']} epochs) "
             f"on {esc(where)}; baseline = {esc(result['baseline']['strategy'])} predicted for every test row; {result['test_rows']} test rows. "
             f"Lower RMSE and MAE are better, higher R² and Spearman. {noise}</p>")
 
 
-def metrics_section(task, params) -> str:
-    result = read_json(paths.METRICS)
+def metrics_section(task, params, result: dict | None = None, folder=paths.EVALUATION, suffix: str = "") -> str:
+    """The test scores against the baseline and the scatter (a number head's: its result, folder and title suffix)."""
+    result = result or read_json(paths.METRICS)
     rows = pd.DataFrame([{"": name, **{label: f"{scores[m]:.4g} {_bracket(scores['ci95'][m])}" for m, label in METRICS.items()}}
                          for name, scores in (("fine-tuned", result), (result["baseline"]["strategy"], result["baseline"]))])
-    return (table(rows) + "<h3>Predicted against actual (test)</h3>"
-            + png_file_img(paths.EVALUATION / "scatter.png", "predicted against actual"))
+    return (table(rows) + f"<h3>Predicted against actual (test){esc(suffix)}</h3>"
+            + png_file_img(folder / "scatter.png", f"predicted against actual{suffix}"))
 
 
-def errors_section(task, params, rendered) -> str:
-    largest = pd.read_csv(paths.EVALUATION / "largest_errors.csv").head(params.report.worst_errors)
+def errors_section(task, params, rendered, folder=paths.EVALUATION, suffix: str = "") -> str:
+    largest = pd.read_csv(folder / "largest_errors.csv").head(params.report.worst_errors)
     shown = largest.assign(example=rendered(task, largest["id"]))[["example", "actual", "predicted", "error"]]
-    return "<p>The largest errors on the test split (predicted - actual).</p>" + table(shown, html_columns=("example",))
+    return f"<p>The largest errors on the test split{esc(suffix)} (predicted - actual).</p>" + table(shown, html_columns=("example",))
 
 
 def _scores(scores: dict) -> dict:
@@ -73,7 +77,7 @@ def _scores(scores: dict) -> dict:
     return shown | {"test RMSE, 95 % interval": _bracket(scores["test"]["ci95"]["rmse"])}
 
 
-def ensemble_section(task, params, result: dict, noise: str) -> str:
+def ensemble_section(task, params, result: dict, noise: str, folder=paths.ENSEMBLE) -> str:
     best = result["best_member_on_val"]
     versus = result["vs_members"][best["name"]]
     tone = {"better": "good", "worse": "bad"}.get(versus["rmse"]["verdict"], "")
@@ -93,7 +97,7 @@ def ensemble_section(task, params, result: dict, noise: str) -> str:
     return (f'<div class="cards">{cards}</div>{table(pd.DataFrame(rows).astype(object).fillna(""))}'
             f'<p>Method {esc(result["method"])}, chosen by {esc(result["chosen_by"])} ({crossed["folds"]} folds; best_member = '
             f'{esc(result["best_member"])}); soft_vote is the members\' mean; weights: {esc(result["weights_source"])}. {noise}</p>'
-            f'<h3>Predicted against actual ({esc(result["method"])})</h3>{png_file_img(paths.ENSEMBLE / "scatter.png", "ensemble scatter")}')
+            f'<h3>Predicted against actual ({esc(result["method"])})</h3>{png_file_img(folder / "scatter.png", "ensemble scatter")}')
 
 
 def compress_section(task, params, result: dict, noise: str) -> str:

@@ -101,9 +101,10 @@ def examples_and_augmentation(models, params) -> list[tuple[str, str]]:
     train = pd.read_parquet(paths.PREPARED / "train.parquet")
     layout = json.loads(paths.LABEL_MAP.read_text())
     labels, heads = layout["labels"], Heads.of(layout)
-    if heads.multi:  # several heads: examples of the first head's classes
-        first = heads.matrix(train["label"])[:, 0]
-        train, labels = train.assign(label=first)[first != IGNORE], next(iter(heads.classes.values()))
+    if heads.multi:  # several heads: examples of the first class head's classes
+        index, head = next((i, head) for i, head in enumerate(heads.classes) if head not in heads.targets)
+        first = heads.matrix(train["label"])[:, index].astype(int)
+        train, labels = train.assign(label=first)[first != IGNORE], heads.classes[head]
     per_class = "".join(f"<tr><td>{html.escape(label)}</td><td>{''.join(thumbnail(normalized_image(v), 64) for v in rows['input'].head(8))}</td></tr>"
                         for i, label in enumerate(labels) if not (rows := train[train["label"] == i]).empty)
     first = train.groupby("label", sort=True).head(1).head(6)
