@@ -111,14 +111,14 @@ def pooled(heads: Heads, labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndar
         return labels, probs.argmax(axis=1), np.arange(len(labels))
     labels = heads.matrix(labels)
     offsets = np.cumsum([0, *heads.sizes[:-1]])
-    classed = [i for i, head in enumerate(heads.classes) if head not in heads.targets]  # number heads: scored apart (number_heads)
+    classed = [i for i, head in enumerate(heads.classes) if head not in heads.targets]  # number heads: scored apart (number_predictions)
     parts = [(labels[:, i].astype(int) + offsets[i], columns.argmax(axis=1) + offsets[i], np.arange(len(probs)))
              for i, columns in enumerate(heads.columns(probs).values()) if i in classed]
     kept = [labels[:, i] != IGNORE for i in classed]
     return tuple(np.concatenate([part[j][keep] for part, keep in zip(parts, kept)]) for j in range(3))
 
 
-def number_heads(heads: Heads, labels, outputs: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def number_predictions(heads: Heads, labels, outputs: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{number head: (actual, predicted)} on the rows that have its label, both in its units."""
     matrix, columns = heads.matrix(labels), heads.columns(outputs)
     return {head: (matrix[heads.labelled(matrix[:, i], head), i], columns[head][heads.labelled(matrix[:, i], head), 0])

@@ -51,7 +51,7 @@ from finetune.compression.compressors import Compressor, TransformerCompressor
 from finetune.compression.convnets import ConvNetCompressor
 from finetune.config.sections import PRIMARY
 from finetune.data import numbers
-from finetune.data.heads import Heads, number_heads, pooled
+from finetune.data.heads import Heads, number_predictions, pooled
 from finetune.errors import Unsupported, UserError
 from finetune.families.classification import probabilities
 from finetune.io import read_json, write_table
@@ -333,7 +333,7 @@ def score_numbers(models: dict, predictions: dict[str, np.ndarray], test: pd.Dat
 
 def _number_heads(heads: Heads, test: pd.DataFrame, probs: dict[str, np.ndarray], name: str) -> dict:
     """Each number head's rmse, mae, r2 and spearman of model `name` in its units, and the teacher's minus its rmse."""
-    ours, teachers = (number_heads(heads, test["label"].to_numpy(), probs[who]) for who in (name, "teacher"))
+    ours, teachers = (number_predictions(heads, test["label"].to_numpy(), probs[who]) for who in (name, "teacher"))
     return {head: {key: round(value, 4) for key, value in number_scores.scores(actual, predicted).items()}
             | {"mean_abs_difference_from_teacher": round(float(np.mean(np.abs(predicted - teachers[head][1]))), 4)}
             for head, (actual, predicted) in ours.items()}
