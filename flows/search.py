@@ -49,8 +49,24 @@ def trial_process(number: int, params_file: str, resources: Resources) -> dict:
     finally:
         resources.release(gpu)
     if done.returncode != 0:
-        raise RuntimeError(f"trial {number} exited {done.returncode}:\n" + "\n".join(done.stderr.strip().splitlines()[-15:]))
+        raise RuntimeError(f"trial {number} exited {done.returncode}:\n" + failure(done.stderr))
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def failure(stderr: str, lines: int = 15) -> str:
+    """The end of a failed trial's stderr without the interpreter's shutdown noise: objects whose __del__ fails while Python
+    exits ("Exception ignored in ... sys.meta_path is None", dulwich's pack files) print blocks AFTER the real traceback,
+    which then fell out of the 15 lines shown."""
+    kept, noise = [], False
+    for line in stderr.strip().splitlines():
+        if line.startswith("Exception ignored in"):
+            noise = True
+            continue
+        if noise and (line.startswith((" ", "Traceback")) or "sys.meta_path is None" in line):
+            continue
+        noise = False
+        kept.append(line)
+    return "\n".join(kept[-lines:])
 
 
 @task(cache_policy=NO_CACHE)

@@ -258,7 +258,8 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
         weight_decay=train.weight_decay,
         warmup_steps=train.warmup_ratio,  # transformers 5 takes a float < 1 here as a ratio
         lr_scheduler_type=train.lr_scheduler,
-        label_smoothing_factor=train.label_smoothing,
+        # the Trainer's label smoother reads model.config, which a torchvision CNN has not: our loss smooths there (strategies.py)
+        label_smoothing_factor=train.label_smoothing if hasattr(model, "config") else 0.0,
         logging_steps=train.logging_steps,
         **steps,
         save_total_limit=2,

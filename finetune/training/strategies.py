@@ -301,8 +301,10 @@ class StrategyTrainer(Trainer):
             outputs = model(**inputs)
             loss = losses.regression_loss(outputs.logits, labels, train.loss, self.target, train.huber_delta)
             result = (loss, outputs) if return_outputs else loss
-        elif train.loss != "cross_entropy" or self.class_weights is not None or inputs["labels"].is_floating_point():
-            labels = inputs.pop("labels")  # a weighted or focal loss, or class probabilities (MixUp/CutMix)
+        elif (train.loss != "cross_entropy" or self.class_weights is not None or inputs["labels"].is_floating_point()
+              or (train.label_smoothing and self.label_smoother is None)):
+            # a weighted or focal loss, class probabilities (MixUp/CutMix), or label smoothing the Trainer does not do (a CNN)
+            labels = inputs.pop("labels")
             outputs = model(**inputs)
             loss = losses.loss(outputs.logits, labels, train.loss, self.class_weights, train.focal_gamma, train.label_smoothing)
             result = (loss, outputs) if return_outputs else loss

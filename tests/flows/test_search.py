@@ -46,3 +46,13 @@ def test_values_the_model_cannot_take_are_refused_before_any_trial(trained_workd
     assert exit_info.value.code == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (trained_workdir / ".cache/search").exists() and not (trained_workdir / "reports/search").exists()
+
+
+def test_a_failed_trials_error_is_shown_without_the_interpreters_shutdown_noise():
+    noise = ("Exception ignored in: <function FilePackIndex.__del__ at 0x7f>\nTraceback (most recent call last):\n"
+             '  File "dulwich/pack.py", line 4730, in __del__\nImportError: sys.meta_path is None, Python is likely shutting down\n')
+    stderr = ("Traceback (most recent call last):\n" + "".join(f'  File "x.py", line {i}, in f\n' for i in range(20))
+              + "AttributeError: 'ImageClassifier' object has no attribute 'config'\n" + noise * 4)
+    shown = search_flow.failure(stderr)
+    assert shown.endswith("AttributeError: 'ImageClassifier' object has no attribute 'config'") and "meta_path" not in shown
+    assert len(shown.splitlines()) == 15
