@@ -51,6 +51,9 @@ def main() -> None:
     runs = {name: run(name, params(labels, args.rows)) for name, labels in (
         ("sentiment", {"label_column": "sentiment"}), ("confidence", {"label_column": "confidence", "label_type": "number"}),
         ("sentiment+confidence", {"label_columns": ["sentiment", "confidence"], "number_heads": ["confidence"]}))}
+    out = ROOT / ".cache/bench/number_heads.json"  # every run's scores, whatever the table below shows
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(runs, indent=1, default=float))
     print(json.dumps({name: {"seconds": r["seconds"], "steps": r["steps"]} for name, r in runs.items()}, indent=1))
     print("\n| run | train time (s) | steps | sentiment macro F1 | confidence RMSE | confidence Spearman |\n|---|---|---|---|---|---|")
     for name, result in runs.items():

@@ -1,7 +1,11 @@
 """Making a CNN smaller: static int8, channel pruning, a student with fewer blocks. Saved without pickle.
 
 - Static int8 (weights AND activations): onnxruntime's static quantization of the teacher's ONNX export, QDQ format,
-  int8 weights per output channel, uint8 activations with MinMax ranges from the calibration batches
+  7-bit int8 weights per output channel (`reduce_range`: x86 CPUs without VNNI multiply uint8 x int8 pairs with
+  VPMADDUBSW, whose int16 sums saturate on full-range weights; 7 bits cannot: on an AVX2 EPYC the full-range model lost
+  1.68 points of Fashion-MNIST accuracy, the 7-bit one 0.13, at the same speed; bench/cnn_int8_runtimes.py,
+  docs/benchmarks/compression.md. A model quantized once runs on any x86 CPU, so this holds on VNNI machines too),
+  uint8 activations with MinMax ranges from the calibration batches
   (compress.quantize.calibration_batches x 32 train images), after onnxruntime's own pre-processing (shape inference,
   BatchNorm folded into the convolutions). Written as model.int8.onnx and run by onnxruntime
   (finetune/compression/onnx_export.py). It replaced torch.ao's FX static int8 (deprecated by PyTorch) at 8586449: on
@@ -109,12 +113,12 @@ class ConvNetCompressor(Compressor):
         try:
             onnx_export.export(model, calibration[0], fp32)
             quant_pre_process(str(fp32), str(prepared))
-            quantize_static(str(prepared), str(target), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+            quantize_static(str(prepared), str(target), Batches(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         finally:
             for path in (fp32, prepared):
                 path.unlink(missing_ok=True)
-        return {"runtime": "onnxruntime", "scheme": "static (QDQ): weights int8 per output channel, activations uint8 from calibrated "
+        return {"runtime": "onnxruntime", "scheme": "static (QDQ): weights int8 (7-bit) per output channel, activations uint8 from calibrated "
                 "ranges, BatchNorm folded", "calibration_images": images}
 
     def load_quantized(self, folder):
