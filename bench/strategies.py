@@ -26,7 +26,7 @@ from finetune.training.fit import fit  # noqa: E402
 # policies decide at each evaluation, so they evaluate every 25 steps (17 times on the default text data, not 3); the
 # `_every75` rows evaluate a third as often (each evaluation of the image data's 2,000 val images costs ~8 s) and the
 # `_0.01` row freezes a group only when its gradient norm moved less than 1 % (the default 10 % froze the whole CNN by
-# step 200 of 747)
+# step 200 of 747); the `_check75` rows decide every 75 steps from gradient norms alone and evaluate once per epoch
 FREEZE_CONVERGED = Adaptive(policy="freeze_converged")
 RECIPES = {
     "full": {},
@@ -40,6 +40,10 @@ RECIPES = {
     "adaptive_freeze_converged_every75": {"strategy": "adaptive", "eval_steps": 75, "adaptive": FREEZE_CONVERGED},
     "adaptive_freeze_converged_0.01_every75": {"strategy": "adaptive", "eval_steps": 75,
                                                "adaptive": Adaptive(policy="freeze_converged", threshold=0.01)},
+    "adaptive_freeze_converged_check75": {"strategy": "adaptive", "adaptive": Adaptive(policy="freeze_converged", check_every=75)},
+    **{f"adaptive_freeze_converged_{threshold}_check{every}": {
+        "strategy": "adaptive", "adaptive": Adaptive(policy="freeze_converged", threshold=threshold, check_every=every)}
+       for threshold, every in ((0.03, 75), (0.05, 75), (0.07, 75), (0.05, 50))},
 }
 
 params = load_params()

@@ -188,8 +188,11 @@ class Adaptive(Section):
     min_delta: float = Field(0.0, ge=0, le=1e6)  # unfreeze_on_plateau: "better" means beating the best by more than this
     # unfreeze_on_plateau: optimizer steps over which a newly opened group's learning rate ramps up from 0; null = the run's warm-up
     rewarm_steps: int | None = Field(None, ge=0, le=10_000_000)
-    # freeze_converged: a group freezes when its mean gradient norm moved less than this share between two evaluations
+    # freeze_converged: a group freezes when its mean gradient norm moved less than this share between two decisions
     threshold: float = Field(0.1, gt=0, lt=10)
+    # freeze_converged: decide every this many optimizer steps, from gradient norms alone (no evaluation needed, so the run
+    # can evaluate once per epoch); null = decide at each evaluation
+    check_every: int | None = Field(None, ge=1, le=10_000_000)
 
 
 class Speed(Section):

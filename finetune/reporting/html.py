@@ -45,13 +45,14 @@ def table(frame: pd.DataFrame, html_columns: tuple[str, ...] = ()) -> str:
 
 
 def adaptive_timeline(parameters: dict) -> str:
-    """train.strategy adaptive's timeline (train.json parameters.adaptive): per evaluation, the trainable layer groups and
-    why they changed; empty for the other strategies."""
+    """train.strategy adaptive's timeline (train.json parameters.adaptive): per evaluation (and per gradient-norm check of
+    freeze_converged's check_every, which has no val metric), the trainable layer groups and why they changed; empty for
+    the other strategies."""
     adaptive = parameters.get("adaptive")
     if not adaptive:
         return ""
-    rows = pd.DataFrame([{**row, "trainable": ", ".join(row["trainable"]), "change": row["change"] or "-"} for row in adaptive["timeline"]])
-    return f"<h3>Adaptive ({esc(adaptive['policy'])}): trainable layer groups per evaluation</h3>" + table(rows)
+    rows = pd.DataFrame([{**row, "trainable": ", ".join(row["trainable"]), "change": row["change"] or "-"} for row in adaptive["timeline"]]).fillna("-")
+    return f"<h3>Adaptive ({esc(adaptive['policy'])}): trainable layer groups over training</h3>" + table(rows)
 
 
 def _brief(value) -> str:

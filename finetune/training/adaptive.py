@@ -11,11 +11,13 @@ model whose layer groups finetune/models/anatomy.py finds (transformers, CNNs, V
   trainable group freezes when it moved by less than `threshold` (relative), and the groups above it with it while
   they also did: bottom-up only, so every frozen group lies below every trained one and costs no backward time
   (autograd computes no gradient for a frozen weight, and none below the lowest trained group). The head never
-  freezes. Limit: frozen groups' outputs are not cached (AutoFreeze does that when the data order allows; the
+  freezes. With `check_every` the comparison runs every that many optimizer steps instead, from the gradient norms
+  alone: no evaluation is needed to decide, so the run can evaluate once per epoch (on the image data a 2,000-image
+  evaluation cost more than freezing saved; docs/benchmarks/strategies-search.md). Limit: frozen groups' outputs are not cached (AutoFreeze does that when the data order allows; the
   Trainer reshuffles and augments every epoch, so it would rarely apply here).
 
-Each evaluation adds a row to the timeline (train.json parameters.adaptive, the report's Training section): step,
-epoch, the val metric, the trainable groups and why they changed. The timeline, the open groups, the best metric, the
+Each evaluation (and each check_every decision, without a metric) adds a row to the timeline (train.json
+parameters.adaptive, the report's Training section): step, epoch, the val metric, the trainable groups and why they changed. The timeline, the open groups, the best metric, the
 stall count, the re-warm starts and the gradient norms are the callback's state in every checkpoint, so a killed run
 resumes exactly (the Trainer rebuilds the callback from `state()`: its arguments are plain values, the model comes with
 each event). Early stopping counts the same evaluations: give it a patience above `patience` x the groups to open, or
@@ -34,9 +36,9 @@ from finetune.training.strategies import layer_groups, set_trainable
 
 class AdaptiveLayers(TrainerCallback, ExportableState):
     def __init__(self, policy: str, patience: int = 1, min_delta: float = 0.0, rewarm_steps: int | None = None, threshold: float = 0.1,
-                 batchnorm: str = "train"):
+                 batchnorm: str = "train", check_every: int | None = None):
         self.policy, self.patience, self.min_delta, self.rewarm_steps = policy, patience, min_delta, rewarm_steps
-        self.threshold, self.batchnorm = threshold, batchnorm
+        self.threshold, self.batchnorm, self.check_every = threshold, batchnorm, check_every
         self.trainable: list[str] | None = None  # open groups, bottom-up; None until the first event sees the model
         self.best: float | None = None
         self.stalled = 0
@@ -51,7 +53,8 @@ class AdaptiveLayers(TrainerCallback, ExportableState):
 
     def state(self) -> dict:
         return {"args": {"policy": self.policy, "patience": self.patience, "min_delta": self.min_delta, "rewarm_steps": self.rewarm_steps,
-                         "threshold": self.threshold, "batchnorm": self.batchnorm},
+                         "threshold": self.threshold, "batchnorm": self.batchnorm,
+                         "check_every": self.check_every},
                 "attributes": {"trainable": self.trainable, "best": self.best, "stalled": self.stalled, "opened_at": self.opened_at,
                                "norm_sums": self.norm_sums, "norm_steps": self.norm_steps, "last_norms": self.last_norms,
                                "timeline": self.timeline}}
@@ -90,6 +93,10 @@ class AdaptiveLayers(TrainerCallback, ExportableState):
                 self.norm_sums[name] = self.norm_sums.get(name, 0.0) + math.sqrt(sum(float(torch.sum(g.float() ** 2)) for g in grads))
         self.norm_steps += 1
 
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.policy == "freeze_converged" and self.check_every and state.global_step % self.check_every == 0:
+            self._record(state, self._freeze(self._apply(model)))
+
     def on_train_end(self, args, state, control, **kwargs):
         self._ended = True
 
@@ -99,11 +106,16 @@ class AdaptiveLayers(TrainerCallback, ExportableState):
         groups = self._apply(model)
         metric = args.metric_for_best_model if args.metric_for_best_model.startswith("eval_") else f"eval_{args.metric_for_best_model}"
         value = metrics.get(metric)
-        change = self._unfreeze(groups, value, args.greater_is_better, state.global_step) if self.policy == "unfreeze_on_plateau" \
-            else self._freeze(groups)
+        if self.policy == "unfreeze_on_plateau":
+            change = self._unfreeze(groups, value, args.greater_is_better, state.global_step)
+        else:  # with check_every, freeze_converged decided at its own steps: an evaluation only records the metric
+            change = "" if self.check_every else self._freeze(groups)
+        self._record(state, change, {metric.removeprefix("eval_"): value})
+
+    def _record(self, state, change: str, metric: dict | None = None):
         if change:
             print(f"adaptive: step {state.global_step}: {change}")
-        self.timeline.append({"step": state.global_step, "epoch": round(state.epoch or 0, 4), metric.removeprefix("eval_"): value,
+        self.timeline.append({"step": state.global_step, "epoch": round(state.epoch or 0, 4), **(metric or {}),
                               "trainable": list(self.trainable), "change": change})
 
     def _unfreeze(self, groups: dict, value: float | None, greater: bool, step: int) -> str:
@@ -137,5 +149,6 @@ class AdaptiveLayers(TrainerCallback, ExportableState):
             self.trainable = [name for name in self.trainable if name not in frozen]
         self.last_norms = {name: norm for name, norm in norms.items() if name in self.trainable}
         self.norm_sums, self.norm_steps = {}, 0
-        return f"froze {', '.join(moves)}: its mean gradient norm moved less than {self.threshold:g} (relative) since the last " \
-               "evaluation" if frozen else ""
+        since = f"{self.check_every} steps before" if self.check_every else "the last evaluation"
+        return f"froze {', '.join(moves)}: its mean gradient norm moved less than {self.threshold:g} (relative) since {since}" \
+            if frozen else ""

@@ -118,6 +118,46 @@ def test_a_run_killed_while_a_group_warms_up_resumes_to_the_same_weights_and_tim
         assert torch.equal(tensor, resumed_weights[key]), key
 
 
+class StepWeights(TrainerCallback):
+    """The encoder's weights after every optimizer step."""
+
+    def __init__(self):
+        self.weights = {}
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.weights[state.global_step] = {name: p.detach().clone() for name, p in model.state_dict().items() if name.startswith("bert.")}
+
+
+def test_freeze_converged_with_check_every_decides_between_evaluations_and_resumes_exactly(trained_workdir, tiny_model):
+    params = tiny_params(tiny_model, train={"epochs": 3, "strategy": "adaptive", "learning_rate": 1e-4, "warmup_ratio": 0.0,
+                                            "adaptive": {"policy": "freeze_converged", "threshold": 5.0, "check_every": 2},
+                                            "early_stopping": {"patience": 0}})
+    watch = StepWeights()
+    whole, whole_weights = _train(params, [watch])
+    timeline = whole["parameters"]["adaptive"]["timeline"]
+    checks = [row for row in timeline if "f1_macro" not in row]
+    evaluations = [row for row in timeline if "f1_macro" in row]
+    assert [row["step"] for row in checks] == list(range(2, whole["steps"] + 1, 2))  # every 2 steps, not at evaluations
+    assert len(evaluations) == 3 and all(row["change"] == "" for row in evaluations)  # one per epoch, deciding nothing
+    assert checks[0]["change"] == ""  # no earlier norms to compare at the first check
+    froze = next(row for row in checks if row["change"])
+    assert froze["step"] == 4 and froze["change"].startswith("froze embeddings") and "2 steps before" in froze["change"]
+    for group in ("embeddings",):  # from the step that froze it, its weights never change again
+        prefix = "bert." + GROUP_PREFIX[group]
+        frozen = {k: v for k, v in watch.weights[froze["step"]].items() if k.startswith(prefix)}
+        assert all(torch.equal(v, watch.weights[whole["steps"]][k]) for k, v in frozen.items())
+
+    crash_at = evaluations[0]["step"] + 3  # past the first checkpoint, which holds the frozen groups and the norms so far
+    assert froze["step"] < crash_at < whole["steps"]
+    shutil.rmtree(paths.MODEL)
+    with pytest.raises(RuntimeError, match="killed"):
+        _train(params, [Crash(crash_at)])
+    resumed, resumed_weights = _train(params)
+    assert resumed["resumed"] and resumed["parameters"]["adaptive"] == whole["parameters"]["adaptive"]
+    for key, tensor in whole_weights.items():
+        assert torch.equal(tensor, resumed_weights[key]), key
+
+
 def test_adaptive_needs_the_models_layers_and_one_process(workdir, tiny_model):
     from tests.support.params import load
 
