@@ -72,7 +72,7 @@ def test_the_report_shows_an_adaptive_runs_timeline(trained_workdir, tiny_model)
     evaluate.run(params)
     document = report.run(params)
     timeline = json.loads(open("reports/train.json").read())["parameters"]["adaptive"]["timeline"]
-    assert "Adaptive (unfreeze_on_plateau): trainable layer groups per evaluation" in document
+    assert "Adaptive (unfreeze_on_plateau): trainable layer groups over training" in document
     assert len(timeline) == 3 and any(row["change"] for row in timeline)
     for row in timeline:
         assert f"<td>{html.escape(', '.join(row['trainable']))}</td><td>{html.escape(row['change'] or '-')}</td>" in document
