@@ -194,6 +194,13 @@ class Adaptive(Section):
     # can evaluate once per epoch); null = decide at each evaluation
     check_every: int | None = Field(None, ge=1, le=10_000_000)
 
+    @model_validator(mode="after")
+    def _check_every_needs_freeze_converged(self):
+        if self.check_every is not None and self.policy != "freeze_converged":
+            raise ValueError(f"check_every: {self.check_every} sets how often freeze_converged decides; policy {self.policy} decides at "
+                             "evaluations (set eval_steps instead, or remove check_every)")
+        return self
+
 
 class Speed(Section):
     """train.speed: throughput only. The CUDA-only settings (tf32, fused_optimizer, pin_memory) apply only when training

@@ -13,15 +13,16 @@ model whose layer groups finetune/models/anatomy.py finds (transformers, CNNs, V
   (autograd computes no gradient for a frozen weight, and none below the lowest trained group). The head never
   freezes. With `check_every` the comparison runs every that many optimizer steps instead, from the gradient norms
   alone: no evaluation is needed to decide, so the run can evaluate once per epoch (on the image data a 2,000-image
-  evaluation cost more than freezing saved; docs/benchmarks/strategies-search.md). Limit: frozen groups' outputs are not cached (AutoFreeze does that when the data order allows; the
-  Trainer reshuffles and augments every epoch, so it would rarely apply here).
+  evaluation cost more than freezing saved; docs/benchmarks/strategies-search.md). Limit: frozen groups' outputs are
+  not cached (AutoFreeze does that when the data order allows; the Trainer reshuffles and augments every epoch, so it
+  would rarely apply here).
 
 Each evaluation (and each check_every decision, without a metric) adds a row to the timeline (train.json
-parameters.adaptive, the report's Training section): step, epoch, the val metric, the trainable groups and why they changed. The timeline, the open groups, the best metric, the
-stall count, the re-warm starts and the gradient norms are the callback's state in every checkpoint, so a killed run
-resumes exactly (the Trainer rebuilds the callback from `state()`: its arguments are plain values, the model comes with
-each event). Early stopping counts the same evaluations: give it a patience above `patience` x the groups to open, or
-it can end the run with groups still closed.
+parameters.adaptive, the report's Training section): step, epoch, the val metric, the trainable groups and why they
+changed. The timeline, the open groups, the best metric, the stall count, the re-warm starts and the gradient norms
+are the callback's state in every checkpoint, so a killed run resumes exactly (the Trainer rebuilds the callback from
+`state()`: its arguments are plain values, the model comes with each event). Early stopping counts the same
+evaluations: give it a patience above `patience` x the groups to open, or it can end the run with groups still closed.
 """
 from __future__ import annotations
 

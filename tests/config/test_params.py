@@ -171,3 +171,8 @@ def test_a_numeric_label_trains_with_mse_and_selects_on_rmse_unless_params_say_o
     assert "train.class_weights, train.balance and train.label_smoothing are for classes" in _error(tiny_params(
         tiny_model, data={"label_type": "number"}, train={"loss": "mse", "balance": "oversample", "early_stopping": {"metric": "rmse"}},
         search={"metric": "rmse"}))
+
+
+def test_check_every_with_a_policy_that_decides_at_evaluations_is_refused(tiny_model):
+    message = _error(tiny_params(tiny_model, train={"strategy": "adaptive", "adaptive": {"check_every": 50}}))
+    assert "train.adaptive: Value error, check_every: 50 sets how often freeze_converged decides; policy unfreeze_on_plateau" in message
