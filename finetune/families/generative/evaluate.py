@@ -58,7 +58,7 @@ def run(task, params, folder: Path) -> dict:
     samples = {"fine-tuned": generations(tuned, tokenizer, settings), "pretrained": generations(pretrained, tokenizer, settings)}
     result["generation"] = {name: diversity(rows) for name, rows in samples.items()}
     documents = pd.read_parquet(paths.PREPARED / "test.parquet", columns=["id", "document"])
-    per_block = documents.assign(loss=-test.mean(axis=1), pretrained_loss=-baseline.mean(axis=1))
+    per_block = documents.assign(loss=scoring.block_losses(test), pretrained_loss=scoring.block_losses(baseline))
     write_json(folder / "generations.json", {"settings": settings.model_dump(), "samples": samples})
     write_table(folder / "blocks.csv", per_block)
     scoring.save_logprobs(folder / scoring.LOGPROBS, tuned_logp)

@@ -125,12 +125,20 @@ def forced_run(model, tokenizer, prompt: str, max_new_tokens: int) -> Callable[[
 
 
 def prompts(evaluate, tokenizer) -> list[dict[str, str]]:
-    """[{"prompt", "from"}]: evaluate.prompts, or with `auto` the first evaluate.prompt_tokens tokens of
-    evaluate.auto_prompts test documents drawn with evaluate.seed (kept in their split order) from the layout's openings."""
+    """[{"prompt", "from"(, "reference")}]: evaluate.prompts, or with `auto` the first evaluate.prompt_tokens tokens of
+    evaluate.auto_prompts test documents drawn with evaluate.seed (kept in their split order) from the layout's openings;
+    an opening that carries the reply it should get (a chat's conversation up to its last reply) is a whole prompt,
+    with that reply as its reference."""
     if evaluate.prompts != "auto":
         return [{"prompt": prompt, "from": f"evaluate.prompts[{i}]"} for i, prompt in enumerate(evaluate.prompts)]
     openings = read_json(paths.LABEL_MAP)["openings"]
     drawn = np.random.default_rng(evaluate.seed).choice(len(openings), size=min(evaluate.auto_prompts, len(openings)), replace=False)
-    # a cut through a multi-byte character decodes to U+FFFD: left out
-    return [{"prompt": tokenizer.decode(openings[i][1][:evaluate.prompt_tokens]).rstrip("\ufffd"),
-             "from": f"the opening of test document {openings[i][0]}"} for i in sorted(drawn)]
+    chosen = []
+    for i in sorted(drawn):
+        name, ids, *reply = openings[i]
+        if reply:
+            chosen.append({"prompt": tokenizer.decode(ids), "from": f"test conversation {name}", "reference": reply[0]})
+        else:  # a cut through a multi-byte character decodes to U+FFFD: left out
+            chosen.append({"prompt": tokenizer.decode(ids[:evaluate.prompt_tokens]).rstrip("\ufffd"),
+                           "from": f"the opening of test document {name}"})
+    return chosen
