@@ -57,6 +57,13 @@ def run(task, params, folder: Path) -> dict:
     }
     samples = {"fine-tuned": generations(tuned, tokenizer, settings), "pretrained": generations(pretrained, tokenizer, settings)}
     result["generation"] = {name: diversity(rows) for name, rows in samples.items()}
+    if all("reference" in row for row in samples["fine-tuned"]):  # replies to held-out conversations: scored against theirs
+        from finetune.families.generative import references
+
+        replies = {name: [row["continuation"] for row in rows] for name, rows in samples.items()}
+        wanted = [row["reference"] for row in samples["fine-tuned"]]
+        result["replies"] = {**{name: references.score(texts, wanted) for name, texts in replies.items()},
+                             "vs_pretrained": references.compare(replies["fine-tuned"], replies["pretrained"], wanted)}
     documents = pd.read_parquet(paths.PREPARED / "test.parquet", columns=["id", "document"])
     per_block = documents.assign(loss=scoring.block_losses(test), pretrained_loss=scoring.block_losses(baseline))
     write_json(folder / "generations.json", {"settings": settings.model_dump(), "samples": samples})

@@ -78,6 +78,8 @@ def test_evaluate_scores_the_replies_tokens_and_generates_from_the_conversations
         base = AutoModelForCausalLM.from_pretrained(tiny_chat_lm)(input_ids=ids, labels=labels).loss.item()
     assert metrics["loss"] == pytest.approx(loss, rel=1e-4) and metrics["tokens"] == int((labels[:, 1:] != -100).sum())
     assert metrics["baseline"]["loss"] == pytest.approx(base, rel=1e-4) and metrics["loss"] < base
+    assert set(metrics["replies"]) == {"fine-tuned", "pretrained", "vs_pretrained"}
+    assert metrics["replies"]["fine-tuned"]["replies"] == 2 and 0 <= metrics["replies"]["fine-tuned"]["chrf"] <= 100
     samples = json.loads(Path("reports/evaluate/generations.json").read_text())["samples"]["fine-tuned"]
     assert samples and all(s["prompt"].endswith("<|im_start|>assistant\n") and s["reference"] in {r for _, r in PAIRS} | {
         f"{r} {c}" for _, r in PAIRS for c in range(6)} for s in samples)
