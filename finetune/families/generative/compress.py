@@ -75,7 +75,7 @@ def run(task, params, folder: Path, reports: Path) -> dict:
         layers = (student_layers(depth, config.distill.layers) if config.distill.layers is not None
                   else least_needed_layers(teacher_model, train[:SELECTION_BLOCKS], keep=(depth + 1) // 2))
         student = make_student(teacher_model, layers)
-        trained = distill(teacher_model, student, train, config.distill, params.train.seed)
+        trained = distill(teacher_model, student, train, config.distill, params.train.seed, scored=scoring.load_scored("train"))
         student.save_pretrained(folder / "distilled")
         tokenizer.save_pretrained(folder / "distilled")
         models["distilled"] = task.models.load_trained(str(folder / "distilled"), False)

@@ -52,7 +52,9 @@ def generate(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature:
     if tokenizer.eos_token_id is None:
         raise UserError(f"the tokenizer ({type(tokenizer).__name__}) has no EOS token: generation could not stop; "
                         "set eos_token in its tokenizer_config.json")
-    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+    # a prompt rendered through a chat template already starts with the BOS the template writes: do not add a second
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=not (tokenizer.bos_token and prompt.startswith(tokenizer.bos_token)))
+    inputs = inputs.to(model.device)
     length, context = inputs["input_ids"].shape[1], context_length(model.config)
     if length == 0:
         raise UserError("the prompt is empty (0 tokens): give some text to continue")

@@ -21,6 +21,20 @@ def context_length(config) -> int | None:
                  if isinstance(value := getattr(config, name, None), int)), None)
 
 
+def stop_ids(source: str, tokenizer, trust_remote_code: bool) -> set[int]:
+    """The token ids generation stops at (generation.generate's rule): the EOS ids of the model's generation config
+    (generation_config.json, else the model config's), else the tokenizer's EOS."""
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        eos = GenerationConfig.from_pretrained(source).eos_token_id
+    except OSError:  # no generation_config.json: what from_pretrained derives from config.json when it loads the model
+        eos = GenerationConfig.from_model_config(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)).eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return set(eos) if isinstance(eos, list) else {eos} - {None}
+
+
 class CausalLMs(Models):
     """Any local causal-LM folder, and builtin:smollm2-135m (SmolLM2-135M-Instruct, builtin.py: the causal LM's and the
     chat's default)."""

@@ -5,7 +5,8 @@ Data (conversations.py): JSONL in OpenAI `messages` or Alpaca `instruction` / `i
 data.prompt_column / data.response_column (CSV, TSV, JSONL, Parquet); each conversation checked turn by turn (a broken
 one is a bad row naming the rule). builtin:chatterbot: chatterbot-corpus's English dialogues, whose TOPIC files are split
 between train, val and test (seeded), so val and test topics are never seen in training.
-Preprocess (template.py): each conversation through the tokenizer's chat template (refused when the model has none);
+Preprocess (template.py): each conversation through the tokenizer's chat template (refused when the model has none,
+or when generation would not stop at the token the template ends a reply with: the model would talk past its turn);
 labels -100 outside the assistant's replies and their end-of-turn token; a conversation longer than
 preprocess.block_size loses its oldest exchanges (`long_conversations: truncate`) or is dropped (`drop`), counted;
 conversations packed whole into blocks, padded. Everything else is the generative family's: perplexity of the
@@ -29,7 +30,7 @@ from finetune.data.sources import INPUT, LABEL, ORIGIN, SPLIT, Source, package_d
 from finetune.data.tables import LINE, READERS, ROW, BadRow
 from finetune.errors import UserError
 from finetune.families.generative import GenerativeTask
-from finetune.families.generative.models import CausalLMs, context_length
+from finetune.families.generative.models import CausalLMs, context_length, stop_ids
 
 from . import conversations, template
 
@@ -138,6 +139,7 @@ class Chat(GenerativeTask):
         source = self.models.source(train.model)
         tokenizer = self.models.load_processor(source, train.trust_remote_code)
         template.check_template(tokenizer, train.model)
+        template.check_stops(tokenizer, stop_ids(source, tokenizer, train.trust_remote_code), train.model)
         context = context_length(AutoConfig.from_pretrained(source, trust_remote_code=train.trust_remote_code))
         if context is not None and prep.block_size > context:
             raise UserError(f"preprocess.block_size {prep.block_size} is longer than the context of {train.model} ({context} tokens)")

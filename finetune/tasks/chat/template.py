@@ -48,6 +48,29 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
     return text, spans
 
 
+def end_of_turn_id(tokenizer) -> int | None:
+    """The first token the template writes after a reply inside the assistant's span (ChatML's <|im_end|>), or None when
+    it writes none: what the model learns to emit when its turn ends, so what generation must stop at."""
+    reply = "Hello there"
+    text, [(low, high)] = assistant_spans(tokenizer, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": reply}])
+    end = text.index(reply, low) + len(reply)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return next((token for token, (start, stop) in zip(encoded["input_ids"], encoded["offset_mapping"])
+                 if end <= start < high and text[start:stop].strip()), None)
+
+
+def check_stops(tokenizer, stop_ids: set[int], source: str) -> None:
+    """Refuses a model whose generation would not stop where its template ends a reply: it would talk past its turn."""
+    token = end_of_turn_id(tokenizer)
+    if token is None:
+        raise UserError(f"model {source}: its chat template writes nothing after a reply, so a fine-tuned model cannot learn "
+                        "where its turn ends; use a template with an end-of-turn token")
+    if token not in stop_ids:
+        raise UserError(f"model {source}: its chat template ends a reply with {tokenizer.convert_ids_to_tokens(token)!r} (id {token}), "
+                        f"which generation does not stop at (it stops at ids {sorted(stop_ids)}): add {token} to eos_token_id in "
+                        "the model's generation_config.json")
+
+
 def encode(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
     """(token ids, labels): the ids on the assistant turns' tokens, IGNORE elsewhere."""
     text, spans = assistant_spans(tokenizer, messages)

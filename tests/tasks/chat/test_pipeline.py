@@ -83,3 +83,10 @@ def test_evaluate_scores_the_replies_tokens_and_generates_from_the_conversations
     samples = json.loads(Path("reports/evaluate/generations.json").read_text())["samples"]["fine-tuned"]
     assert samples and all(s["prompt"].endswith("<|im_start|>assistant\n") and s["reference"] in {r for _, r in PAIRS} | {
         f"{r} {c}" for _, r in PAIRS for c in range(6)} for s in samples)
+
+    from finetune.families.generative import report
+
+    section = report.generations_section(params)  # the report shows each reference beside both models' replies, and the scores
+    assert "Replies to 2 held-out conversations" in section and "<th>reference</th>" in section
+    assert all(f"<pre>{s['reference']}</pre>" in section for s in samples)
+    assert f"{metrics['replies']['fine-tuned']['chrf']:.2f} [" in section

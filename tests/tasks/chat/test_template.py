@@ -71,6 +71,20 @@ def test_a_template_that_rewrites_earlier_turns_is_refused(tokenizer):
         template.encode(rewriting, TALK)
 
 
+def test_generation_must_stop_at_the_token_the_template_ends_a_reply_with(tokenizer):
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert template.end_of_turn_id(tokenizer) == im_end  # not the newline ChatML writes after it
+    template.check_stops(tokenizer, {im_end}, "models/mine")
+    with pytest.raises(UserError, match=rf"models/mine: its chat template ends a reply with '<\|im_end\|>' \(id {im_end}\), which "
+                                        rf"generation does not stop at \(it stops at ids \[0\]\): add {im_end} to eos_token_id"):
+        template.check_stops(tokenizer, {0}, "models/mine")
+    silent = tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer, eos_token="<|im_end|>")
+    silent.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                            "{% if add_generation_prompt %}assistant: {% endif %}")
+    with pytest.raises(UserError, match="writes nothing after a reply"):
+        template.check_stops(silent, {im_end}, "models/mine")
+
+
 def test_too_long_conversations_lose_their_oldest_exchange_or_are_dropped(tokenizer):
     whole, _ = template.encode(tokenizer, TALK)
     last, last_labels = template.encode(tokenizer, [TALK[0], *TALK[3:]])
