@@ -35,8 +35,8 @@ from finetune.families.generative.models import CausalLMs, context_length, stop_
 from . import conversations, template
 
 CHATTERBOT = "builtin:chatterbot"
-# a topic holding more than this share of the dialogues stays in train (chatterbot's tech_support is about half of them):
-# one topic must not be most of a held-out split
+# a topic holding more than this share of the distinct dialogues stays in train (chatterbot's trivia is 29 % of them): one
+# topic must not be most of a held-out split
 LARGEST_HELD_OUT_TOPIC = 0.2
 _SPACES = re.compile(r"\s+")
 
@@ -57,9 +57,14 @@ class ChatPreprocess(Preprocess):
     max_blocks: dict[SplitName, int | None] = {"train": None, "val": None, "test": None}
 
 
+def _key(turns: list[dict]) -> str:
+    """What makes two conversations the same one (preprocess drops the repeats): their words, case and spacing aside."""
+    return _SPACES.sub(" ", " ".join(turn["content"] for turn in turns)).strip().casefold()
+
+
 def _topic_splits(sizes: dict[str, int], splits, seed: int) -> dict[str, str]:
-    """{topic: split}: topics drawn in a seeded order fill test, then val, to their data.splits share of the dialogues;
-    the rest (and any topic too large to hold out) train."""
+    """{topic: split}: topics drawn in a seeded order fill test, then val, to their data.splits share of the (distinct)
+    dialogues; the rest (and any topic too large to hold out) train."""
     total, order = sum(sizes.values()), np.random.default_rng(seed).permutation(sorted(sizes))
     chosen, filled = {}, {"test": 0, "val": 0}
     for topic in order:
@@ -106,7 +111,8 @@ class Chat(GenerativeTask):
     def _chatterbot(self, data: ChatData) -> Source:
         folder = package_dir("chatterbot_corpus") / "data" / "english"
         topics = {path.stem: conversations.chatterbot_dialogues(path) for path in sorted(folder.glob("*.yml"))}
-        split_of = _topic_splits({topic: len(dialogues) for topic, dialogues in topics.items()}, data.splits, data.seed)
+        # sized by DISTINCT dialogues: tech_support repeats its 10 dialogues 105 times each, and preprocess keeps one of each
+        split_of = _topic_splits({topic: len({_key(d) for d in dialogues}) for topic, dialogues in topics.items()}, data.splits, data.seed)
         rows = [{INPUT: json.dumps(messages, ensure_ascii=False), LABEL: f"{topic} {number}", LINE: None,
                  ORIGIN: f"chatterbot-corpus english/{topic}.yml", SPLIT: split_of[topic]}
                 for topic, dialogues in topics.items() for number, messages in enumerate(dialogues, start=1)]
@@ -127,7 +133,7 @@ class Chat(GenerativeTask):
         return texts, texts.map(lambda text: conversations.problem(json.loads(text)) or "")
 
     def duplicate_key(self, inputs: pd.Series) -> pd.Series:
-        return inputs.map(lambda text: _SPACES.sub(" ", " ".join(turn["content"] for turn in json.loads(text))).strip().casefold())
+        return inputs.map(lambda text: _key(json.loads(text)))
 
     def read_unlabelled(self, path: Path, data: ChatData) -> Source:
         return self.read(data.model_copy(update={"source": str(path), "label_column": None, "split_column": None}))
