@@ -37,10 +37,16 @@ from finetune.families.generative.models import context_length
 from finetune.io import read_json
 
 
-def generate(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature: float, top_p: float, seed: int,
-             streamer=None, min_new_tokens: int | None = None, prompt_lookup: int = 0) -> str:
-    """The continuation of prompt (without the prompt), streamed to streamer (e.g. a TextStreamer) as it comes.
-    min_new_tokens keeps generating past EOS up to that many tokens (for timing at a fixed length)."""
+def generate(model, tokenizer, prompt: str, **settings) -> str:
+    """The continuation of prompt (without the prompt); `complete`'s settings."""
+    return complete(model, tokenizer, prompt, **settings)[0]
+
+
+def complete(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature: float, top_p: float, seed: int,
+             streamer=None, min_new_tokens: int | None = None, prompt_lookup: int = 0) -> tuple[str, bool]:
+    """The continuation of prompt (without the prompt), streamed to streamer (e.g. a TextStreamer) as it comes, and
+    whether the model ended it with a stop token (for a chat model: its end of turn) rather than running out of
+    max_new_tokens. min_new_tokens keeps generating past EOS up to that many tokens (for timing at a fixed length)."""
     if max_new_tokens < 1:
         raise UserError(f"max_new_tokens is {max_new_tokens}: expected a whole number >= 1")
     if not temperature >= 0:  # written so that NaN fails too (NaN < 0 is False)
@@ -71,7 +77,10 @@ def generate(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature:
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, use_cache=True,
                                 streamer=streamer, **decoding, **special)
-    return tokenizer.decode(output[0, length:], skip_special_tokens=True)
+    new = output[0, length:].tolist()
+    stops = special.get("eos_token_id", model.generation_config.eos_token_id)
+    stopped = bool(new) and new[-1] in (stops if isinstance(stops, list) else [stops])
+    return tokenizer.decode(new, skip_special_tokens=True), stopped
 
 
 def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:

@@ -81,6 +81,8 @@ def test_evaluate_scores_the_replies_tokens_and_generates_from_the_conversations
     assert set(metrics["replies"]) == {"fine-tuned", "pretrained", "vs_pretrained"}
     assert metrics["replies"]["fine-tuned"]["replies"] == 2 and 0 <= metrics["replies"]["fine-tuned"]["chrf"] <= 100
     samples = json.loads(Path("reports/evaluate/generations.json").read_text())["samples"]["fine-tuned"]
+    stopped = metrics["generation"]["fine-tuned"]["ended_at_stop_token"]
+    assert stopped == sum(s["stopped"] for s in samples) / len(samples)
     assert samples and all(s["prompt"].endswith("<|im_start|>assistant\n") and s["reference"] in {r for _, r in PAIRS} | {
         f"{r} {c}" for _, r in PAIRS for c in range(6)} for s in samples)
 
