@@ -253,6 +253,17 @@ def test_a_per_token_linear_quantizes_each_row_as_fbgemm_quantizes_it_alone_so_a
     assert ((shared - exact).abs() / scale)[0, 1:].max() > 5 * per_token_error  # per tensor: the outlier coarsens its neighbours
 
 
+def test_the_int8_product_without_avx512_is_bit_for_bit_int_mm_s(monkeypatch):
+    """Where torch._int_mm is a slow generic loop (no AVX-512) the int8 product runs in float64: the same integers."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randint(-128, 128, shape, dtype=torch.int8, generator=generator) for shape in ((40, 1536), (1536, 24)))
+    a[0], b[:, 0] = -128, -128  # the largest partial sums (1536 x 128^2 = 25 M: past float32's exact integers, not float64's)
+    expected = torch._int_mm(a, b).float()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert torch.equal(quantize._int8_matmul(a, b), expected)
+    assert quantize._int8_matmul(a, b)[0, 0] == 1536 * 128 ** 2
+
+
 def test_smoothquant_folds_into_the_float_weights_without_changing_the_function(trained):
     folder, train, held_out = trained
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
