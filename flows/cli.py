@@ -5,7 +5,7 @@ lists exactly its options and nothing is defined twice (click or typer would hav
 definition that drifts). This file only dispatches, and imports nothing heavy before a subcommand is chosen:
 `finetune --help` answers in a fraction of a second. A mistake the user can fix is one line on stderr and exit status 2.
 Project commands (run, config, search, ui, deploy, worker, push, pull, runs, results) run in the project's root folder, where
-dvc.yaml is; predict, generate and serve need only a model folder.
+dvc.yaml is; predict, generate, chat and serve need only a model folder.
 """
 from __future__ import annotations
 
@@ -95,6 +95,12 @@ def export(argv: list[str]) -> None:
 
 def generate(argv: list[str]) -> None:
     from finetune.families.generative import generate as module
+
+    module.main(argv)
+
+
+def chat(argv: list[str]) -> None:
+    from finetune.families.generative import chat as module
 
     module.main(argv)
 
@@ -201,6 +207,7 @@ COMMANDS = {
     "config": (config, "Switch params.yaml to configs/NAME.yaml, or save it as one (--save)."),
     "predict": (predict, "Predict a table or folder of new rows with a trained model, rejects named with their reason."),
     "generate": (generate, "Continue a prompt with a trained causal LM, streaming the text."),
+    "chat": (chat, "Talk to a trained chat model: a streamed multi-turn session (/reset, /system), or --prompts FILE."),
     "export": (export, "Copy a trained model into a shareable folder with its model card, and --onnx a checked ONNX graph."),
     "serve": (serve, "Serve a trained model over HTTP on 127.0.0.1 (POST /predict, GET /health)."),
     "results": (results, "Show the last run's headline numbers, one line per stage."),

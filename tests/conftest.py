@@ -19,7 +19,7 @@ os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported anywhere
 
 import pytest  # noqa: E402
 
-from tests.support.models import build_tiny_bert, build_tiny_causal_lm, build_tiny_resnet  # noqa: E402
+from tests.support.models import build_tiny_bert, build_tiny_causal_lm, build_tiny_chat_lm, build_tiny_resnet  # noqa: E402
 
 
 def shared(tmp_path_factory, name: str, build: Callable[[Path], object]) -> tuple[Path, object]:
@@ -46,6 +46,12 @@ def tiny_model(tmp_path_factory) -> Path:
 def tiny_causal_lm(tmp_path_factory) -> Path:
     """A 2-layer Llama with a byte-level BPE tokenizer (EOS <|endoftext|>), saved like a user's model."""
     return shared(tmp_path_factory, "tiny-llama", build_tiny_causal_lm)[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_lm(tmp_path_factory) -> Path:
+    """A 2-layer Llama with ChatML's special tokens and chat template, saved like a user's instruct model."""
+    return shared(tmp_path_factory, "tiny-chat-llama", build_tiny_chat_lm)[0]
 
 
 @pytest.fixture(scope="session")

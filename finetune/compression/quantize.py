@@ -17,7 +17,10 @@ perplexity collapses (SmolLM2-135M: +300 %). `per_token` gives each input row it
 point: one row (a decoding step) goes through the same fbgemm kernel (one row per tensor IS per
 token), several rows (a prompt, a scored block) are quantized row by row exactly as fbgemm would
 quantize each alone, then multiplied in int8 (torch._int_mm): a block scores what decoding computes,
-up to float rounding. It keeps a second, plain copy of the int8 weights for that (1 byte a weight).
+up to float rounding. It keeps a second, plain copy of the int8 weights for that (1 byte a weight). Without AVX-512
+(ATen's CPU capability), torch._int_mm runs a slow generic loop (on an AVX2 EPYC: 13x slower than the same product in
+float64, which made scoring SmolLM2's test blocks take hours): there the int8 x int8 product is computed in float64,
+whose sums of int8 products are exact integers, so the result is bit for bit _int_mm's.
 `calibration` (token-id batches; Llama, Mistral, Qwen2 decoders) adds SmoothQuant (Xiao et al. 2023): per
 input channel, difficulty moves from the activations into the weights, s = max|x|^alpha / max|w|^(1-alpha),
 folded exactly into the RMSNorm before q/k/v and gate/up, into up_proj before down_proj and into the
@@ -77,6 +80,13 @@ def _row_qparams(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return scale.float(), from_low.round().clamp(0, QMAX)
 
 
+def _int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b of two int8 matrices, the exact int32 values as float32 (module docstring: _int_mm only where it is fast)."""
+    if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return torch._int_mm(a, b).float()
+    return (a.double() @ b.double()).float()  # every partial sum is an integer far below 2^53: exact
+
+
 class PerTokenLinear(torch.ao.nn.quantized.dynamic.Linear):
     """torch.ao's dynamic int8 Linear with each input row (token) quantized on its own scale and zero point."""
 
@@ -92,7 +102,7 @@ class PerTokenLinear(torch.ao.nn.quantized.dynamic.Linear):
         rows = x.reshape(-1, x.shape[-1])
         scale, zero = _row_qparams(rows)
         centred = (torch.round(rows * (1 / scale)[:, None] + zero[:, None]).clamp(0, QMAX) - zero[:, None]).to(torch.int8)
-        y = torch._int_mm(centred, self.int8_t).float() * (scale[:, None] * self.weight_scales)
+        y = _int8_matmul(centred, self.int8_t) * (scale[:, None] * self.weight_scales)
         if self.float_bias is not None:
             y = y + self.float_bias
         return y.reshape(*x.shape[:-1], -1)

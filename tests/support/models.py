@@ -49,6 +49,32 @@ def build_tiny_causal_lm(folder: Path, architecture: str = "llama") -> None:
     model.save_pretrained(folder)
 
 
+CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def build_tiny_chat_lm(folder: Path) -> None:
+    """A 2-layer Llama whose byte-level BPE tokenizer has ChatML's <|im_start|> / <|im_end|> (its EOS and pad) and the
+    ChatML chat template, saved to folder like a user's instruct model."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|im_start|>", "<|im_end|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([LM_TEXT] * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", bos_token="<|im_start|>", pad_token="<|im_end|>")
+    fast.chat_template = CHATML
+    fast.save_pretrained(folder)
+    eos = fast.eos_token_id
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                 num_key_value_heads=1, max_position_embeddings=256, bos_token_id=fast.bos_token_id, eos_token_id=eos,
+                                 pad_token_id=eos, tie_word_embeddings=True)).save_pretrained(folder)
+
+
 def build_tiny_resnet(folder: Path) -> None:
     """A 2-stage Hugging Face ResNet (BatchNorm in every block) and its image processor, saved to folder."""
     import torch

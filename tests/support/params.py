@@ -137,6 +137,21 @@ def tiny_lm_params(model: Path, source: str = "data/raw/corpus", **sections) -> 
     return params
 
 
+def tiny_chat_params(model: Path, source: str = "data/raw/chats.jsonl", **sections) -> dict:
+    """configs/chat.yaml shrunk for a tiny chat model: 64-token blocks, a few steps, one member, short replies."""
+    params = yaml.safe_load((PROJECT / "configs/chat.yaml").read_text())
+    merge(params, {
+        "data": {"source": source, "splits": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 1, "on_bad_rows": "skip"},
+        "preprocess": {"block_size": 64},
+        "train": {"model": str(model), "epochs": 3, "batch_size": 4, "eval_batch_size": 8, "learning_rate": 3e-3, "eval_steps": None,
+                  "logging_steps": 2, "early_stopping": {"patience": 0}, "device": "cpu", "lora": {"rank": 4, "alpha": 8}},
+        "evaluate": {"auto_prompts": 2, "max_new_tokens": 6},
+    })
+    for section, values in sections.items():
+        merge(params[section], values)
+    return params
+
+
 def image_text_params(image_model, text_model, **sections) -> dict:
     params = tiny_params(text_model, source="data/raw/vqa/pairs.csv")
     params["task"] = "image-text-classification"

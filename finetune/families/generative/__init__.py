@@ -64,6 +64,14 @@ class GenerativeTask(Task):
     def family_sections(cls) -> dict:
         return {"evaluate": GenerativeEvaluate, "explain": GenerativeExplain, "ensemble": ensemble_section(cls.name)}
 
+    def openings(self, test: pd.DataFrame, tokenizer) -> list[list]:
+        """[document, prompt token ids(, the reply it should get)] of each test document, where evaluate.prompts `auto`
+        draws from (generation.prompts): a causal LM's are the documents' first tokens, cut to evaluate.prompt_tokens; a
+        task whose openings carry replies gives whole prompts, and its generations are scored against the replies."""
+        from finetune.families.generative.preprocess import openings
+
+        return openings(test, tokenizer)
+
     def features_for(self, params, prepared: dict[str, pd.DataFrame], label_map: dict) -> tuple[dict[str, pd.DataFrame], dict]:
         """The prepared examples themselves: members and trials mix or compare next-token distributions on the SAME blocks,
         so their model must share the tokenizer the blocks were made with (checked)."""

@@ -18,8 +18,10 @@ Features
   by its own yardstick.
 
 Limits
-- A prompt that starts with the tokenizer's BOS token keeps it out of everything: it gets no score (0, attributed
-  False) and is never deleted, since a sequence without its BOS is out of distribution for every position after it.
+- The tokenizer's special tokens in a prompt (a leading BOS; a chat conversation's turn markers, <|im_start|> and
+  <|im_end|> in ChatML) are kept out of everything: no score (0, attributed False), never deleted, since a sequence
+  without them is out of distribution for every position after (and the deletion test would reward whatever method
+  ranked the markup first).
 - The baseline token defaults to the tokenizer's unk, else pad, else eos token (<|endoftext|> for SmolLM2 and the
   test models: a token that carries no content of the prompt).
 - The continuation is scored teacher-forced in one forward (captum's forward_in_tokens=False): the same
@@ -80,10 +82,9 @@ def _ids(model, name: str, ids: Sequence[int]) -> list[int]:
 
 
 def attributed_positions(tokenizer, prompt: list[int]) -> np.ndarray:
-    """True for every prompt position that is attributed and may be deleted: all but a leading BOS."""
-    mask = np.ones(len(prompt), dtype=bool)
-    mask[0] = prompt[0] != tokenizer.bos_token_id
-    return mask
+    """True for every prompt position that is attributed and may be deleted: all but the tokenizer's special tokens (a
+    leading BOS, a chat template's turn markers such as <|im_start|>)."""
+    return ~np.isin(prompt, [token for token in (*tokenizer.all_special_ids, tokenizer.bos_token_id) if token is not None])
 
 
 def default_baseline(tokenizer) -> int:
@@ -110,7 +111,7 @@ def attribute(model, tokenizer, prompt_ids: Sequence[int], continuation_ids: Seq
     prompt, continuation = _ids(model, "prompt_ids", prompt_ids), _ids(model, "continuation_ids", continuation_ids)
     attributed = attributed_positions(tokenizer, prompt)
     if not attributed.any():
-        raise UserError("the prompt is only a BOS token: there is no prompt token to attribute")
+        raise UserError("the prompt is only special tokens (BOS, template markers): there is no prompt token to attribute")
     baseline = default_baseline(tokenizer) if baseline_id is None else int(_ids(model, "baseline_id", [baseline_id])[0])
     model.eval()
     target = torch.tensor(continuation, device=model.device)

@@ -75,12 +75,13 @@ def run(task, params, folder: Path, reports: Path) -> dict:
         layers = (student_layers(depth, config.distill.layers) if config.distill.layers is not None
                   else least_needed_layers(teacher_model, train[:SELECTION_BLOCKS], keep=(depth + 1) // 2))
         student = make_student(teacher_model, layers)
-        trained = distill(teacher_model, student, train, config.distill, params.train.seed)
+        trained = distill(teacher_model, student, train, config.distill, params.train.seed, scored=scoring.load_scored("train"))
         student.save_pretrained(folder / "distilled")
         tokenizer.save_pretrained(folder / "distilled")
         models["distilled"] = task.models.load_trained(str(folder / "distilled"), False)
         facts["distilled"] = {"megabytes": folder_megabytes(folder / "distilled"), "layers": layers, **trained}
-    scored = {model_name: scoring.token_scores(model, test, params.train.eval_batch_size) for model_name, model in models.items()}
+    counted = scoring.load_scored("test")
+    scored = {model_name: scoring.token_scores(model, test, params.train.eval_batch_size, counted) for model_name, model in models.items()}
     prompt, new_tokens = prompts(params.evaluate, tokenizer)[0]["prompt"], params.evaluate.max_new_tokens
     speed = timed({model_name: forced_run(model, tokenizer, prompt, new_tokens) for model_name, model in models.items()},
                   new_tokens, config.latency.repeats)

@@ -7,7 +7,8 @@
   to the embedding table gets its own int8 copy (the lookup and the matmul need different layouts), so the tie is not
   kept. Saved as int8.safetensors + quantization.json, reloaded without pickle.
 - distill: finetune/compression/distill.py's student (Llama's model.layers, GPT-2's transformer.h) keeping the layers
-  `least_needed_layers` finds (or compress.distill.layers), trained here on token blocks with, per predicted token,
+  `least_needed_layers` finds (or compress.distill.layers), trained here on token blocks with, per predicted token
+  (per reply token when the blocks carry labels, as a chat model's do: the loss the model was fine-tuned with),
       alpha * CE(student, next token) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)).
   The teacher's logits are computed per batch (teacher in eval, no grad), never stored: a vocabulary of 49k
   floats per token would be ~200 kB a token on disk.
@@ -67,34 +68,48 @@ def least_needed_layers(model: nn.Module, blocks: np.ndarray, keep: int, per_rou
     return kept
 
 
-def _batches(blocks: np.ndarray, batch_size: int, device: str):
+def _batches(blocks: np.ndarray, scored: np.ndarray | None, batch_size: int, device: str):
+    """(token ids, which next-token positions count or None) per batch."""
     for start in range(0, len(blocks), batch_size):
-        yield torch.as_tensor(blocks[start:start + batch_size], dtype=torch.long, device=device)
+        yield (torch.as_tensor(blocks[start:start + batch_size], dtype=torch.long, device=device),
+               None if scored is None else torch.as_tensor(scored[start:start + batch_size], device=device))
 
 
-def _next_token_loss(student: nn.Module, teacher: nn.Module, ids: torch.Tensor, temperature: float, alpha: float) -> torch.Tensor:
-    """kd_loss over every predicted token of the batch (the logits at position t predict token t + 1)."""
+def _next_token_loss(student: nn.Module, teacher: nn.Module, ids: torch.Tensor, temperature: float, alpha: float,
+                     scored: torch.Tensor | None = None) -> torch.Tensor:
+    """kd_loss over the batch's predicted tokens (the logits at position t predict token t + 1): every one, or those
+    `scored` marks (a chat model learns its replies only, so it is distilled on them only)."""
     with torch.no_grad():
-        teacher_logits = teacher(input_ids=ids).logits[:, :-1]
-    logits = student(input_ids=ids).logits[:, :-1]
-    return kd_loss(logits.flatten(0, 1).float(), teacher_logits.flatten(0, 1).float(), ids[:, 1:].flatten(), temperature, alpha)
+        teacher_logits = teacher(input_ids=ids).logits[:, :-1].flatten(0, 1)
+    logits, targets = student(input_ids=ids).logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()
+    if scored is not None:
+        keep = scored.flatten()
+        if not keep.any():
+            return logits.sum() * 0
+        logits, teacher_logits, targets = logits[keep], teacher_logits[keep], targets[keep]
+    return kd_loss(logits.float(), teacher_logits.float(), targets, temperature, alpha)
 
 
-def kl_to_teacher(teacher: nn.Module, student: nn.Module, blocks: np.ndarray, batch_size: int, device: str = "cpu") -> float:
-    """Mean KL(teacher || student) per predicted token at temperature 1, nats: how far the student's next-token
+def kl_to_teacher(teacher: nn.Module, student: nn.Module, blocks: np.ndarray, batch_size: int, device: str = "cpu",
+                  scored: np.ndarray | None = None) -> float:
+    """Mean KL(teacher || student) per predicted (scored) token at temperature 1, nats: how far the student's next-token
     distributions are from the teacher's (0 = the same model)."""
     check_blocks(blocks, teacher)
     teacher.eval().to(device), student.eval().to(device)
     total = 0.0
     with torch.no_grad():
-        for ids in _batches(blocks, batch_size, device):
-            total += _next_token_loss(student, teacher, ids, temperature=1.0, alpha=0.0).item() * len(ids)
-    return total / len(blocks)  # every block predicts the same number of tokens: the mean of batch means is the token mean
+        for ids, mask in _batches(blocks, scored, batch_size, device):
+            tokens = len(ids) if mask is None else int(mask.sum())
+            total += _next_token_loss(student, teacher, ids, 1.0, 0.0, mask).item() * tokens
+    # unmasked, every block predicts the same number of tokens: the mean of batch means is the token mean
+    return total / (len(blocks) if scored is None else max(int(scored.sum()), 1))
 
 
-def distill(teacher: nn.Module, student: nn.Module, blocks: np.ndarray, config: Distill, seed: int, device: str = "cpu") -> dict:
+def distill(teacher: nn.Module, student: nn.Module, blocks: np.ndarray, config: Distill, seed: int, device: str = "cpu",
+            scored: np.ndarray | None = None) -> dict:
     """Train student in place on the teacher's next-token distributions over blocks (blocks x block_size token ids)
-    for config.epochs (a fraction is a share of the batches); returns facts for the report."""
+    for config.epochs (a fraction is a share of the batches); `scored` (blocks x block_size - 1): the positions that
+    count, None = all. Returns facts for the report."""
     check_blocks(blocks, teacher)
     torch.manual_seed(seed)
     order = np.random.default_rng(seed)
@@ -107,8 +122,10 @@ def distill(teacher: nn.Module, student: nn.Module, blocks: np.ndarray, config: 
     losses = []
     for step in range(steps):
         if step % per_epoch == 0:
-            batches = list(_batches(blocks[order.permutation(len(blocks))], config.batch_size, device))
-        loss = _next_token_loss(student, teacher, batches[step % per_epoch], config.temperature, config.alpha)
+            shuffled = order.permutation(len(blocks))
+            batches = list(_batches(blocks[shuffled], None if scored is None else scored[shuffled], config.batch_size, device))
+        ids, mask = batches[step % per_epoch]
+        loss = _next_token_loss(student, teacher, ids, config.temperature, config.alpha, mask)
         loss.backward()
         optimizer.step()
         schedule.step()

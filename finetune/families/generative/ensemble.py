@@ -49,9 +49,11 @@ def run(task, params, folder: Path, model_folder: Path) -> dict:
     if missing:
         raise UserError(f"missing member outputs {missing}: run the evaluate and member stages first (dvc repro runs them)")
     logp = {name: scoring.load_logprobs(path) for name, path in files.items()}
-    # tokens x members, the probability each member gave the true token
+    # tokens x members, the probability each member gave the true token (NaN rows: tokens no model is scored on, e.g. a
+    # chat's user turns; the members share the blocks, so the same rows for all: left out of the fit, NaN in the mixture)
     probs = {split: np.stack([np.exp(logp[name][split].astype(np.float64)).ravel() for name in names], axis=1) for split in ("val", "test")}
     shape = logp[names[0]]["test"].shape
+    probs["val"] = probs["val"][~np.isnan(probs["val"]).any(axis=1)]
     val_loss = -np.log(probs["val"]).mean(axis=0)
     best = int(np.argmin(val_loss))
     if config.weights is not None:

@@ -3,7 +3,9 @@
 Test (and val) perplexity, loss and next-token accuracy of the fine-tuned model AND of the untouched pretrained model
 on the same blocks (the baseline, as the majority class is for a classifier), each with a bootstrap 95 % interval
 over blocks and the paired comparison (scoring.py); generations of both for evaluate.prompts (seeded
-sampling; `auto`: openings of test documents, generation.prompts) with distinct-1/2 and the 4-gram repetition rate. Writes reports/metrics.json and reports/evaluate/
+sampling; `auto`: openings of test documents, generation.prompts) with distinct-1/2, the 4-gram repetition rate and the
+share that ended at a stop token (a chat model's end of turn: does it still follow its template?). Writes
+reports/metrics.json and reports/evaluate/
 (generations.json; blocks.csv: every test block's loss under both models; token_logprobs.safetensors: each val and
 test token's log-probability, this model's input to the ensemble).
 """
@@ -20,14 +22,14 @@ from finetune.io import write_json, write_table
 
 
 def generations(model, tokenizer, settings) -> list[dict]:
-    from finetune.families.generative.generation import generate, prompts
+    from finetune.families.generative.generation import complete, prompts
 
     rows = []
     for chosen in prompts(settings, tokenizer):
         start = time.perf_counter()
-        text = generate(model, tokenizer, chosen["prompt"], max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                        top_p=settings.top_p, seed=settings.seed)
-        rows.append({**chosen, "continuation": text, "seconds": round(time.perf_counter() - start, 2)})
+        text, stopped = complete(model, tokenizer, chosen["prompt"], max_new_tokens=settings.max_new_tokens,
+                                 temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
+        rows.append({**chosen, "continuation": text, "stopped": stopped, "seconds": round(time.perf_counter() - start, 2)})
     return rows
 
 
@@ -36,7 +38,9 @@ def diversity(rows: list[dict]) -> dict:
 
     texts = [row["continuation"] for row in rows]
     return {"distinct_1": round(distinct_n(texts, 1), 4), "distinct_2": round(distinct_n(texts, 2), 4),
-            "repetition_rate_4gram": round(repetition_rate(texts), 4)}
+            "repetition_rate_4gram": round(repetition_rate(texts), 4),
+            # a chat model that still follows its template ends every reply with its end-of-turn token
+            "ended_at_stop_token": round(sum(row["stopped"] for row in rows) / len(rows), 4)}
 
 
 def run(task, params, folder: Path) -> dict:
@@ -57,8 +61,15 @@ def run(task, params, folder: Path) -> dict:
     }
     samples = {"fine-tuned": generations(tuned, tokenizer, settings), "pretrained": generations(pretrained, tokenizer, settings)}
     result["generation"] = {name: diversity(rows) for name, rows in samples.items()}
+    if all("reference" in row for row in samples["fine-tuned"]):  # replies to held-out conversations: scored against theirs
+        from finetune.families.generative import references
+
+        replies = {name: [row["continuation"] for row in rows] for name, rows in samples.items()}
+        wanted = [row["reference"] for row in samples["fine-tuned"]]
+        result["replies"] = {**{name: references.score(texts, wanted) for name, texts in replies.items()},
+                             "vs_pretrained": references.compare(replies["fine-tuned"], replies["pretrained"], wanted)}
     documents = pd.read_parquet(paths.PREPARED / "test.parquet", columns=["id", "document"])
-    per_block = documents.assign(loss=-test.mean(axis=1), pretrained_loss=-baseline.mean(axis=1))
+    per_block = documents.assign(loss=scoring.block_losses(test), pretrained_loss=scoring.block_losses(baseline))
     write_json(folder / "generations.json", {"settings": settings.model_dump(), "samples": samples})
     write_table(folder / "blocks.csv", per_block)
     scoring.save_logprobs(folder / scoring.LOGPROBS, tuned_logp)

@@ -37,10 +37,16 @@ from finetune.families.generative.models import context_length
 from finetune.io import read_json
 
 
-def generate(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature: float, top_p: float, seed: int,
-             streamer=None, min_new_tokens: int | None = None, prompt_lookup: int = 0) -> str:
-    """The continuation of prompt (without the prompt), streamed to streamer (e.g. a TextStreamer) as it comes.
-    min_new_tokens keeps generating past EOS up to that many tokens (for timing at a fixed length)."""
+def generate(model, tokenizer, prompt: str, **settings) -> str:
+    """The continuation of prompt (without the prompt); `complete`'s settings."""
+    return complete(model, tokenizer, prompt, **settings)[0]
+
+
+def complete(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature: float, top_p: float, seed: int,
+             streamer=None, min_new_tokens: int | None = None, prompt_lookup: int = 0) -> tuple[str, bool]:
+    """The continuation of prompt (without the prompt), streamed to streamer (e.g. a TextStreamer) as it comes, and
+    whether the model ended it with a stop token (for a chat model: its end of turn) rather than running out of
+    max_new_tokens. min_new_tokens keeps generating past EOS up to that many tokens (for timing at a fixed length)."""
     if max_new_tokens < 1:
         raise UserError(f"max_new_tokens is {max_new_tokens}: expected a whole number >= 1")
     if not temperature >= 0:  # written so that NaN fails too (NaN < 0 is False)
@@ -52,7 +58,9 @@ def generate(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature:
     if tokenizer.eos_token_id is None:
         raise UserError(f"the tokenizer ({type(tokenizer).__name__}) has no EOS token: generation could not stop; "
                         "set eos_token in its tokenizer_config.json")
-    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+    # a prompt rendered through a chat template already starts with the BOS the template writes: do not add a second
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=not (tokenizer.bos_token and prompt.startswith(tokenizer.bos_token)))
+    inputs = inputs.to(model.device)
     length, context = inputs["input_ids"].shape[1], context_length(model.config)
     if length == 0:
         raise UserError("the prompt is empty (0 tokens): give some text to continue")
@@ -69,7 +77,10 @@ def generate(model, tokenizer, prompt: str, *, max_new_tokens: int, temperature:
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, use_cache=True,
                                 streamer=streamer, **decoding, **special)
-    return tokenizer.decode(output[0, length:], skip_special_tokens=True)
+    new = output[0, length:].tolist()
+    stops = special.get("eos_token_id", model.generation_config.eos_token_id)
+    stopped = bool(new) and new[-1] in (stops if isinstance(stops, list) else [stops])
+    return tokenizer.decode(new, skip_special_tokens=True), stopped
 
 
 def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
@@ -125,12 +136,20 @@ def forced_run(model, tokenizer, prompt: str, max_new_tokens: int) -> Callable[[
 
 
 def prompts(evaluate, tokenizer) -> list[dict[str, str]]:
-    """[{"prompt", "from"}]: evaluate.prompts, or with `auto` the first evaluate.prompt_tokens tokens of
-    evaluate.auto_prompts test documents drawn with evaluate.seed (kept in their split order) from the layout's openings."""
+    """[{"prompt", "from"(, "reference")}]: evaluate.prompts, or with `auto` the first evaluate.prompt_tokens tokens of
+    evaluate.auto_prompts test documents drawn with evaluate.seed (kept in their split order) from the layout's openings;
+    an opening that carries the reply it should get (a chat's conversation up to its last reply) is a whole prompt,
+    with that reply as its reference."""
     if evaluate.prompts != "auto":
         return [{"prompt": prompt, "from": f"evaluate.prompts[{i}]"} for i, prompt in enumerate(evaluate.prompts)]
     openings = read_json(paths.LABEL_MAP)["openings"]
     drawn = np.random.default_rng(evaluate.seed).choice(len(openings), size=min(evaluate.auto_prompts, len(openings)), replace=False)
-    # a cut through a multi-byte character decodes to U+FFFD: left out
-    return [{"prompt": tokenizer.decode(openings[i][1][:evaluate.prompt_tokens]).rstrip("\ufffd"),
-             "from": f"the opening of test document {openings[i][0]}"} for i in sorted(drawn)]
+    chosen = []
+    for i in sorted(drawn):
+        name, ids, *reply = openings[i]
+        if reply:
+            chosen.append({"prompt": tokenizer.decode(ids), "from": f"test conversation {name}", "reference": reply[0]})
+        else:  # a cut through a multi-byte character decodes to U+FFFD: left out
+            chosen.append({"prompt": tokenizer.decode(ids[:evaluate.prompt_tokens]).rstrip("\ufffd"),
+                           "from": f"the opening of test document {name}"})
+    return chosen

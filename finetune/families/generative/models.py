@@ -21,7 +21,25 @@ def context_length(config) -> int | None:
                  if isinstance(value := getattr(config, name, None), int)), None)
 
 
+def stop_ids(source: str, tokenizer, trust_remote_code: bool) -> set[int]:
+    """The token ids generation stops at (generation.generate's rule): the EOS ids of the model's generation config
+    (generation_config.json, else the model config's), else the tokenizer's EOS."""
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        eos = GenerationConfig.from_pretrained(source).eos_token_id
+    except OSError:  # no generation_config.json: what from_pretrained derives from config.json when it loads the model
+        eos = GenerationConfig.from_model_config(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)).eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return set(eos) if isinstance(eos, list) else {eos} - {None}
+
+
 class CausalLMs(Models):
+    """Any local causal-LM folder, and builtin:smollm2-135m (SmolLM2-135M-Instruct, builtin.py: the causal LM's and the
+    chat's default)."""
+    builtin = ("builtin:smollm2-135m",)
+
     def check(self, model: str) -> str | None:
         if model.startswith("builtin:"):
             return None if model in self.builtin else f"unknown builtin model {model!r}; expected one of {self.builtin}"
@@ -35,6 +53,10 @@ class CausalLMs(Models):
         return None
 
     def source(self, model: str) -> str:
+        if model == "builtin:smollm2-135m":
+            from finetune.families.generative.builtin import smollm2_dir
+
+            return str(smollm2_dir())
         return model
 
     def load_processor(self, model_dir: str, trust_remote_code: bool):
@@ -86,14 +108,16 @@ class CausalLMs(Models):
 
 
 class BlockDataset:
-    """Packed blocks; the labels are the inputs (the model shifts them: each position predicts the next token)."""
+    """Packed blocks; the labels are the inputs (the model shifts them: each position predicts the next token), or the
+    table's `labels` where it has them (a chat: -100 outside the assistant's turns, which the loss skips)."""
 
     def __init__(self, frame: pd.DataFrame):
         self.blocks = np.stack(frame["input_ids"].to_numpy()) if len(frame) else np.zeros((0, 0), np.int64)
+        self.labels = np.stack(frame["labels"].to_numpy()) if "labels" in frame and len(frame) else None
 
     def __len__(self) -> int:
         return len(self.blocks)
 
     def __getitem__(self, index: int) -> dict:
         ids = self.blocks[index].astype(np.int64)
-        return {"input_ids": ids, "labels": ids}
+        return {"input_ids": ids, "labels": ids if self.labels is None else self.labels[index].astype(np.int64)}

@@ -93,7 +93,7 @@ def run(task, params, frame: pd.DataFrame, folder: Path) -> tuple[dict, pd.DataF
     tables, layout = task.featurize(parts, params)
     tokenizer = task.models.load_processor(task.models.source(params.train.model), params.train.trust_remote_code)
     check_prompts(params.evaluate, tokenizer, layout["context"], params.train.model)
-    layout["openings"] = openings(parts["test"], tokenizer)
+    layout["openings"] = task.openings(parts["test"], tokenizer)
     summary = {"inputs_changed_by_normalization": changed, "dropped": dict(Counter(dropped["problem"])),
                "block_size": layout["block_size"], "splits": layout["facts"], "profile": data_profile(params, parts, layout),
                "documents": {name: sorted(part[LABEL].astype(str))[:50] for name, part in parts.items()}}

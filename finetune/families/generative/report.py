@@ -1,7 +1,8 @@
 """report for generative models (a causal LM): the sections of the report (the report stage writes the page).
 
 Sections: the headline (test perplexity of the fine-tuned vs the pretrained model on the same blocks, intervals and
-the paired verdict), generations of both models side by side with their diversity, the test blocks whose loss rose
+the paired verdict), generations of both models side by side with their diversity (and, for replies to held-out
+conversations, the reference reply and both models' chrF++ / ROUGE-L / exact match), the test blocks whose loss rose
 most, the ensemble, compression, explanations (prompt tokens shaded by attribution), training curves, data.
 Each section appears when its stage's outputs exist.
 """
@@ -54,11 +55,28 @@ def headline(params) -> str:
 def generations_section(params) -> str:
     saved = read_json(paths.EVALUATION / "generations.json")
     samples, settings, diversity = saved["samples"], saved["settings"], read_json(paths.METRICS)["generation"]
-    rows = pd.DataFrame([{"prompt": f"<pre>{esc(t['prompt'])}</pre>", "from": esc(t["from"]), **{name: f"<pre>{esc(samples[name][i]['continuation'])}</pre>" for name in samples}}
+    referenced = all("reference" in t for t in samples["fine-tuned"])  # replies to held-out conversations
+    rows = pd.DataFrame([{"prompt": f"<pre>{esc(t['prompt'])}</pre>", "from": esc(t["from"]),
+                          **({"reference": f"<pre>{esc(t['reference'])}</pre>"} if referenced else {}),
+                          **{name: f"<pre>{esc(samples[name][i]['continuation'])}</pre>" for name in samples}}
                          for i, t in enumerate(samples["fine-tuned"])])
     facts = pd.DataFrame([{"model": name, **values} for name, values in diversity.items()])
     return (f"<p>Seeded sampling: temperature {settings['temperature']}, top_p {settings['top_p']}, {settings['max_new_tokens']} new tokens.</p>"
-            + table(rows, html_columns=("prompt", *samples)) + table(facts))
+            + (replies_scores(read_json(paths.METRICS)["replies"]) if referenced else "")
+            + table(rows, html_columns=("prompt", "reference", *samples)) + table(facts))
+
+
+def replies_scores(replies: dict) -> str:
+    """The generated replies against the held-out ones (references.py): each model's scores, then the paired verdict."""
+    models = [name for name in replies if name != "vs_pretrained"]
+    rows = pd.DataFrame([{"model": name, **{metric: f"{replies[name][metric]:.2f} [{replies[name]['ci95'][metric]['low']:.2f}, "
+                                                    f"{replies[name]['ci95'][metric]['high']:.2f}]" for metric in ("chrf", "rouge_l", "exact_match")}}
+                         for name in models])
+    verdicts = "; ".join(f"{metric} {found['difference']:+.2f} [{found['low']:.2f}, {found['high']:.2f}], p {found['p']:.3f}: {found['verdict']}"
+                         for metric, found in replies["vs_pretrained"].items())
+    return (f"<p>Replies to {replies[models[0]]['replies']} held-out conversations scored against the replies they had (chrF++, "
+            f"ROUGE-L F1, exact match, 0-100, intervals over the conversations). Fine-tuned vs pretrained: {esc(verdicts)}.</p>"
+            + table(rows))
 
 
 def worst_blocks(params) -> str:

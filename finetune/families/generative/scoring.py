@@ -1,7 +1,9 @@
 """Scoring a causal LM on packed token blocks: each token's log-probability given the tokens before it.
 
 Perplexity is exp(mean negative log-probability) over every predicted token (the first token of a block has
-no context and is not predicted); next-token accuracy is how often the most likely token is the true one.
+no context and is not predicted); next-token accuracy is how often the most likely token is the true one. Blocks whose
+prepared table has `labels` (a chat: -100 outside the assistant's turns) are scored on their labelled tokens only:
+the others' log-probabilities are NaN, left out of every mean, interval and mixture.
 Both come from one forward pass per batch; the per-token log-probabilities are kept (not just their mean),
 so ensembles mix the members' distributions at the true token and the bootstrap resamples blocks. Each scored model's
 val and test log-probabilities are saved (LOGPROBS): a member of the ensemble.
@@ -18,9 +20,12 @@ import torch
 from finetune import paths
 from finetune.scoring import uncertainty
 
+IGNORE = -100  # a label the loss skips (transformers' ignore_index)
 
-def token_scores(model, blocks: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(log p(x_t | x_<t), whether x_t was the most likely token), each blocks x (block_size - 1), in block order."""
+
+def token_scores(model, blocks: np.ndarray, batch_size: int, scored: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(log p(x_t | x_<t), whether x_t was the most likely token), each blocks x (block_size - 1), in block order;
+    NaN log-probabilities where `scored` (the same shape) is False."""
     model.eval()
     device = next(model.parameters(), torch.empty(0)).device
     log_probs, correct = [], []
@@ -33,28 +38,35 @@ def token_scores(model, blocks: np.ndarray, batch_size: int) -> tuple[np.ndarray
             log_probs.append(chosen.cpu().numpy())
             correct.append((logits.argmax(-1) == targets).cpu().numpy())
     width = blocks.shape[1] - 1 if len(blocks) else 0
-    return (np.concatenate(log_probs) if log_probs else np.zeros((0, width), np.float32),
+    log_probs = np.concatenate(log_probs) if log_probs else np.zeros((0, width), np.float32)
+    return (log_probs if scored is None else np.where(scored, log_probs, np.float32(np.nan)),
             np.concatenate(correct) if correct else np.zeros((0, width), bool))
 
 
 def summarize(log_probs: np.ndarray, correct: np.ndarray | None = None) -> dict:
     """loss (mean negative log-probability per token, nats), perplexity, next-token accuracy, tokens scored."""
-    loss = float(-log_probs.mean())
-    result = {"loss": loss, "perplexity": math.exp(loss), "tokens": int(log_probs.size)}
+    counted = ~np.isnan(log_probs)
+    loss = float(-log_probs[counted].mean())
+    result = {"loss": loss, "perplexity": math.exp(loss), "tokens": int(counted.sum())}
     if correct is not None:
-        result["token_accuracy"] = float(correct.mean())
+        result["token_accuracy"] = float(correct[counted].mean())
     return result
 
 
-def _block_losses(log_probs: np.ndarray) -> np.ndarray:
-    return -log_probs.mean(axis=1)
+def block_losses(log_probs: np.ndarray) -> np.ndarray:
+    """Each block's mean negative log-probability over its scored tokens."""
+    return -np.nanmean(log_probs, axis=1)
 
 
 def _resampled_perplexities(models: list[np.ndarray], seed: int, draws: int) -> list[np.ndarray]:
-    """Each model's perplexity on the SAME resamples of whole BLOCKS (a block's tokens are not independent)."""
-    losses = [_block_losses(m) for m in models]
-    rows = np.random.default_rng(seed).integers(0, len(losses[0]), size=(draws, len(losses[0])))
-    return [np.exp(loss[rows].mean(axis=1)) for loss in losses]
+    """Each model's perplexity on the SAME resamples of whole BLOCKS (a block's tokens are not independent): the mean
+    loss of the resampled blocks' tokens (blocks with equal token counts: the mean of their means, as computed before
+    masks existed, so unmasked numbers stay the same to the last digit)."""
+    counts = (~np.isnan(models[0])).sum(axis=1)
+    rows = np.random.default_rng(seed).integers(0, len(counts), size=(draws, len(counts)))
+    if (counts == counts[0]).all():
+        return [np.exp(block_losses(m)[rows].mean(axis=1)) for m in models]
+    return [np.exp(-np.nansum(m, axis=1)[rows].sum(axis=1) / counts[rows].sum(axis=1)) for m in models]
 
 
 def interval(log_probs: np.ndarray, seed: int = uncertainty.SEED, draws: int = uncertainty.DRAWS) -> dict:
@@ -89,6 +101,16 @@ def load_blocks(split: str) -> np.ndarray:
     return np.stack(pd.read_parquet(paths.PREPARED / f"{split}.parquet", columns=["input_ids"])["input_ids"].to_numpy())
 
 
+def load_scored(split: str) -> np.ndarray | None:
+    """Which next-token positions of the split's blocks count (labels other than IGNORE), or None when all do."""
+    import pyarrow.parquet as pq
+
+    path = paths.PREPARED / f"{split}.parquet"
+    if "labels" not in pq.read_schema(path).names:
+        return None
+    return np.stack(pd.read_parquet(path, columns=["labels"])["labels"].to_numpy())[:, 1:] != IGNORE
+
+
 def save_logprobs(path: Path, by_split: dict[str, np.ndarray]) -> None:
     from safetensors.numpy import save_file
 
@@ -102,9 +124,9 @@ def load_logprobs(path: Path) -> dict[str, np.ndarray]:
 
 
 def score(model, blocks: dict[str, np.ndarray], batch_size: int) -> tuple[dict[str, np.ndarray], dict]:
-    """({split: per-token log-probs}, {split: summary}), val and test."""
+    """({split: per-token log-probs}, {split: summary}), val and test: each split's prepared blocks' scored tokens."""
     log_probs, summary = {}, {}
     for split, split_blocks in blocks.items():
-        values, correct = token_scores(model, split_blocks, batch_size)
+        values, correct = token_scores(model, split_blocks, batch_size, load_scored(split))
         log_probs[split], summary[split] = values, summarize(values, correct)
     return log_probs, summary

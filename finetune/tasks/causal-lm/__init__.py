@@ -6,7 +6,7 @@ Splits are by DOCUMENT (data.splits of the documents, seeded; or data.split_colu
 measure generalisation to unseen documents (for Shakespeare: whole plays never seen in training).
 Preprocess: newlines normalised, duplicates dropped, each split's documents tokenized, joined with the tokenizer's EOS
 and packed into preprocess.block_size blocks (blocks.py; no block spans two splits), optionally a seeded sample of them.
-Model: builtin:smollm2-135m (SmolLM2-135M-Instruct, builtin.py) or a local model directory; LoRA is the usual strategy
+Model: builtin:smollm2-135m (SmolLM2-135M-Instruct, finetune/families/generative/builtin.py) or a local model directory; LoRA is the usual strategy
 (configs/lm.yaml). Everything else is the generative family's (finetune/families/generative/): perplexity and next-token
 accuracy beside the untouched pretrained model, generations from the openings of test documents (or evaluate.prompts); members' next-token distributions mixed;
 int8 and a distilled student; prompt-token attributions of generated continuations.
@@ -50,21 +50,10 @@ class LMPreprocess(Preprocess):
     max_blocks: dict[SplitName, int | None] = {"train": 480, "val": 48, "test": 96}
 
 
-class Models(CausalLMs):
-    builtin = ("builtin:smollm2-135m",)
-
-    def source(self, model: str) -> str:
-        if model == "builtin:smollm2-135m":
-            from .builtin import smollm2_dir
-
-            return str(smollm2_dir())
-        return model
-
-
 class CausalLM(GenerativeTask):
     name = "causal-lm"
     sections = {"data": LMData, "preprocess": LMPreprocess}
-    models = Models()
+    models = CausalLMs()
 
     # -- data --------------------------------------------------------------------------------------
     def read(self, data: LMData) -> Source:

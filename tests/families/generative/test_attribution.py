@@ -1,5 +1,5 @@
 """finetune/families/generative/attribution.py on the tiny Llama: one score per prompt token from both captum methods, feature ablation equal
-to ablating by hand, IG complete, a leading BOS never scored or deleted, and the deletion test finding the one prompt
+to ablating by hand, IG complete, a leading BOS (any special token) never scored or deleted, and the deletion test finding the one prompt
 token that a briefly trained copy of the model depends on."""
 import html
 import re
@@ -109,6 +109,9 @@ def test_a_leading_bos_is_neither_scored_nor_deleted(tiny_causal_lm, lm, method)
     prompt = tokenizer(LM_TEXT)["input_ids"][:7]
     assert prompt[0] == bos and bos not in prompt[1:]
     continuation = tokenizer(" that is", add_special_tokens=False)["input_ids"]
+    # any special token is kept out the same way (a chat template's turn markers): one in the middle
+    marked = explain.attributed_positions(tokenizer, prompt[:3] + [tokenizer.eos_token_id] + prompt[3:])
+    assert marked.tolist() == [False, True, True, False, True, True, True, True]
     result = explain.attribute(model, tokenizer, prompt, continuation, method, steps=8)
     assert result.attributed.tolist() == [False] + [True] * 6
     assert result.scores.shape == (7,) and result.scores[0] == 0 and not result.per_token[:, 0].any() and result.scores[1:].any()

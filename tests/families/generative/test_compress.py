@@ -86,6 +86,27 @@ def test_distillation_moves_the_student_towards_the_teacher(trained):
     assert compress.kl_to_teacher(teacher, teacher, held_out, 8) == pytest.approx(0, abs=1e-5)
 
 
+def test_a_chat_model_is_distilled_on_its_reply_tokens_only(trained):
+    """Blocks with labels (a chat model's: replies only) are distilled and measured on the labelled positions alone."""
+    folder, train, held_out = trained
+    teacher = AutoModelForCausalLM.from_pretrained(folder)
+    second_half = np.arange(BLOCK - 1) >= BLOCK // 2  # of the predicted positions: 15 of 31 stand in for a reply
+    replies, held_replies = np.tile(second_half, (len(train), 1)), np.tile(second_half, (len(held_out), 1))
+    student = distill.make_student(teacher, distill.student_layers(2, None))
+    whole = compress.kl_to_teacher(teacher, student, held_out, 8)
+    assert compress.kl_to_teacher(teacher, student, held_out, 8, scored=np.ones_like(held_replies)) == pytest.approx(whole, rel=1e-5)
+    first, second = (compress.kl_to_teacher(teacher, student, held_out, 8, scored=mask) for mask in (~held_replies, held_replies))
+    assert first != pytest.approx(second, rel=1e-3)  # the halves differ, and each half is its own tokens' mean:
+    assert (first * (BLOCK // 2) + second * (BLOCK // 2 - 1)) / (BLOCK - 1) == pytest.approx(whole, rel=1e-5)
+
+    config = Distill(epochs=2, learning_rate=3e-3, batch_size=16, temperature=2.0, alpha=0.5)
+    unmasked = copy.deepcopy(student)
+    compress.distill(teacher, unmasked, train, config, seed=0)
+    compress.distill(teacher, student, train, config, seed=0, scored=replies)
+    assert compress.kl_to_teacher(teacher, student, held_out, 8, scored=held_replies) < 0.5 * second
+    assert any(not torch.equal(a, b) for a, b in zip(student.state_dict().values(), unmasked.state_dict().values()))
+
+
 def test_the_student_drops_the_layers_whose_removal_costs_least_and_the_teacher_is_left_whole(trained):
     """least_needed_layers against the same greedy search done by hand with real students (make_student), on 3 layers:
     the trained two with a copy of the top one between them."""
@@ -230,6 +251,17 @@ def test_a_per_token_linear_quantizes_each_row_as_fbgemm_quantizes_it_alone_so_a
     per_token_error = ((rows - exact).abs() / scale)[others].max()
     assert per_token_error < 0.05  # 7-bit activations, 8-bit weights
     assert ((shared - exact).abs() / scale)[0, 1:].max() > 5 * per_token_error  # per tensor: the outlier coarsens its neighbours
+
+
+def test_the_int8_product_without_avx512_is_bit_for_bit_int_mm_s(monkeypatch):
+    """Where torch._int_mm is a slow generic loop (no AVX-512) the int8 product runs in float64: the same integers."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randint(-128, 128, shape, dtype=torch.int8, generator=generator) for shape in ((40, 1536), (1536, 24)))
+    a[0], b[:, 0] = -128, -128  # the largest partial sums (1536 x 128^2 = 25 M: past float32's exact integers, not float64's)
+    expected = torch._int_mm(a, b).float()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert torch.equal(quantize._int8_matmul(a, b), expected)
+    assert quantize._int8_matmul(a, b)[0, 0] == 1536 * 128 ** 2
 
 
 def test_smoothquant_folds_into_the_float_weights_without_changing_the_function(trained):

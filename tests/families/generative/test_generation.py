@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 
 from finetune.errors import UserError
 from finetune.families.generative.generate import load
-from finetune.families.generative.generation import distinct_n, forced_run, generate, repetition_rate, timed
+from finetune.families.generative.generation import complete, distinct_n, forced_run, generate, repetition_rate, timed
 from tests.support.data import LM_TEXT
 
 PROMPT = "to be or not"
@@ -135,6 +135,19 @@ def test_tokenizer_eos_stops_a_model_without_one_and_pads_silently(lm, tiny_caus
     with caplog.at_level(logging.WARNING, logger="transformers"):
         assert sample(model, tokenizer, seed=0, temperature=0.0) == tokenizer.decode([first])
     assert not caplog.records
+
+
+def test_complete_says_whether_a_stop_token_ended_the_text_or_max_new_tokens_did(memorised, monkeypatch):
+    """What evaluate counts as "ended_at_stop_token" (a chat model still closing its turn)."""
+    model, tokenizer = memorised
+    greedy = dict(max_new_tokens=16, temperature=0.0, top_p=1.0, seed=0)
+    text, stopped = complete(model, tokenizer, PROMPT, **greedy)
+    assert not stopped and text == generate(model, tokenizer, PROMPT, **greedy)  # the memorised text runs on
+    inputs = tokenizer(PROMPT, return_tensors="pt")
+    ids = model.generate(**inputs, max_new_tokens=16, do_sample=False)[0, inputs["input_ids"].shape[1]:].tolist()
+    cut = next(i for i in range(2, 16) if ids[i] not in ids[:i])  # a token it first writes at position cut
+    monkeypatch.setattr(model.generation_config, "eos_token_id", [ids[cut]])  # a list, as chat models give several stop ids
+    assert complete(model, tokenizer, PROMPT, **greedy) == (tokenizer.decode(ids[:cut + 1], skip_special_tokens=True), True)
 
 
 def test_a_forced_run_times_exactly_max_new_tokens(lm, monkeypatch):

@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -47,3 +48,30 @@ def test_mixture_weights_maximise_val_likelihood_and_identical_members_equal_one
     assert np.log(mixed).mean() >= np.log(good).mean() - 1e-9  # never below the best member on the data it was fitted on
     same = mixture_weights(np.stack([good, good], axis=1))
     np.testing.assert_allclose(np.stack([good, good], axis=1) @ same, good)  # two identical members = one member
+
+
+def test_masked_tokens_are_left_out_of_the_loss_the_model_trains_on_and_of_every_score(tiny_causal_lm):
+    """A chat scores the assistant's tokens only: the positions `scored` leaves out are NaN, and the perplexity is the
+    model's own loss with labels -100 there; blocks with different token counts are weighted by their tokens."""
+    from finetune.families.generative.models import BlockDataset
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_lm)
+    blocks = np.random.default_rng(0).integers(0, model.config.vocab_size, size=(4, 12))
+    labels = blocks.copy()
+    labels[:, :5] = scoring.IGNORE
+    labels[0, 5:9] = scoring.IGNORE  # the first block has 3 scored tokens, the others 7
+    dataset = BlockDataset(pd.DataFrame({"input_ids": list(blocks), "labels": list(labels)}))
+    np.testing.assert_array_equal(dataset[0]["labels"], labels[0])
+    log_probs, correct = scoring.token_scores(model, blocks, batch_size=3, scored=labels[:, 1:] != scoring.IGNORE)
+    assert np.isnan(log_probs).sum() == 4 * 11 - 3 - 3 * 7
+    with torch.no_grad():
+        loss = model(input_ids=torch.as_tensor(blocks), labels=torch.as_tensor(labels)).loss.item()
+    summary = scoring.summarize(log_probs, correct)
+    assert summary["tokens"] == 24 and summary["loss"] == pytest.approx(loss, rel=1e-5)
+    np.testing.assert_allclose(scoring.block_losses(log_probs)[1:], -np.nanmean(log_probs[1:], axis=1))
+    from finetune.scoring import uncertainty
+
+    rows = np.random.default_rng(uncertainty.SEED).integers(0, 4, size=(uncertainty.DRAWS, 4))  # blocks resampled, tokens pooled
+    pooled = np.exp(-np.nansum(log_probs, axis=1)[rows].sum(axis=1) / (~np.isnan(log_probs)).sum(axis=1)[rows].sum(axis=1))
+    assert scoring.interval(log_probs)["perplexity"] == {"low": round(float(np.percentile(pooled, 2.5)), 4),
+                                                         "high": round(float(np.percentile(pooled, 97.5)), 4)}
