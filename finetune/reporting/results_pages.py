@@ -80,6 +80,25 @@ def _scores(metrics: dict) -> list[str]:
             *_table(["head", "metric", "fine-tuned", "baseline", "baseline is", "vs baseline"], rows)]
 
 
+def _generations(metrics: dict) -> list[str]:
+    """A generative run's generations: each model's replies scored against the held-out ones (chat) with the paired
+    verdict, and the share that ended at a stop token; [] for classifiers."""
+    generation, replies = metrics.get("generation") or {}, metrics.get("replies") or {}
+    if not generation:
+        return []
+    scored = [key for key in ("chrf", "rouge_l", "exact_match") if all(key in (replies.get(name) or {}) for name in generation)]
+    versus = replies.get("vs_pretrained") or {}
+    rows = [[name, *(_with_interval(replies[name], key) for key in scored), _number(facts.get("ended_at_stop_token", "-")),
+             _number(facts.get("distinct_2", "-"))] for name, facts in generation.items()]
+    verdicts = "; ".join(f"{key} {versus[key]['difference']:+.2f} [{versus[key]['low']:.2f}, {versus[key]['high']:.2f}]: "
+                         f"{versus[key]['verdict']}" for key in scored if key in versus)
+    lines = ["## Generations", ""]
+    if scored:
+        lines += [f"Replies to {_number(replies[next(iter(generation))]['replies'])} held-out prompts scored against the replies they had "
+                  f"(0-100, intervals over the prompts). Fine-tuned vs pretrained: {verdicts}.", ""]
+    return lines + _table(["model", *scored, "ended at a stop token", "distinct-2"], rows)
+
+
 def _training(train: dict) -> list[str]:
     if not train:
         return []
@@ -206,7 +225,7 @@ def page(folder: Path) -> str:
         lines += [f"[The run's HTML report]({config}/reports/report.html) (every table, curve and explanation) · "
                   f"[its params.yaml]({config}/params.yaml) · [its dvc.lock]({config}/dvc.lock)", ""]
     lines += [*_scores(metrics), *_training(_read(folder, "train.json")), *_ensemble(_read(folder, "ensemble.json"), keys),
-              *_compression(_read(folder, "compress.json")), *_explanations(_read(folder, "explain.json")), *_times(run),
+              *_generations(metrics), *_compression(_read(folder, "compress.json")), *_explanations(_read(folder, "explain.json")), *_times(run),
               *_pictures(folder, config)]
     return "\n".join(lines).rstrip() + "\n"
 

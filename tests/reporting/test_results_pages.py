@@ -68,6 +68,23 @@ def test_a_language_models_page_is_judged_on_its_interval_metric(tmp_path):
     assert "| - | loss |" not in text  # no interval: not a headline number
 
 
+def test_a_chat_page_shows_the_scored_replies_the_verdict_and_the_stop_token_share(tmp_path):
+    def scored(chrf: float) -> dict:
+        return {"chrf": chrf, "rouge_l": 20.0, "exact_match": 0.0, "replies": 8,
+                "ci95": {key: {"low": 1.5, "high": 30.0} for key in ("chrf", "rouge_l", "exact_match")}}
+    verdict = {"difference": 12.25, "low": 4.0, "high": 20.5, "p": 0.001, "verdict": "better"}
+    metrics = {"perplexity": 21.5, "ci95": {"perplexity": {"low": 19.25, "high": 24.0}},
+               "generation": {"fine-tuned": {"distinct_2": 0.95, "ended_at_stop_token": 1.0},
+                              "pretrained": {"distinct_2": 0.88, "ended_at_stop_token": 0.125}},
+               "replies": {"fine-tuned": scored(25.5), "pretrained": scored(13.25), "vs_pretrained": {"chrf": verdict}}}
+    text = page(_run_folder(tmp_path, metrics, report=True))
+    assert "Replies to 8 held-out prompts" in text and "Fine-tuned vs pretrained: chrf +12.25 [4.00, 20.50]: better." in text
+    assert "| fine-tuned | 25.5 [1.5, 30] | 20 [1.5, 30] | 0.0000 [1.5, 30] | 1.0000 | 0.9500 |" in text
+    assert "| pretrained | 13.25 [1.5, 30] | 20 [1.5, 30] | 0.0000 [1.5, 30] | 0.1250 | 0.8800 |" in text
+    lm = page(_run_folder(tmp_path / "lm", {**metrics, "replies": {}}, report=True))  # no references: the stop share only
+    assert "| model | ended at a stop token | distinct-2 |" in lm and "Replies to" not in lm
+
+
 def test_writing_the_pages_fills_the_readme_between_its_markers_and_nothing_else(tmp_path):
     folder = _run_folder(tmp_path, {"perplexity": 21.5, "ci95": {"perplexity": {"low": 19.25, "high": 24.0}}}, report=True)
     (tmp_path / "README.md").write_text(f"intro\n\n{README_START}\nold table\n{README_END}\n\nrest\n")
