@@ -87,33 +87,19 @@ def handle(session: Session, line: str, out, streamer_for) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    name, _, description = __doc__.strip().partition("\n")
-    parser = argparse.ArgumentParser(description=name, epilog=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="directory with the chat model and its tokenizer (e.g. models/model)")
+    from finetune.families.generative.generate import command_line, run_command
+
+    parser = command_line(__doc__, "the chat model", DEFAULTS)  # evaluate's settings: a reply here is what the report shows
     parser.add_argument("--system", help="a system prompt (default: none, or the template's own)")
     parser.add_argument("--prompts", help="a file whose lines are the user's turns (default: read them interactively)")
-    parser.add_argument("--max-new-tokens", type=int, help=f"at most this many tokens a reply (default: evaluate's {DEFAULTS['max_new_tokens']})")
-    parser.add_argument("--temperature", type=float, help=f"0 = greedy (default: evaluate's {DEFAULTS['temperature']})")
-    parser.add_argument("--top-p", type=float, help=f"nucleus sampling mass (default: evaluate's {DEFAULTS['top_p']})")
-    parser.add_argument("--seed", type=int, help=f"the same seed gives the same session (default: {DEFAULTS['seed']})")
-    parser.add_argument("--trust-remote-code", action="store_true", help="run modelling code shipped in the directory")
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_command(parser, run, argv)
 
 
 def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from transformers.utils import logging
-
     from finetune.families.generative.generate import counting_streamer, load
 
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
     if args.prompts and not Path(args.prompts).is_file():
         raise UserError(f"--prompts {args.prompts}: no such file")
     model, tokenizer = load(args.model, args.trust_remote_code)

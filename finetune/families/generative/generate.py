@@ -54,19 +54,28 @@ def load(model_dir: str, trust_remote_code: bool):
     return model.eval(), tokenizer
 
 
-def main(argv: list[str] | None = None) -> None:
-    name, _, description = __doc__.strip().partition("\n")
+def command_line(doc: str, model_help: str, defaults: dict) -> argparse.ArgumentParser:
+    """The parser `generate` and `chat` share: --help from the module docstring `doc`, --model, the sampling flags
+    defaulting to `defaults` (max_new_tokens, temperature, top_p, seed) and --trust-remote-code."""
+    name, _, description = doc.strip().partition("\n")
     parser = argparse.ArgumentParser(description=name, epilog=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("prompt", help="the text to continue")
-    parser.add_argument("--model", required=True, help="directory with the model and its tokenizer (e.g. models/model)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="at most this many new tokens (default: %(default)s)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: %(default)s)")
-    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same text (default: %(default)s)")
-    parser.add_argument("--prompt-lookup", type=int, default=10,
-                        help="draft tokens copied from earlier text and checked in one step; 0 = off (default: %(default)s)")
+    parser.add_argument("--model", required=True, help=f"directory with {model_help} and its tokenizer (e.g. models/model)")
+    parser.add_argument("--max-new-tokens", type=int, default=defaults["max_new_tokens"], help="at most this many new tokens (default: %(default)s)")
+    parser.add_argument("--temperature", type=float, default=defaults["temperature"], help="0 = greedy (default: %(default)s)")
+    parser.add_argument("--top-p", type=float, default=defaults["top_p"], help="nucleus sampling mass (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults["seed"], help="the same seed gives the same text (default: %(default)s)")
     parser.add_argument("--trust-remote-code", action="store_true", help="run modelling code shipped in the directory")
+    return parser
+
+
+def run_command(parser: argparse.ArgumentParser, run, argv: list[str] | None) -> None:
+    """run(parsed argv) with transformers quiet (its "Loading weights" bar would interleave with the streamed text, and a
+    load report of missing weights becomes load's one-line error instead); a UserError is one line on stderr, exit 2."""
+    from transformers.utils import logging
+
     args = parser.parse_args(argv)
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
     try:
         run(args)
     except UserError as error:
@@ -74,13 +83,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
 
-def run(args: argparse.Namespace) -> None:
-    from transformers.utils import logging
+def main(argv: list[str] | None = None) -> None:
+    parser = command_line(__doc__, "the model", {"max_new_tokens": 64, "temperature": 0.8, "top_p": 0.95, "seed": 0})
+    parser.add_argument("prompt", help="the text to continue")
+    parser.add_argument("--prompt-lookup", type=int, default=10,
+                        help="draft tokens copied from earlier text and checked in one step; 0 = off (default: %(default)s)")
+    run_command(parser, run, argv)
 
+
+def run(args: argparse.Namespace) -> None:
     from finetune.families.generative.generation import generate
 
-    logging.disable_progress_bar()  # the "Loading weights" bar would interleave with the streamed text
-    logging.set_verbosity_error()  # a load report of missing weights becomes our one-line error instead
     model, tokenizer = load(args.model, args.trust_remote_code)
     streamer = counting_streamer(tokenizer)
     start = time.perf_counter()
