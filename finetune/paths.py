@@ -52,13 +52,17 @@ def outside(path: str | Path, folder: Path) -> str | None:
     Links are followed (a link in data/raw to /etc/passwd is outside); a link into the project's DVC
     cache is what `dvc add` makes with a link cache type, so it counts as inside. Only files under
     data/raw and models/pretrained are DVC dependencies: reading anything else would leave results
-    silently stale when it changes, and would let a params file read any file the user can."""
+    silently stale when it changes, and would let a params file read any file the user can. The folder itself may be a
+    link (data/raw on a bigger disk; a builtin's package folder in a virtualenv reached through a link): a file is
+    placed inside when its name is under the folder's name or under the folder's target."""
     project = Path.cwd().resolve()
-    allowed = (project / folder).resolve()
+    named = Path(os.path.abspath(project / folder))  # the folder before links are followed
+    allowed = named.resolve()
     placed = Path(os.path.abspath(path))  # where the name points before links are followed
     target = Path(path).resolve()
-    if placed.is_relative_to(allowed) and (target.is_relative_to(allowed) or target.is_relative_to((project / DVC_CACHE).resolve())):
+    placed_inside = placed.is_relative_to(named) or placed.is_relative_to(allowed)
+    if placed_inside and (target.is_relative_to(allowed) or target.is_relative_to((project / DVC_CACHE).resolve())):
         return None
-    where = f"{path} (a link to {target})" if placed != target and placed.is_relative_to(allowed) else str(path)
+    where = f"{path} (a link to {target})" if placed != target and placed_inside else str(path)
     return (f"{where} is outside {folder}/: only files there are DVC dependencies, so results stay in step with them; "
             f"copy it into {folder}/ (a big one: `dvc add` it there, or `dvc import` it from its repository)")

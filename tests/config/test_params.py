@@ -84,6 +84,18 @@ def test_inputs_outside_data_raw_and_models_pretrained_are_refused_links_include
     assert parse_params(placed(tiny_params(tiny_model, source="data/raw/t.csv"), workdir)).data.source == "data/raw/t.csv"
 
 
+def test_a_data_raw_that_is_itself_a_link_keeps_its_files_inside(tiny_model, workdir, tmp_path_factory):
+    """data/raw as a link to a folder on a bigger disk (or a builtin's package folder in a virtualenv reached through a
+    link, as the LM record's was): its files are inputs; a link from there to anywhere else is still refused."""
+    disk = tmp_path_factory.mktemp("big_disk")
+    (disk / "t.csv").write_text("text,label\nfine,a\n")
+    (disk / "passwd.csv").symlink_to("/etc/passwd")
+    (workdir / "data").mkdir()
+    (workdir / "data/raw").symlink_to(disk, target_is_directory=True)
+    assert parse_params(placed(tiny_params(tiny_model, source="data/raw/t.csv"), workdir)).data.source == "data/raw/t.csv"
+    assert "data/raw/passwd.csv (a link to /etc/passwd) is outside data/raw/" in _error(tiny_params(tiny_model, source="data/raw/passwd.csv"))
+
+
 def test_splits_must_sum_to_one(tiny_model, workdir):
     (workdir / "data/raw").mkdir(parents=True)
     (workdir / "data/raw/tiny.csv").write_text("text,label\n")
