@@ -50,6 +50,14 @@ def _subsample(frame: pd.DataFrame, max_rows: int, seed: int, data) -> pd.DataFr
     return kept.sort_values(ROW, kind="stable")
 
 
+def _commonest(dropped: Counter, shown: int = 3) -> str:
+    """The commonest reasons rows were dropped, at most `shown`: a folder of 37 files each refused for one cause, its
+    path in each reason, would otherwise be an error of 37 sentences."""
+    reasons = [f"{n} x {reason}" for reason, n in dropped.most_common() if n]
+    more = len(reasons) - shown
+    return "; ".join(reasons[:shown]) + (f"; and {more} more reason(s)" if more > 0 else "")
+
+
 def _limit(frame: pd.DataFrame, data, origin: str, dropped: Counter) -> pd.DataFrame:
     """data.max_rows: a sample of the whole table, or of each split the data comes with."""
     if isinstance(data.max_rows, int):
@@ -115,7 +123,7 @@ def run(params: Params) -> dict:
     if data.max_rows is not None:
         frame = _limit(frame, data, source.origin, dropped)
     if frame.empty:
-        raise UserError(f"{source.origin}: no rows left after filtering ({dict(dropped)})")
+        raise UserError(f"{source.origin}: no rows left after filtering: {_commonest(dropped)}")
     if several:
         heads.check_every_head_labelled(frame[LABEL], several, source.origin)
 

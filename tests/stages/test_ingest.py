@@ -76,6 +76,15 @@ def test_skip_quarantines_bad_rows_and_counts_them(workdir, tiny_model):
     assert json.loads((workdir / "reports/ingest.json").read_text())["rows_read"] == 5
 
 
+def test_no_row_left_names_the_commonest_reasons_only(workdir, tiny_model):
+    source = _write(workdir, "bad.csv", "text,label\na,b,c\nd,e,f,g\nh,i,j,k,l\nm,n,o,p,q,r\ns,t,u,v,w,x,y\nz,\nzz,\n")
+    with pytest.raises(UserError) as error:
+        ingest.run(_params(tiny_model, source, on_bad_rows="skip"))
+    assert str(error.value) == ("data/raw/bad.csv: no rows left after filtering: 2 x bad row: empty label; 1 x bad row: expected 2 "
+                                "fields, found 3; 1 x bad row: expected 2 fields, found 4; and 3 more reason(s)")
+    assert not (workdir / "data/ingested.parquet").exists()
+
+
 def test_max_rows_is_a_seeded_stratified_sample(workdir, tiny_model):
     rows = pd.concat([make_rows(300, labels=("negative",)), make_rows(100, seed=1, labels=("positive",))])
     params = _params(tiny_model, _write(workdir, "big.csv", rows.to_csv(index=False)), max_rows=40)
