@@ -26,7 +26,8 @@ from finetune.training.fit import fit  # noqa: E402
 # policies decide at each evaluation, so they evaluate every 25 steps (17 times on the default text data, not 3); the
 # `_every75` rows evaluate a third as often (each evaluation of the image data's 2,000 val images costs ~8 s) and the
 # `_0.01` row freezes a group only when its gradient norm moved less than 1 % (the default 10 % froze the whole CNN by
-# step 200 of 747); the `_check75` rows decide every 75 steps from gradient norms alone and evaluate once per epoch
+# step 200 of 747); the `_check75` rows decide every 75 steps from gradient norms alone and evaluate once per epoch; the
+# `_max0.5` rows freeze at most the bottom half of the groups below the head
 FREEZE_CONVERGED = Adaptive(policy="freeze_converged")
 RECIPES = {
     "full": {},
@@ -44,6 +45,9 @@ RECIPES = {
     **{f"adaptive_freeze_converged_{threshold}_check{every}": {
         "strategy": "adaptive", "adaptive": Adaptive(policy="freeze_converged", threshold=threshold, check_every=every)}
        for threshold, every in ((0.03, 75), (0.05, 75), (0.07, 75), (0.05, 50))},
+    **{f"adaptive_freeze_converged_{threshold}_check{every}_max{share}": {
+        "strategy": "adaptive", "adaptive": Adaptive(policy="freeze_converged", threshold=threshold, check_every=every, max_frozen=share)}
+       for threshold in (0.1, 0.2) for every in (50, 75) for share in (0.5, 0.6, 0.7)},
 }
 
 params = load_params()

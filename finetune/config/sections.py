@@ -193,12 +193,17 @@ class Adaptive(Section):
     # freeze_converged: decide every this many optimizer steps, from gradient norms alone (no evaluation needed, so the run
     # can evaluate once per epoch); null = decide at each evaluation
     check_every: int | None = Field(None, ge=1, le=10_000_000)
+    # freeze_converged: at most this share of the layer groups below the head may freeze (the bottom ones); null = all
+    max_frozen: float | None = Field(None, gt=0, le=1)
 
     @model_validator(mode="after")
-    def _check_every_needs_freeze_converged(self):
+    def _freeze_settings_need_freeze_converged(self):
         if self.check_every is not None and self.policy != "freeze_converged":
             raise ValueError(f"check_every: {self.check_every} sets how often freeze_converged decides; policy {self.policy} decides at "
                              "evaluations (set eval_steps instead, or remove check_every)")
+        if self.max_frozen is not None and self.policy != "freeze_converged":
+            raise ValueError(f"max_frozen: {self.max_frozen} limits how deep freeze_converged freezes; policy {self.policy} never "
+                             "freezes (remove max_frozen)")
         return self
 
 

@@ -37,9 +37,9 @@ from finetune.training.strategies import layer_groups, set_trainable
 
 class AdaptiveLayers(TrainerCallback, ExportableState):
     def __init__(self, policy: str, patience: int = 1, min_delta: float = 0.0, rewarm_steps: int | None = None, threshold: float = 0.1,
-                 batchnorm: str = "train", check_every: int | None = None):
+                 batchnorm: str = "train", check_every: int | None = None, max_frozen: float | None = None):
         self.policy, self.patience, self.min_delta, self.rewarm_steps = policy, patience, min_delta, rewarm_steps
-        self.threshold, self.batchnorm, self.check_every = threshold, batchnorm, check_every
+        self.threshold, self.batchnorm, self.check_every, self.max_frozen = threshold, batchnorm, check_every, max_frozen
         self.trainable: list[str] | None = None  # open groups, bottom-up; None until the first event sees the model
         self.best: float | None = None
         self.stalled = 0
@@ -55,7 +55,7 @@ class AdaptiveLayers(TrainerCallback, ExportableState):
     def state(self) -> dict:
         return {"args": {"policy": self.policy, "patience": self.patience, "min_delta": self.min_delta, "rewarm_steps": self.rewarm_steps,
                          "threshold": self.threshold, "batchnorm": self.batchnorm,
-                         "check_every": self.check_every},
+                         "check_every": self.check_every, "max_frozen": self.max_frozen},
                 "attributes": {"trainable": self.trainable, "best": self.best, "stalled": self.stalled, "opened_at": self.opened_at,
                                "norm_sums": self.norm_sums, "norm_steps": self.norm_steps, "last_norms": self.last_norms,
                                "timeline": self.timeline}}
@@ -136,12 +136,13 @@ class AdaptiveLayers(TrainerCallback, ExportableState):
 
     def _freeze(self, groups: dict) -> str:
         norms = {name: total / self.norm_steps for name, total in self.norm_sums.items()} if self.norm_steps else {}
+        body = [name for name in groups if name != "head"]  # bottom-up; the head never freezes
         frozen, moves = [], []
-        for name in groups:  # bottom-up; the head never freezes
+        for name in body[:len(body) if self.max_frozen is None else math.floor(self.max_frozen * len(body))]:
             if name not in self.trainable:
                 continue
             previous, current = self.last_norms.get(name), norms.get(name)
-            if name == "head" or not previous or current is None or abs(current - previous) / previous >= self.threshold:
+            if not previous or current is None or abs(current - previous) / previous >= self.threshold:
                 break
             frozen.append(name)
             moves.append(f"{name} ({abs(current - previous) / previous:.3f})")

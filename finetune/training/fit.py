@@ -307,7 +307,7 @@ def fit(task, params: Params, splits: dict[str, pd.DataFrame], label_map: dict, 
     if train.strategy == "adaptive":
         adaptive = train.adaptive
         callbacks.append(AdaptiveLayers(adaptive.policy, adaptive.patience, adaptive.min_delta, adaptive.rewarm_steps, adaptive.threshold,
-                                        train.batchnorm, adaptive.check_every))
+                                        train.batchnorm, adaptive.check_every, adaptive.max_frozen))
     callbacks += extra_callbacks
     trainer = StrategyTrainer(
         model=model,

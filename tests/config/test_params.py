@@ -188,3 +188,5 @@ def test_a_numeric_label_trains_with_mse_and_selects_on_rmse_unless_params_say_o
 def test_check_every_with_a_policy_that_decides_at_evaluations_is_refused(tiny_model):
     message = _error(tiny_params(tiny_model, train={"strategy": "adaptive", "adaptive": {"check_every": 50}}))
     assert "train.adaptive: Value error, check_every: 50 sets how often freeze_converged decides; policy unfreeze_on_plateau" in message
+    message = _error(tiny_params(tiny_model, train={"strategy": "adaptive", "adaptive": {"max_frozen": 0.5}}))
+    assert "max_frozen: 0.5 limits how deep freeze_converged freezes; policy unfreeze_on_plateau never freezes" in message

@@ -99,6 +99,20 @@ def test_freeze_converged_freezes_bottom_up_and_frozen_groups_stop_moving(traine
     assert "head" in timeline[-1]["trainable"]
 
 
+def test_max_frozen_stops_freezing_at_its_share_of_the_body_and_the_groups_above_keep_training(trained_workdir, tiny_model):
+    watch = Watch()  # a threshold of 500 % would freeze all three body groups at the second evaluation (the test above)
+    summary, _ = _train(_params(tiny_model, policy="freeze_converged", threshold=5.0, max_frozen=0.4), [watch])
+    timeline = summary["parameters"]["adaptive"]["timeline"]
+    changed = [i for i, row in enumerate(timeline) if row["change"]]
+    assert len(changed) == 1 and timeline[changed[0]]["change"].startswith("froze embeddings ("), timeline  # floor(0.4 x 3) = 1
+    assert timeline[-1]["trainable"] == ["layer.0", "layer.1", "head"]
+    after = watch.weights[changed[0]:len(timeline)]  # from the freezing evaluation on (the last is the restored best model's)
+    assert len(after) >= 3
+    for group in ("layer.0", "layer.1"):  # still trained between every two evaluations
+        assert all(_group_moved(a, b, group) for a, b in zip(after, after[1:])), group
+    assert not any(_group_moved(after[0], later, "embeddings") for later in after[1:])
+
+
 def test_a_run_killed_while_a_group_warms_up_resumes_to_the_same_weights_and_timeline(trained_workdir, tiny_model):
     params = tiny_params(tiny_model, train={"epochs": 4, "strategy": "adaptive", "learning_rate": 1e-4, "warmup_ratio": 0.0,
                                             "eval_steps": 3, "adaptive": {"patience": 1, "rewarm_steps": 6},
