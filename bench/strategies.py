@@ -6,6 +6,7 @@ process, one after the other, so the times compare on the same machine state.
     python bench/strategies.py [strategy ...]      # prints a markdown table; rows also in .cache/bench/strategies.jsonl
 """
 import json
+import re
 import sys
 import tempfile
 import time
@@ -27,11 +28,13 @@ from finetune.training.fit import fit  # noqa: E402
 # `_every75` rows evaluate a third as often (each evaluation of the image data's 2,000 val images costs ~8 s) and the
 # `_0.01` row freezes a group only when its gradient norm moved less than 1 % (the default 10 % froze the whole CNN by
 # step 200 of 747); the `_check75` rows decide every 75 steps from gradient norms alone and evaluate once per epoch; the
-# `_max0.5` rows freeze at most the bottom half of the groups below the head
+# `_max0.5` rows freeze at most the bottom half of the groups below the head (max_frozen)
 FREEZE_CONVERGED = Adaptive(policy="freeze_converged")
 RECIPES = {
     "full": {},
     "partial": {"freeze_layers": 3},
+    "partial_4": {"strategy": "partial", "freeze_layers": 4},  # the image CNN's stem and blocks 0-3 frozen from the start
+    **{f"partial_4_epochs{epochs}": {"strategy": "partial", "freeze_layers": 4, "epochs": epochs} for epochs in (4, 5)},
     "linear_probe": {"learning_rate": 1e-3},
     "gradual_unfreeze": {"unfreeze_every": 0.5},
     "lora": {"learning_rate": 1e-3},
@@ -42,13 +45,18 @@ RECIPES = {
     "adaptive_freeze_converged_0.01_every75": {"strategy": "adaptive", "eval_steps": 75,
                                                "adaptive": Adaptive(policy="freeze_converged", threshold=0.01)},
     "adaptive_freeze_converged_check75": {"strategy": "adaptive", "adaptive": Adaptive(policy="freeze_converged", check_every=75)},
-    **{f"adaptive_freeze_converged_{threshold}_check{every}": {
-        "strategy": "adaptive", "adaptive": Adaptive(policy="freeze_converged", threshold=threshold, check_every=every)}
-       for threshold, every in ((0.03, 75), (0.05, 75), (0.07, 75), (0.05, 50))},
-    **{f"adaptive_freeze_converged_{threshold}_check{every}_max{share}": {
-        "strategy": "adaptive", "adaptive": Adaptive(policy="freeze_converged", threshold=threshold, check_every=every, max_frozen=share)}
-       for threshold in (0.1, 0.2) for every in (50, 75) for share in (0.5, 0.6, 0.7)},
 }
+# any adaptive_freeze_converged_{threshold}_check{steps}[_max{share}], e.g. adaptive_freeze_converged_0.05_check75_max0.3
+DECIDED_EVERY = re.compile(r"adaptive_freeze_converged_([0-9.]+)_check([0-9]+)(?:_max([0-9.]+))?")
+
+
+def recipe(name: str) -> dict:
+    if name in RECIPES:
+        return RECIPES[name]
+    threshold, every, share = DECIDED_EVERY.fullmatch(name).groups()
+    return {"strategy": "adaptive", "adaptive": Adaptive(policy="freeze_converged", threshold=float(threshold), check_every=int(every),
+                                                         max_frozen=float(share) if share else None)}
+
 
 params = load_params()
 label_map = read_json(paths.LABEL_MAP)
@@ -58,8 +66,7 @@ rows = []
 out = Path(".cache/bench/strategies.jsonl")
 out.parent.mkdir(parents=True, exist_ok=True)
 for name in sys.argv[1:] or RECIPES:
-    recipe = {"strategy": name} | RECIPES[name]
-    run = params.model_copy(update={"train": params.train.model_copy(update=recipe)})
+    run = params.model_copy(update={"train": params.train.model_copy(update={"strategy": name} | recipe(name))})
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         summary = fit(get_task(run.task), run, splits, label_map, Path(tmp) / "model", Path(tmp) / "live", f"bench {name}")
@@ -68,7 +75,7 @@ for name in sys.argv[1:] or RECIPES:
         probs = task.predict_proba(model, task.models.load_processor(str(Path(tmp) / "model"), False), splits["test"], label_map, 128)
     test = metrics.headline(splits["test"]["label"].to_numpy(), probs.argmax(axis=1))
     adaptive = summary["parameters"].get("adaptive")
-    row = {"strategy": name, "learning_rate": run.train.learning_rate, **{k: v for k, v in RECIPES[name].items() if k not in ("adaptive", "strategy")},
+    row = {"strategy": name, "learning_rate": run.train.learning_rate, **{k: v for k, v in recipe(name).items() if k not in ("adaptive", "strategy")},
            "changes": sum(bool(event["change"]) for event in adaptive["timeline"]) if adaptive else None,
            "trainable_%": round(100 * summary["parameters"]["trainable_share"], 2),
            "trainable_end_%": round(100 * summary["parameters"]["trainable_at_end"] / summary["parameters"]["parameters"], 2),
