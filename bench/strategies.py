@@ -35,6 +35,8 @@ RECIPES = {
     "partial": {"freeze_layers": 3},
     "partial_4": {"strategy": "partial", "freeze_layers": 4},  # the image CNN's stem and blocks 0-3 frozen from the start
     **{f"partial_4_epochs{epochs}": {"strategy": "partial", "freeze_layers": 4, "epochs": epochs} for epochs in (4, 5)},
+    "partial_4_seed7": {"strategy": "partial", "freeze_layers": 4, "seed": 7},
+    "full_seed7": {"strategy": "full", "seed": 7},
     "linear_probe": {"learning_rate": 1e-3},
     "gradual_unfreeze": {"unfreeze_every": 0.5},
     "lora": {"learning_rate": 1e-3},
