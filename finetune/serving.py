@@ -3,8 +3,8 @@
     POST /predict  {"rows": [{"text": "great flight"}, ...]}  ->  {"predictions": [...], "rejects": [...]}
     GET  /health   ->  {"status": "ok", "task": ..., "model": ..., "inputs": {"text": "text"}}
 
-Rows name the trained model's own input columns (its data.text_column, data.image_column; /health lists them); an image
-is its file's bytes in base64. A request goes through exactly `finetune predict`'s code: its rows are written as a JSON-
+Rows name the trained model's own input columns (its data.text_column, data.image_column, data.audio_column; /health lists
+them); an image or audio clip is its file's bytes in base64. A request goes through exactly `finetune predict`'s code: its rows are written as a JSON-
 lines table (images as files beside it) in a private temporary folder and predicted from there, so every check,
 normalisation and rejection is the same; `row` in the answer is the row's 1-based place in the request.
 Bound to 127.0.0.1 unless --host says otherwise: nothing authenticates a request, so expose it only behind your own
@@ -25,11 +25,12 @@ from pathlib import Path
 
 from finetune.errors import UserError
 
-INPUT_COLUMNS = {"text_column": "text", "image_column": "image"}  # data keys the tasks name their inputs by, and the kind
+INPUT_COLUMNS = {"text_column": "text", "image_column": "image", "audio_column": "audio"}  # data keys the tasks name their inputs by, and the kind
+FILES = {"image": "an image", "audio": "an audio clip"}  # the kinds sent as a file's bytes in base64
 
 
 def input_fields(data) -> dict[str, str]:
-    """{request field: "text" | "image"}: the trained model's input columns."""
+    """{request field: "text" | "image" | "audio"}: the trained model's input columns."""
     return {getattr(data, key): kind for key, kind in INPUT_COLUMNS.items() if getattr(data, key, None)}
 
 
@@ -38,7 +39,7 @@ class BadRequest(ValueError):
 
 
 def write_rows(rows, fields: dict[str, str], folder: Path) -> Path:
-    """The request's rows as folder/rows.jsonl, each image decoded into a file of folder named in its row."""
+    """The request's rows as folder/rows.jsonl, each image or audio clip decoded into a file of folder named in its row."""
     if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
         raise BadRequest('expected a JSON object {"rows": [{...}, ...]} with at least one row, each an object of input fields '
                          f"({', '.join(fields)})")
@@ -46,13 +47,13 @@ def write_rows(rows, fields: dict[str, str], folder: Path) -> Path:
     for number, row in enumerate(rows, start=1):
         row = dict(row)
         for name, kind in fields.items():
-            if kind == "image" and isinstance(row.get(name), str) and row[name]:
+            if kind in FILES and isinstance(row.get(name), str) and row[name]:
                 try:
                     content = base64.b64decode(row[name], validate=True)
                 except (binascii.Error, ValueError):
-                    raise BadRequest(f"row {number}: {name!r} is not base64 (an image is sent as its file's bytes in base64)") from None
-                (folder / f"{number}.image").write_bytes(content)
-                row[name] = f"{number}.image"
+                    raise BadRequest(f"row {number}: {name!r} is not base64 ({FILES[kind]} is sent as its file's bytes in base64)") from None
+                (folder / f"{number}.{kind}").write_bytes(content)
+                row[name] = f"{number}.{kind}"
         lines.append(json.dumps(row, ensure_ascii=False))
     path = folder / "rows.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

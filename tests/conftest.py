@@ -19,7 +19,7 @@ os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported anywhere
 
 import pytest  # noqa: E402
 
-from tests.support.models import build_tiny_bert, build_tiny_causal_lm, build_tiny_chat_lm, build_tiny_resnet  # noqa: E402
+from tests.support.models import build_tiny_bert, build_tiny_causal_lm, build_tiny_chat_lm, build_tiny_resnet, build_tiny_whisper  # noqa: E402
 
 
 def shared(tmp_path_factory, name: str, build: Callable[[Path], object]) -> tuple[Path, object]:
@@ -58,6 +58,12 @@ def tiny_chat_lm(tmp_path_factory) -> Path:
 def tiny_image_model(tmp_path_factory) -> Path:
     """A tiny Hugging Face ResNet (BatchNorm in every block) with its image processor, saved like a user's model."""
     return shared(tmp_path_factory, "tiny-resnet", build_tiny_resnet)[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory) -> Path:
+    """A 2-layer Whisper (width 16, up to 2 s) with its feature extractor, saved like a user's speech model."""
+    return shared(tmp_path_factory, "tiny-whisper", build_tiny_whisper)[0]
 
 
 @pytest.fixture

