@@ -126,7 +126,13 @@ def whisper_tiny_en_dir() -> Path:
 
 def convert(source: Path, folder: Path) -> None:
     """A CTranslate2 Whisper folder (model.bin, config.json, tokenizer.json) -> a transformers Whisper folder."""
-    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizerFast
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizerFast,
+    )
 
     print(f"{WHISPER_TINY_EN}: converting {source / 'model.bin'} (CTranslate2) to safetensors once (into {folder})")
     arrays, settings = read_ct2(source / "model.bin"), json.loads((source / "config.json").read_text())
