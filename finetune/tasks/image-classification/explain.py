@@ -38,10 +38,10 @@ from captum.attr import FeatureAblation, InputXGradient, IntegratedGradients, La
 from finetune import paths
 from finetune.attribution import explained, shown, target_of
 from finetune.attribution.deletion import beats_random
+from finetune.attribution.regions import deletion_drops, pooled, region_ids, region_scores
 from finetune.io import read_json
 from finetune.training.head_loss import viewed_as
 
-MAP_SIDE = 32  # saved maps are pooled to at most this many cells a side: attributions.json stays small
 TRAIN_SAMPLE = 2048  # train images averaged for the mean-colour baseline
 
 
@@ -71,12 +71,6 @@ def baseline(kind: str, image: torch.Tensor, colour: torch.Tensor | None) -> tor
         side = min(image.shape[-2:])
         return gaussian_blur(image, [2 * (side // 8) + 1] * 2, [side / 16] * 2)
     return colour.expand_as(image) if kind == "mean" else torch.zeros_like(image)
-
-
-def patch_ids(height: int, width: int, grid: int) -> torch.Tensor:
-    """H x W: the patch (0..grid²-1, row-major) of every pixel; patches differ by at most a pixel a side."""
-    rows, columns = torch.arange(height) * grid // height, torch.arange(width) * grid // width
-    return rows[:, None] * grid + columns[None, :]
 
 
 def integrated_gradients(forward, image, base, target: int, steps: int, batch: int) -> tuple[torch.Tensor, float]:
@@ -151,26 +145,6 @@ def attention_rollout(attentions, size: tuple[int, int]) -> torch.Tensor:
     return torch.nn.functional.interpolate(grid, size=size, mode="bilinear")[0, 0]
 
 
-def patch_scores(scores: torch.Tensor, ids: torch.Tensor, patches: int) -> np.ndarray:
-    return torch.zeros(patches).index_add_(0, ids.flatten(), scores.flatten().float()).numpy()
-
-
-def deletion_drops(forward, image, base, target: int, ids: torch.Tensor, orders: list[np.ndarray], k_max: int, batch: int) -> np.ndarray:
-    """(orders x k_max): p(x) - p(x with the first k patches of each order replaced by the baseline), in batched forwards."""
-    masks = torch.stack([torch.isin(ids, torch.as_tensor(order[:k])) for order in orders for k in range(1, k_max + 1)])[:, None]
-    with torch.no_grad():
-        full = forward(image)[0, target]
-        kept = torch.cat([forward(part)[:, target] for part in torch.where(masks, base, image).split(batch)])
-    return (full - kept).reshape(len(orders), k_max).double().numpy()
-
-
-def pooled(scores: torch.Tensor) -> list:
-    """At most MAP_SIDE cells a side (cell means), 3 decimals of the map's largest |value|: a heatmap's precision."""
-    side = (min(scores.shape[0], MAP_SIDE), min(scores.shape[1], MAP_SIDE))
-    cells = torch.nn.functional.adaptive_avg_pool2d(scores[None, None].double(), side)[0, 0].numpy()
-    return cells.round(3 - int(np.floor(np.log10(np.abs(cells).max() or 1.0)))).tolist()
-
-
 def png_base64(image: torch.Tensor) -> str:
     from PIL import Image
 
@@ -195,7 +169,7 @@ class PixelExplainer:
         colour = self.mean_colour(task, layout, processor, config.seed) if config.baseline == "mean" else None
         height, width = images.shape[-2:]
         grid = min(config.patch_grid, height, width)
-        ids, patches = patch_ids(height, width, grid), grid * grid
+        ids, patches = region_ids(height, width, grid, grid), grid * grid
         k_max = min(config.faithfulness_k, patches)
         skipped, conv = self.applicable(model, processor, forward, images[:1], config.methods, grid)
         methods = [m for m in config.methods if m not in skipped]
@@ -216,7 +190,7 @@ class PixelExplainer:
                     maps[method] = attention_rollout(attention_weights(model, processor, image), (height, width))
                 else:
                     maps[method] = InputXGradient(forward).attribute(image, target=target)[0].sum(dim=0).detach()
-            orders = [np.argsort(-patch_scores(maps[m], ids, patches), kind="stable") for m in methods]
+            orders = [np.argsort(-region_scores(maps[m], ids, patches), kind="stable") for m in methods]
             orders += [rng.permutation(patches) for _ in range(config.random_draws)]
             curves = deletion_drops(forward, image, base, target, ids, orders, k_max, batch)
             drops.append(np.vstack([curves[:len(methods)], curves[len(methods):].mean(axis=0, keepdims=True)]))
@@ -306,7 +280,7 @@ class PixelExplainer:
                 base = baseline(config.baseline, image, colour)
                 with torch.no_grad():
                     target = int(reference(image).argmax())
-                scores = [patch_scores(integrated_gradients(f, image, base, target, config.ig_steps, params.train.eval_batch_size)[0],
+                scores = [region_scores(integrated_gradients(f, image, base, target, config.ig_steps, params.train.eval_batch_size)[0],
                                        ids, patches) for f in (reference, forward)]
                 correlations.append(spearmanr(*scores).statistic)
             drift[method] = {"mean_spearman": round(float(np.nanmean(correlations)), 4), "examples": len(correlations)}

@@ -15,7 +15,7 @@ import torch
 
 from finetune import inference, paths
 from finetune.tasks import get_task
-from stages import evaluate, ingest, member, preprocess, train
+from stages import evaluate, explain, ingest, member, preprocess, report, train
 from tests.support.data import TONES, tone, write_tone_folder
 from tests.support.params import load, tiny_audio_params
 from tests.support.predicting import b64, served
@@ -198,7 +198,7 @@ def test_the_window_cuts_the_position_table_and_the_saved_extractor_reads_the_sa
 
 
 # -- through the stages ---------------------------------------------------------------------------------
-def test_a_tiny_whisper_and_the_mfcc_member_tell_tones_apart_and_predict_a_folder(workdir, tiny_whisper, tmp_path):
+def test_a_tiny_whisper_and_the_mfcc_member_tell_tones_apart_are_explained_and_predict_a_folder(workdir, tiny_whisper, tmp_path):
     write_tone_folder(workdir / "data/raw/tones", 16)
     params = load(tiny_audio_params(tiny_whisper))
     for stage in (ingest, preprocess, train, evaluate):
@@ -210,6 +210,15 @@ def test_a_tiny_whisper_and_the_mfcc_member_tell_tones_apart_and_predict_a_folde
     member.run(params, "mfcc")
     scored = json.loads(Path("reports/member_summaries/mfcc.json").read_text())
     assert scored["test"]["accuracy"] == 1.0 and scored["features"] == 80  # a pitch is in the cepstrum's statistics
+    explain.run(params)
+    explained = json.loads(Path("reports/explain.json").read_text())
+    assert explained["examples"] == 6 and explained["methods"] == ["integrated_gradients", "occlusion"]
+    assert explained["faithfulness"]["aopc_top_ig"] > explained["faithfulness"]["aopc_random"]  # a tone's band matters, silence not
+    saved = json.loads(Path("reports/explain/attributions.json").read_text())
+    assert set(saved["global"]) <= set(TONES) and len(next(iter(saved["global"].values()))["bands"]) == 80
+    report.run(params)
+    page = Path("reports/report.html").read_text()
+    assert page.count('<audio controls preload="none" src="data:audio/wav;base64,') >= 6 and ">Explanations" in page
     new = tmp_path / "new"
     (new / "nested").mkdir(parents=True)
     soundfile.write(new / "nested" / "high.wav", tone("high", 0.6, seed=99), 16_000)
@@ -243,3 +252,21 @@ def test_the_builtin_digits_are_real_synthesised_speech_the_pretrained_whisper_m
     assert again["input"].tolist() == frame["input"].tolist()  # deterministic: DVC's cache stays valid
     lengths = [soundfile.info(io.BytesIO(c)).duration for c in frame["input"]]
     assert 0.2 < min(lengths) and max(lengths) < 2.0  # every word fits the default 2 s window
+
+
+def test_whispers_feed_forward_neurons_are_pruned_and_the_smaller_model_reloads(tiny_whisper, workdir):
+    from transformers import WhisperForAudioClassification
+
+    from finetune.compression import prune
+
+    write_tone_folder(workdir / "data/raw/tones", 1)
+    model = TASK.models.load_model(str(tiny_whisper), {"labels": ["a", "b"], "audio": {"window_seconds": 1}}, load(tiny_audio_params(tiny_whisper)).train)
+    teacher = TASK.models.load_model(str(tiny_whisper), {"labels": ["a", "b"], "audio": {"window_seconds": 1}}, load(tiny_audio_params(tiny_whisper)).train)
+    prune.ffn_neurons(model, 0.5)
+    assert model.config.encoder_ffn_dim == 16 and model.encoder.layers[0].fc1.out_features == 16  # Whisper names it encoder_ffn_dim
+    assert prune.sparsity(teacher, model)["ffn_neurons_removed"] == 0.5
+    model.save_pretrained(workdir / "pruned")
+    features = torch.randn(2, 80, 100, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        again = WhisperForAudioClassification.from_pretrained(workdir / "pruned").eval()
+        assert torch.allclose(again(input_features=features).logits, model.eval()(input_features=features).logits, atol=1e-6)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from finetune import paths
+from finetune.attribution.regions import deletion_drops, region_ids, region_scores
 from finetune.families.classification import report
 from finetune.tasks import get_task
 from stages import evaluate, explain, ingest, preprocess, train
@@ -50,19 +51,19 @@ def _noise(seed=0) -> torch.Tensor:
 
 def test_every_method_finds_the_one_patch_a_hand_built_model_looks_at():
     model, image = OnePatch(), _noise()
-    forward, ids = pixel_attribution.class_probability(model, PLAIN), pixel_attribution.patch_ids(SIZE, SIZE, GRID)
+    forward, ids = pixel_attribution.class_probability(model, PLAIN), region_ids(SIZE, SIZE, GRID, GRID)
     base = pixel_attribution.baseline("black", image, None)
     important = ROW * GRID + COLUMN
     maps = {"integrated_gradients": pixel_attribution.integrated_gradients(forward, image, base, 1, 64, 64)[0],
             "occlusion": pixel_attribution.occlusion(forward, image, base, 1, ids, 16),
             "grad_cam": pixel_attribution.grad_cam(forward, pixel_attribution.cam_layer(model, forward, image, GRID), image, 1)}
     for method, scores in maps.items():
-        assert pixel_attribution.patch_scores(scores, ids, GRID * GRID).argmax() == important, method
+        assert region_scores(scores, ids, GRID * GRID).argmax() == important, method
     assert maps["integrated_gradients"][ids != important].abs().max() == 0  # no gradient outside the patch
 
     rng = np.random.default_rng(0)
-    top = np.argsort(-pixel_attribution.patch_scores(maps["integrated_gradients"], ids, 16))
-    curves = pixel_attribution.deletion_drops(forward, image, base, 1, ids, [top] + [rng.permutation(16) for _ in range(200)], 3, 64)
+    top = np.argsort(-region_scores(maps["integrated_gradients"], ids, 16))
+    curves = deletion_drops(forward, image, base, 1, ids, [top] + [rng.permutation(16) for _ in range(200)], 3, 64)
     with torch.no_grad():
         lost = float(forward(image)[0, 1] - forward(base)[0, 1])
     assert curves[0].tolist() == pytest.approx([lost] * 3, abs=1e-6)  # the first deletion takes it all
