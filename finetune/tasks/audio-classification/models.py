@@ -1,4 +1,4 @@
-"""The audio task's models: builtin:whisper-tiny-en (whisper.py) or a local Hugging Face Whisper folder (a speech
+"""The audio task's models: builtin:whisper-tiny-en (finetune/models/whisper.py) or a local Hugging Face Whisper folder (a speech
 recognition checkpoint or an audio classifier), as `WhisperForAudioClassification`: Whisper's encoder, mean-pooled,
 and a new head for the data's classes.
 
@@ -10,8 +10,6 @@ feature extractor's chunk_length is the window, so a trained folder also loads i
 pipeline("audio-classification") as it is."""
 from __future__ import annotations
 
-import contextlib
-import functools
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,15 +17,20 @@ import numpy as np
 from pydantic import Field
 
 from finetune.config.sections import Section
+from finetune.data.audio import SAMPLE_RATE
 from finetune.data.heads import target
-from finetune.errors import UserError
 from finetune.models.base import Models
-
-from .audio import SAMPLE_RATE
-from .whisper import WHISPER_TINY_EN, whisper_tiny_en_dir
-
-POSITIONS_PER_SECOND = 50  # Whisper: 100 log-mel frames a second, halved by the second convolution's stride
-DROPOUTS = ("dropout", "attention_dropout", "activation_dropout")
+from finetune.models.whisper import (
+    POSITIONS_PER_SECOND,
+    WHISPER_TINY_EN,
+    check_whisper,
+    check_window,
+    cut_positions,
+    extractor_for,
+    quiet_loading,
+    whisper_tiny_en_dir,
+    with_dropout,
+)
 
 
 class AudioAugment(Section):
@@ -99,38 +102,11 @@ def sample_array(frame, layout: dict) -> tuple[np.ndarray, np.ndarray]:
     return samples, lengths
 
 
-@functools.lru_cache(maxsize=8)
-def extractor_for(window_seconds: int, feature_size: int = 80):
-    from transformers import WhisperFeatureExtractor
-
-    return WhisperFeatureExtractor(feature_size=feature_size, chunk_length=window_seconds)
-
-
-@contextlib.contextmanager
-def _quiet_loading():
-    from transformers.utils import logging
-
-    before = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(before)
-
-
 class AudioModels(Models):
     builtin: ClassVar[tuple[str, ...]] = (WHISPER_TINY_EN,)
 
     def check(self, model: str) -> str | None:
-        if model.startswith("builtin:"):
-            return None if model in self.builtin else f"unknown builtin model {model!r}; expected one of {self.builtin}"
-        config = Path(model) / "config.json"
-        if not config.is_file():
-            return f"{model!r} is not a Hugging Face model directory (no config.json in it)"
-        import json
-
-        kind = json.loads(config.read_text()).get("model_type")
-        return None if kind == "whisper" else f"{model}: a {kind!r} model; the audio task fine-tunes Whisper models (model_type whisper)"
+        return check_whisper(model, self.builtin, "the audio task")
 
     def source(self, model: str) -> str:
         return str(whisper_tiny_en_dir()) if model == WHISPER_TINY_EN else model
@@ -141,28 +117,16 @@ class AudioModels(Models):
         return WhisperFeatureExtractor.from_pretrained(model_dir)
 
     def load_model(self, source: str, label_map: dict, train):
-        import torch
         from transformers import AutoConfig, WhisperForAudioClassification
 
         labels, window = label_map["labels"], label_map["audio"]["window_seconds"]
         config = AutoConfig.from_pretrained(source, num_labels=len(labels), id2label=dict(enumerate(labels)),
                                             label2id={label: i for i, label in enumerate(labels)})
-        positions = int(window * POSITIONS_PER_SECOND)
-        if positions > config.max_source_positions:
-            raise UserError(f"preprocess.window_seconds {window} is longer than {source} reads "
-                            f"({config.max_source_positions // POSITIONS_PER_SECOND} s)")
-        if train.dropout is not None:
-            for name in DROPOUTS:
-                setattr(config, name, train.dropout)
-        with _quiet_loading():  # a speech recognition checkpoint's decoder is left out on purpose: no report listing it
+        check_window(config, window, source)
+        with_dropout(config, train.dropout)
+        with quiet_loading():  # a speech recognition checkpoint's decoder is left out on purpose: no report listing it
             model = WhisperForAudioClassification.from_pretrained(source, config=config, ignore_mismatched_sizes=True, use_safetensors=True)
-        table = model.encoder.embed_positions
-        if table.num_embeddings != positions:  # the window's first rows of the (fixed, sinusoidal) position table
-            cut = torch.nn.Embedding(positions, table.embedding_dim)
-            cut.weight.data.copy_(table.weight.data[:positions])
-            cut.requires_grad_(table.weight.requires_grad)
-            model.encoder.embed_positions = cut
-            model.config.max_source_positions = positions
+        cut_positions(model.encoder, model.config, window)
         return model
 
     def load_trained(self, model_dir: str, trust_remote_code: bool):

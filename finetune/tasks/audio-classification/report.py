@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 
 from finetune import paths
+from finetune.data.audio import player
 from finetune.reporting.html import esc, figure_img
-
-from .audio import player
 
 METHODS = {"integrated_gradients": "integrated gradients", "occlusion": "occlusion"}
 

