@@ -19,7 +19,14 @@ os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported anywhere
 
 import pytest  # noqa: E402
 
-from tests.support.models import build_tiny_bert, build_tiny_causal_lm, build_tiny_chat_lm, build_tiny_resnet, build_tiny_whisper  # noqa: E402
+from tests.support.models import (  # noqa: E402
+    build_tiny_bert,
+    build_tiny_causal_lm,
+    build_tiny_chat_lm,
+    build_tiny_resnet,
+    build_tiny_speech_whisper,
+    build_tiny_whisper,
+)
 
 
 def shared(tmp_path_factory, name: str, build: Callable[[Path], object]) -> tuple[Path, object]:
@@ -64,6 +71,12 @@ def tiny_image_model(tmp_path_factory) -> Path:
 def tiny_whisper(tmp_path_factory) -> Path:
     """A 2-layer Whisper (width 16, up to 2 s) with its feature extractor, saved like a user's speech model."""
     return shared(tmp_path_factory, "tiny-whisper", build_tiny_whisper)[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_speech_whisper(tmp_path_factory) -> Path:
+    """A 2-layer Whisper with a word-level Whisper tokenizer and generation config, saved like a user's speech model."""
+    return shared(tmp_path_factory, "tiny-speech-whisper", build_tiny_speech_whisper)[0]
 
 
 @pytest.fixture

@@ -98,3 +98,43 @@ def build_tiny_whisper(folder: Path) -> None:
     torch.manual_seed(0)
     WhisperForConditionalGeneration(config).save_pretrained(folder)
     WhisperFeatureExtractor(feature_size=80, chunk_length=2).save_pretrained(folder)
+
+
+def build_tiny_speech_whisper(folder: Path) -> None:
+    """A 2-layer Whisper (width 32) reading up to 2 s, with a character-level Whisper tokenizer (Whisper's special tokens,
+    the byte-level space and a-z: transformers rebuilds a Whisper tokenizer as byte-level BPE), its feature extractor and
+    an English-only generation config: a user's speech recognition checkpoint."""
+    import string
+
+    import torch
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import BPE
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizerFast,
+    )
+
+    # the special tokens last, as Whisper's: generate counts every id above <|notimestamps|> as a timestamp
+    tokens = ("\u0120", *string.ascii_lowercase, "<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>")
+    end, start, notimestamps = len(tokens) - 3, len(tokens) - 2, len(tokens) - 1
+    characters = Tokenizer(BPE({token: i for i, token in enumerate(tokens)}, [], unk_token="<|endoftext|>"))
+    characters.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    characters.decoder = decoders.ByteLevel()
+    characters.save(str(folder / "characters.json"))
+    tokenizer = WhisperTokenizerFast(tokenizer_file=str(folder / "characters.json"), bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                     unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    (folder / "characters.json").unlink()
+    special = {"decoder_start_token_id": start, "pad_token_id": end, "bos_token_id": end, "eos_token_id": end}
+    config = WhisperConfig(vocab_size=len(tokens), num_mel_bins=80, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                           decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=100,
+                           max_target_positions=24, suppress_tokens=[], begin_suppress_tokens=[], **special)
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(**special, no_timestamps_token_id=notimestamps, is_multilingual=False, suppress_tokens=[],
+                                               begin_suppress_tokens=[], max_length=24)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=80, chunk_length=2).save_pretrained(folder)

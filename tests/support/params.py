@@ -130,6 +130,26 @@ def tiny_audio_params(model, source: str = "data/raw/tones", **sections) -> dict
     return params
 
 
+def tiny_speech_params(model, source: str = "data/raw/tones.csv", **sections) -> dict:
+    """Params of the speech recognition task on a table of tones with transcripts and a tiny Whisper (every key spelled out)."""
+    params = tiny_params(model, source=source)
+    params["task"] = "speech-recognition"
+    params["data"] = {**params["data"], "audio_column": "audio", "label_column": "transcript", "max_seconds": 30.0, "min_sample_rate": 8000,
+                      "max_clipped": 0.01}
+    del params["data"]["text_column"]
+    params["preprocess"] = {"window_seconds": 1}
+    params["train"] |= {"epochs": 30, "batch_size": 8, "learning_rate": 1e-2, "warmup_ratio": 0.1, "early_stopping": {"metric": "loss", "patience": 0}}
+    params["evaluate"] = {"beams": 2, "max_new_tokens": 16, "batch_size": 8, "real_speech": "data/raw/real.csv"}
+    params["ensemble"] = {"method": "auto", "members": {"seed1": {"kind": "finetune", "train": {"seed": 1}}}}
+    params["compress"]["methods"] = ["int8", "prune"]
+    params["explain"] = {}
+    params["search"]["metric"] = "loss"
+    params["report"]["title"] = "Tiny speech report"
+    for section, values in sections.items():
+        merge(params[section], values)
+    return params
+
+
 def e2e_text_params(model) -> dict:
     """The end-to-end tests' text params: the whole DAG, each stage as cheap as its assertions allow (one
     classical member: the tests that need a fine-tuned member add one, and the image run has one)."""
