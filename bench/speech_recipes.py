@@ -7,7 +7,8 @@ Run in a clone whose params.yaml is configs/speech.yaml after `dvc repro preproc
 
     python bench/speech_recipes.py [--recipes lr=1e-5 lr=5e-5 ...]   # a markdown table; rows in .cache/bench/speech_recipes.jsonl
 
-A recipe is space-free `key=value` pairs joined by commas, keys of train: `lr=5e-5,epochs=3,strategy=partial`.
+A recipe is space-free `key=value` pairs joined by commas, keys of train: `lr=5e-5,epochs=3,strategy=partial,freeze=4`
+(freeze: train.freeze_layers; partial with freeze=4 keeps the whole encoder frozen: the decoder alone learns).
 """
 import argparse
 import importlib
@@ -27,7 +28,7 @@ from finetune.training.fit import fit  # noqa: E402
 
 EVALUATE = importlib.import_module("finetune.tasks.speech-recognition.evaluate")
 T = importlib.import_module("finetune.tasks.speech-recognition.transcribe")
-KEYS = {"lr": "learning_rate", "epochs": "epochs", "strategy": "strategy", "batch": "batch_size", "seed": "seed"}
+KEYS = {"lr": "learning_rate", "epochs": "epochs", "strategy": "strategy", "freeze": "freeze_layers", "batch": "batch_size", "seed": "seed"}
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--recipes", nargs="*", default=["lr=1e-5", "lr=3e-5", "lr=1e-4"])

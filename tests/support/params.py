@@ -138,7 +138,9 @@ def tiny_speech_params(model, source: str = "data/raw/tones.csv", **sections) ->
                       "max_clipped": 0.01}
     del params["data"]["text_column"]
     params["preprocess"] = {"window_seconds": 1}
-    params["train"] |= {"epochs": 30, "batch_size": 8, "learning_rate": 1e-2, "warmup_ratio": 0.1, "early_stopping": {"metric": "loss", "patience": 0}}
+    # full: the tiny Whisper starts from random weights, its encoder must learn the pitches (the task default trains the decoder alone)
+    params["train"] |= {"strategy": "full", "epochs": 30, "batch_size": 8, "learning_rate": 1e-2, "warmup_ratio": 0.1,
+                        "early_stopping": {"metric": "loss", "patience": 0}}
     params["evaluate"] = {"beams": 2, "max_new_tokens": 16, "batch_size": 8, "real_speech": "data/raw/real.csv"}
     params["ensemble"] = {"method": "auto", "members": {"seed1": {"kind": "finetune", "train": {"seed": 1}}}}
     params["compress"]["methods"] = ["int8", "prune"]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import soundfile
 
-from finetune import inference, paths
+from finetune import inference, paths, search
 from finetune.tasks import get_task
 from stages import compress, ensemble, evaluate, explain, ingest, preprocess, report, train
 from tests.support.data import TONES, tone
@@ -94,6 +94,14 @@ def test_a_tiny_whisper_learns_to_transcribe_tones_through_the_stages(workdir, t
     assert inference.load(paths.MODEL).predict(new).table["transcript"].tolist() == ["high tone"]
     answer = served(inference.load(paths.MODEL), [{"audio": b64(new / "high.wav")}])
     assert [row["transcript"] for row in answer["predictions"]] == ["high tone"]  # `finetune serve`: the clip's bytes in the request
+
+    # search: trials train on the prepared clips and are ranked by val loss (lower is better)
+    searching = tiny_speech_params(tiny_speech_whisper, train={"epochs": 4})
+    searching["search"] = {"method": "grid", "trials": 2, "study": "speech", "metric": "loss", "pruner": {"enabled": False},
+                           "space": {"train.learning_rate": {"choice": [1e-2, 1e-7]}}}
+    searched = load(searching)
+    study = search.run_search(searched, lambda number: search.run_trial(searched, number), log=lambda _: None)
+    assert study.best_params == {"train.learning_rate": 1e-2} and study.best_value < min(t.value for t in study.trials if t.number != study.best_trial.number)
 
 
 def test_preprocess_drops_clips_longer_than_the_window_wordless_transcripts_and_repeats(workdir, tiny_speech_whisper):
