@@ -73,7 +73,7 @@ def _scores(metrics: dict) -> list[str]:
         for key in headline_keys(data):
             versus = (data.get("vs_baseline") or data.get("vs_pretrained") or {}).get(key) or {}
             rows.append([head or "-", key, _with_interval(data, key),
-                         _with_interval(baseline, key) if key in baseline else "-", baseline.get("strategy", "-"),
+                         _with_interval(baseline, key) if key in baseline else "-", baseline.get("strategy") or baseline.get("model", "-"),
                          versus.get("verdict", "-")])
     if not rows:
         return []
