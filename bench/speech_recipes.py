@@ -7,7 +7,7 @@ Run in a clone whose params.yaml is configs/speech.yaml after `dvc repro preproc
 
     python bench/speech_recipes.py [--recipes lr=1e-5 lr=5e-5 ...]   # a markdown table; rows in .cache/bench/speech_recipes.jsonl
 
-A recipe is space-free `key=value` pairs joined by commas, keys of train: `lr=5e-5,epochs=3,strategy=partial,freeze=4`
+A recipe is space-free `key=value` pairs joined by commas, keys of train (and window): `lr=5e-5,epochs=3,strategy=partial,freeze=4`
 (freeze: train.freeze_layers; partial with freeze=4 keeps the whole encoder frozen: the decoder alone learns).
 """
 import argparse
@@ -29,6 +29,7 @@ from finetune.training.fit import fit  # noqa: E402
 EVALUATE = importlib.import_module("finetune.tasks.speech-recognition.evaluate")
 T = importlib.import_module("finetune.tasks.speech-recognition.transcribe")
 KEYS = {"lr": "learning_rate", "epochs": "epochs", "strategy": "strategy", "freeze": "freeze_layers", "batch": "batch_size", "seed": "seed"}
+# window=N trains (and scores) at an N s window instead of preprocess.window_seconds: every prepared clip fits a longer one
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--recipes", nargs="*", default=["lr=1e-5", "lr=3e-5", "lr=1e-4"])
@@ -69,11 +70,13 @@ for window in [params.preprocess.window_seconds, *args.windows]:
     rows.append(scores(model, f"pretrained, {window} s window", {}))
 
 for recipe in args.recipes:
-    changes = {KEYS[key]: (value if key == "strategy" else float(value) if "." in value or "e" in value else int(value))
-               for key, value in (pair.split("=") for pair in recipe.split(","))}
+    pairs = dict(pair.split("=") for pair in recipe.split(","))
+    window = int(pairs.pop("window", params.preprocess.window_seconds))
+    changes = {KEYS[key]: (value if key == "strategy" else float(value) if "." in value or "e" in value else int(value)) for key, value in pairs.items()}
     run = params.model_copy(update={"train": params.train.model_copy(update=changes)})
+    layout = {**label_map, "audio": {**label_map["audio"], "window_seconds": window}}
     with tempfile.TemporaryDirectory() as tmp:
-        summary = fit(task, run, splits, label_map, Path(tmp) / "model", Path(tmp) / "live", f"bench {recipe}")
+        summary = fit(task, run, splits, layout, Path(tmp) / "model", Path(tmp) / "live", f"bench {recipe}")
         model = task.models.load_trained(str(Path(tmp) / "model"), False).eval()
         rows.append(scores(model, f"fine-tuned {recipe}", {"train_s": summary["train_runtime_s"], "steps": summary["steps"],
                                                             "val_loss": round(summary["val"]["loss"], 4)}))
