@@ -5,9 +5,42 @@ A task holds one `Models` object (`task.models`); nothing outside it touches tok
 """
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar
+
+BUILTIN_CACHE = Path(".cache/builtin")  # builtin models converted from their package's format, once per package version
+
+
+def folder_problem(model: str, builtin: tuple[str, ...]) -> str | None:
+    """Why `train.model` is neither one of the `builtin` models nor a Hugging Face model folder (one with config.json), or None."""
+    if model.startswith("builtin:"):
+        return None if model in builtin else f"unknown builtin model {model!r}; expected one of {builtin}"
+    if not (Path(model) / "config.json").is_file():
+        return f"{model!r} is not a Hugging Face model directory (no config.json in it)"
+    return None
+
+
+def folder_config(model: str) -> dict:
+    """A Hugging Face model folder's config.json (after folder_problem said it has one)."""
+    return json.loads((Path(model) / "config.json").read_text())
+
+
+def converted_once(name: str, convert: Callable[[Path], None]) -> Path:
+    """BUILTIN_CACHE/NAME, made by convert(folder) on first use: a folder holding config.json is done; concurrent stages
+    wait on a file lock for the one conversion (convert writes through finetune.io.atomic_path, so a killed one leaves
+    nothing that looks done)."""
+    from filelock import FileLock
+
+    folder = BUILTIN_CACHE / name
+    if (folder / "config.json").is_file():
+        return folder
+    BUILTIN_CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / "config.json").is_file():
+            convert(folder)
+    return folder
 
 
 class Models(ABC):

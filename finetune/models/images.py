@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from finetune.errors import UserError
-from finetune.models.base import Models
+from finetune.models.base import Models, folder_problem
 
 EFFICIENTNET_LITE0 = "builtin:efficientnet-lite0"
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
@@ -146,11 +146,9 @@ class ImageModels(Models):
     builtin: ClassVar[tuple[str, ...]] = (EFFICIENTNET_LITE0,)
 
     def check(self, model: str) -> str | None:
-        if model.startswith("builtin:"):
-            return None if model in self.builtin else f"unknown builtin model {model!r}; expected one of {self.builtin}"
         path = Path(model)
-        if path.is_dir():
-            return None if (path / "config.json").is_file() else f"{model!r} is not a Hugging Face model directory (no config.json in it)"
+        if model.startswith("builtin:") or path.is_dir():
+            return folder_problem(model, self.builtin)
         if path.suffix not in WEIGHT_SUFFIXES or not path.is_file():
             return (f"{model!r} is neither a weights file ({', '.join(WEIGHT_SUFFIXES)}) named after a torchvision architecture "
                     "nor a Hugging Face model directory")

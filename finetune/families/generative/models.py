@@ -3,14 +3,13 @@ loaded in fp32 from safetensors, trained on packed token blocks whose labels are
 each position predicts the next token)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from finetune.errors import UserError
-from finetune.models.base import Models
+from finetune.models.base import Models, folder_config, folder_problem
 
 DROPOUT_NAMES = ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout")
 
@@ -41,12 +40,10 @@ class CausalLMs(Models):
     builtin = ("builtin:smollm2-135m",)
 
     def check(self, model: str) -> str | None:
-        if model.startswith("builtin:"):
-            return None if model in self.builtin else f"unknown builtin model {model!r}; expected one of {self.builtin}"
-        config = Path(model) / "config.json"
-        if not config.is_file():
-            return f"{model!r} is not a Hugging Face model directory (no config.json in it)"
-        architectures = json.loads(config.read_text()).get("architectures") or []
+        problem = folder_problem(model, self.builtin)
+        if problem or model.startswith("builtin:"):
+            return problem
+        architectures = folder_config(model).get("architectures") or []
         if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
             return (f"{model!r} is a {', '.join(architectures)}, not a causal language model (expected an architecture ending in "
                     "ForCausalLM or LMHeadModel: a model with a next-token head)")

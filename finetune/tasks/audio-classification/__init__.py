@@ -24,25 +24,21 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from finetune.config.sections import Data, Preprocess, Train
+from finetune.config.sections import Preprocess, Train
 from finetune.data import profile
-from finetune.data.audio import SAMPLE_RATE, check_clips, player, seconds, stored_samples
+from finetune.data.audio import SAMPLE_RATE, AudioAugment, AudioData, check_clips, player, seconds, stored_samples
 from finetune.data.sources import ORIGIN, Source
 from finetune.families.classification import ClassificationTask, ClassifierExplain
 
 from . import sources
 from .mfcc import MfccMember
-from .models import AudioAugment, AudioModels
+from .models import AudioModels
 
 
-class AudioData(Data):
+class SpokenWordData(AudioData):
     BUILTINS: ClassVar[tuple[str, ...]] = tuple(sources.BUILTINS)
     READS_FOLDERS: ClassVar[bool] = True
     source: str = "builtin:spoken-digits"  # builtin:spoken-digits | builtin:commands | a folder of class folders | a table of audio paths
-    audio_column: str = "audio"  # tables: the column of audio paths, relative to the table's folder
-    max_seconds: float = Field(30.0, gt=0, le=3600)  # longer clips are bad rows (cut recordings into clips first)
-    min_sample_rate: int = Field(8000, ge=1000, le=384_000)  # clips recorded at a lower rate are bad rows (speech detail lost)
-    max_clipped: float = Field(0.01, ge=0, le=1)  # clips with more than this share of samples at full scale are bad rows
 
 
 class AudioPreprocess(Preprocess):
@@ -67,19 +63,19 @@ class AudioExplain(ClassifierExplain):
 
 class AudioClassification(ClassificationTask):
     name = "audio-classification"
-    sections = {"data": AudioData, "preprocess": AudioPreprocess, "train": AudioTrain, "explain": AudioExplain}
+    sections = {"data": SpokenWordData, "preprocess": AudioPreprocess, "train": AudioTrain, "explain": AudioExplain}
     models = AudioModels()
     display_name = "clip"
     classical = MfccMember()
 
     # -- data
-    def read(self, data: AudioData) -> Source:
+    def read(self, data: SpokenWordData) -> Source:
         return sources.read(data)
 
-    def read_unlabelled(self, path, data: AudioData) -> Source:
+    def read_unlabelled(self, path, data: SpokenWordData) -> Source:
         return sources.unlabelled(path, data)
 
-    def check_inputs(self, inputs: pd.Series, data: AudioData) -> tuple[pd.Series, pd.Series]:
+    def check_inputs(self, inputs: pd.Series, data: SpokenWordData) -> tuple[pd.Series, pd.Series]:
         return check_clips(inputs, data)
 
     def normalize(self, inputs: pd.Series, preprocess: AudioPreprocess) -> tuple[pd.Series, pd.Series]:

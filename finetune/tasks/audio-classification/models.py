@@ -13,11 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
-from pydantic import Field
-
-from finetune.config.sections import Section
-from finetune.data.audio import SAMPLE_RATE
+from finetune.data.audio import AudioAugment, ClipFeatures
 from finetune.data.heads import target
 from finetune.models.base import Models
 from finetune.models.whisper import (
@@ -33,73 +29,17 @@ from finetune.models.whisper import (
 )
 
 
-class AudioAugment(Section):
-    """Online augmentation of the TRAIN split, new draws every epoch, seeded per (seed, epoch, row): on the waveform a
-    random start in the window, a gain and background noise; on the log-mel features SpecAugment's masks (Park et al.
-    2019), scaled down to clips of a second or two."""
-    shift: bool = True  # the clip starts anywhere the window leaves room for (off: always at 0 s, as Whisper pads)
-    gain_db: float = Field(6.0, ge=0, le=40)  # louder or quieter by up to this many dB
-    noise: float = Field(0.5, ge=0, le=1)  # share of clips that get white noise
-    noise_snr_db: tuple[float, float] = (10.0, 40.0)  # its signal-to-noise ratio, drawn uniformly in this range
-    time_masks: int = Field(2, ge=0, le=20)  # SpecAugment: this many runs of frames set to the clip's mean
-    time_mask_frames: int = Field(10, ge=0, le=1000)  # each at most this long (10 ms frames)
-    frequency_masks: int = Field(2, ge=0, le=20)  # this many bands of mel channels likewise
-    frequency_mask_bands: int = Field(8, ge=0, le=80)  # each at most this wide
-    seed: int = 0
+class AudioDataset(ClipFeatures):
+    """Clips as features (finetune/data/audio.py) with their class."""
 
-
-class AudioDataset:
-    """Stored 16 kHz clips (padded to the window) as Whisper log-mel features, augmented when `augment` is given
-    (finetune/training/fit.py sets `epoch`)."""
-
-    def __init__(self, samples: np.ndarray, labels: np.ndarray, extractor, augment: AudioAugment | None, lengths: np.ndarray):
-        self.samples, self.labels, self.extractor, self.augment, self.lengths, self.epoch = samples, labels, extractor, augment, lengths, 0
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def waveform(self, index: int, rng: np.random.Generator | None) -> np.ndarray:
-        clip = self.samples[index, :self.lengths[index]].astype(np.float32) / 32768
-        window = np.zeros(self.samples.shape[1], dtype=np.float32)
-        start = int(rng.integers(0, len(window) - len(clip) + 1)) if rng is not None and self.augment.shift else 0
-        window[start:start + len(clip)] = clip
-        if rng is None:
-            return window
-        window *= 10 ** (rng.uniform(-self.augment.gain_db, self.augment.gain_db) / 20)
-        if rng.random() < self.augment.noise:
-            snr = rng.uniform(*self.augment.noise_snr_db)
-            power = float(np.mean(clip ** 2)) + 1e-12
-            window += rng.normal(0, np.sqrt(power / 10 ** (snr / 10)), len(window)).astype(np.float32)
-        return np.clip(window, -1, 1)
-
-    def features(self, index: int, epoch: int) -> np.ndarray:
-        """The log-mel features (mel bands x frames) the model reads for this row at this epoch."""
-        rng = np.random.default_rng([self.augment.seed, epoch, index]) if self.augment is not None else None
-        mel = self.extractor(self.waveform(index, rng), sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
-        if rng is not None:
-            for count, width, axis in ((self.augment.time_masks, self.augment.time_mask_frames, 1),
-                                       (self.augment.frequency_masks, self.augment.frequency_mask_bands, 0)):
-                for _ in range(count if width else 0):
-                    size = int(rng.integers(0, width + 1))
-                    start = int(rng.integers(0, mel.shape[axis] - size + 1))
-                    (mel[:, start:start + size] if axis else mel[start:start + size])[...] = mel.mean()
-        return mel
+    def __init__(self, frame, window_seconds: int, extractor, augment: AudioAugment | None):
+        super().__init__(frame["samples"], window_seconds, extractor, augment)
+        self.labels = frame["label"].to_numpy()
 
     def __getitem__(self, index: int) -> dict:
         import torch
 
         return {"input_features": torch.from_numpy(self.features(index, self.epoch)), "labels": target(self.labels[index])}
-
-
-def sample_array(frame, layout: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(rows x window int16 samples, each clip's length in samples) from a prepared table."""
-    width = int(layout["audio"]["window_seconds"] * SAMPLE_RATE)
-    samples = np.zeros((len(frame), width), dtype=np.int16)
-    lengths = np.zeros(len(frame), dtype=np.int64)
-    for row, raw in enumerate(frame["samples"]):
-        clip = np.frombuffer(raw, dtype=np.int16)[:width]
-        samples[row, :len(clip)], lengths[row] = clip, len(clip)
-    return samples, lengths
 
 
 class AudioModels(Models):
@@ -148,9 +88,8 @@ class AudioModels(Models):
             return WhisperForAudioClassification(config)
 
     def dataset(self, frame, layout: dict, processor, augment=None, seed: int = 0):
-        samples, lengths = sample_array(frame, layout)
-        extractor = extractor_for(int(layout["audio"]["window_seconds"]), processor.feature_size)
-        return AudioDataset(samples, frame["label"].to_numpy(), extractor, augment.augment if augment else None, lengths)
+        window = int(layout["audio"]["window_seconds"])
+        return AudioDataset(frame, window, extractor_for(window, processor.feature_size), augment.augment if augment else None)
 
     def collator(self, processor):
         import torch

@@ -18,9 +18,9 @@ import torch
 
 from finetune import paths
 from finetune.compression import quantize
+from finetune.data.audio import padded_clips
 from finetune.io import write_table
 
-from .models import padded_clips
 from .transcribe import compare, counts, scored, transcribe, window_of
 
 SKIPPED = {"prune": "pruning is not built for speech recognition; int8 is the smaller model",

@@ -18,13 +18,12 @@ import numpy as np
 import pandas as pd
 
 from finetune import paths
-from finetune.data.audio import checked, stored_samples
+from finetune.data.audio import checked, padded_clips, stored_samples
 from finetune.data.files import read_input_file
 from finetune.data.sources import LABEL, ORIGIN
 from finetune.io import read_json, write_table
 
 from . import sources
-from .models import padded_clips
 from .transcribe import compare, counts, scored, transcribe, window_of
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
-
-from finetune.data.audio import SAMPLE_RATE
+from finetune.data.audio import AudioAugment, ClipFeatures
 from finetune.models.base import Models
 from finetune.models.whisper import (
     POSITIONS_PER_SECOND,
@@ -37,32 +35,17 @@ def transcript_labels(tokenizer, text: str) -> list[int]:
     return [notimestamps, *tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
 
 
-def padded_clips(raw_clips, window_seconds: int) -> np.ndarray:
-    """rows x window float32 samples from stored int16 bytes, each clip padded (or cut) to the window."""
-    width = int(window_seconds * SAMPLE_RATE)
-    samples = np.zeros((len(raw_clips), width), dtype=np.float32)
-    for row, raw in enumerate(raw_clips):
-        clip = np.frombuffer(raw, dtype=np.int16)[:width]
-        samples[row, :len(clip)] = clip.astype(np.float32) / 32768
-    return samples
+class SpeechDataset(ClipFeatures):
+    """Clips as features (finetune/data/audio.py: augmented when training asks) with their transcript's label tokens."""
 
-
-class SpeechDataset:
-    """Prepared rows as Whisper log-mel features of the window and transcript labels."""
-
-    def __init__(self, frame, layout: dict, extractor):
-        self.clips, self.labels, self.extractor = list(frame["samples"]), list(frame["labels"]), extractor
-        self.window, self.epoch = int(layout["audio"]["window_seconds"]), 0
-
-    def __len__(self) -> int:
-        return len(self.clips)
+    def __init__(self, frame, window_seconds: int, extractor, augment: AudioAugment | None):
+        super().__init__(frame["samples"], window_seconds, extractor, augment)
+        self.labels = list(frame["labels"])
 
     def __getitem__(self, index: int) -> dict:
         import torch
 
-        samples = padded_clips([self.clips[index]], self.window)[0]
-        features = self.extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
-        return {"input_features": torch.from_numpy(features), "labels": [int(t) for t in self.labels[index]]}
+        return {"input_features": torch.from_numpy(self.features(index, self.epoch)), "labels": [int(t) for t in self.labels[index]]}
 
 
 class SpeechModels(Models):
@@ -112,7 +95,9 @@ class SpeechModels(Models):
             return WhisperForConditionalGeneration(config)
 
     def dataset(self, frame, layout: dict, processor, augment=None, seed: int = 0):
-        return SpeechDataset(frame, layout, extractor_for(int(layout["audio"]["window_seconds"]), processor.feature_extractor.feature_size))
+        window = int(layout["audio"]["window_seconds"])
+        extractor = extractor_for(window, processor.feature_extractor.feature_size)
+        return SpeechDataset(frame, window, extractor, augment.augment if augment is not None else None)
 
     def collator(self, processor):
         """Features stacked; labels padded with IGNORE; the decoder's inputs given explicitly (<|startoftranscript|> then

@@ -10,12 +10,10 @@ from __future__ import annotations
 import pandas as pd
 
 from finetune import paths
-from finetune.data.audio import player, wav_bytes
+from finetune.data.audio import padded_clips, player, wav_bytes
 from finetune.families.generative.report import training_section
 from finetune.io import read_json
 from finetune.reporting.html import esc, table
-
-from .models import padded_clips
 
 
 def _rate(scores: dict, name: str) -> str:
