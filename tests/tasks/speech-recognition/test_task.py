@@ -13,6 +13,9 @@ import pytest
 import soundfile
 
 from finetune import inference, paths, search
+from finetune.data import speech
+from finetune.data.tables import ROW
+from finetune.errors import UserError
 from finetune.tasks import get_task
 from stages import compress, ensemble, evaluate, explain, ingest, preprocess, report, train
 from tests.support.data import TONES, tone
@@ -130,12 +133,14 @@ def test_preprocess_drops_clips_longer_than_the_window_wordless_transcripts_and_
 def test_the_builtin_cards_are_phrases_of_the_grammar_said_by_speakers_held_out_whole(monkeypatch, workdir):
     monkeypatch.setattr(SOURCES, "SPEAKERS", ("m1", "f2", "klatt"))
     monkeypatch.setattr(SOURCES, "PHRASES", 3)
+    monkeypatch.setattr(SOURCES, "PIPER_PHRASES", 2)
     frame = SOURCES.read(TASK.sections["data"]()).frame
-    assert len(frame) == 9 and frame["split"].nunique() <= 3
+    neural = frame["origin"].str.startswith("cards: piper joe")
+    assert len(frame) == 11 and neural.sum() == 2 and (frame.loc[neural, "split"] == "test").all()  # piper's voice: test only
     words = {w for text in frame["label"] for w in text.split()}
     assert words <= set(SOURCES.RANKS) | set(SOURCES.SUITS) | {"of"}
     speakers = frame["origin"].str.split(" ").str[1]
-    assert (frame.groupby(speakers)["split"].nunique() == 1).all()  # a speaker's every clip in one split
+    assert (frame.groupby(speakers)["split"].nunique() == 1).all() and frame[ROW].tolist() == list(range(1, 12))  # a speaker's every clip in one split
     assert SOURCES.read(TASK.sections["data"]()).frame["input"].tolist() == frame["input"].tolist()  # deterministic: DVC's cache stays valid
     lengths = [soundfile.info(io.BytesIO(c)).duration for c in frame["input"]]
     assert max(lengths) < TASK.sections["preprocess"]().window_seconds
@@ -148,3 +153,36 @@ def test_a_card_phrase_is_a_sentence_of_the_cards_grammar():
         cards = " ".join(words).split(" of ")
         assert 2 <= len(words) <= 9 and all(w in SOURCES.RANKS or w in SOURCES.SUITS or w == "of" for w in words)
         assert len(cards) <= 4
+
+
+def test_rehearsal_adds_general_english_to_train_alone_leaving_out_clips_longer_than_the_window(monkeypatch, workdir, tiny_speech_whisper):
+    _write_tones(Path("data/raw"), "tones", 12, seed=0)
+    wav = io.BytesIO()
+    soundfile.write(wav, tone("low", 0.5, 16_000, seed=3), 16_000, format="WAV")
+    long = io.BytesIO()
+    soundfile.write(long, tone("low", 1.5, 16_000, seed=4), 16_000, format="WAV")
+    asked = []
+
+    def general_english(count, data):
+        asked.append(count)
+        return pd.DataFrame({"input": [wav.getvalue(), long.getvalue()], "label": ["a cat sat", "on a mat"], "origin": ["rehearsal: a", "rehearsal: b"]})
+    monkeypatch.setattr(SOURCES, "general_english", general_english)
+    plain = load(tiny_speech_params(tiny_speech_whisper))
+    ingest.run(plain)
+    before = preprocess.run(plain)["splits"]
+    after = preprocess.run(load(tiny_speech_params(tiny_speech_whisper, preprocess={"rehearsal": 2})))["splits"]
+    assert asked == [2] and after["train"]["clips"] == before["train"]["clips"] + 1  # the 1.5 s clip does not fit the 1 s window
+    assert after["val"] == before["val"] and after["test"] == before["test"]
+    assert "a cat sat" in pd.read_parquet("data/prepared/train.parquet")["transcript"].tolist()
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian's espeak-ng (make setup installs it where apt can)")
+def test_rehearsal_sentences_are_plain_english_said_by_train_speakers_only():
+    data = TASK.sections["data"]()
+    frame = SOURCES.general_english(6, data)
+    assert len(frame) == 6 and all(SOURCES._PLAIN.fullmatch(text) and 4 <= len(text.split()) <= 16 for text in frame["label"])
+    train_speakers = {speaker for speaker, split in speech.speaker_splits(data).items() if split == "train"}
+    assert set(frame["origin"].str.split(" ").str[1]) <= train_speakers  # no test voice is heard in training
+    assert SOURCES.general_english(6, data)["input"].tolist() == frame["input"].tolist()  # deterministic
+    with pytest.raises(UserError, match="chatterbot-corpus holds"):
+        SOURCES.general_english(100_000, data)
