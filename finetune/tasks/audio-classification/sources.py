@@ -5,7 +5,8 @@ per class; or a table of audio paths (relative to the table's folder) and labels
 
 The builtin sets: every espeak-ng speaker (finetune/data/speech.py) says every word TAKES times at a seeded speaking
 rate and pitch. Speakers are split between train, val and test by data.splits and data.seed, so no test voice is heard
-in training: the accuracy is on unheard voices."""
+in training: the accuracy is on unheard voices. The test split also holds PIPER_TAKES takes of every word by piper's
+neural voice "joe" at seeded speeds: a synthesiser never heard in training."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,11 +16,12 @@ import pandas as pd
 
 from finetune.data.audio import SUFFIXES
 from finetune.data.sources import LABEL, SPLIT, Source, class_folder, files_table, files_to_predict, numbered
-from finetune.data.speech import ACCENTS, SPEAKERS, SYNTHESIS_SEED, speaker_splits, synthesise
+from finetune.data.speech import ACCENTS, SPEAKERS, SYNTHESIS_SEED, piper_say, speaker_splits, synthesise
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 TAKES = 2  # each speaker says each word twice, at two seeded rates and pitches
+PIPER_TAKES = 3  # test clips of each word by piper's voice "joe"
 
 
 def _spoken(words: tuple[str, ...], name: str):
@@ -32,11 +34,14 @@ def _spoken(words: tuple[str, ...], name: str):
                 for take in range(TAKES):
                     plan.append((speaker, accent, word, take + 1, int(rng.integers(120, 200)), int(rng.integers(25, 76))))
         clips = synthesise([(word, accent, speaker, rate, pitch) for speaker, accent, word, _, rate, pitch in plan])
-        frame = pd.DataFrame(plan, columns=["speaker", "accent", LABEL, "take", "rate", "pitch"]).assign(input=clips)
-        frame[SPLIT] = frame["speaker"].map(speaker_splits(data))
-        frame = numbered(frame, name)
-        frame["origin"] = [f"{name}: {s} ({a}) says {w!r}, take {t}" for s, a, w, t in zip(frame["speaker"], frame["accent"], frame[LABEL], frame["take"])]
-        return Source(frame.drop(columns=["speaker", "accent", "take", "rate", "pitch"]), [], f"espeak-ng ({len(SPEAKERS)} voices)")
+        espeak = pd.DataFrame({LABEL: [p[2] for p in plan], "input": clips, SPLIT: [speaker_splits(data)[p[0]] for p in plan],
+                               "says": [f"{name}: {s} ({a}) says {w!r}, take {t}" for s, a, w, t, _, _ in plan]})
+        neural = [(word, "joe", round(float(rng.uniform(0.85, 1.3)), 2)) for word in words for _ in range(PIPER_TAKES)]  # drawn after espeak's
+        piper = pd.DataFrame({LABEL: [w for w, _, _ in neural], "input": synthesise(neural, piper_say), SPLIT: "test",
+                              "says": [f"{name}: piper {v} (neural voice, test only) says {w!r} at length x{scale}" for w, v, scale in neural]})
+        frame = numbered(pd.concat([espeak, piper], ignore_index=True), name)
+        frame["origin"] = frame.pop("says")
+        return Source(frame, [], f"espeak-ng ({len(SPEAKERS)} voices) and piper (a neural voice, test only)")
     return read
 
 

@@ -145,10 +145,13 @@ def test_a_tiny_whisper_and_the_mfcc_member_tell_tones_apart_are_explained_and_p
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian's espeak-ng (make setup installs it where apt can)")
 def test_the_builtin_digits_are_real_synthesised_speech_the_pretrained_whisper_mostly_hears(monkeypatch, workdir):
     monkeypatch.setattr(SOURCES, "SPEAKERS", ("m1", "f2", "klatt"))
+    monkeypatch.setattr(SOURCES, "PIPER_TAKES", 1)
     source = SOURCES.read(TASK.sections["data"]())
     frame = source.frame
-    assert len(frame) == 3 * 10 * SOURCES.TAKES and set(frame["label"]) == set(SOURCES.DIGITS)
-    assert frame.groupby("split")["origin"].apply(lambda o: set(o.str.split(" ").str[1])).map(len).sum() == 3  # no speaker in two splits
+    assert len(frame) == 3 * 10 * SOURCES.TAKES + 10 and set(frame["label"]) == set(SOURCES.DIGITS)
+    assert frame.groupby("split")["origin"].apply(lambda o: set(o.str.split(" ").str[1])).map(len).sum() == 4  # no speaker in two splits
+    neural = frame["origin"].str.startswith("spoken-digits: piper joe")
+    assert neural.sum() == 10 and (frame.loc[neural, "split"] == "test").all()  # piper's neural voice: test only
     again = SOURCES.read(TASK.sections["data"]()).frame
     assert again["input"].tolist() == frame["input"].tolist()  # deterministic: DVC's cache stays valid
     lengths = [soundfile.info(io.BytesIO(c)).duration for c in frame["input"]]
