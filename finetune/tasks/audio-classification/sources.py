@@ -34,7 +34,8 @@ def _spoken(words: tuple[str, ...], name: str):
                 for take in range(TAKES):
                     plan.append((speaker, accent, word, take + 1, int(rng.integers(120, 200)), int(rng.integers(25, 76))))
         clips = synthesise([(word, accent, speaker, rate, pitch) for speaker, accent, word, _, rate, pitch in plan])
-        espeak = pd.DataFrame({LABEL: [p[2] for p in plan], "input": clips, SPLIT: [speaker_splits(data)[p[0]] for p in plan],
+        split_of = speaker_splits(data)
+        espeak = pd.DataFrame({LABEL: [p[2] for p in plan], "input": clips, SPLIT: [split_of[p[0]] for p in plan],
                                "says": [f"{name}: {s} ({a}) says {w!r}, take {t}" for s, a, w, t, _, _ in plan]})
         neural = [(word, "joe", round(float(rng.uniform(0.85, 1.3)), 2)) for word in words for _ in range(PIPER_TAKES)]  # drawn after espeak's
         piper = pd.DataFrame({LABEL: [w for w, _, _ in neural], "input": synthesise(neural, piper_say), SPLIT: "test",

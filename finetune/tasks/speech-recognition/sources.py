@@ -6,7 +6,7 @@ clubs", "four queen of clubs", "five five"), each espeak-ng speaker (finetune/da
 seeded rate and pitch; speakers split between train, val and test, so test voices are never heard in training; and
 PIPER_PHRASES said by piper's neural voice "joe" at seeded speeds, all in test (a synthesiser never heard in training). The
 domain is chosen so that real human recordings of it exist offline: pocketsphinx-testdata's five cards recordings.
-general_english (preprocess.rehearsal): sentences of chatterbot-corpus's English dialogues (BSD-3) said by the train
+general_english (preprocess.rehearsal): sentences of chatterbot-corpus's English dialogues (BSD, THIRD-PARTY.md) said by the train
 speakers, mixed into the train split only, so the decoder keeps writing general English (the measurement:
 docs/benchmarks/speech-recognition.md).
 builtin:pocketsphinx (Debian package pocketsphinx-testdata, BSD-2-Clause; CMU): its 11 transcribed recordings of real
@@ -55,7 +55,8 @@ def cards(data) -> Source:
         for _ in range(PHRASES):
             plan.append((speaker, accent, card_phrase(rng), int(rng.integers(120, 200)), int(rng.integers(25, 76))))
     clips = synthesise([(phrase, accent, speaker, rate, pitch) for speaker, accent, phrase, rate, pitch in plan])
-    espeak = pd.DataFrame({LABEL: [p[2] for p in plan], "input": clips, SPLIT: [speaker_splits(data)[p[0]] for p in plan],
+    split_of = speaker_splits(data)
+    espeak = pd.DataFrame({LABEL: [p[2] for p in plan], "input": clips, SPLIT: [split_of[p[0]] for p in plan],
                            "says": [f"cards: {s} ({a}) at {r} words/min" for s, a, _, r, _ in plan]})
     neural = [(card_phrase(rng), "joe", round(float(rng.uniform(0.85, 1.3)), 2)) for _ in range(PIPER_PHRASES)]  # drawn after espeak's
     piper = pd.DataFrame({LABEL: [p[0] for p in neural], "input": synthesise(neural, piper_say), SPLIT: "test",
