@@ -4,6 +4,9 @@ params.yaml recipe with only the strategy (and the learning rate it needs) chang
 process, one after the other, so the times compare on the same machine state.
 
     python bench/strategies.py [strategy ...]      # prints a markdown table; rows also in .cache/bench/strategies.jsonl
+
+A name ending in `_rows{N}` (e.g. `full_rows4800`) trains that recipe on a seeded, stratified N of the train split,
+val and test unchanged: a learning curve on one test set (does more data pay more than a better recipe?).
 """
 import json
 import re
@@ -13,13 +16,14 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from finetune import paths  # noqa: E402
 from finetune.config.params import load_params  # noqa: E402
 from finetune.config.sections import Adaptive  # noqa: E402
 from finetune.io import read_json  # noqa: E402
-from finetune.scoring import metrics
+from finetune.scoring import metrics, uncertainty  # noqa: E402
 from finetune.tasks import get_task  # noqa: E402
 from finetune.training.fit import fit  # noqa: E402
 
@@ -35,6 +39,7 @@ RECIPES = {
     "partial": {"freeze_layers": 3},
     "partial_4": {"strategy": "partial", "freeze_layers": 4},  # the image CNN's stem and blocks 0-3 frozen from the start
     **{f"partial_4_epochs{epochs}": {"strategy": "partial", "freeze_layers": 4, "epochs": epochs} for epochs in (4, 5)},
+    **{f"full_epochs{epochs}": {"strategy": "full", "epochs": epochs} for epochs in (1, 2, 3, 4, 5)},
     "partial_4_seed7": {"strategy": "partial", "freeze_layers": 4, "seed": 7},
     "full_seed7": {"strategy": "full", "seed": 7},
     "linear_probe": {"learning_rate": 1e-3},
@@ -52,7 +57,12 @@ RECIPES = {
 DECIDED_EVERY = re.compile(r"adaptive_freeze_converged_([0-9.]+)_check([0-9]+)(?:_max([0-9.]+))?")
 
 
+TRAIN_ROWS = re.compile(r"(.+)_rows([0-9]+)")
+
+
 def recipe(name: str) -> dict:
+    if rows := TRAIN_ROWS.fullmatch(name):
+        return recipe(rows.group(1))
     if name in RECIPES:
         return RECIPES[name]
     threshold, every, share = DECIDED_EVERY.fullmatch(name).groups()
@@ -67,23 +77,36 @@ task = get_task(params.task)
 rows = []
 out = Path(".cache/bench/strategies.jsonl")
 out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def fewer_train_rows(name: str) -> dict[str, pd.DataFrame]:
+    if not (rows := TRAIN_ROWS.fullmatch(name)):
+        return splits
+    train, _ = train_test_split(splits["train"], train_size=int(rows.group(2)), stratify=splits["train"]["label"], random_state=0)
+    return splits | {"train": train}
+
+
 for name in sys.argv[1:] or RECIPES:
-    run = params.model_copy(update={"train": params.train.model_copy(update={"strategy": name} | recipe(name))})
+    strategy = TRAIN_ROWS.fullmatch(name).group(1) if TRAIN_ROWS.fullmatch(name) else name
+    run = params.model_copy(update={"train": params.train.model_copy(update={"strategy": strategy} | recipe(name))})
+    data = fewer_train_rows(name)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        summary = fit(get_task(run.task), run, splits, label_map, Path(tmp) / "model", Path(tmp) / "live", f"bench {name}")
+        summary = fit(get_task(run.task), run, data, label_map, Path(tmp) / "model", Path(tmp) / "live", f"bench {name}")
         seconds = time.perf_counter() - start
         model = task.models.load_trained(str(Path(tmp) / "model"), False)
         probs = task.predict_proba(model, task.models.load_processor(str(Path(tmp) / "model"), False), splits["test"], label_map, 128)
     test = metrics.headline(splits["test"]["label"].to_numpy(), probs.argmax(axis=1))
+    low_high = uncertainty.interval(splits["test"]["label"].to_numpy(), probs.argmax(axis=1))
     adaptive = summary["parameters"].get("adaptive")
     row = {"strategy": name, "learning_rate": run.train.learning_rate, **{k: v for k, v in recipe(name).items() if k not in ("adaptive", "strategy")},
            "changes": sum(bool(event["change"]) for event in adaptive["timeline"]) if adaptive else None,
            "trainable_%": round(100 * summary["parameters"]["trainable_share"], 2),
            "trainable_end_%": round(100 * summary["parameters"]["trainable_at_end"] / summary["parameters"]["parameters"], 2),
-           "steps": summary["steps"],
+           "train_rows": len(data["train"]), "steps": summary["steps"],
            "val_acc": round(summary["val"]["accuracy"], 4), "val_f1": round(summary["val"]["f1_macro"], 4),
            "test_acc": round(test["accuracy"], 4), "test_f1": round(test["f1_macro"], 4),
+           "test_acc_95": [low_high["accuracy"]["low"], low_high["accuracy"]["high"]],
            "train_s": summary["train_runtime_s"], "total_s": round(seconds, 1)}
     rows.append(row)
     with out.open("a") as f:
