@@ -17,7 +17,11 @@ one bench/lm_faithfulness.py leaves in /tmp), for students that keep KEEP of the
 Calibration blocks are train blocks; the test split is scored only.
 
     PYTHONPATH=. .venv/bin/python bench/lm_students.py --project /tmp/lm-faithfulness-shakespeare-XXXX [--keep 15] \\
-        [--rules alternating stage] [--steps 32 96] [--heal alternating greedy]
+        [--rules alternating stage] [--steps 32 96] [--heal alternating greedy] \\
+        [--settings alpha=0.5,temperature=2 alpha=0,temperature=1,learning_rate=1e-3]
+
+--settings: compress.distill fields changed from configs/lm.yaml's (batch 8, lr 5e-4, alpha 0.5, T 2), one healing run
+of each rule per setting (the loss mix and the rate, side by side on the same student).
 """
 from __future__ import annotations
 
@@ -77,7 +81,7 @@ def greedy(teacher, calibration: np.ndarray, depth: int, keep: int) -> list[int]
     return kept
 
 
-def main(project: Path, keep: int, rules: list[str], steps: list[int], heal: list[str]) -> None:
+def main(project: Path, keep: int, rules: list[str], steps: list[int], heal: list[str], settings: list[str]) -> None:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
@@ -99,16 +103,18 @@ def main(project: Path, keep: int, rules: list[str], steps: list[int], heal: lis
         seconds = time.monotonic() - started
         value = perplexity(make_student(teacher, layers_of[rule]), test)
         print(f"| {rule} | {layers_of[rule]} | {seconds:.0f} | {value:.2f} | {100 * (value / reference - 1):+.0f} % |", flush=True)
-    config = Distill(epochs=1, learning_rate=5e-4, batch_size=8)  # configs/lm.yaml's, epochs set per budget below
-    print("\n| rule | distillation steps | seconds | test perplexity | vs teacher |\n|---|---|---|---|---|")
-    for rule in heal:
+    lm_config = Distill(epochs=1, learning_rate=5e-4, batch_size=8)  # configs/lm.yaml's, epochs set per budget below
+    print("\n| rule | setting | distillation steps | seconds | test perplexity | vs teacher |\n|---|---|---|---|---|---|")
+    for rule, setting in ((rule, setting) for rule in heal for setting in settings):
+        changes = {key: float(value) for key, value in (pair.split("=") for pair in setting.split(",") if pair)}
+        config = lm_config.model_copy(update=changes)
         student, done = make_student(teacher, layers_of[rule]), 0
         for budget in steps:  # each budget continues the previous one's student (its own warm-up and decay)
             started = time.monotonic()
             trained = distill(teacher, student, train, config.model_copy(update={"epochs": (budget - done) * config.batch_size / len(train)}), seed=0)
             seconds, done = time.monotonic() - started, budget
             value = perplexity(student, test)
-            print(f"| {rule} | {budget} ({trained['steps']} here) | {seconds:.0f} | {value:.2f} | {100 * (value / reference - 1):+.0f} % |", flush=True)
+            print(f"| {rule} | {setting or 'configs/lm.yaml'} | {budget} ({trained['steps']} here) | {seconds:.0f} | {value:.2f} | {100 * (value / reference - 1):+.0f} % |", flush=True)
 
 
 if __name__ == "__main__":
@@ -118,5 +124,6 @@ if __name__ == "__main__":
     parser.add_argument("--rules", nargs="+", default=["alternating", "block_influence", "contiguous", "greedy", "stage"])
     parser.add_argument("--steps", type=int, nargs="+", default=[32, 96])
     parser.add_argument("--heal", nargs="*", default=["alternating", "greedy"])
+    parser.add_argument("--settings", nargs="+", default=[""], help="compress.distill fields, key=value joined by commas")
     args = parser.parse_args()
-    main(args.project, args.keep, args.rules, args.steps, args.heal)
+    main(args.project, args.keep, args.rules, args.steps, args.heal, args.settings)
