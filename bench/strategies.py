@@ -55,9 +55,7 @@ RECIPES = {
 }
 # any adaptive_freeze_converged_{threshold}_check{steps}[_max{share}], e.g. adaptive_freeze_converged_0.05_check75_max0.3
 DECIDED_EVERY = re.compile(r"adaptive_freeze_converged_([0-9.]+)_check([0-9]+)(?:_max([0-9.]+))?")
-
-
-TRAIN_ROWS = re.compile(r"(.+)_rows([0-9]+)")
+TRAIN_ROWS = re.compile(r"(.+)_rows([0-9]+)")  # any recipe on fewer train rows, e.g. full_epochs3_rows4800
 
 
 def recipe(name: str) -> dict:
@@ -70,6 +68,14 @@ def recipe(name: str) -> dict:
                                                          max_frozen=float(share) if share else None)}
 
 
+def with_train_rows(splits: dict[str, pd.DataFrame], name: str) -> dict[str, pd.DataFrame]:
+    """The splits, the train one cut to a seeded, stratified N rows when the name ends in _rows{N}."""
+    if not (rows := TRAIN_ROWS.fullmatch(name)):
+        return splits
+    train, _ = train_test_split(splits["train"], train_size=int(rows.group(2)), stratify=splits["train"]["label"], random_state=0)
+    return splits | {"train": train}
+
+
 params = load_params()
 label_map = read_json(paths.LABEL_MAP)
 splits = {name: pd.read_parquet(paths.PREPARED / f"{name}.parquet") for name in ("train", "val", "test")}
@@ -77,19 +83,10 @@ task = get_task(params.task)
 rows = []
 out = Path(".cache/bench/strategies.jsonl")
 out.parent.mkdir(parents=True, exist_ok=True)
-
-
-def fewer_train_rows(name: str) -> dict[str, pd.DataFrame]:
-    if not (rows := TRAIN_ROWS.fullmatch(name)):
-        return splits
-    train, _ = train_test_split(splits["train"], train_size=int(rows.group(2)), stratify=splits["train"]["label"], random_state=0)
-    return splits | {"train": train}
-
-
 for name in sys.argv[1:] or RECIPES:
-    strategy = TRAIN_ROWS.fullmatch(name).group(1) if TRAIN_ROWS.fullmatch(name) else name
+    strategy = name.rsplit("_rows", 1)[0] if TRAIN_ROWS.fullmatch(name) else name
     run = params.model_copy(update={"train": params.train.model_copy(update={"strategy": strategy} | recipe(name))})
-    data = fewer_train_rows(name)
+    data = with_train_rows(splits, name)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         summary = fit(get_task(run.task), run, data, label_map, Path(tmp) / "model", Path(tmp) / "live", f"bench {name}")
